@@ -1,0 +1,176 @@
+"""Streaming accumulators that merge exactly across batches, shards and processes.
+
+Means and co-moments use the parallel update of Chan, Golub and LeVeque (1979):
+two summaries ``(n_a, mean_a, M_a)`` and ``(n_b, mean_b, M_b)`` merge into
+``n = n_a + n_b``, ``mean = mean_a + d n_b / n`` and
+``M = M_a + M_b + d dᵀ n_a n_b / n`` with ``d = mean_b - mean_a``. Batches are
+reduced in their own dtype after centring (cheap, accurate) and merged in float64.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+__all__ = ["GroupSums", "Moments"]
+
+
+class Moments:
+    """Count, mean and co-moment (or per-feature second moment) of ``features`` columns.
+
+    Args:
+        features: Number of columns of every update.
+        covariance: Keep the full ``features × features`` co-moment; otherwise only its diagonal.
+    """
+
+    def __init__(self, features: int, *, covariance: bool = True) -> None:
+        if features < 1:
+            raise ValueError(f"Moments needs at least one feature, got {features}")
+        self.features = features
+        self.count = 0
+        self.mean = torch.zeros(features, dtype=torch.float64)
+        shape = (features, features) if covariance else (features,)
+        self.comoment = torch.zeros(shape, dtype=torch.float64)
+
+    @property
+    def has_covariance(self) -> bool:
+        return self.comoment.dim() == 2
+
+    def update(self, x: torch.Tensor) -> None:
+        """Add the rows of ``x`` (``[rows, features]``)."""
+        x = x.detach()
+        if x.dim() != 2 or x.shape[1] != self.features:
+            raise ValueError(
+                f"Moments.update expects [rows, {self.features}], got {tuple(x.shape)}"
+            )
+        n = x.shape[0]
+        if n == 0:
+            return
+        if not x.is_floating_point() or x.dtype in (torch.float16, torch.bfloat16):
+            x = x.float()
+        mean = x.mean(0)
+        centred = x - mean
+        if self.has_covariance:
+            m2 = centred.T @ centred
+        else:
+            m2 = (centred * centred).sum(0)
+        self._merge(n, mean.to("cpu", torch.float64), m2.to("cpu", torch.float64))
+
+    def merge(self, other: Moments) -> Moments:
+        """Merge ``other`` into this accumulator (in place) and return it."""
+        if other.features != self.features or other.has_covariance != self.has_covariance:
+            raise ValueError("cannot merge Moments of different shapes")
+        self._merge(other.count, other.mean, other.comoment)
+        return self
+
+    def _merge(self, n: int, mean: torch.Tensor, m2: torch.Tensor) -> None:
+        if n == 0:
+            return
+        if self.count == 0:
+            self.count, self.mean, self.comoment = n, mean.clone(), m2.clone()
+            return
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (n / total)
+        factor = self.count * n / total
+        if self.has_covariance:
+            self.comoment = self.comoment + m2 + torch.outer(delta, delta) * factor
+        else:
+            self.comoment = self.comoment + m2 + delta * delta * factor
+        self.count = total
+
+    def covariance(self, ddof: int = 1) -> np.ndarray:
+        """Sample covariance (diagonal only when built without ``covariance``)."""
+        if self.count <= ddof:
+            raise ValueError(f"covariance needs more than {ddof} rows, have {self.count}")
+        return (self.comoment / (self.count - ddof)).numpy()
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Plain arrays that :meth:`from_state` turns back into an accumulator."""
+        return {
+            "count": np.asarray(self.count, dtype=np.int64),
+            "mean": self.mean.numpy().copy(),
+            "comoment": self.comoment.numpy().copy(),
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, np.ndarray]) -> Moments:
+        mean = np.asarray(state["mean"], dtype=np.float64)
+        comoment = np.asarray(state["comoment"], dtype=np.float64)
+        out = cls(mean.shape[0], covariance=comoment.ndim == 2)
+        out.count = int(state["count"])
+        out.mean = torch.from_numpy(mean.copy())
+        out.comoment = torch.from_numpy(comoment.copy())
+        return out
+
+
+class GroupSums:
+    """Raw sums that give the debiased (unbiased-HSIC) linear CKA between column groups.
+
+    The columns are ``groups`` consecutive groups of ``size`` (a head's ``head_dim``, or
+    channels grouped to head width). Kept: ``n``, ``Σ x``, ``Σ x xᵀ``,
+    ``Σ_i x_i ‖x_i^g‖²`` (features × groups) and ``Σ_i ‖x_i^h‖² ‖x_i^g‖²``
+    (groups × groups). Unbiased HSIC (Song et al. 2012) of any two groups is a closed
+    form of these sums (see ``inspector.analyzers``), so the estimate is exact however
+    the rows were batched, and sums merge by addition.
+    """
+
+    def __init__(self, groups: int, size: int) -> None:
+        if groups < 1 or size < 1:
+            raise ValueError(f"GroupSums needs groups, size >= 1, got {groups}, {size}")
+        self.groups, self.size = groups, size
+        p = groups * size
+        self.count = 0
+        self.sum = torch.zeros(p, dtype=torch.float64)
+        self.cross = torch.zeros(p, p, dtype=torch.float64)
+        self.weighted = torch.zeros(p, groups, dtype=torch.float64)
+        self.norms = torch.zeros(groups, groups, dtype=torch.float64)
+
+    def update(self, x: torch.Tensor) -> None:
+        """Add the rows of ``x`` (``[rows, groups * size]``)."""
+        x = x.detach()
+        p = self.groups * self.size
+        if x.dim() != 2 or x.shape[1] != p:
+            raise ValueError(f"GroupSums.update expects [rows, {p}], got {tuple(x.shape)}")
+        if x.shape[0] == 0:
+            return
+        # Raw fourth-order sums cancel badly in float32: reduce these batches in float64.
+        x = x.to(torch.float64)
+        sq = x.reshape(-1, self.groups, self.size).pow(2).sum(-1)  # [rows, groups]
+        self.count += x.shape[0]
+        self.sum += x.sum(0).cpu()
+        self.cross += (x.T @ x).cpu()
+        self.weighted += (x.T @ sq).cpu()
+        self.norms += (sq.T @ sq).cpu()
+
+    def merge(self, other: GroupSums) -> GroupSums:
+        if (other.groups, other.size) != (self.groups, self.size):
+            raise ValueError("cannot merge GroupSums of different shapes")
+        self.count += other.count
+        self.sum += other.sum
+        self.cross += other.cross
+        self.weighted += other.weighted
+        self.norms += other.norms
+        return self
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {
+            "count": np.asarray(self.count, dtype=np.int64),
+            "sum": self.sum.numpy().copy(),
+            "cross": self.cross.numpy().copy(),
+            "weighted": self.weighted.numpy().copy(),
+            "norms": self.norms.numpy().copy(),
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, np.ndarray]) -> GroupSums:
+        norms = np.asarray(state["norms"], dtype=np.float64)
+        summed = np.asarray(state["sum"], dtype=np.float64)
+        groups = norms.shape[0]
+        out = cls(groups, summed.shape[0] // groups)
+        out.count = int(state["count"])
+        for key in ("sum", "cross", "weighted", "norms"):
+            setattr(out, key, torch.from_numpy(np.asarray(state[key], np.float64).copy()))
+        return out
