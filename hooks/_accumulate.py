@@ -52,10 +52,7 @@ class Moments:
             x = x.float()
         mean = x.mean(0)
         centred = x - mean
-        if self.has_covariance:
-            m2 = centred.T @ centred
-        else:
-            m2 = (centred * centred).sum(0)
+        m2 = centred.T @ centred if self.has_covariance else (centred * centred).sum(0)
         self._merge(n, mean.to("cpu", torch.float64), m2.to("cpu", torch.float64))
 
     def merge(self, other: Moments) -> Moments:

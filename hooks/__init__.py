@@ -1,0 +1,45 @@
+"""Capture per-head attention, per-head outputs and channel activations from any model.
+
+Everything is scoped: hooks live inside a context manager and are removed on exit,
+also when the forward raises. Fused attention stays on; see ``hooks._taps``.
+"""
+
+from ._accumulate import GroupSums as GroupSums
+from ._accumulate import Moments as Moments
+from ._capture import AttentionRecord as AttentionRecord
+from ._capture import Capture as Capture
+from ._capture import CaptureOptions as CaptureOptions
+from ._capture import ChannelRecord as ChannelRecord
+from ._capture import Summary as Summary
+from ._capture import capture as capture
+from ._discovery import ChannelSite as ChannelSite
+from ._discovery import find_attention as find_attention
+from ._discovery import find_channels as find_channels
+from ._errors import CaptureError as CaptureError
+from ._errors import HookError as HookError
+from ._errors import SelectionError as SelectionError
+from ._gates import gates as gates
+from ._geometry import TokenGeometry as TokenGeometry
+from ._geometry import infer_geometry as infer_geometry
+from ._taps import sdpa_probabilities as sdpa_probabilities
+
+__all__ = [
+    "AttentionRecord",
+    "Capture",
+    "CaptureError",
+    "CaptureOptions",
+    "ChannelRecord",
+    "ChannelSite",
+    "GroupSums",
+    "HookError",
+    "Moments",
+    "SelectionError",
+    "Summary",
+    "TokenGeometry",
+    "capture",
+    "find_attention",
+    "find_channels",
+    "gates",
+    "infer_geometry",
+    "sdpa_probabilities",
+]

@@ -1,0 +1,348 @@
+"""The capture context: register every tap, reduce in the hooks, remove all in ``finally``."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from ._accumulate import GroupSums, Moments
+from ._discovery import ChannelSite, find_attention, find_channels, match_names
+from ._errors import CaptureError
+from ._geometry import TokenGeometry, infer_geometry
+from ._taps import AttentionTap, ChannelTap
+
+__all__ = ["AttentionRecord", "Capture", "CaptureOptions", "ChannelRecord", "Summary", "capture"]
+
+Summary = Callable[[torch.Tensor, TokenGeometry], torch.Tensor]
+"""Per-sequence reduction of probabilities ``[sequence, head, query, key]`` to
+``[sequence, ...]``; sequences of one image (windows) are averaged afterwards."""
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class CaptureOptions:
+    """What a capture reads.
+
+    Attributes:
+        attention: Globs over attention-module paths, ``"*"`` for all, ``None`` for none.
+        channels: Globs over channel-layer paths; ``"auto"`` selects convolutions and
+            MLP hidden layers (normalisation layers only when named), ``None`` none.
+        keep_maps: Keep full attention maps (float16) of the first this many images.
+        head_moments: Accumulate per-head context moments and CKA sums.
+        channel_moments: Accumulate channel moments (and CKA sums with ``group_size``).
+        positions: Rows (tokens / spatial positions) sampled per image for moments,
+            evenly spaced; ``None`` keeps all.
+        group_size: Channel group width for head-like CKA on channels; ``None`` skips.
+        max_covariance: Channel layers wider than this keep variances only.
+        summaries: Named per-image reductions of attention computed in the hook.
+        geometry: Geometry overrides by glob over attention paths.
+        on_attention: Called as ``fn(path, probs)`` with every batch's detached
+            probabilities ``[sequence, head, query, key]``, for users' own reductions.
+    """
+
+    attention: str | Sequence[str] | None = "*"
+    channels: str | Sequence[str] | None = "auto"
+    keep_maps: int = 8
+    head_moments: bool = True
+    channel_moments: bool = True
+    positions: int | None = 64
+    group_size: int | None = None
+    max_covariance: int = 4096
+    summaries: Mapping[str, Summary] = field(default_factory=lambda: _EMPTY)
+    geometry: Mapping[str, TokenGeometry] = field(default_factory=lambda: _EMPTY)
+    on_attention: Callable[[str, torch.Tensor], None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.keep_maps < 0:
+            raise ValueError(f"keep_maps must be >= 0, got {self.keep_maps}")
+        if self.positions is not None and self.positions < 1:
+            raise ValueError(f"positions must be >= 1 or None, got {self.positions}")
+        if self.group_size is not None and self.group_size < 1:
+            raise ValueError(f"group_size must be >= 1 or None, got {self.group_size}")
+
+
+def _sample_rows(x: torch.Tensor, batch: int, positions: int | None) -> torch.Tensor:
+    """``[rows, features]`` from ``[batch, positions..., features]``, evenly subsampled."""
+    features = x.shape[-1]
+    if x.dim() >= 3 and x.shape[0] == batch:
+        per_image = x.reshape(batch, -1, features)
+        count = per_image.shape[1]
+        if positions is not None and count > positions:
+            index = torch.linspace(0, count - 1, positions, device=x.device).round().long()
+            per_image = per_image[:, index]
+        return per_image.reshape(-1, features)
+    flat = x.reshape(-1, features)
+    if positions is not None and flat.shape[0] > positions * batch:
+        index = torch.linspace(0, flat.shape[0] - 1, positions * batch, device=x.device)
+        flat = flat[index.round().long()]
+    return flat
+
+
+@dataclass
+class AttentionRecord:
+    """What a capture gathered for one attention module.
+
+    Attributes:
+        name: Module path.
+        heads: Number of heads.
+        geometry: Token geometry (checked against the token counts seen).
+        images: Images that passed through the module.
+        maps: Probabilities of the first ``keep_maps`` images, float16,
+            ``[sample, head, query, key]`` (``[sample, window, head, query, key]`` when
+            an image is split into several sequences).
+        summaries: Per-image results of each summary, ``[sample, ...]``.
+        moments: Moments of the per-head context ``[head * head_dim]``.
+        groups: CKA sums with one group per head.
+        nonfinite: Batches whose probabilities held NaN or inf.
+    """
+
+    name: str
+    heads: int
+    geometry: TokenGeometry
+    images: int = 0
+    maps: list[torch.Tensor] = field(default_factory=list)
+    summaries: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    moments: Moments | None = None
+    groups: GroupSums | None = None
+    nonfinite: int = 0
+
+    def maps_array(self) -> np.ndarray:
+        if not self.maps:
+            return np.zeros((0,), dtype=np.float16)
+        return torch.cat(self.maps).numpy()
+
+    def summary(self, name: str) -> np.ndarray:
+        return torch.cat(self.summaries[name]).numpy()
+
+
+@dataclass
+class ChannelRecord:
+    """What a capture gathered for one channel layer (see :class:`ChannelSite`)."""
+
+    site: ChannelSite
+    channels: int = 0
+    images: int = 0
+    moments: Moments | None = None
+    groups: GroupSums | None = None
+    nonfinite: int = 0
+
+
+class Capture:
+    """Context manager that reads attention and channels of ``model`` while it runs.
+
+    Every hook is registered in ``__enter__`` and removed in ``__exit__`` (also when the
+    forward raises); no module attribute is changed. Run the model normally inside.
+
+    Args:
+        model: Any module; timm models get their geometry inferred.
+        options: What to read.
+    """
+
+    def __init__(self, model: nn.Module, options: CaptureOptions | None = None) -> None:
+        self.model = model
+        self.options = options or CaptureOptions()
+        opts = self.options
+        attention = find_attention(model)
+        sites = find_channels(model)
+        self.attention: dict[str, AttentionRecord] = {}
+        self.channels: dict[str, ChannelRecord] = {}
+        self._modules = dict(model.named_modules())
+        if opts.attention is not None:
+            if not attention:
+                raise CaptureError(
+                    f"{type(model).__name__} has no attention module inspector recognises "
+                    "(timm *Attention classes, nn.MultiheadAttention); pass attention=None"
+                )
+            for name in match_names(attention, opts.attention, what="attention"):
+                module = attention[name]
+                self.attention[name] = AttentionRecord(
+                    name=name, heads=int(module.num_heads), geometry=self._geometry(name, module)
+                )
+        if opts.channels is not None:
+            if opts.channels == "auto":
+                names = [n for n, s in sites.items() if s.kind in ("conv", "mlp")]
+            else:
+                names = match_names(sites, opts.channels, what="channel")
+            for name in names:
+                self.channels[name] = ChannelRecord(site=sites[name])
+        self.images = 0
+        self._batch = 0
+        self._input_size: tuple[int, ...] | None = None
+        self._handles: list[RemovableHandle] = []
+        self._taps: list[AttentionTap] = []
+        self._active = False
+
+    def _geometry(self, name: str, module: nn.Module) -> TokenGeometry:
+        for pattern, geometry in self.options.geometry.items():
+            if fnmatch.fnmatchcase(name, pattern):
+                return geometry
+        return infer_geometry(self.model, name, module)
+
+    def _reinfer(self, name: str, geometry: TokenGeometry) -> TokenGeometry:
+        """The geometry at this input size, for models whose grid follows the input."""
+        if any(fnmatch.fnmatchcase(name, p) for p in self.options.geometry):
+            return geometry
+        return infer_geometry(self.model, name, self._modules[name], self._input_size)
+
+    # -- hooks ------------------------------------------------------------------------
+
+    def _on_probs(self, record: AttentionRecord) -> Callable[[torch.Tensor], None]:
+        opts = self.options
+
+        def handle(probs: torch.Tensor) -> None:
+            batch = self._batch
+            sequences = probs.shape[0]
+            if batch == 0 or sequences % batch:
+                raise CaptureError(
+                    f"{record.name}: {sequences} attention sequences for a batch of {batch}"
+                )
+            geometry = record.geometry
+            if geometry.tokens is not None and probs.shape[-2] != geometry.tokens:
+                record.geometry = geometry = self._reinfer(record.name, geometry)
+            if geometry.tokens is not None and probs.shape[-2] != geometry.tokens:
+                record.geometry = geometry = TokenGeometry.unknown(
+                    f"{probs.shape[-2]} query tokens seen, the inferred geometry has "
+                    f"{geometry.tokens} (prefix {geometry.prefix} + grid {geometry.grid})"
+                )
+            if not bool(torch.isfinite(probs).all()):
+                record.nonfinite += 1
+            per_image = sequences // batch
+            if opts.on_attention is not None:
+                opts.on_attention(record.name, probs)
+            for key, fn in opts.summaries.items():
+                value = fn(probs, geometry)
+                if per_image > 1:
+                    value = value.reshape(batch, per_image, *value.shape[1:]).mean(1)
+                record.summaries.setdefault(key, []).append(value.float().cpu())
+            room = opts.keep_maps - min(record.images, opts.keep_maps)
+            if room > 0:
+                kept = probs.reshape(batch, per_image, *probs.shape[1:])[:room]
+                if per_image == 1:
+                    kept = kept[:, 0]
+                record.maps.append(kept.to("cpu", torch.float16))
+            record.images += batch
+
+        return handle
+
+    def _on_heads(self, record: AttentionRecord) -> Callable[[torch.Tensor], None]:
+        def handle(x: torch.Tensor) -> None:
+            width = x.shape[-1]
+            if width % record.heads:
+                raise CaptureError(f"{record.name}: width {width} not divisible by heads")
+            rows = _sample_rows(x, self._batch, self.options.positions)
+            if record.moments is None:
+                record.moments = Moments(width)
+                record.groups = GroupSums(record.heads, width // record.heads)
+            record.moments.update(rows)
+            assert record.groups is not None
+            record.groups.update(rows)
+
+        return handle
+
+    def _on_channels(self, record: ChannelRecord) -> Callable[[torch.Tensor], None]:
+        opts = self.options
+
+        def handle(x: torch.Tensor) -> None:
+            if record.site.channel_axis != -1:
+                x = x.movedim(record.site.channel_axis, -1)
+            if not bool(torch.isfinite(x).all()):
+                record.nonfinite += 1
+            rows = _sample_rows(x, self._batch, opts.positions)
+            width = rows.shape[-1]
+            if record.moments is None:
+                record.channels = width
+                record.moments = Moments(width, covariance=width <= opts.max_covariance)
+                size = opts.group_size
+                if size is not None and width % size == 0 and width // size > 1:
+                    record.groups = GroupSums(width // size, size)
+            record.moments.update(rows)
+            if record.groups is not None:
+                record.groups.update(rows)
+            record.images += self._batch
+
+        return handle
+
+    def _root_pre(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        first = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), None)
+        if first is None:
+            raise CaptureError("the model's forward received no tensor: cannot count images")
+        self._batch = int(first.shape[0])
+        self._input_size = tuple(first.shape[-2:]) if first.dim() == 4 else None
+
+    def _root_post(self, module: nn.Module, args: tuple, output: Any) -> None:
+        self.images += self._batch
+
+    # -- context ----------------------------------------------------------------------
+
+    def __enter__(self) -> Capture:
+        if self._active:
+            raise CaptureError("this capture is already active")
+        self._active = True
+        try:
+            self._handles.append(
+                self.model.register_forward_pre_hook(self._root_pre, with_kwargs=True)
+            )
+            self._handles.append(self.model.register_forward_hook(self._root_post))
+            for name, record in self.attention.items():
+                tap = AttentionTap(
+                    self._modules[name],
+                    on_probs=self._on_probs(record),
+                    on_heads=self._on_heads(record) if self.options.head_moments else None,
+                )
+                self._taps.append(tap)
+                self._handles.extend(tap.attach())
+            for name, channel in self.channels.items():
+                tap_c = ChannelTap(
+                    self._modules[name],
+                    channel.site.point,
+                    channel.site.channel_axis,
+                    on_channels=self._on_channels(channel)
+                    if self.options.channel_moments
+                    else None,
+                )
+                self._handles.extend(tap_c.attach())
+        except BaseException:
+            self._remove()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._remove()
+
+    def _remove(self) -> None:
+        try:
+            for tap in self._taps:
+                tap.unwind()
+        finally:
+            for handle in self._handles:
+                handle.remove()
+            self._handles.clear()
+            self._taps.clear()
+            self._active = False
+
+
+def capture(model: nn.Module, options: CaptureOptions | None = None, **kwargs: Any) -> Capture:
+    """Capture attention and channel statistics of ``model`` inside a ``with`` block.
+
+    Args:
+        model: Any module.
+        options: A :class:`CaptureOptions`; or give its fields as keyword arguments.
+        **kwargs: Fields of :class:`CaptureOptions`.
+
+    Example:
+        >>> with hooks.capture(model, channels=None, keep_maps=2) as cap:
+        ...     model(images)
+        >>> cap.attention["blocks.0.attn"].maps_array().shape  # (2, 6, 197, 197)
+    """
+    if options is not None and kwargs:
+        raise TypeError("give either options= or keyword fields, not both")
+    return Capture(model, options or CaptureOptions(**kwargs))

@@ -1,0 +1,127 @@
+"""Find attention modules and channel layers in any module tree, and select them by glob.
+
+One vocabulary: a layer is named by its ``named_modules()`` path (``blocks.3.attn``);
+that path is the selector, the run-file group, the analyzer key and the report label.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from torch import nn
+
+from ._errors import SelectionError
+
+__all__ = [
+    "ChannelSite",
+    "find_attention",
+    "find_channels",
+    "match_names",
+]
+
+ChannelKind = Literal["conv", "norm", "mlp"]
+
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_NORM_FIRST = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm)
+
+
+@dataclass(frozen=True)
+class ChannelSite:
+    """Where a channel layer's activations are read.
+
+    Attributes:
+        name: The layer's path; for MLP hidden layers the MLP's second projection,
+            whose *input* is the hidden activation (after the nonlinearity).
+        kind: ``conv``, ``norm`` or ``mlp`` (MLP hidden layer).
+        point: ``output`` or ``input`` of the module at ``name``.
+        channel_axis: ``1`` for ``[batch, channel, ...]``, ``-1`` for ``[..., channel]``.
+    """
+
+    name: str
+    kind: ChannelKind
+    point: Literal["input", "output"]
+    channel_axis: int
+
+
+def _is_attention(module: nn.Module) -> bool:
+    if isinstance(module, nn.MultiheadAttention):
+        return True
+    heads = getattr(module, "num_heads", None)
+    if not isinstance(heads, int) or "Attention" not in type(module).__name__:
+        return False
+    children = dict(module.named_children())
+    return any(k in children for k in ("qkv", "q", "kv", "qk", "proj", "out_proj"))
+
+
+def find_attention(model: nn.Module) -> dict[str, nn.Module]:
+    """Attention modules of ``model`` by path: timm's attention classes (any class named
+    ``*Attention*`` with ``num_heads`` and projection children) and ``nn.MultiheadAttention``.
+    Only the innermost such module is kept when they nest."""
+    found = {name: m for name, m in model.named_modules() if _is_attention(m)}
+    return {
+        name: m
+        for name, m in found.items()
+        if not any(
+            (other != name and other.startswith(name + ".")) or (not name and other)
+            for other in found
+        )
+    }
+
+
+def _channels_first_norm(module: nn.Module) -> bool:
+    # timm's LayerNorm2d / LayerNormAct2d normalise [B, C, H, W] over C.
+    return isinstance(module, _NORM_FIRST) or type(module).__name__.endswith("2d")
+
+
+def find_channels(model: nn.Module) -> dict[str, ChannelSite]:
+    """Channel layers of ``model`` by path: convolutions, normalisation layers and MLP
+    hidden layers (modules with ``fc1`` and ``fc2`` children, read at ``fc2``'s input)."""
+    sites: dict[str, ChannelSite] = {}
+    for name, module in model.named_modules():
+        if not name:
+            continue
+        if isinstance(module, _CONV):
+            sites[name] = ChannelSite(name, "conv", "output", 1)
+        elif isinstance(module, (nn.LayerNorm, *_NORM_FIRST)) or (
+            "Norm" in type(module).__name__ and hasattr(module, "weight")
+        ):
+            axis = 1 if _channels_first_norm(module) else -1
+            sites[name] = ChannelSite(name, "norm", "output", axis)
+        children = dict(module.named_children())
+        fc2 = children.get("fc2")
+        if "fc1" in children or "fc1_g" in children:
+            if isinstance(fc2, nn.Linear):
+                sites[f"{name}.fc2"] = ChannelSite(f"{name}.fc2", "mlp", "input", -1)
+            elif isinstance(fc2, nn.Conv2d):
+                sites[f"{name}.fc2"] = ChannelSite(f"{name}.fc2", "mlp", "input", 1)
+    return sites
+
+
+def _as_patterns(patterns: str | Sequence[str]) -> list[str]:
+    return [patterns] if isinstance(patterns, str) else list(patterns)
+
+
+def match_names(names: Iterable[str], patterns: str | Sequence[str], *, what: str) -> list[str]:
+    """Names matching any of the glob ``patterns``, in the order given.
+
+    Raises:
+        SelectionError: A pattern matches none of ``names``; the message lists the
+            nearest real names.
+    """
+    names = list(names)
+    chosen: set[str] = set()
+    for pattern in _as_patterns(patterns):
+        hits = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+        if not hits:
+            near = difflib.get_close_matches(pattern, names, n=5, cutoff=0.3) or names[:5]
+            listed = ", ".join(near) if near else "none"
+            raise SelectionError(
+                f"{what} selection {pattern!r} matches none of the {len(names)} {what} "
+                f"layers; nearest: {listed}"
+            )
+        chosen.update(hits)
+    return [n for n in names if n in chosen]

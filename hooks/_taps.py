@@ -1,0 +1,273 @@
+"""Per-module taps: read (and optionally gate) attention and channel tensors in hooks.
+
+Attention is read inside a :class:`~torch.overrides.TorchFunctionMode` scoped to the
+attention module's own forward. A fused ``F.scaled_dot_product_attention`` call is
+answered by the real kernel (so outputs stay bit-identical) while the probabilities are
+computed explicitly from the same ``q``, ``k``, mask, causal flag and scale. An
+unfused module's ``softmax`` output is read as is. The input of the output projection
+(``proj`` / ``out_proj``, seen as an ``F.linear`` call with that weight) is the per-head
+context ``[..., head * head_dim]``; head gates multiply it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils.hooks import RemovableHandle
+
+from ._errors import CaptureError
+
+__all__ = ["AttentionTap", "ChannelTap", "sdpa_probabilities"]
+
+_SDPA = torch._C._nn.scaled_dot_product_attention
+_LINEAR = torch._C._nn.linear
+_SOFTMAX = (torch.softmax, torch.Tensor.softmax, F.softmax, torch.nn.functional.softmax)
+_MHA_SIGNATURE = inspect.signature(nn.MultiheadAttention.forward)
+
+ProbsFn = Callable[[torch.Tensor], None]
+HeadsFn = Callable[[torch.Tensor], None]
+
+
+def sdpa_probabilities(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor | None = None,
+    attn_mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    scale: float | None = None,
+    enable_gqa: bool = False,
+) -> torch.Tensor:
+    """The attention probabilities ``[..., head, query, key]`` that
+    ``F.scaled_dot_product_attention`` uses for these arguments (before dropout)."""
+    del value, dropout_p
+    q = query if query.dtype in (torch.float32, torch.float64) else query.float()
+    k = key.to(q.dtype)
+    if enable_gqa and k.size(-3) != q.size(-3):
+        k = k.repeat_interleave(q.size(-3) // k.size(-3), dim=-3)
+    factor = 1.0 / math.sqrt(q.size(-1)) if scale is None else scale
+    logits = (q * factor) @ k.transpose(-2, -1)
+    if is_causal:
+        keep = torch.ones(q.size(-2), k.size(-2), dtype=torch.bool, device=q.device).tril()
+        logits = logits.masked_fill(~keep, float("-inf"))
+    if attn_mask is not None:
+        if attn_mask.dtype == torch.bool:
+            logits = logits.masked_fill(~attn_mask, float("-inf"))
+        else:
+            logits = logits + attn_mask.to(logits.dtype)
+    return logits.softmax(dim=-1)
+
+
+def _output_projection(module: nn.Module) -> torch.Tensor | None:
+    for child in ("proj", "out_proj", "o_proj"):
+        layer = getattr(module, child, None)
+        if isinstance(layer, nn.Linear):
+            return layer.weight
+    return None
+
+
+class _Mode(TorchFunctionMode):
+    def __init__(self, tap: AttentionTap) -> None:
+        super().__init__()
+        self.tap = tap
+        self.saw_sdpa = False
+        self.softmax: torch.Tensor | None = None
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        tap = self.tap
+        if func is _SDPA:
+            out = func(*args, **kwargs)
+            self.saw_sdpa = True
+            if tap.on_probs is not None:
+                with torch.no_grad():
+                    tap.on_probs(sdpa_probabilities(*args, **kwargs).detach())
+            return out
+        if func in _SOFTMAX and tap.on_probs is not None and not self.saw_sdpa:
+            out = func(*args, **kwargs)
+            dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
+            if isinstance(out, torch.Tensor) and out.dim() >= 3 and dim in (-1, out.dim() - 1):
+                self.softmax = out
+            return out
+        if func is _LINEAR and len(args) > 1 and args[1] is tap.proj_weight is not None:
+            x = args[0]
+            if tap.on_heads is not None:
+                with torch.no_grad():
+                    tap.on_heads(x.detach())
+            if tap.gate is not None:
+                x = tap.apply_gate(x)
+            return func(x, *args[1:], **kwargs)
+        return func(*args, **kwargs)
+
+
+class AttentionTap:
+    """Hooks on one attention module: probabilities, per-head context and head gates.
+
+    Args:
+        module: The attention module.
+        on_probs: Called with detached probabilities ``[sequence, head, query, key]``.
+        on_heads: Called with the detached output-projection input ``[..., head * head_dim]``.
+        gate: Per-head multipliers ``[head]`` applied to the per-head context.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        *,
+        on_probs: ProbsFn | None = None,
+        on_heads: HeadsFn | None = None,
+        gate: torch.Tensor | None = None,
+    ) -> None:
+        self.module = module
+        self.on_probs = on_probs
+        self.on_heads = on_heads
+        self.gate = gate
+        self.heads = int(getattr(module, "num_heads", 0) or 0)
+        self.is_mha = isinstance(module, nn.MultiheadAttention)
+        self.proj_weight = module.out_proj.weight if self.is_mha else _output_projection(module)
+        self._modes: list[_Mode] = []
+        self._mha_calls: list[tuple[bool, bool, torch.Tensor]] = []
+
+    def apply_gate(self, x: torch.Tensor) -> torch.Tensor:
+        assert self.gate is not None
+        shape = x.shape
+        heads = self.gate.numel()
+        return (x.reshape(*shape[:-1], heads, shape[-1] // heads) * self.gate[:, None]).reshape(
+            shape
+        )
+
+    def attach(self) -> list[RemovableHandle]:
+        if self.is_mha and self.gate is not None:
+            raise CaptureError(
+                "head gates on nn.MultiheadAttention are not supported: its output "
+                "projection runs inside F.multi_head_attention_forward"
+            )
+        if (self.on_heads is not None or self.gate is not None) and self.proj_weight is None:
+            raise CaptureError(
+                f"{type(self.module).__name__} has no linear output projection "
+                "(proj/out_proj): per-head outputs and head gates are unavailable"
+            )
+        return [
+            self.module.register_forward_pre_hook(self._pre, with_kwargs=True),
+            self.module.register_forward_hook(self._post, with_kwargs=True, always_call=True),
+        ]
+
+    def _pre(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        if self.is_mha and self.on_probs is not None:
+            bound = _MHA_SIGNATURE.bind(module, *args, **kwargs)
+            bound.apply_defaults()
+            params = dict(bound.arguments)
+            params.pop("self")
+            call = (params["need_weights"], params["average_attn_weights"], params["value"])
+            self._mha_calls.append(call)
+            params["need_weights"] = True
+            params["average_attn_weights"] = False
+            args, kwargs = (), params
+        mode = _Mode(self)
+        mode.__enter__()
+        self._modes.append(mode)
+        return args, kwargs
+
+    def _post(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
+        mode = self._modes.pop()
+        mode.__exit__(None, None, None)
+        call = self._mha_calls.pop() if self.is_mha and self.on_probs is not None else None
+        if output is None or self.on_probs is None:  # the forward raised, or nothing to read
+            return None
+        if call is not None:
+            out, weights = output
+            need, average, value = call
+            with torch.no_grad():
+                self.on_probs(weights.detach())
+                if self.on_heads is not None:
+                    self.on_heads(_mha_context(module, weights.detach(), value.detach()))
+            if not need:
+                return out, None
+            return out, (weights.mean(dim=1) if average else weights)
+        if not mode.saw_sdpa and mode.softmax is not None:
+            with torch.no_grad():
+                self.on_probs(mode.softmax.detach())
+        return None
+
+    def unwind(self) -> None:
+        """Leave any mode a forward left open (only possible if a hook itself raised)."""
+        while self._modes:
+            self._modes.pop().__exit__(None, None, None)
+        self._mha_calls.clear()
+
+
+def _mha_context(
+    module: nn.MultiheadAttention, probs: torch.Tensor, value: torch.Tensor
+) -> torch.Tensor:
+    """Per-head context ``[batch, query, head * head_dim]`` of ``nn.MultiheadAttention``:
+    its probabilities times its projected values (the input of ``out_proj``)."""
+    if not module.batch_first and value.dim() == 3:
+        value = value.transpose(0, 1)
+    embed = module.embed_dim
+    if module.in_proj_weight is not None:
+        weight = module.in_proj_weight[2 * embed :]
+    else:
+        weight = module.v_proj_weight
+    bias = module.in_proj_bias[2 * embed :] if module.in_proj_bias is not None else None
+    v = F.linear(value, weight, bias)
+    batch, keys = v.shape[0], v.shape[1]
+    v = v.reshape(batch, keys, module.num_heads, -1).transpose(1, 2)
+    context = probs.to(v.dtype) @ v  # [batch, head, query, head_dim]
+    return context.transpose(1, 2).reshape(batch, probs.shape[-2], -1)
+
+
+class ChannelTap:
+    """A hook reading (and optionally gating) the channels at one site.
+
+    Args:
+        module: The module read.
+        point: ``output`` (forward hook) or ``input`` (forward pre-hook, first argument).
+        channel_axis: ``1`` or ``-1``.
+        on_channels: Called with the detached activation.
+        gate: Per-channel multipliers ``[channel]``.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        point: str,
+        channel_axis: int,
+        *,
+        on_channels: Callable[[torch.Tensor], None] | None = None,
+        gate: torch.Tensor | None = None,
+    ) -> None:
+        self.module, self.point, self.axis = module, point, channel_axis
+        self.on_channels, self.gate = on_channels, gate
+
+    def _process(self, x: torch.Tensor) -> torch.Tensor | None:
+        if self.on_channels is not None:
+            with torch.no_grad():
+                self.on_channels(x.detach())
+        if self.gate is None:
+            return None
+        shape = [1] * x.dim()
+        shape[self.axis] = -1
+        return x * self.gate.view(shape)
+
+    def _pre(self, module: nn.Module, args: tuple) -> tuple | None:
+        if not args or not isinstance(args[0], torch.Tensor):
+            return None
+        new = self._process(args[0])
+        return None if new is None else (new, *args[1:])
+
+    def _post(self, module: nn.Module, args: tuple, output: Any) -> Any:
+        if not isinstance(output, torch.Tensor):
+            return None
+        return self._process(output)
+
+    def attach(self) -> list[RemovableHandle]:
+        if self.point == "input":
+            return [self.module.register_forward_pre_hook(self._pre)]
+        return [self.module.register_forward_hook(self._post)]
