@@ -13,6 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 from torch import nn
 
 __all__ = ["GeometryKind", "TokenGeometry", "infer_geometry"]
@@ -72,6 +73,26 @@ class TokenGeometry:
             return None
         return self.prefix + self.grid[0] * self.grid[1]
 
+    def centres(self) -> tuple[np.ndarray, np.ndarray]:
+        """Pixel centres ``(y, x)`` of the spatial query and key tokens of one sequence.
+
+        Returns:
+            ``(queries [Q, 2], keys [K, 2])`` in the order the sequence holds them
+            (row-major), without prefix tokens. For windowed attention, the positions
+            inside one window (every window has the same relative layout).
+
+        Raises:
+            ValueError: The geometry is not ``global`` or ``windowed``.
+        """
+        if not self.known:
+            raise ValueError(f"no token centres for a {self.kind} geometry ({self.reason})")
+        assert self.grid is not None and self.stride is not None
+        grid = self.window if self.kind == "windowed" and self.window else self.grid
+        queries = _grid_centres(grid, self.stride)
+        if self.kind == "windowed" or self.key_grid is None:
+            return queries, queries
+        return queries, _grid_centres(self.key_grid, self.key_stride or self.stride)
+
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.as_items()}
 
@@ -87,6 +108,12 @@ class TokenGeometry:
     @classmethod
     def unknown(cls, reason: str) -> TokenGeometry:
         return cls(kind="unknown", reason=reason)
+
+
+def _grid_centres(grid: tuple[int, int], stride: tuple[float, float]) -> np.ndarray:
+    rows, cols = np.meshgrid(np.arange(grid[0]), np.arange(grid[1]), indexing="ij")
+    centres = np.stack([(rows + 0.5) * stride[0], (cols + 0.5) * stride[1]], axis=-1)
+    return centres.reshape(-1, 2).astype(np.float64)
 
 
 def _pair(value: Any) -> tuple[int, int]:
