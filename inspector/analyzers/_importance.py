@@ -1,0 +1,111 @@
+"""Unit importance, pruning-curve summaries and rank agreement (METRICS.md §5)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["largest_prunable_fraction", "normalise_importance", "rankdata", "spearman"]
+
+
+def normalise_importance(raw: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Normalise importance per layer by the L2 norm, then min–max over the whole model.
+
+    Args:
+        raw: One ``[unit]`` array of raw importances per layer.
+
+    Returns:
+        One array per layer, in ``[0, 1]`` across the model. A layer whose importances are
+        all 0 stays 0 (no norm to divide by); if every normalised value is equal the result
+        is all 0, since no unit is more important than another.
+
+    Raises:
+        ValueError: If there are no layers, or a value is negative or not finite.
+    """
+    layers = [np.asarray(layer, dtype=np.float64) for layer in raw]
+    if not layers or all(layer.size == 0 for layer in layers):
+        raise ValueError("normalise_importance needs at least one unit")
+    for index, layer in enumerate(layers):
+        if not np.isfinite(layer).all() or (layer < 0).any():
+            raise ValueError(f"importance of layer {index} must be finite and >= 0")
+    scaled = []
+    for layer in layers:
+        norm = np.linalg.norm(layer)
+        scaled.append(layer / norm if norm > 0 else np.zeros_like(layer))
+    values = np.concatenate([layer.ravel() for layer in scaled])
+    low, high = values.min(), values.max()
+    if high <= low:
+        return [np.zeros_like(layer) for layer in scaled]
+    return [(layer - low) / (high - low) for layer in scaled]
+
+
+def largest_prunable_fraction(
+    fractions: Sequence[float], agreements: Sequence[float], threshold: float = 0.99
+) -> float:
+    """Largest fraction of units removable while top-1 agreement stays at ``threshold``.
+
+    The curve is read in increasing order of fraction and stops at the first step below
+    the threshold: a later recovery (agreement is not always monotone) does not count,
+    because pruning removes units cumulatively.
+
+    Args:
+        fractions: Fractions of units removed, e.g. ``0.0, 0.1, …, 1.0``.
+        agreements: Top-1 agreement with the unpruned model at each fraction.
+        threshold: Least agreement accepted.
+
+    Returns:
+        The fraction; 0.0 when even the first step falls below the threshold.
+    """
+    f = np.asarray(fractions, dtype=np.float64)
+    a = np.asarray(agreements, dtype=np.float64)
+    if f.ndim != 1 or f.shape != a.shape:
+        raise ValueError(
+            f"fractions and agreements must be equal-length 1-d, got {f.shape}, {a.shape}"
+        )
+    order = np.argsort(f, kind="stable")
+    best = 0.0
+    for fraction, agreement in zip(f[order], a[order], strict=True):
+        if not agreement >= threshold:  # NaN agreement fails too
+            break
+        best = float(fraction)
+    return best
+
+
+def rankdata(values: np.ndarray) -> np.ndarray:
+    """Ranks starting at 1, ties given their average rank (as ``scipy.stats.rankdata``)."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    order = np.argsort(v, kind="stable")
+    sorted_v = v[order]
+    # Each run of equal values gets the mean of the ranks it spans.
+    starts = np.flatnonzero(np.r_[True, sorted_v[1:] != sorted_v[:-1]])
+    ends = np.r_[starts[1:], v.size]
+    run_rank = (starts + ends + 1) / 2.0
+    ranks = np.empty(v.size)
+    ranks[order] = np.repeat(run_rank, ends - starts)
+    return ranks
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation, ties averaged.
+
+    Args:
+        a: ``[unit]`` values, e.g. gate-gradient importance.
+        b: ``[unit]`` values for the same units, e.g. true ablation loss change.
+
+    Returns:
+        Pearson correlation of the ranks; NaN if either side is constant or has fewer
+        than two values.
+    """
+    x = np.asarray(a, dtype=np.float64).ravel()
+    y = np.asarray(b, dtype=np.float64).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"spearman needs equal lengths, got {x.size} and {y.size}")
+    if np.isnan(x).any() or np.isnan(y).any():
+        raise ValueError("spearman got NaN values")
+    if x.size < 2:
+        return float("nan")
+    rx = rankdata(x) - (x.size + 1) / 2.0
+    ry = rankdata(y) - (y.size + 1) / 2.0
+    denominator = np.sqrt((rx @ rx) * (ry @ ry))
+    return float(rx @ ry / denominator) if denominator > 0 else float("nan")
