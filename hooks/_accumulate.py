@@ -112,9 +112,14 @@ class GroupSums:
     (groups × groups). Unbiased HSIC (Song et al. 2012) of any two groups is a closed
     form of these sums (see ``inspector.analyzers``), so the estimate is exact however
     the rows were batched, and sums merge by addition.
+
+    Raw fourth-order sums cancel badly when a feature's mean is large next to its spread
+    (ViT outlier dimensions), so rows are summed after subtracting a fixed ``shift``
+    (by default the first batch's mean); the estimator is shift-invariant. Only sums
+    with the same shift merge.
     """
 
-    def __init__(self, groups: int, size: int) -> None:
+    def __init__(self, groups: int, size: int, shift: torch.Tensor | None = None) -> None:
         if groups < 1 or size < 1:
             raise ValueError(f"GroupSums needs groups, size >= 1, got {groups}, {size}")
         self.groups, self.size = groups, size
@@ -124,6 +129,7 @@ class GroupSums:
         self.cross = torch.zeros(p, p, dtype=torch.float64)
         self.weighted = torch.zeros(p, groups, dtype=torch.float64)
         self.norms = torch.zeros(groups, groups, dtype=torch.float64)
+        self.shift = None if shift is None else shift.detach().to("cpu", torch.float64)
 
     def update(self, x: torch.Tensor) -> None:
         """Add the rows of ``x`` (``[rows, groups * size]``)."""
@@ -135,6 +141,9 @@ class GroupSums:
             return
         # Raw fourth-order sums cancel badly in float32: reduce these batches in float64.
         x = x.to(torch.float64)
+        if self.shift is None:
+            self.shift = x.mean(0).cpu()
+        x = x - self.shift.to(x.device)
         sq = x.reshape(-1, self.groups, self.size).pow(2).sum(-1)  # [rows, groups]
         self.count += x.shape[0]
         self.sum += x.sum(0).cpu()
@@ -145,6 +154,12 @@ class GroupSums:
     def merge(self, other: GroupSums) -> GroupSums:
         if (other.groups, other.size) != (self.groups, self.size):
             raise ValueError("cannot merge GroupSums of different shapes")
+        if other.count == 0:
+            return self
+        if self.count == 0 and self.shift is None:
+            self.shift = other.shift
+        if other.shift is None or self.shift is None or not torch.equal(other.shift, self.shift):
+            raise ValueError("cannot merge GroupSums summed about different shifts")
         self.count += other.count
         self.sum += other.sum
         self.cross += other.cross
@@ -159,6 +174,9 @@ class GroupSums:
             "cross": self.cross.numpy().copy(),
             "weighted": self.weighted.numpy().copy(),
             "norms": self.norms.numpy().copy(),
+            "shift": (torch.zeros_like(self.sum) if self.shift is None else self.shift)
+            .numpy()
+            .copy(),
         }
 
     @classmethod
@@ -166,7 +184,12 @@ class GroupSums:
         norms = np.asarray(state["norms"], dtype=np.float64)
         summed = np.asarray(state["sum"], dtype=np.float64)
         groups = norms.shape[0]
-        out = cls(groups, summed.shape[0] // groups)
+        shift = state.get("shift")
+        out = cls(
+            groups,
+            summed.shape[0] // groups,
+            None if shift is None else torch.from_numpy(np.asarray(shift, np.float64).copy()),
+        )
         out.count = int(state["count"])
         for key in ("sum", "cross", "weighted", "norms"):
             setattr(out, key, torch.from_numpy(np.asarray(state[key], np.float64).copy()))

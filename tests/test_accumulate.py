@@ -42,9 +42,10 @@ def test_diagonal_moments_and_state_round_trip() -> None:
 def test_group_sums_merge_by_addition() -> None:
     rng = np.random.default_rng(2)
     data = torch.from_numpy(rng.normal(size=(64, 6)))
-    one = GroupSums(3, 2)
+    zero = torch.zeros(6, dtype=torch.float64)
+    one = GroupSums(3, 2, shift=zero)
     one.update(data)
-    a, b = GroupSums(3, 2), GroupSums(3, 2)
+    a, b = GroupSums(3, 2, shift=zero), GroupSums(3, 2, shift=zero)
     a.update(data[:10])
     b.update(data[10:])
     a.merge(b)
@@ -53,3 +54,14 @@ def test_group_sums_merge_by_addition() -> None:
     sq = (data.reshape(64, 3, 2) ** 2).sum(-1)
     np.testing.assert_allclose(one.norms.numpy(), (sq.T @ sq).numpy(), atol=1e-10)
     assert GroupSums.from_state(one.state()).count == 64
+
+
+def test_group_sums_default_shift_is_first_batch_mean_and_mismatch_refused() -> None:
+    data = torch.randn(40, 4, dtype=torch.float64) + 100.0
+    sums = GroupSums(2, 2)
+    sums.update(data[:10])
+    np.testing.assert_allclose(sums.shift.numpy(), data[:10].mean(0).numpy())
+    other = GroupSums(2, 2)
+    other.update(data[10:])
+    with pytest.raises(ValueError, match="different shifts"):
+        sums.merge(other)

@@ -113,8 +113,12 @@ def debiased_cka_from_sums(
     norms: np.ndarray,
     groups: int,
     size: int,
+    shift: np.ndarray | None = None,
 ) -> np.ndarray:
     """Debiased linear CKA between every pair of column groups, from streamed raw sums.
+
+    The sums may be taken about any fixed ``shift`` (the estimator is shift-invariant),
+    so ``shift`` is accepted and not used.
 
     Args:
         count: Number of rows ``n``.
