@@ -111,9 +111,10 @@ def grouped_data(rows: int, groups: int, size: int) -> np.ndarray:
 def test_debiased_cka_from_streamed_sums_matches_the_gram_estimator() -> None:
     groups, size = 4, 3
     x = grouped_data(230, groups, size)  # large per-feature offsets: the sums are uncentred
-    left, right = GroupSums(groups, size), GroupSums(groups, size)
+    left = GroupSums(groups, size)
     for start, stop in ((0, 50), (50, 121), (121, 200)):
         left.update(torch.from_numpy(x[start:stop]))
+    right = GroupSums(groups, size, shift=left.shift)  # sums merge about one shift
     right.update(torch.from_numpy(x[200:]).float().double())
     matrix = debiased_cka_from_sums(**left.merge(right).state(), groups=groups, size=size)
     expected = np.array(
@@ -153,14 +154,20 @@ def test_constant_group_gives_nan() -> None:
 
 
 def test_unresolvable_group_gives_nan_not_noise() -> None:
-    # With mean / std = 1e4 the raw float64 sums cannot resolve the spread at all.
+    # With mean / std = 1e4, sums about zero cannot resolve the spread at all.
     x = grouped_data(400, 2, 2)
     x[:, 2:] = 1e4 + np.random.default_rng(8).standard_normal((400, 2))
-    sums = GroupSums(2, 2)
+    sums = GroupSums(2, 2, shift=torch.zeros(4, dtype=torch.float64))
     sums.update(torch.from_numpy(x))
     matrix = debiased_cka_from_sums(**sums.state(), groups=2, size=2)
     np.testing.assert_allclose(matrix[0, 0], 1.0, rtol=RTOL)
     assert np.isnan(matrix[1]).all()
+    # The default shift (the first batch's mean) resolves the same data.
+    shifted = GroupSums(2, 2)
+    shifted.update(torch.from_numpy(x))
+    resolved = debiased_cka_from_sums(**shifted.state(), groups=2, size=2)
+    expected = linear_cka(x[:, :2], x[:, 2:], True)
+    np.testing.assert_allclose(resolved[0, 1], expected, rtol=1e-6, atol=1e-9)
 
 
 def test_correlation_from_covariance() -> None:
