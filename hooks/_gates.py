@@ -30,8 +30,8 @@ def gates(
 
     Args:
         model: The model.
-        heads: Attention path → gate ``[head]``.
-        channels: Channel-layer path → gate ``[channel]``.
+        heads: Attention path → gate ``[head]`` or ``[sample, head]``.
+        channels: Channel-layer path → gate ``[channel]`` or ``[sample, channel]``.
 
     Raises:
         SelectionError: A path is not an attention module / channel layer of ``model``.
@@ -45,9 +45,9 @@ def gates(
             match_names(attention, list(heads), what="attention")
             for name, gate in heads.items():
                 module = attention[name]
-                if gate.numel() != module.num_heads:
+                if gate.shape[-1] != module.num_heads or gate.dim() > 2:
                     raise CaptureError(
-                        f"{name}: head gate has {gate.numel()} entries, the module has "
+                        f"{name}: head gate of shape {tuple(gate.shape)}, the module has "
                         f"{module.num_heads} heads"
                     )
                 handles.extend(AttentionTap(module, gate=gate).attach())

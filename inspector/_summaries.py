@@ -52,15 +52,17 @@ def _distance(probs: torch.Tensor, geometry: TokenGeometry) -> tuple[torch.Tenso
     return renormalised, weighted.mean(-1), prefix_mass
 
 
-def _entropy(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    entropy = -torch.special.xlogy(probs.float(), probs.float()).sum(-1).mean(-1)
+def _entropy(probs: torch.Tensor, prefix: int) -> tuple[torch.Tensor, torch.Tensor]:
+    rows = probs[..., prefix:, :].float()  # spatial queries, every key (prefix included)
+    entropy = -torch.special.xlogy(rows, rows).sum(-1).mean(-1)
     keys = probs.shape[-1]
     return entropy, entropy / math.log(keys) if keys > 1 else torch.zeros_like(entropy)
 
 
 def attention_summaries() -> dict[str, Summary]:
     """Summaries for :class:`hooks.CaptureOptions`: renormalised and raw mean attention
-    distance (px), prefix mass, entropy over all keys (nats) and its normalised form.
+    distance (px), prefix mass, entropy over all keys (nats) and its normalised form,
+    each a mean over spatial queries.
 
     One call per batch computes all five; results are shared through a one-entry cache
     keyed on the probabilities tensor.
@@ -70,7 +72,7 @@ def attention_summaries() -> dict[str, Summary]:
     def compute(probs: torch.Tensor, geometry: TokenGeometry) -> dict[str, torch.Tensor]:
         if cache.get("key") is not probs:
             distance, raw, prefix_mass = _distance(probs, geometry)
-            entropy, normalised = _entropy(probs)
+            entropy, normalised = _entropy(probs, geometry.prefix)
             cache["key"] = probs
             cache["value"] = {
                 "distance": distance,

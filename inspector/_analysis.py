@@ -1,0 +1,129 @@
+"""Run the analyzers: build their inputs from the capture state and the model passes."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import hooks
+
+from ._capture_pass import CapturePassResult, state_tree
+from ._images import ImageSet
+from ._options import ALL_ANALYSES, AnalyzeOptions
+from ._passes import erf_layers, erf_pass, importance_pass, pruning_pass
+from .analyzers import REGISTRY, AnalysisInputs, LayerInput
+from .store import RunWriter
+
+__all__ = ["layer_inputs", "run_analyses"]
+
+logger = logging.getLogger("inspector")
+
+
+def _distances(geometry: dict[str, Any]) -> np.ndarray | None:
+    parsed = hooks.TokenGeometry.from_dict(geometry)
+    if not parsed.known:
+        return None
+    queries, keys = parsed.centres()
+    return np.sqrt(((queries[:, None, :] - keys[None, :, :]) ** 2).sum(-1))
+
+
+def layer_inputs(tree: dict[str, dict[str, Any]]) -> dict[str, LayerInput]:
+    """Analyzer inputs from per-layer state (as :func:`state_tree` or the run file gives)."""
+    out = {}
+    for name, data in tree.items():
+        attrs = data["attrs"]
+        geometry = attrs.get("geometry")
+        out[name] = LayerInput(
+            name=name,
+            kind=attrs["kind"],
+            attrs=attrs,
+            summaries=data.get("summaries") or {},
+            maps=data.get("maps"),
+            moments=data.get("moments"),
+            groups=data.get("groups"),
+            distances=_distances(geometry) if geometry else None,
+        )
+    return out
+
+
+def _units(cap: hooks.Capture) -> dict[str, dict[str, int]]:
+    model_modules = dict(cap.model.named_modules())
+    heads = {
+        n: r.heads
+        for n, r in cap.attention.items()
+        if r.moments is not None and not isinstance(model_modules[n], nn.MultiheadAttention)
+    }
+    channels = {n: r.channels for n, r in cap.channels.items() if r.channels}
+    return {k: v for k, v in (("heads", heads), ("channels", channels)) if v}
+
+
+def run_analyses(
+    model: nn.Module,
+    captured: CapturePassResult,
+    images: ImageSet,
+    opts: AnalyzeOptions,
+    writer: RunWriter,
+    device: torch.device,
+) -> dict[str, float]:
+    """Run the selected analyzers in as few passes as possible; write their results.
+
+    Returns:
+        Seconds per pass (``receptive_field``, ``importance``, ``pruning``, ``analyzers``).
+    """
+    names = [a for a in ALL_ANALYSES if a in opts.analyses]
+    needs = REGISTRY.needs(names)
+    cap = captured.capture
+    inputs = layer_inputs(state_tree(cap))
+    timings: dict[str, float] = {}
+    erf: dict[str, dict[str, Any]] = {}
+    gates: dict[str, Any] = {}
+    pruning: dict[str, Any] = {}
+    notes: dict[str, str] = {}
+    if needs & {"erf", "gates", "pruning"}:
+        x, _, labels = next(images.batches(opts.erf_images))
+        x = x.to(device)
+        if "erf" in needs:
+            began = time.perf_counter()
+            geometry = {n: r.geometry for n, r in cap.attention.items()}
+            layers = erf_layers(model, list(cap.attention), list(cap.channels))
+            erf, skipped = erf_pass(model, x, layers, geometry, progress=opts.progress)
+            erf |= {name: {"reason": reason} for name, reason in skipped.items()}
+            timings["receptive_field"] = time.perf_counter() - began
+        units = _units(cap)
+        if needs & {"gates", "pruning"} and units:
+            began = time.perf_counter()
+            try:
+                gates = importance_pass(model, x, units, labels)
+            except ValueError as exc:
+                notes["importance"] = str(exc)
+            timings["importance"] = time.perf_counter() - began
+        if "pruning" in needs and gates:
+            began = time.perf_counter()
+            importance = REGISTRY["importance"]().compute(AnalysisInputs(inputs, gates=gates))
+            for kind in gates:
+                ranked = sorted(
+                    (float(v), path, unit)
+                    for path, values in importance.layers.items()
+                    if values["kind"] == kind
+                    for unit, v in enumerate(values["normalised"])
+                )
+                order = [(path, unit) for _, path, unit in ranked]
+                curve = pruning_pass(model, x, kind, units[kind], order)
+                pruning[kind] = {**curve, "units": len(order)}
+            timings["pruning"] = time.perf_counter() - began
+    began = time.perf_counter()
+    analysis_inputs = AnalysisInputs(inputs, erf=erf, gates=gates, pruning=pruning)
+    for name in names:
+        analyzer = REGISTRY[name]()
+        result = analyzer.compute(analysis_inputs)
+        tree = result.to_tree()
+        if name in ("importance", "pruning_curve") and "importance" in notes:
+            tree["notes"] = {"model": notes["importance"]}
+        writer.write_analysis(name, tree, result.params, result.version)
+    timings["analyzers"] = time.perf_counter() - began
+    return timings

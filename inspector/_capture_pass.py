@@ -1,0 +1,149 @@
+"""The capture pass: stream images through the model under ``hooks.capture``, checkpoint
+the streaming state into the run file, and restore it on ``--resume``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+import hooks
+
+from ._images import ImageSet
+from .store import Run, RunWriter
+
+__all__ = ["CapturePassResult", "layer_order", "restore", "run_capture_pass", "state_tree"]
+
+
+def layer_order(model: nn.Module, names: list[str]) -> list[str]:
+    """``names`` in ``named_modules()`` order (HDF5 sorts ``blocks.10`` before ``blocks.2``)."""
+    rank = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
+
+
+def state_tree(cap: hooks.Capture) -> dict[str, dict[str, Any]]:
+    """Plain arrays of everything the capture holds, per layer, for the run file."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, record in cap.attention.items():
+        out[name] = {
+            "attrs": {
+                "kind": "attention",
+                "heads": record.heads,
+                "geometry": record.geometry.to_dict(),
+                "images": record.images,
+                "nonfinite_batches": record.nonfinite,
+            },
+            "summaries": {k: record.summary(k) for k in record.summaries},
+            "maps": record.maps_array() if record.maps else None,
+            "moments": record.moments.state() if record.moments else None,
+            "groups": record.groups.state() if record.groups else None,
+        }
+    for name, channel in cap.channels.items():
+        site = channel.site
+        out[name] = {
+            "attrs": {
+                "kind": "channel",
+                "channels": channel.channels,
+                "site": {"kind": site.kind, "point": site.point, "channel_axis": site.channel_axis},
+                "images": channel.images,
+                "nonfinite_batches": channel.nonfinite,
+            },
+            "moments": channel.moments.state() if channel.moments else None,
+            "groups": channel.groups.state() if channel.groups else None,
+        }
+    return out
+
+
+def restore(cap: hooks.Capture, partial: Run) -> None:
+    """Seed ``cap``'s records with the state a partial run file checkpointed."""
+    for name, layer in partial.layers.items():
+        if layer.kind == "attention" and name in cap.attention:
+            record = cap.attention[name]
+            record.geometry = hooks.TokenGeometry.from_dict(layer.attrs["geometry"])
+            record.images = int(layer.attrs["images"])
+            record.nonfinite = int(layer.attrs.get("nonfinite_batches", 0))
+            record.summaries = {k: [torch.from_numpy(v)] for k, v in layer.summaries.items()}
+            record.maps = [torch.from_numpy(layer.maps)] if layer.maps is not None else []
+            if layer.moments is not None and layer.groups is not None:
+                record.moments = hooks.Moments.from_state(layer.moments)
+                record.groups = hooks.GroupSums.from_state(layer.groups)
+        elif layer.kind == "channel" and name in cap.channels:
+            channel = cap.channels[name]
+            channel.channels = int(layer.attrs["channels"])
+            channel.images = int(layer.attrs["images"])
+            channel.nonfinite = int(layer.attrs.get("nonfinite_batches", 0))
+            if layer.moments is not None:
+                channel.moments = hooks.Moments.from_state(layer.moments)
+            if layer.groups is not None:
+                channel.groups = hooks.GroupSums.from_state(layer.groups)
+
+
+class CapturePassResult:
+    """What the capture pass leaves for the analyses (the capture state, ids, timing)."""
+
+    def __init__(self, capture: hooks.Capture, ids: list[str], labels: list[int], seconds: float):
+        self.capture = capture
+        self.ids = ids
+        self.labels = labels
+        self.seconds = seconds
+
+
+def run_capture_pass(
+    model: nn.Module,
+    images: ImageSet,
+    writer: RunWriter,
+    options: hooks.CaptureOptions,
+    *,
+    batch_size: int,
+    device: torch.device,
+    partial: Run | None = None,
+    checkpoint_seconds: float = 30.0,
+    progress: bool = True,
+    after_batch: Callable[[int], None] | None = None,
+) -> CapturePassResult:
+    """Run every image through ``model`` once, capturing; checkpoint as it goes.
+
+    Args:
+        partial: A partial run to continue (its state is restored, its images skipped).
+        after_batch: Called with the number of batches done (tests inject faults here).
+    """
+    cap = hooks.capture(model, options)
+    ids: list[str] = []
+    labels: list[int] = []
+    batches = 0
+    if partial is not None:
+        restore(cap, partial)
+        ids, labels = list(partial.sample_ids), [int(v) for v in partial.labels]
+        batches = writer.batches_done
+    start = images.ids.index(ids[-1]) + 1 if ids else 0
+    order = layer_order(model, [*cap.attention, *cap.channels])
+    began = time.perf_counter()
+    last = began
+    with (
+        cap,
+        torch.no_grad(),
+        tqdm(
+            total=len(images), initial=start, desc="capture", unit="img", disable=not progress
+        ) as bar,
+    ):
+        for batch, batch_ids, batch_labels in images.batches(batch_size, start):
+            model(batch.to(device))
+            ids.extend(batch_ids)
+            labels.extend(int(v) for v in batch_labels)
+            batches += 1
+            bar.update(len(batch_ids))
+            now = time.perf_counter()
+            if now - last >= checkpoint_seconds:
+                writer.checkpoint(
+                    state_tree(cap), ids, np.asarray(labels), batches_done=batches, order=order
+                )
+                last = now
+            if after_batch is not None:
+                after_batch(batches)
+    writer.checkpoint(state_tree(cap), ids, np.asarray(labels), batches_done=batches, order=order)
+    return CapturePassResult(cap, ids, labels, time.perf_counter() - began)

@@ -1,0 +1,194 @@
+"""The ``inspector`` command line. Errors are one clean line (exit 1); usage errors exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from ._errors import InspectorError
+from ._options import ALL_ANALYSES, AnalyzeOptions, parse_analyses
+
+__all__ = ["main"]
+
+logger = logging.getLogger("inspector")
+
+
+class _Printer(logging.Handler):
+    """Info lines to stdout as they are; warnings to stderr, loud."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            print(f"warning: {message}", file=sys.stderr, flush=True)
+        else:
+            print(message, flush=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="inspector",
+        description="Measure how far CNN channels and transformer heads look, and how "
+        "redundant they are.",
+    )
+    parser.add_argument("--version", action="version", version=f"inspector {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", default=False, help="show tracebacks on errors"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    analyze = sub.add_parser("analyze", help="capture and analyse a model; write a run file")
+    analyze.add_argument("model", help="timm name or alias, e.g. deit_small")
+    analyze.add_argument("--images", default="builtin", help="folder, image file or 'builtin'")
+    analyze.add_argument("--limit", type=int, default=None, help="use at most N images")
+    analyze.add_argument("--batch-size", type=int, default=16)
+    analyze.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    analyze.add_argument(
+        "--weights", default="auto", help="auto, pretrained, random or a weights file"
+    )
+    analyze.add_argument("--layers", default=None, help="glob(s) over layer paths, comma-separated")
+    analyze.add_argument(
+        "--analyses",
+        default=None,
+        help=f"comma-separated subset of: {', '.join(ALL_ANALYSES)} (default: all)",
+    )
+    analyze.add_argument("--out", default="inspector-runs", help="output folder or .h5 path")
+    analyze.add_argument("--no-report", action="store_true", help="do not write the HTML report")
+    analyze.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    analyze.add_argument("--seed", type=int, default=0)
+    analyze.add_argument("--keep-maps", type=int, default=8, help="attention maps kept (images)")
+    analyze.add_argument("--quiet", action="store_true", help="no progress bars")
+    analyze.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+
+    info = sub.add_parser("info", help="describe what a run file holds")
+    info.add_argument("run", type=Path)
+    info.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+
+    models = sub.add_parser("models", help="list timm architectures and what can be measured")
+    models.add_argument("glob", nargs="?", default="*")
+    models.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+
+    report = sub.add_parser("report", help="(re)render the HTML report of a run file")
+    report.add_argument("run", type=Path)
+    report.add_argument("-o", "--output", type=Path, default=None)
+    report.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+
+    compare = sub.add_parser("compare", help="one report comparing several run files")
+    compare.add_argument("runs", type=Path, nargs="+")
+    compare.add_argument("-o", "--output", type=Path, default=Path("compare.html"))
+    compare.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+    return parser
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from ._api import analyze
+    from ._summary import print_summary
+
+    layers = tuple(p.strip() for p in args.layers.split(",")) if args.layers else None
+    options = AnalyzeOptions(
+        weights=args.weights,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=args.device,
+        layers=layers,
+        analyses=parse_analyses(args.analyses),
+        keep_maps=args.keep_maps,
+        resume=args.resume,
+        report=not args.no_report,
+        progress=not args.quiet,
+    )
+    run = analyze(args.model, args.images, out=args.out, options=options)
+    print_summary(run)
+    print(f"run file: {run.path}")
+    report = run.path.with_suffix(".html")
+    if report.exists() and not args.no_report:
+        print(f"report:   {report}")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from ._summary import describe
+
+    print(describe(args.run))
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from ._summary import describe_models
+
+    print(describe_models(args.glob))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from ._api import open_run
+    from .report_data import write_run_report
+
+    run = open_run(args.run)
+    path = write_run_report(run, args.output or args.run.with_suffix(".html"))
+    print(f"report: {path}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from ._api import open_run
+    from .report_data import write_compare_report
+
+    runs = [open_run(path) for path in args.runs]
+    path = write_compare_report(runs, args.output)
+    print(f"report: {path}")
+    return 0
+
+
+_COMMANDS = {
+    "analyze": _analyze,
+    "info": _info,
+    "models": _models,
+    "report": _report,
+    "compare": _compare,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 1 clean error, 2 usage error)."""
+    args = _parser().parse_args(argv)
+    handler = _Printer()
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        return _COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print(
+            "interrupted: the work done so far is kept in the .partial file; "
+            "run the same command with --resume to continue",
+            file=sys.stderr,
+        )
+        return 130
+    except Exception as exc:
+        if args.debug:
+            traceback.print_exc()
+        known = isinstance(exc, InspectorError) or type(exc).__module__.startswith("hooks")
+        prefix = "error" if known else f"error ({type(exc).__name__})"
+        print(f"{prefix}: {exc}", file=sys.stderr)
+        if not known and not args.debug:
+            print("run with --debug for the traceback", file=sys.stderr)
+        return 1
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True

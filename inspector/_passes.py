@@ -1,0 +1,252 @@
+"""Model passes beyond capture: gradient ERF, gate-gradient importance, pruning curves.
+
+Each returns plain numpy arrays for ``inspector.analyzers``; hooks are scoped to the call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from captum.attr import NeuronGradient
+from torch import nn
+from tqdm.auto import tqdm
+
+import hooks
+
+__all__ = ["erf_layers", "erf_pass", "importance_pass", "pruning_pass"]
+
+_BLOCK_SUFFIXES = (
+    "Block",
+    "Bottleneck",
+    "BasicBlock",
+    "InvertedResidual",
+    "DepthwiseSeparableConv",
+)
+
+
+def erf_layers(
+    model: nn.Module, attention: Sequence[str], channels: Sequence[str]
+) -> list[tuple[str, str]]:
+    """``(path, branch)`` of every layer whose ERF is measured, in model order.
+
+    Blocks (post-residual: classes named ``*Block``, ``*Bottleneck``, ...) and, inside a
+    block, its attention module (the attention branch before the residual). Models with
+    no such blocks (a plain ``nn.Sequential`` CNN) use their convolutions.
+    """
+    modules = list(model.named_modules())
+    blocks = [n for n, m in modules if n and type(m).__name__.endswith(_BLOCK_SUFFIXES)]
+    blocks = [n for n in blocks if not any(n.startswith(b + ".") for b in blocks if b != n)]
+    attention_set = set(attention)
+    out: list[tuple[str, str]] = []
+    for name, _ in modules:
+        if name in blocks:
+            out.append((name, "block"))
+        elif name in attention_set and any(name.startswith(b + ".") for b in blocks):
+            out.append((name, "attention"))
+    if not out:
+        conv = set(channels)
+        out = [(n, "conv") for n, m in modules if n in conv and isinstance(m, nn.Conv2d)]
+    return out
+
+
+def _first_tensor(output: Any) -> torch.Tensor | None:
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    return None
+
+
+def _probe_shape(model: nn.Module, module: nn.Module, x: torch.Tensor) -> tuple[int, ...] | None:
+    shapes: list[tuple[int, ...]] = []
+
+    def hook(m: nn.Module, args: tuple, output: Any) -> None:
+        tensor = _first_tensor(output)
+        if tensor is not None and not shapes:
+            shapes.append(tuple(tensor.shape))
+
+    handle = module.register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            model(x[:1])
+    finally:
+        handle.remove()
+    return shapes[0] if shapes else None
+
+
+def _selector(
+    shape: tuple[int, ...], input_hw: tuple[int, int], geometry: hooks.TokenGeometry | None
+) -> tuple[Any, tuple[float, float], str] | str:
+    """How to pick the centre of a layer's output: ``(selector, centre px, note)`` or a reason."""
+    height, width = input_hw
+    if len(shape) == 4:
+        # NCHW unless only the trailing axes disagree (timm Swin blocks are NHWC).
+        nhwc = shape[2] != shape[3] and shape[1] == shape[2]
+        rows, cols = (shape[1], shape[2]) if nhwc else (shape[2], shape[3])
+        r, c = rows // 2, cols // 2
+        centre = ((r + 0.5) * height / rows - 0.5, (c + 0.5) * width / cols - 0.5)
+        note = f"position ({r}, {c}) of {rows}x{cols}" + (" (NHWC)" if nhwc else "")
+
+        def pick(out: Any, r: int = r, c: int = c) -> torch.Tensor:
+            y = _first_tensor(out)
+            assert y is not None
+            return (y[:, r, c, :] if nhwc else y[:, :, r, c]).sum(-1)
+
+        return pick, centre, note
+    if len(shape) == 3:
+        if geometry is None or geometry.kind != "global" or geometry.tokens != shape[1]:
+            return "token layout unknown for this layer (no global geometry matching its tokens)"
+        assert geometry.grid is not None and geometry.stride is not None
+        rows, cols = geometry.grid
+        r, c = rows // 2, cols // 2
+        token = geometry.prefix + r * cols + c
+        sy, sx = geometry.stride
+        centre = ((r + 0.5) * sy - 0.5, (c + 0.5) * sx - 0.5)
+
+        def pick_token(out: Any, token: int = token) -> torch.Tensor:
+            y = _first_tensor(out)
+            assert y is not None
+            return y[:, token, :].sum(-1)
+
+        return pick_token, centre, f"token {token} (grid {r}, {c} of {rows}x{cols})"
+    return f"output of shape {shape} has no spatial layout"
+
+
+def erf_pass(
+    model: nn.Module,
+    x: torch.Tensor,
+    layers: Sequence[tuple[str, str]],
+    geometry: Mapping[str, hooks.TokenGeometry],
+    *,
+    progress: bool = True,
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Gradient ERF (METRICS.md §3) of each layer: mean over images of ``|∂s/∂x|``
+    summed over colour channels, ``s = Σ_c y[c, centre]``, via captum's NeuronGradient.
+
+    Returns:
+        Per layer: ``map`` ``[y, x]``, ``centre`` (pixels), ``branch``, ``note``; and
+        per skipped layer the reason.
+    """
+    modules = dict(model.named_modules())
+    results: dict[str, dict[str, Any]] = {}
+    skipped: dict[str, str] = {}
+    input_hw = (int(x.shape[-2]), int(x.shape[-1]))
+    for name, branch in tqdm(layers, desc="receptive field", unit="layer", disable=not progress):
+        module = modules[name]
+        shape = _probe_shape(model, module, x)
+        owner = next(
+            (g for path, g in geometry.items() if path == name or path.startswith(name + ".")),
+            None,
+        )
+        choice = "no tensor output" if shape is None else _selector(shape, input_hw, owner)
+        if isinstance(choice, str):
+            skipped[name] = choice
+            continue
+        pick, centre, note = choice
+        grads = NeuronGradient(model, module).attribute(x, neuron_selector=pick)
+        erf = grads.detach().abs().sum(1).mean(0).double().numpy()
+        results[name] = {"map": erf, "centre": np.asarray(centre), "branch": branch, "note": note}
+    return results, skipped
+
+
+def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    out = model(x)
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        raise ValueError("importance needs a classifier: the model's output is not [sample, class]")
+    return out
+
+
+def importance_pass(
+    model: nn.Module,
+    x: torch.Tensor,
+    units: Mapping[str, Mapping[str, int]],
+    labels: torch.Tensor | None = None,
+    *,
+    ablate: int = 8,
+) -> dict[str, dict[str, Any]]:
+    """Gate-gradient importance (METRICS.md §5): ``|∂L/∂ξ_u|`` per image, with ``L`` the
+    cross-entropy of the model's own top-1 (or the label where known), plus true
+    single-unit ablation of up to ``ablate`` units per kind for validation.
+
+    Args:
+        units: ``{"heads": {path: heads}, "channels": {path: channels}}``.
+
+    Returns:
+        Per kind: ``raw`` ``{path: [sample, unit]}``, ``ablation`` (``layers``, ``units``,
+        ``gradient`` mean |∂L/∂ξ|, ``delta`` mean |ΔL| when the unit's gate is 0).
+    """
+    batch = x.shape[0]
+    with torch.no_grad():
+        full = _logits(model, x)
+    target = full.argmax(-1)
+    if labels is not None:
+        target = torch.where(labels >= 0, labels.to(target.device), target)
+    gates = {
+        kind: {p: torch.ones(batch, n, requires_grad=True) for p, n in layers.items()}
+        for kind, layers in units.items()
+    }
+    with hooks.gates(model, heads=gates.get("heads"), channels=gates.get("channels")):
+        loss = F.cross_entropy(_logits(model, x), target, reduction="sum")
+    flat = [g for layers in gates.values() for g in layers.values()]
+    grads = torch.autograd.grad(loss, flat) if flat else ()
+    by_gate = {id(g): d for g, d in zip(flat, grads, strict=True)}
+    with torch.no_grad():
+        base = F.cross_entropy(full, target, reduction="none")
+    out: dict[str, dict[str, Any]] = {}
+    for kind, layers in gates.items():
+        raw = {p: by_gate[id(g)].abs().numpy() for p, g in layers.items()}
+        everything = [(p, u) for p, n in units[kind].items() for u in range(n)]
+        picks = np.unique(np.linspace(0, len(everything) - 1, min(ablate, len(everything))).round())
+        rows = []
+        for index in picks.astype(int):
+            path, unit = everything[index]
+            gate = torch.ones(units[kind][path])
+            gate[unit] = 0
+            key = "heads" if kind == "heads" else "channels"
+            with torch.no_grad(), hooks.gates(model, **{key: {path: gate}}):
+                ablated = F.cross_entropy(_logits(model, x), target, reduction="none")
+            rows.append(
+                (path, unit, float(raw[path][:, unit].mean()), float((ablated - base).abs().mean()))
+            )
+        out[kind] = {
+            "raw": raw,
+            "ablation": {
+                "layers": [r[0] for r in rows],
+                "units": np.array([r[1] for r in rows], dtype=np.int64),
+                "gradient": np.array([r[2] for r in rows]),
+                "delta": np.array([r[3] for r in rows]),
+            },
+        }
+    return out
+
+
+def pruning_pass(
+    model: nn.Module,
+    x: torch.Tensor,
+    kind: str,
+    units: Mapping[str, int],
+    order: Sequence[tuple[str, int]],
+    steps: int = 10,
+) -> dict[str, np.ndarray]:
+    """Remove units (gate 0) in the given order, ``1/steps`` of them at a time; measure
+    top-1 agreement with the full model and mean KL(full ‖ pruned)."""
+    with torch.no_grad():
+        full = _logits(model, x)
+        reference = full.log_softmax(-1)
+        fractions = np.linspace(0.0, 1.0, steps + 1)
+        agreement, kl = [], []
+        for fraction in fractions:
+            removed = order[: round(float(fraction) * len(order))]
+            gates = {p: torch.ones(n) for p, n in units.items()}
+            for path, unit in removed:
+                gates[path][unit] = 0
+            key = "heads" if kind == "heads" else "channels"
+            with hooks.gates(model, **{key: gates}):
+                pruned = _logits(model, x).log_softmax(-1)
+            agreement.append(float((pruned.argmax(-1) == full.argmax(-1)).float().mean()))
+            kl.append(float((reference.exp() * (reference - pruned)).sum(-1).mean()))
+    return {"fractions": fractions, "agreement": np.array(agreement), "kl": np.array(kl)}

@@ -1,0 +1,121 @@
+"""Terminal text: the per-layer summary of a run, ``inspector info`` and ``inspector models``."""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .store import Run, read_run
+
+__all__ = ["describe", "describe_models", "layer_rows", "print_summary"]
+
+
+def _num(value: Any, digits: int = 1) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "-"
+    return "-" if math.isnan(number) else f"{number:.{digits}f}"
+
+
+def layer_rows(run: Run) -> list[dict[str, Any]]:
+    """One row per layer: distance, ERF, redundancy, in model order (also for reports)."""
+    distance = run.analysis.get("attention_distance", {}).get("layers", {})
+    erf = run.analysis.get("receptive_field", {}).get("layers", {})
+    heads = run.analysis.get("head_redundancy", {}).get("layers", {})
+    channels = run.analysis.get("channel_redundancy", {}).get("layers", {})
+    names = list(run.layers)
+    names += [n for n in erf if n not in run.layers]
+    rows = []
+    for name in names:
+        layer = run.layers.get(name)
+        d = distance.get(name, {})
+        mean = np.asarray(d.get("mean", [np.nan]), dtype=float)
+        redundancy = heads.get(name, channels.get(name, {}))
+        rows.append(
+            {
+                "layer": name,
+                "kind": layer.kind if layer else erf.get(name, {}).get("branch", "erf"),
+                "units": (layer.attrs.get("heads") or layer.attrs.get("channels")) if layer else "",
+                "distance": float(np.nanmean(mean)) if np.isfinite(mean).any() else math.nan,
+                "distance_min": float(np.nanmin(mean)) if np.isfinite(mean).any() else math.nan,
+                "distance_max": float(np.nanmax(mean)) if np.isfinite(mean).any() else math.nan,
+                "erf_distance": erf.get(name, {}).get("mean_distance", math.nan),
+                "erf_radius_50": erf.get(name, {}).get("radius_50", math.nan),
+                "redundancy": redundancy.get("redundancy", math.nan),
+            }
+        )
+    return rows
+
+
+def print_summary(run: Run) -> None:
+    rows = layer_rows(run)
+    header = (
+        f"{'layer':<28} {'kind':<9} {'units':>5} {'MAD px (min-max)':>20} "
+        f"{'ERF px':>7} {'r50':>6} {'redund':>6}"
+    )
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        if all(math.isnan(float(row[k])) for k in ("distance", "erf_distance", "redundancy")):
+            continue
+        low, high = _num(row["distance_min"], 0), _num(row["distance_max"], 0)
+        spread = "-" if math.isnan(row["distance"]) else f"{_num(row['distance'])} ({low}-{high})"
+        print(
+            f"{row['layer'][:28]:<28} {row['kind']:<9} {row['units']!s:>5} {spread:>20} "
+            f"{_num(row['erf_distance']):>7} {_num(row['erf_radius_50']):>6} "
+            f"{_num(row['redundancy'], 2):>6}"
+        )
+    pruning = run.analysis.get("pruning_curve", {}).get("summary", {})
+    for kind, data in pruning.items():
+        fraction = float(data.get("prunable_fraction", math.nan))
+        units = data.get("units")
+        print(f"{kind}: {fraction:.0%} removable at >= 99% top-1 agreement ({units} units)")
+
+
+def describe(path: str | Path) -> str:
+    """What a run file holds (also for incomplete runs)."""
+    run = read_run(path, allow_incomplete=True)
+    meta = run.meta
+    attention = run.attention_layers()
+    channels = run.channel_layers()
+    requested = f"requested {meta.get('model_requested')!r}, {meta.get('resolution')}"
+    source = f"{len(run.sample_ids)} from {meta.get('images_source')}"
+    known = sum(
+        1
+        for layer in attention
+        if layer.attrs.get("geometry", {}).get("kind") in ("global", "windowed")
+    )
+    lines = [
+        f"run file:  {run.path}",
+        f"complete:  {'yes' if run.complete else 'NO (resume with --resume)'}",
+        f"model:     {meta.get('model')} ({requested})",
+        f"weights:   {meta.get('weights_source')} - {meta.get('weights_reason')}",
+        f"images:    {source}, input {meta.get('input_size')}",
+        f"layers:    {len(attention)} attention ({known} known geometry), {len(channels)} channel",
+        f"analyses:  {', '.join(run.analysis) or 'none'}",
+        f"created:   {meta.get('created')} with inspector {meta.get('tool_version')}, "
+        f"timm {meta.get('timm_version')}, torch {meta.get('torch_version')}",
+    ]
+    timings = meta.get("timings")
+    if isinstance(timings, dict):
+        lines.append("timings:   " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+    return "\n".join(lines)
+
+
+def describe_models(pattern: str) -> str:
+    """Registered timm architectures matching ``pattern`` and what inspector measures."""
+    import timm
+
+    names = [n for n in timm.list_models() if fnmatch.fnmatchcase(n, pattern)]
+    if not names:
+        return f"no timm architecture matches {pattern!r}"
+    lines = [f"{len(names)} timm architecture(s) match {pattern!r}:"]
+    lines += [f"  {name}" for name in names[:200]]
+    if len(names) > 200:
+        lines.append(f"  ... and {len(names) - 200} more (narrow the glob)")
+    return "\n".join(lines)
