@@ -103,6 +103,10 @@ class AttentionRecord:
         moments: Moments of the per-head context ``[head * head_dim]``.
         groups: CKA sums with one group per head.
         nonfinite: Batches whose probabilities held NaN or inf.
+        source: Where the probabilities were read (``sdpa``, ``softmax``, ``attn_drop``,
+            ``need_weights``).
+        problem: What could not be read, if anything (e.g. no probabilities from linear
+            attention, no per-head outputs without a linear output projection).
     """
 
     name: str
@@ -114,6 +118,14 @@ class AttentionRecord:
     moments: Moments | None = None
     groups: GroupSums | None = None
     nonfinite: int = 0
+    source: str = ""
+    problem: str = ""
+    input_size: tuple[int, ...] | None = field(default=None, repr=False)
+
+    def note(self, problem: str) -> None:
+        """Add ``problem`` to :attr:`problem` (once)."""
+        if problem not in self.problem.split("; "):
+            self.problem = f"{self.problem}; {problem}" if self.problem else problem
 
     def maps_array(self) -> np.ndarray:
         if not self.maps:
@@ -191,7 +203,8 @@ class Capture:
         """The geometry at this input size, for models whose grid follows the input."""
         if any(fnmatch.fnmatchcase(name, p) for p in self.options.geometry):
             return geometry
-        return infer_geometry(self.model, name, self._modules[name], self._input_size)
+        size = self._input_size
+        return infer_geometry(self.model, name, self._modules[name], size)  # type: ignore[arg-type]
 
     # -- hooks ------------------------------------------------------------------------
 
@@ -205,17 +218,17 @@ class Capture:
                 raise CaptureError(
                     f"{record.name}: {sequences} attention sequences for a batch of {batch}"
                 )
+            per_image = sequences // batch
             geometry = record.geometry
-            if geometry.tokens is not None and probs.shape[-2] != geometry.tokens:
-                record.geometry = geometry = self._reinfer(record.name, geometry)
-            if geometry.tokens is not None and probs.shape[-2] != geometry.tokens:
-                record.geometry = geometry = TokenGeometry.unknown(
-                    f"{probs.shape[-2]} query tokens seen, the inferred geometry has "
-                    f"{geometry.tokens} (prefix {geometry.prefix} + grid {geometry.grid})"
-                )
+            if record.input_size != self._input_size:  # grids follow the input size
+                geometry = self._reinfer(record.name, geometry)
+                record.input_size = self._input_size
+            mismatch = geometry.mismatch(per_image, probs.shape[-2], probs.shape[-1])
+            if mismatch is not None:
+                geometry = TokenGeometry.unknown(mismatch)
+            record.geometry = geometry
             if not bool(torch.isfinite(probs).all()):
                 record.nonfinite += 1
-            per_image = sequences // batch
             if opts.on_attention is not None:
                 opts.on_attention(record.name, probs)
             for key, fn in opts.summaries.items():
@@ -280,6 +293,8 @@ class Capture:
 
     def _root_post(self, module: nn.Module, args: tuple, output: Any) -> None:
         self.images += self._batch
+        for record, tap in zip(self.attention.values(), self._taps, strict=True):
+            record.source = tap.source or record.source
 
     # -- context ----------------------------------------------------------------------
 
@@ -297,6 +312,7 @@ class Capture:
                     self._modules[name],
                     on_probs=self._on_probs(record),
                     on_heads=self._on_heads(record) if self.options.head_moments else None,
+                    on_problem=record.note,
                 )
                 self._taps.append(tap)
                 self._handles.extend(tap.attach())

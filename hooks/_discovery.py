@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -47,19 +48,30 @@ class ChannelSite:
     channel_axis: int
 
 
+# Class names of attention modules: timm's *Attention*, *Attn* (Twins, CaiT), ConViT's
+# GPSA / MHSA and XCiT's XCA. Lambda layers, SE / CBAM "attention" and blocks do not match
+# (or have no ``num_heads`` / projection children).
+_ATTENTION_NAME = re.compile(r"Attention|Attn|MHSA|GPSA|XCA")
+_PROJECTIONS = (
+    "qkv", "q", "k", "v", "kv", "qk", "proj", "out_proj", "q_proj", "k_proj", "v_proj",
+    "qkv_proj", "to_qkv",
+)  # fmt: skip
+
+
 def _is_attention(module: nn.Module) -> bool:
     if isinstance(module, nn.MultiheadAttention):
         return True
     heads = getattr(module, "num_heads", None)
-    if not isinstance(heads, int) or "Attention" not in type(module).__name__:
+    if not isinstance(heads, int) or not _ATTENTION_NAME.search(type(module).__name__):
         return False
     children = dict(module.named_children())
-    return any(k in children for k in ("qkv", "q", "kv", "qk", "proj", "out_proj"))
+    return any(k in children for k in _PROJECTIONS)
 
 
 def find_attention(model: nn.Module) -> dict[str, nn.Module]:
-    """Attention modules of ``model`` by path: timm's attention classes (any class named
-    ``*Attention*`` with ``num_heads`` and projection children) and ``nn.MultiheadAttention``.
+    """Attention modules of ``model`` by path: classes named like attention (``*Attention*``,
+    ``*Attn*``, ``MHSA``, ``GPSA``, ``XCA``) with an integer ``num_heads`` and projection
+    children (``qkv``, ``q``/``k``/``v``, ``proj``, ...), and ``nn.MultiheadAttention``.
     Only the innermost such module is kept when they nest."""
     found = {name: m for name, m in model.named_modules() if _is_attention(m)}
     return {

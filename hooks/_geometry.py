@@ -2,23 +2,48 @@
 
 Distances are only meaningful when token centres are known in input pixels, so
 geometry is read from the model (``num_prefix_tokens``, ``patch_embed.grid_size``,
-``patch_embed.patch_size``) and checked against the token count seen at run time.
-When it cannot be inferred the layer is ``unknown`` with a reason — never a guess
-(in particular never ``sqrt(N)``).
+``feature_info`` reductions, window and pooling attributes; see ``hooks._families``)
+and checked against the token counts seen at run time. When it cannot be inferred the
+layer is ``unknown`` with a reason — never a guess (in particular never ``sqrt(N)``).
+
+Kinds:
+
+- ``global``: every query of the ``grid`` sees every key of the key grid (``key_grid``
+  when keys are spatially reduced or pooled, else the query grid).
+- ``windowed``: the map is cut into ``window``-sized blocks (after a cyclic ``shift``);
+  each block is one attention sequence. Token positions are those inside one block.
+- ``dilated``: grid attention (MaxViT, MobileViT): one sequence holds a ``window`` of
+  tokens spaced ``dilation`` tokens apart, spread over the whole map.
+- ``class-attention``: only the prefix (class) tokens query; keys are the prefix and the
+  key grid. No spatial query, so no attention distance applies.
+- ``channel-attention``: queries and keys are channels (XCiT); no spatial distance.
+- ``unknown``: with the reason.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 from torch import nn
 
-__all__ = ["GeometryKind", "TokenGeometry", "infer_geometry"]
+__all__ = ["NOT_APPLICABLE", "GeometryKind", "TokenGeometry", "infer_geometry"]
 
-GeometryKind = Literal["global", "windowed", "channel-attention", "unknown"]
+GeometryKind = Literal[
+    "global", "windowed", "dilated", "class-attention", "channel-attention", "unknown"
+]
+
+NOT_APPLICABLE: tuple[str, ...] = ("class-attention", "channel-attention")
+"""Kinds for which attention distance does not apply (no spatial query or token)."""
+
+_SPATIAL = ("global", "windowed", "dilated")
+
+
+def _area(shape: tuple[int, int]) -> int:
+    return int(shape[0]) * int(shape[1])
 
 
 @dataclass(frozen=True)
@@ -26,17 +51,22 @@ class TokenGeometry:
     """Where the tokens of one attention layer sit in input pixels.
 
     Attributes:
-        kind: ``global`` (every query sees the whole key grid), ``windowed``,
-            ``channel-attention`` (no spatial distance applies) or ``unknown``.
+        kind: See the module docstring.
         prefix: Number of non-spatial tokens (class, distillation, register) placed
-            before the spatial tokens, for queries and keys alike.
-        grid: Query grid ``(rows, cols)``.
+            before the spatial tokens, for queries and keys alike (for
+            ``class-attention``: the querying tokens).
+        grid: Query grid ``(rows, cols)`` of the whole map.
         stride: Pixel stride ``(y, x)`` between neighbouring query tokens.
-        key_grid: Key grid when it differs from the query grid (reduced keys).
+        key_grid: Key grid when it differs from the query grid (reduced or pooled keys).
         key_stride: Pixel stride of the key grid.
-        window: Window ``(rows, cols)`` in tokens for windowed attention.
+        window: Tokens ``(rows, cols)`` of one sequence for ``windowed`` and ``dilated``.
         shift: Cyclic shift ``(rows, cols)`` in tokens for shifted windows.
         reason: Why the geometry is ``unknown`` (or a note on how it was inferred).
+        dilation: Spacing ``(rows, cols)`` in tokens between the tokens of one ``dilated``
+            sequence.
+        origin: Pixel centre ``(y, x)`` of query token ``(0, 0)``; ``None`` means half a
+            stride (the centre of the first patch).
+        key_origin: Pixel centre of key token ``(0, 0)``; ``None`` means half a key stride.
     """
 
     kind: GeometryKind
@@ -48,18 +78,44 @@ class TokenGeometry:
     window: tuple[int, int] | None = None
     shift: tuple[int, int] | None = None
     reason: str = ""
+    dilation: tuple[int, int] | None = None
+    origin: tuple[float, float] | None = None
+    key_origin: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if self.prefix < 0:
             raise ValueError(f"prefix must be >= 0, got {self.prefix}")
-        if self.kind in ("global", "windowed") and (self.grid is None or self.stride is None):
+        if self.kind in _SPATIAL and (self.grid is None or self.stride is None):
             raise ValueError(f"a {self.kind} geometry needs grid and stride")
+        if self.kind in ("windowed", "dilated") and self.window is None:
+            raise ValueError(f"a {self.kind} geometry needs a window")
+        if self.kind == "dilated":
+            if self.dilation is None:
+                raise ValueError("a dilated geometry needs a dilation")
+            assert self.grid is not None and self.window is not None
+            if any(
+                g != w * d for g, w, d in zip(self.grid, self.window, self.dilation, strict=True)
+            ):
+                raise ValueError(
+                    f"dilated grid {self.grid} is not window {self.window} × dilation "
+                    f"{self.dilation}"
+                )
+        if self.kind == "class-attention" and (self.key_grid is None or self.key_stride is None):
+            raise ValueError("a class-attention geometry needs key_grid and key_stride")
+        if self.kind == "class-attention" and self.prefix < 1:
+            raise ValueError("a class-attention geometry needs prefix >= 1 (the querying tokens)")
         if self.kind == "unknown" and not self.reason:
             raise ValueError("an unknown geometry needs a reason")
 
     @property
     def known(self) -> bool:
-        return self.kind in ("global", "windowed")
+        """Query and key centres are known: attention distance applies."""
+        return self.kind in _SPATIAL
+
+    @property
+    def applicable(self) -> bool:
+        """Attention distance applies to this kind (``False`` for class/channel attention)."""
+        return self.kind not in NOT_APPLICABLE
 
     @property
     def keys(self) -> tuple[int, int] | None:
@@ -69,29 +125,82 @@ class TokenGeometry:
     @property
     def tokens(self) -> int | None:
         """Expected number of query tokens per sequence, prefix included."""
+        if self.kind in ("windowed", "dilated"):
+            assert self.window is not None
+            return self.prefix + _area(self.window)
+        if self.kind == "class-attention":
+            return self.prefix
         if self.grid is None:
             return None
-        return self.prefix + self.grid[0] * self.grid[1]
+        return self.prefix + _area(self.grid)
+
+    @property
+    def key_tokens(self) -> int | None:
+        """Expected number of key tokens per sequence, prefix included."""
+        if self.kind in ("windowed", "dilated"):
+            assert self.window is not None
+            return self.prefix + _area(self.window)
+        keys = self.keys
+        return None if keys is None else self.prefix + _area(keys)
+
+    @property
+    def sequences(self) -> int | None:
+        """Expected number of attention sequences (windows) per image."""
+        if self.kind in ("global", "class-attention"):
+            return 1
+        if self.kind == "windowed":
+            assert self.grid is not None and self.window is not None
+            rows = math.ceil(self.grid[0] / self.window[0])
+            return rows * math.ceil(self.grid[1] / self.window[1])
+        if self.kind == "dilated":
+            assert self.dilation is not None
+            return _area(self.dilation)
+        return None
+
+    def mismatch(self, sequences: int, queries: int, keys: int) -> str | None:
+        """Why attention of ``sequences`` per image × ``queries`` × ``keys`` tokens does not
+        fit this geometry, or ``None`` when it fits (or nothing is known to check)."""
+        for what, seen, expected in (
+            ("query tokens", queries, self.tokens),
+            ("key tokens", keys, self.key_tokens),
+            ("sequences per image", sequences, self.sequences),
+        ):
+            if expected is not None and seen != expected:
+                return (
+                    f"{seen} {what} seen, the inferred {self.kind} geometry has {expected} "
+                    f"(prefix {self.prefix}, grid {self.grid}, keys {self.keys}, "
+                    f"window {self.window})"
+                )
+        return None
 
     def centres(self) -> tuple[np.ndarray, np.ndarray]:
         """Pixel centres ``(y, x)`` of the spatial query and key tokens of one sequence.
 
         Returns:
             ``(queries [Q, 2], keys [K, 2])`` in the order the sequence holds them
-            (row-major), without prefix tokens. For windowed attention, the positions
-            inside one window (every window has the same relative layout).
+            (row-major), without prefix tokens. For ``windowed`` and ``dilated``
+            attention, the positions inside one sequence (every sequence has the same
+            relative layout, so distances are those of any of them).
 
         Raises:
-            ValueError: The geometry is not ``global`` or ``windowed``.
+            ValueError: The geometry is not ``global``, ``windowed`` or ``dilated``.
         """
         if not self.known:
             raise ValueError(f"no token centres for a {self.kind} geometry ({self.reason})")
         assert self.grid is not None and self.stride is not None
-        grid = self.window if self.kind == "windowed" and self.window else self.grid
-        queries = _grid_centres(grid, self.stride)
-        if self.kind == "windowed" or self.key_grid is None:
+        if self.kind in ("windowed", "dilated"):
+            assert self.window is not None
+            step = self.dilation or (1, 1)
+            stride = (self.stride[0] * step[0], self.stride[1] * step[1])
+            queries = _grid_centres(self.window, stride, self.origin)
             return queries, queries
-        return queries, _grid_centres(self.key_grid, self.key_stride or self.stride)
+        queries = _grid_centres(self.grid, self.stride, self.origin)
+        if self.key_grid is None and self.key_stride is None and self.key_origin is None:
+            return queries, queries
+        keys = _grid_centres(
+            self.key_grid or self.grid, self.key_stride or self.stride, self.key_origin
+        )
+        return queries, keys
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.as_items()}
@@ -110,16 +219,13 @@ class TokenGeometry:
         return cls(kind="unknown", reason=reason)
 
 
-def _grid_centres(grid: tuple[int, int], stride: tuple[float, float]) -> np.ndarray:
+def _grid_centres(
+    grid: tuple[int, int], stride: tuple[float, float], origin: tuple[float, float] | None
+) -> np.ndarray:
+    oy, ox = origin if origin is not None else (stride[0] / 2, stride[1] / 2)
     rows, cols = np.meshgrid(np.arange(grid[0]), np.arange(grid[1]), indexing="ij")
-    centres = np.stack([(rows + 0.5) * stride[0], (cols + 0.5) * stride[1]], axis=-1)
+    centres = np.stack([oy + rows * stride[0], ox + cols * stride[1]], axis=-1)
     return centres.reshape(-1, 2).astype(np.float64)
-
-
-def _pair(value: Any) -> tuple[int, int]:
-    if isinstance(value, int):
-        return (value, value)
-    return (int(value[0]), int(value[1]))
 
 
 def infer_geometry(
@@ -130,33 +236,17 @@ def infer_geometry(
 ) -> TokenGeometry:
     """Infer the geometry of attention module ``name`` of ``model`` from its attributes.
 
-    Handles ViT-style models (DeiT, ViT with registers, BEiT, EVA, ...) whose blocks
-    attend over ``num_prefix_tokens`` + a ``patch_embed.grid_size`` grid. Models with a
-    dynamic image size get the grid of ``input_size`` (``(height, width)`` in pixels).
+    Each timm family has a rule (``hooks._families``): ViT-style models (DeiT, BEiT,
+    EVA, registers), Swin v1/v2, PVT v2, Twins, MaxViT / CoAtNet, MViTv2, LeViT, CaiT,
+    ConViT, XCiT and others. Anything else is ``unknown`` with the reason.
+
+    Args:
+        model: The whole model.
+        name: The attention module's path in ``model``.
+        module: The attention module.
+        input_size: ``(height, width)`` of the input in pixels; defaults to the model's
+            configured input size.
     """
-    if isinstance(module, nn.MultiheadAttention):
-        return TokenGeometry.unknown(
-            "nn.MultiheadAttention carries no token layout; pass geometry= explicitly"
-        )
-    patch_embed = getattr(model, "patch_embed", None)
-    grid = getattr(patch_embed, "grid_size", None)
-    patch = getattr(patch_embed, "patch_size", None)
-    if patch_embed is None or grid is None or patch is None:
-        return TokenGeometry.unknown(f"{type(model).__name__} has no patch_embed grid")
-    if not name.startswith(("blocks.", "stages.")) or ".attn" not in name:
-        return TokenGeometry.unknown(f"{name} is not an attention module inside the blocks")
-    if getattr(model, "dynamic_img_size", False) and input_size is not None:
-        feat = getattr(patch_embed, "dynamic_feat_size", None)
-        if feat is None:
-            return TokenGeometry.unknown("dynamic image size without patch_embed.dynamic_feat_size")
-        grid = feat(tuple(input_size))
-    prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
-    rows, cols = _pair(grid)
-    py, px = _pair(patch)
-    return TokenGeometry(
-        kind="global",
-        prefix=prefix,
-        grid=(rows, cols),
-        stride=(float(py), float(px)),
-        reason="patch_embed.grid_size and num_prefix_tokens",
-    )
+    from ._families import infer_family_geometry
+
+    return infer_family_geometry(model, name, module, input_size)

@@ -4,7 +4,11 @@ Attention is read inside a :class:`~torch.overrides.TorchFunctionMode` scoped to
 attention module's own forward. A fused ``F.scaled_dot_product_attention`` call is
 answered by the real kernel (so outputs stay bit-identical) while the probabilities are
 computed explicitly from the same ``q``, ``k``, mask, causal flag and scale. An
-unfused module's ``softmax`` output is read as is. The input of the output projection
+unfused module's probabilities are what it passes to its ``attn_drop`` when that is a
+row-stochastic map (e.g. ConViT's gated mixture of patch and positional attention), else
+its one ``softmax`` over keys (e.g. CaiT's talking heads, whose post-softmax head mixing
+is not a probability map). A forward with several such calls and no single answer
+reports a problem instead of a guess. The input of the output projection
 (``proj`` / ``out_proj``, seen as an ``F.linear`` call with that weight) is the per-head
 context ``[..., head * head_dim]``; head gates multiply it.
 """
@@ -73,12 +77,59 @@ def _output_projection(module: nn.Module) -> torch.Tensor | None:
     return None
 
 
+def _row_stochastic(x: torch.Tensor) -> bool:
+    """Non-negative rows summing to one (within the precision of ``x``)."""
+    tol = 1e-3 if x.dtype in (torch.float32, torch.float64) else 2e-2
+    return bool((x >= 0).all()) and bool(((x.float().sum(-1) - 1).abs() <= tol).all())
+
+
+def _as_sequences(probs: torch.Tensor, heads: int) -> torch.Tensor | None:
+    """``[sequence, head, query, key]`` from ``[..., head, query, key]`` (leading axes,
+    e.g. ``[batch, window]``, flattened batch-major), or ``None`` if it does not read so."""
+    if probs.dim() >= 4 and probs.shape[-3] == heads:
+        return probs.reshape(-1, *probs.shape[-3:])
+    if probs.dim() == 3 and heads == 1:
+        return probs.unsqueeze(1)
+    return None
+
+
 class _Mode(TorchFunctionMode):
     def __init__(self, tap: AttentionTap) -> None:
         super().__init__()
         self.tap = tap
         self.saw_sdpa = False
-        self.softmax: torch.Tensor | None = None
+        self.sdpa: list[torch.Tensor] = []
+        self.softmaxes: list[torch.Tensor] = []
+        self.dropped: torch.Tensor | None = None
+
+    def result(self) -> tuple[torch.Tensor | None, str]:
+        """``(probabilities, source)``, or ``(None, why none)``."""
+        if self.sdpa:
+            if len(self.sdpa) > 1:
+                return None, (
+                    f"{len(self.sdpa)} scaled_dot_product_attention calls in one forward: "
+                    "no single probability map"
+                )
+            return self.sdpa[0], "sdpa"
+        dropped = self.dropped
+        if dropped is not None and any(dropped.shape == s.shape for s in self.softmaxes):
+            if any(dropped.data_ptr() == s.data_ptr() for s in self.softmaxes):
+                return dropped, "softmax"
+            if _row_stochastic(dropped):  # post-processed, e.g. a gated mixture
+                return dropped, "attn_drop"
+            if len(self.softmaxes) == 1:  # e.g. talking heads: mixed after the softmax
+                return self.softmaxes[0], "softmax (the map applied to values is mixed)"
+        if len(self.softmaxes) == 1:
+            return self.softmaxes[0], "softmax"
+        if self.softmaxes:
+            return None, (
+                f"{len(self.softmaxes)} softmax calls over keys in one forward and none "
+                "passed to attn_drop as a probability map"
+            )
+        return None, (
+            "no softmax over keys and no scaled_dot_product_attention in the forward "
+            "(linear or factorised attention has no query × key probabilities)"
+        )
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         kwargs = kwargs or {}
@@ -88,13 +139,13 @@ class _Mode(TorchFunctionMode):
             self.saw_sdpa = True
             if tap.on_probs is not None:
                 with torch.no_grad():
-                    tap.on_probs(sdpa_probabilities(*args, **kwargs).detach())
+                    self.sdpa.append(sdpa_probabilities(*args, **kwargs).detach())
             return out
         if func in _SOFTMAX and tap.on_probs is not None and not self.saw_sdpa:
             out = func(*args, **kwargs)
             dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
             if isinstance(out, torch.Tensor) and out.dim() >= 3 and dim in (-1, out.dim() - 1):
-                self.softmax = out
+                self.softmaxes.append(out)
             return out
         if func is _LINEAR and len(args) > 1 and args[1] is tap.proj_weight is not None:
             x = args[0]
@@ -114,7 +165,9 @@ class AttentionTap:
         module: The attention module.
         on_probs: Called with detached probabilities ``[sequence, head, query, key]``.
         on_heads: Called with the detached output-projection input ``[..., head * head_dim]``.
-        gate: Per-head multipliers ``[head]`` applied to the per-head context.
+        on_problem: Called with the reason when a forward yields no probability map.
+        gate: Per-head multipliers ``[head]`` (or ``[sample, head]``) applied to the
+            per-head context.
     """
 
     def __init__(
@@ -124,10 +177,13 @@ class AttentionTap:
         on_probs: ProbsFn | None = None,
         on_heads: HeadsFn | None = None,
         gate: torch.Tensor | None = None,
+        on_problem: Callable[[str], None] | None = None,
     ) -> None:
         self.module = module
         self.on_probs = on_probs
         self.on_heads = on_heads
+        self.on_problem = on_problem
+        self.source = ""
         self.gate = gate
         self.heads = int(getattr(module, "num_heads", 0) or 0)
         self.is_mha = isinstance(module, nn.MultiheadAttention)
@@ -136,12 +192,16 @@ class AttentionTap:
         self._mha_calls: list[tuple[bool, bool, torch.Tensor]] = []
 
     def apply_gate(self, x: torch.Tensor) -> torch.Tensor:
+        """Multiply the per-head context by the gate: ``[head]`` for every sample, or
+        ``[sample, head]`` per sample (the context's first axis is the sample)."""
         assert self.gate is not None
         shape = x.shape
-        heads = self.gate.numel()
-        return (x.reshape(*shape[:-1], heads, shape[-1] // heads) * self.gate[:, None]).reshape(
-            shape
-        )
+        heads = self.gate.shape[-1]
+        if self.gate.dim() == 1:
+            split = x.reshape(*shape[:-1], heads, shape[-1] // heads)
+            return (split * self.gate[:, None]).reshape(shape)
+        split = x.reshape(shape[0], -1, heads, shape[-1] // heads)
+        return (split * self.gate[:, None, :, None]).reshape(shape)
 
     def attach(self) -> list[RemovableHandle]:
         if self.is_mha and self.gate is not None:
@@ -149,15 +209,30 @@ class AttentionTap:
                 "head gates on nn.MultiheadAttention are not supported: its output "
                 "projection runs inside F.multi_head_attention_forward"
             )
+        if self.on_heads is not None and self.gate is None and self.proj_weight is None:
+            self.on_heads = None  # reading only: go on without per-head outputs, and say so
+            if self.on_problem is not None:
+                self.on_problem(
+                    f"{type(self.module).__name__} has no linear output projection "
+                    "(proj/out_proj): per-head outputs are unavailable"
+                )
         if (self.on_heads is not None or self.gate is not None) and self.proj_weight is None:
             raise CaptureError(
                 f"{type(self.module).__name__} has no linear output projection "
                 "(proj/out_proj): per-head outputs and head gates are unavailable"
             )
-        return [
+        handles = [
             self.module.register_forward_pre_hook(self._pre, with_kwargs=True),
             self.module.register_forward_hook(self._post, with_kwargs=True, always_call=True),
         ]
+        drop = getattr(self.module, "attn_drop", None)
+        if isinstance(drop, nn.Module) and self.on_probs is not None and not self.is_mha:
+            handles.append(drop.register_forward_hook(self._dropped))
+        return handles
+
+    def _dropped(self, module: nn.Module, args: tuple, output: Any) -> None:
+        if self._modes and isinstance(output, torch.Tensor) and output.dim() >= 3:
+            self._modes[-1].dropped = output
 
     def _pre(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         if self.is_mha and self.on_probs is not None:
@@ -184,6 +259,7 @@ class AttentionTap:
         if call is not None:
             out, weights = output
             need, average, value = call
+            self.source = "need_weights"
             with torch.no_grad():
                 self.on_probs(weights.detach())
                 if self.on_heads is not None:
@@ -191,9 +267,21 @@ class AttentionTap:
             if not need:
                 return out, None
             return out, (weights.mean(dim=1) if average else weights)
-        if not mode.saw_sdpa and mode.softmax is not None:
-            with torch.no_grad():
-                self.on_probs(mode.softmax.detach())
+        probs, source = mode.result()
+        if probs is not None:
+            sequences = _as_sequences(probs.detach(), self.heads)
+            if sequences is None:
+                source = (
+                    f"probabilities of shape {tuple(probs.shape)} from {source} do not read "
+                    f"as [sequence, {self.heads} heads, query, key]"
+                )
+                probs = None
+            else:
+                self.source = source
+                with torch.no_grad():
+                    self.on_probs(sequences)
+        if probs is None and self.on_problem is not None:
+            self.on_problem(source)
         return None
 
     def unwind(self) -> None:
@@ -231,7 +319,7 @@ class ChannelTap:
         point: ``output`` (forward hook) or ``input`` (forward pre-hook, first argument).
         channel_axis: ``1`` or ``-1``.
         on_channels: Called with the detached activation.
-        gate: Per-channel multipliers ``[channel]``.
+        gate: Per-channel multipliers ``[channel]`` (or ``[sample, channel]``).
     """
 
     def __init__(
@@ -254,6 +342,8 @@ class ChannelTap:
             return None
         shape = [1] * x.dim()
         shape[self.axis] = -1
+        if self.gate.dim() == 2:  # [sample, channel]
+            shape[0] = self.gate.shape[0]
         return x * self.gate.view(shape)
 
     def _pre(self, module: nn.Module, args: tuple) -> tuple | None:
