@@ -1,0 +1,240 @@
+"""Line and summary figures of a run report: distance, redundancy, importance, pruning.
+
+Each function takes records of the view model and returns a
+:class:`~reports._plot.RenderedFigure` (or ``None`` when there is nothing to
+draw). Image-like figures (attention maps, ERF maps, similarity matrices) live in
+:mod:`reports._figures_maps`; the comparison figures in
+:mod:`reports._figures_compare`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.axes import Axes
+
+from ._plot import (
+    KIND_COLOURS,
+    KIND_LABELS,
+    KIND_MARKERS,
+    OKABE_ITO,
+    RenderedFigure,
+    new_figure,
+    short,
+    styled,
+    to_png,
+    to_svg,
+)
+from ._view import AttentionDistance, ErfLayer, ImportanceLayer, PruningCurve, RedundancyLayer
+
+__all__ = [
+    "distance_figure",
+    "importance_figures",
+    "pruning_figure",
+    "redundancy_figure",
+]
+
+DEPTH_LABEL = "depth (fraction of network)"
+_HEAD_COLOUR = OKABE_ITO[0]
+_ERF_COLOURS = (OKABE_ITO[1], OKABE_ITO[2], OKABE_ITO[3], OKABE_ITO[4])
+
+
+def _depth_axis(ax: Axes) -> None:
+    ax.set_xlim(-0.03, 1.03)
+    ax.set_xlabel(DEPTH_LABEL)
+
+
+def erf_series(erf: Sequence[ErfLayer]) -> dict[str, list[ErfLayer]]:
+    """ERF layers grouped by their ``series`` label, in first-seen order."""
+    groups: dict[str, list[ErfLayer]] = {}
+    for layer in erf:
+        groups.setdefault(layer.series, []).append(layer)
+    return groups
+
+
+def head_means(attention: Sequence[AttentionDistance]) -> np.ndarray:
+    """Per-layer mean of the heads' distances (NaN heads ignored)."""
+    out = np.full(len(attention), np.nan)
+    for i, layer in enumerate(attention):
+        finite = layer.head_distance[np.isfinite(layer.head_distance)]
+        if finite.size:
+            out[i] = finite.mean()
+    return out
+
+
+@styled
+def distance_figure(
+    attention: Sequence[AttentionDistance], erf: Sequence[ErfLayer]
+) -> RenderedFigure | None:
+    """Interaction distance vs depth: head points, ERF lines, uniform reference.
+
+    Like Fig. 7 of the ViT paper, every head is one point at its layer's depth;
+    the ERF mean distance of every measured layer is a line on the same axes.
+    """
+    if not attention and not erf:
+        return None
+    fig = new_figure(7.6, 4.1)
+    ax = fig.add_subplot()
+    if attention:
+        depth = np.array([layer.depth for layer in attention])
+        for windowed in (False, True):
+            xs, ys = [], []
+            for layer in attention:
+                if layer.windowed is windowed:
+                    xs.extend([layer.depth] * layer.head_distance.size)
+                    ys.extend(layer.head_distance.tolist())
+            if xs:
+                ax.scatter(
+                    xs,
+                    ys,
+                    s=20 if windowed else 16,
+                    marker="s" if windowed else "o",
+                    facecolors="none" if windowed else _HEAD_COLOUR,
+                    edgecolors=_HEAD_COLOUR,
+                    alpha=0.9 if windowed else 0.55,
+                    linewidths=0.9,
+                    label="head (windowed attention)" if windowed else "head",
+                    zorder=3,
+                )
+        ax.plot(depth, head_means(attention), color=_HEAD_COLOUR, lw=1.1, label="mean over heads")
+        uniform = np.array(
+            [np.nan if a.uniform_distance is None else a.uniform_distance for a in attention]
+        )
+        if np.isfinite(uniform).any():
+            ax.plot(depth, uniform, "--", color="#333333", lw=1.1, label="uniform attention")
+    for colour, (series, layers) in zip(_ERF_COLOURS * 4, erf_series(erf).items(), strict=False):
+        ax.plot(
+            [layer.depth for layer in layers],
+            [layer.mean_distance for layer in layers],
+            "-D",
+            color=colour,
+            ms=3.2,
+            lw=1.8,
+            label="ERF mean distance" + ("" if series == "ERF" else f" ({series})"),
+            zorder=4,
+        )
+    _depth_axis(ax)
+    ax.set_ylim(bottom=0)
+    ax.set_ylabel("mean distance (input pixels)")
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)))
+    return to_svg(fig, "Mean attention distance per head and ERF mean distance against depth.")
+
+
+@styled
+def redundancy_figure(layers: Sequence[RedundancyLayer]) -> RenderedFigure | None:
+    """Redundancy (1 − effective/units) and mean similarity vs depth, heads and channels."""
+    if not layers:
+        return None
+    fig = new_figure(7.6, 3.2)
+    left, right = fig.subplots(1, 2, sharex=True)
+    for kind in ("head", "channel"):
+        rows = [r for r in layers if r.kind == kind]
+        if not rows:
+            continue
+        measures = sorted({r.measure for r in rows if r.measure})
+        label = KIND_LABELS[kind] + (f" ({', '.join(measures)})" if measures else "")
+        style = {"color": KIND_COLOURS[kind], "marker": KIND_MARKERS[kind], "label": label}
+        depth = [r.depth for r in rows]
+        left.plot(depth, [1.0 - r.effective_units / r.units for r in rows], **style)
+        right.plot(depth, [r.mean_similarity for r in rows], **style)
+        if any(r.mean_max_similarity is not None for r in rows):
+            right.plot(
+                depth,
+                [np.nan if r.mean_max_similarity is None else r.mean_max_similarity for r in rows],
+                ":",
+                color=KIND_COLOURS[kind],
+                lw=1.2,
+                label=f"{KIND_LABELS[kind]}: mean of max similarity",
+            )
+    left.set_ylabel("redundancy = 1 − effective units / units")
+    left.set_ylim(0, 1.02)
+    right.set_ylabel("mean off-diagonal similarity")
+    low, high = right.get_ylim()
+    right.set_ylim(min(0.0, low), max(1.02, high))
+    for ax in (left, right):
+        _depth_axis(ax)
+    left.legend(loc="best")
+    right.legend(loc="best")
+    return to_svg(fig, "Redundancy and mean similarity of heads and channels against depth.")
+
+
+@styled
+def importance_figures(layers: Sequence[ImportanceLayer]) -> list[RenderedFigure]:
+    """Head importance as a layer × head heatmap; channel importance as quantile bands."""
+    figures: list[RenderedFigure] = []
+    heads = [r for r in layers if r.kind == "head"]
+    channels = [r for r in layers if r.kind == "channel"]
+    if heads:
+        width = max(r.scores.size for r in heads)
+        grid = np.full((len(heads), width), np.nan)
+        for i, r in enumerate(heads):
+            grid[i, : r.scores.size] = r.scores
+        fig = new_figure(min(max(4.0, 2.4 + 0.32 * width), 7.6), 1.0 + 0.22 * len(heads))
+        ax = fig.add_subplot()
+        im = ax.imshow(np.ma.masked_invalid(grid), cmap="cividis", vmin=0, vmax=1, aspect="auto")
+        ax.set_yticks(range(len(heads)), [short(r.name, 22) for r in heads], fontsize=7)
+        step = 1 if width <= 16 else 4
+        ax.set_xticks(range(0, width, step))
+        ax.set_xlabel("head")
+        ax.grid(False)
+        fig.colorbar(im, ax=ax, label="importance", shrink=0.9)
+        figures.append(to_png(fig, "Importance of every head, layer by layer.", dpi=110))
+    if channels:
+        fig = new_figure(7.6, 3.0)
+        ax = fig.add_subplot()
+        depth = [r.depth for r in channels]
+        q = np.array([np.nanquantile(r.scores, [0.1, 0.25, 0.5, 0.75, 0.9]) for r in channels])
+        colour = KIND_COLOURS["channel"]
+        ax.fill_between(depth, q[:, 0], q[:, 4], color=colour, alpha=0.15, lw=0, label="10–90 %")
+        ax.fill_between(depth, q[:, 1], q[:, 3], color=colour, alpha=0.3, lw=0, label="25–75 %")
+        ax.plot(depth, q[:, 2], "-s", color=colour, label="median channel")
+        ax.plot(depth, [np.nanmax(r.scores) for r in channels], ":", color=colour, label="max")
+        _depth_axis(ax)
+        ax.set_ylim(0, 1.02)
+        ax.set_ylabel("importance (normalised)")
+        fig.legend(loc="outside lower center", ncols=4)
+        figures.append(to_svg(fig, "Distribution of channel importance per layer against depth."))
+    return figures
+
+
+@styled
+def pruning_figure(curves: Sequence[PruningCurve]) -> RenderedFigure | None:
+    """Top-1 agreement and KL against the fraction of units removed, heads and channels."""
+    if not curves:
+        return None
+    fig = new_figure(7.6, 3.5)
+    agree_ax, kl_ax = fig.subplots(1, 2, sharex=True)
+    thresholds = sorted({c.threshold for c in curves})
+    for t in thresholds:
+        agree_ax.axhline(t, ls="--", color="#333333", lw=1.0, label=f"{t:.0%} agreement")
+    for curve in curves:
+        colour = KIND_COLOURS[curve.kind]
+        style = {"color": colour, "marker": KIND_MARKERS[curve.kind]}
+        agree_ax.plot(curve.fraction, curve.agreement, label=KIND_LABELS[curve.kind], **style)
+        kl_ax.plot(curve.fraction, curve.kl, label=KIND_LABELS[curve.kind], **style)
+        if curve.max_removable is not None:
+            for ax in (agree_ax, kl_ax):
+                ax.axvline(curve.max_removable, ls=":", color=colour, lw=1.2)
+            agree_ax.annotate(
+                f"{KIND_LABELS[curve.kind]}: {curve.max_removable:.0%}",
+                xy=(curve.max_removable, 0.02),
+                xycoords=("data", "axes fraction"),
+                xytext=(3, 0),
+                textcoords="offset points",
+                color=colour,
+                fontsize=7.5,
+                rotation=90,
+                va="bottom",
+            )
+    for ax in (agree_ax, kl_ax):
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_xlabel("fraction of units removed")
+    agree_ax.set_ylim(-0.02, 1.02)
+    agree_ax.set_ylabel("top-1 agreement with full model")
+    kl_ax.set_ylim(bottom=0)
+    kl_ax.set_ylabel("mean KL(full ‖ pruned) (nats)")
+    handles, labels = agree_ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels))
+    return to_svg(fig, "Top-1 agreement and KL divergence as heads and channels are removed.")

@@ -1,0 +1,171 @@
+"""Shared plotting machinery: house style, palettes, and encoding figures as data URIs.
+
+Figures are built on :class:`matplotlib.figure.Figure` with an Agg canvas, never
+through pyplot, so nothing global is created or left behind. The house style is
+applied with :func:`matplotlib.rc_context` around each figure function (it is
+restored on exit). Line plots are encoded as SVG (text as paths, no fonts
+needed), heatmaps as PNG and photographs with overlays as JPEG, all base64
+``data:`` URIs that the template puts into ``<img src>`` — an SVG inside an
+``<img>`` runs no script and cannot inject markup.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
+
+import numpy as np
+from matplotlib import rc_context
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+__all__ = [
+    "KIND_COLOURS",
+    "KIND_LABELS",
+    "KIND_MARKERS",
+    "OKABE_ITO",
+    "RenderedFigure",
+    "new_figure",
+    "short",
+    "spread",
+    "styled",
+    "to_jpeg",
+    "to_png",
+    "to_svg",
+]
+
+#: Okabe & Ito (2008) colour-blind-safe qualitative palette (black last).
+OKABE_ITO = (
+    "#0072B2",
+    "#D55E00",
+    "#009E73",
+    "#CC79A7",
+    "#E69F00",
+    "#56B4E9",
+    "#F0E442",
+    "#000000",
+)
+KIND_COLOURS = {"head": "#0072B2", "channel": "#D55E00"}
+KIND_MARKERS = {"head": "o", "channel": "s"}
+KIND_LABELS = {"head": "heads", "channel": "channels"}
+
+#: CSS pixels per inch, for the natural display size of a figure.
+_CSS_DPI = 96
+
+_STYLE: dict[str, object] = {
+    "font.family": "DejaVu Sans",
+    "font.size": 9.0,
+    "axes.titlesize": 9.5,
+    "axes.labelsize": 9.0,
+    "axes.edgecolor": "#555555",
+    "axes.linewidth": 0.8,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.color": "#e3e3e3",
+    "grid.linewidth": 0.6,
+    "xtick.labelsize": 8.0,
+    "ytick.labelsize": 8.0,
+    "xtick.color": "#444444",
+    "ytick.color": "#444444",
+    "legend.fontsize": 8.0,
+    "legend.frameon": False,
+    "lines.linewidth": 1.6,
+    "lines.markersize": 4.5,
+    "image.interpolation": "nearest",
+    "savefig.facecolor": "white",
+    "text.parse_math": False,  # labels are user text: never interpret '$...$'
+    "svg.fonttype": "path",
+    "svg.hashsalt": "inspector-report",  # deterministic ids: same view, same bytes
+}
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class RenderedFigure:
+    """An encoded figure, ready for ``<img src=... width=... alt=...>``.
+
+    Attributes:
+        src: ``data:`` URI of the image.
+        alt: Text alternative (the template escapes it).
+        width: Natural display width in CSS pixels.
+        height: Natural display height in CSS pixels.
+    """
+
+    src: str
+    alt: str
+    width: int
+    height: int
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the URI in the page, in bytes."""
+        return len(self.src)
+
+
+def styled(func: Callable[P, R]) -> Callable[P, R]:
+    """Run a figure function inside the house style (restored afterwards)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with rc_context(_STYLE):
+            return func(*args, **kwargs)
+
+    return wrapper
+
+
+def new_figure(width: float, height: float, *, layout: str | None = "constrained") -> Figure:
+    """A figure of ``width`` × ``height`` inches with its own Agg canvas."""
+    fig = Figure(figsize=(width, height), layout=layout)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _uri(mime: str, data: bytes) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def _size(fig: Figure) -> tuple[int, int]:
+    w, h = fig.get_size_inches()
+    return round(w * _CSS_DPI), round(h * _CSS_DPI)
+
+
+def to_svg(fig: Figure, alt: str) -> RenderedFigure:
+    """Encode a line plot as SVG (text drawn as paths; no date stamp)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="svg", metadata={"Date": None})
+    return RenderedFigure(_uri("image/svg+xml", buf.getvalue()), alt, *_size(fig))
+
+
+def to_png(fig: Figure, alt: str, *, dpi: float = 100.0) -> RenderedFigure:
+    """Encode a heatmap as PNG."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+    return RenderedFigure(_uri("image/png", buf.getvalue()), alt, *_size(fig))
+
+
+def to_jpeg(fig: Figure, alt: str, *, dpi: float = 100.0, quality: int = 82) -> RenderedFigure:
+    """Encode a photograph with overlays as JPEG (a fraction of the PNG's size)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="jpeg", dpi=dpi, pil_kwargs={"quality": quality, "optimize": True})
+    return RenderedFigure(_uri("image/jpeg", buf.getvalue()), alt, *_size(fig))
+
+
+def spread(n: int, k: int) -> list[int]:
+    """At most ``k`` indices of ``range(n)``, evenly spread, first and last included."""
+    if n <= k:
+        return list(range(n))
+    if k <= 1:
+        return [0][:k]
+    return sorted({int(i) for i in np.round(np.linspace(0, n - 1, k))})
+
+
+def short(name: str, width: int = 28) -> str:
+    """``name`` shortened to ``width`` characters, keeping its end (the informative part)."""
+    return name if len(name) <= width else "…" + name[-(width - 1) :]

@@ -1,0 +1,351 @@
+"""Fast tests of :mod:`reports`: sections, escaping, self-containment, downloads, writing."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import replace
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytest
+from report_samples import EVIL_ID, EVIL_MODEL, cnn_report, compare_report, vit_report
+
+import reports
+from reports import (
+    AttentionSample,
+    CompareReport,
+    ErfLayer,
+    PruningCurve,
+    ReportError,
+    Table,
+    ViewError,
+    WeightsInfo,
+    render_compare_report,
+    render_run_report,
+    write_report,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+RUN_SECTIONS = (
+    "findings",
+    "distance",
+    "attention-maps",
+    "erf-maps",
+    "similarity",
+    "redundancy",
+    "importance",
+    "pruning",
+    "numbers",
+    "methods",
+)
+
+
+class Page(HTMLParser):
+    """Elements (tag, attributes, section), visible text and section ids of an HTML page."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.elements: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+        self.section_text: dict[str, list[str]] = {}
+        self._section: str | None = None
+        self.feed(html)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        self.elements.append((tag, attributes))
+        if tag == "section":
+            self._section = attributes.get("id")
+            self.section_text[self._section or ""] = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "section":
+            self._section = None
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+        if self._section is not None:
+            self.section_text[self._section].append(data)
+
+    def all_text(self) -> str:
+        return " ".join(" ".join(self.text).split())
+
+    def in_section(self, section: str) -> str:
+        return " ".join(" ".join(self.section_text[section]).split())
+
+    def find(self, tag: str, **attrs: str) -> list[dict[str, str | None]]:
+        return [
+            a
+            for t, a in self.elements
+            if t == tag and all(attrs[k] in (a.get(k) or "").split() for k in attrs)
+        ]
+
+
+@pytest.fixture(scope="module")
+def vit():
+    return vit_report()
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    return cnn_report()
+
+
+@pytest.fixture(scope="module")
+def vit_html(vit) -> str:
+    return render_run_report(vit)
+
+
+@pytest.fixture(scope="module")
+def cnn_html(cnn) -> str:
+    return render_run_report(cnn)
+
+
+@pytest.fixture(scope="module")
+def compare_html(vit, cnn) -> str:
+    return render_compare_report(compare_report(vit, cnn))
+
+
+def _decode(uri: str) -> tuple[str, bytes]:
+    head, data = uri.split(",", 1)
+    assert head.startswith("data:") and head.endswith(";base64"), head
+    return head[5:].split(";")[0], base64.b64decode(data)
+
+
+def test_run_report_has_every_section(vit_html: str) -> None:
+    page = Page(vit_html)
+    assert [s["id"] for s in page.find("section")] == list(RUN_SECTIONS)
+    assert [a["href"] for a in page.find("a") if (a["href"] or "").startswith("#")] == [
+        f"#{s}" for s in RUN_SECTIONS
+    ]
+    for section in RUN_SECTIONS:
+        assert "Not measured" not in page.in_section(section), section
+    mimes = [_decode(img["src"] or "")[0] for img in page.find("img")]
+    # distance, 2 galleries, ERF maps, head similarity, redundancy, importance, pruning
+    assert len(mimes) == 8
+    assert {"image/svg+xml", "image/png", "image/jpeg"} <= set(mimes)
+    assert all(img["alt"] for img in page.find("img"))
+    assert "Up to 30% of the heads can be removed" in page.in_section("pruning")
+    assert "debiased CKA" in page.in_section("similarity")
+
+
+def test_missing_sections_say_not_measured(cnn_html: str) -> None:
+    page = Page(cnn_html)
+    assert [s["id"] for s in page.find("section")] == list(RUN_SECTIONS)
+    assert "Not measured" in page.in_section("attention-maps")
+    assert "No headline findings" in page.in_section("findings")
+    for section in ("distance", "erf-maps", "similarity", "redundancy", "importance", "pruning"):
+        assert "Not measured" not in page.in_section(section), section
+    assert "Pearson correlation" in page.in_section("similarity")
+
+
+def test_header_facts(vit, vit_html: str) -> None:
+    text = Page(vit_html).all_text()
+    for fact in (
+        "vit_tiny_fake",
+        "vit_fake",
+        "augreg_in21k_ft_in1k",
+        "2 images",
+        "224 × 224 px",
+        "capture 3.2 s",
+        "gradient 8.4 s",
+        "inspector 0.1.0",
+        "2026-11-26T16:30:00Z",
+    ):
+        assert fact in text, fact
+    for image_id in vit.header.image_ids:
+        assert image_id in text
+
+
+def test_compare_report_sections(compare_html: str) -> None:
+    page = Page(compare_html)
+    ids = [s["id"] for s in page.find("section")]
+    assert ids == ["runs", "findings", "distance", "redundancy", "pruning", "numbers", "methods"]
+    assert "fake ViT" in page.in_section("runs") and "fake CNN" in page.in_section("runs")
+    assert len(page.find("img")) == 3
+    assert "summary" in page.in_section("numbers")
+
+
+def test_markup_in_names_is_escaped(vit) -> None:
+    header = replace(vit.header, model=EVIL_MODEL)
+    view = replace(vit, header=header, title="", erf=(), similarity=(), importance=())
+    html = render_run_report(view)
+    page = Page(html)
+    for _, attrs in page.elements:
+        assert "onerror" not in attrs, attrs
+    assert not page.find("script")
+    assert not page.find("b")
+    text = page.all_text()
+    assert EVIL_ID in text
+    assert EVIL_MODEL in text
+    assert f"inspector report — {EVIL_MODEL}" in text  # the <title>
+    assert "&lt;img src=x onerror=alert(1)&gt;.png" in html
+    (csv_link,) = page.find("a", **{"class": "download-csv"})
+    assert csv_link["download"] == "vit_b_bold_b_quoted_script_alert_2_script_per-layer.csv"
+    label = CompareReport((replace(compare_report().runs[0], label=EVIL_MODEL),))
+    page = Page(render_compare_report(label))
+    assert not page.find("script") and not page.find("b")
+    assert EVIL_MODEL in page.all_text()
+
+
+@pytest.mark.parametrize("which", ["vit_html", "cnn_html", "compare_html"])
+def test_no_network_references(which: str, request: pytest.FixtureRequest) -> None:
+    html: str = request.getfixturevalue(which)
+    assert "http://" not in html and "https://" not in html
+    for tag, attrs in Page(html).elements:
+        for name in ("src", "href", "srcset", "poster", "action", "data"):
+            value = attrs.get(name)
+            if value is not None:
+                scheme = urlsplit(value).scheme
+                assert scheme == "data" or value.startswith("#"), (tag, name, value[:60])
+                if scheme == "data" and _decode(value)[0] == "image/svg+xml":
+                    svg = _decode(value)[1].decode()
+                    assert 'href="http' not in svg and "url(http" not in svg
+    assert not Page(html).find("link") and not Page(html).find("script")
+    assert "@import" not in html and "url(" not in html
+
+
+def test_random_weights_banner_only_when_random(vit, cnn, vit_html, cnn_html, compare_html) -> None:
+    assert not Page(vit_html).find("div", id="random-weights")
+    banner = Page(cnn_html).find("div", id="random-weights")
+    assert len(banner) == 1 and "banner-random" in (banner[0]["class"] or "")
+    assert "offline and no cached weights" in Page(cnn_html).all_text()
+    assert Page(compare_html).find("div", id="random-weights")
+    runs = compare_report(vit, cnn).runs
+    for source in ("pretrained", "file"):
+        trained = WeightsInfo(source, "", "weights.safetensors")
+        view = CompareReport(tuple(replace(run, weights=trained) for run in runs))
+        assert not Page(render_compare_report(view)).find("div", id="random-weights")
+
+
+def test_downloads_decode_to_the_table(vit, vit_html: str) -> None:
+    table = vit.tables[0]
+    page = Page(vit_html)
+    (csv_link,) = page.find("a", **{"class": "download-csv"})
+    (json_link,) = page.find("a", **{"class": "download-json"})
+    assert csv_link["download"] == "vit_tiny_fake_per-layer.csv"
+    mime, data = _decode(csv_link["href"] or "")
+    assert mime == "text/csv"
+    header, *rows = list(csv.reader(io.StringIO(data.decode("utf-8"))))
+    assert tuple(header) == table.columns
+    assert len(rows) == len(table.rows)
+    for got, want in zip(rows, table.rows, strict=True):
+        assert got[0] == want[0]
+        assert [float(x) for x in got[1:]] == list(want[1:])  # exact: repr round-trips
+    mime, data = _decode(json_link["href"] or "")
+    assert mime == "application/json"
+    payload = json.loads(data)
+    assert payload["columns"] == list(table.columns)
+    assert [tuple(r) for r in payload["rows"]] == list(table.rows)
+
+
+def test_missing_cells_in_downloads() -> None:
+    table = Table("t", ("a", "b"), (("x", None), ("y", float("nan")), ("z", np.float32(0.5))))
+    from reports._tables import table_csv, table_json
+
+    assert table_csv(table) == "a,b\nx,\ny,\nz,0.5\n"
+    assert json.loads(table_json(table))["rows"] == [["x", None], ["y", None], ["z", 0.5]]
+
+
+def test_write_report_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dest = tmp_path / "run.html"
+    assert write_report("<p>one</p>", dest) == dest
+    assert write_report("<p>two ü</p>", str(dest)) == dest
+    assert dest.read_text(encoding="utf-8") == "<p>two ü</p>"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.html"]
+
+    def broken_replace(src: object, dst: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(ReportError, match="No space left"):
+        write_report("<p>three</p>", dest)
+    assert dest.read_text(encoding="utf-8") == "<p>two ü</p>"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.html"]
+    with pytest.raises(ReportError, match="does not exist"):
+        write_report("x", tmp_path / "missing" / "run.html")
+
+
+def test_view_validation(vit) -> None:
+    with pytest.raises(ViewError, match="depth"):
+        ErfLayer("layer1", 1.5, 3.0)
+    with pytest.raises(ViewError, match="lengths differ"):
+        PruningCurve("head", [0, 0.5, 1], [1, 1], [0, 0, 0])
+    with pytest.raises(ViewError, match="kind"):
+        PruningCurve("neuron", [0], [1], [0])  # type: ignore[arg-type]
+    with pytest.raises(ViewError, match="uint8"):
+        AttentionSample("a.png", np.zeros((8, 8, 3)), ())
+    with pytest.raises(ViewError, match="row 0 has 1 cells"):
+        Table("t", ("a", "b"), (("x",),))
+    with pytest.raises(ViewError, match="source"):
+        WeightsInfo("downloaded")
+    with pytest.raises(ViewError, match="unique"):
+        CompareReport((compare_report().runs[0],) * 2)
+    with pytest.raises(ViewError, match="one curve per kind"):
+        replace(vit, pruning=vit.pruning * 2)
+    erf = vit.erf[0]
+    assert erf.map is not None and not erf.map.flags.writeable
+    with pytest.raises(ReportError):
+        render_run_report(compare_report())  # type: ignore[arg-type]
+
+
+def test_rendering_is_deterministic(compare_html: str, vit, cnn) -> None:
+    assert render_compare_report(compare_report(vit, cnn)) == compare_html
+
+
+def test_size_budget_for_a_vit_base_with_nine_images() -> None:
+    """A 12-layer, 12-head ViT with 9 sample images stays far below 5 MB."""
+    folder = REPO / "inspector" / "data" / "sample_images"
+    paths = sorted(folder.glob("*.jpg"))[:9]
+    if len(paths) == 9:
+        from PIL import Image
+
+        images = [np.asarray(Image.open(p).convert("RGB").resize((224, 224))) for p in paths]
+        ids = [p.name for p in paths]
+    else:  # bundled images not present: noisy synthetic images are a worse case for JPEG
+        rng = np.random.default_rng(0)
+        images = [rng.integers(0, 256, (224, 224, 3), dtype=np.uint8) for _ in range(9)]
+        ids = [f"noise_{i}.png" for i in range(9)]
+    html = render_run_report(vit_report(layers=12, heads=12, images=images, image_ids=ids))
+    assert len(html.encode("utf-8")) < 3_000_000
+    page = Page(html)
+    assert "Showing 3 of 9 images, 4 of 12 layers (evenly spaced)." in page.all_text()
+
+
+def test_package_imports_nothing_forbidden() -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.path[:0] = [{tests!r}, {repo!r}]
+        from report_samples import compare_report
+        import reports
+        reports.render_compare_report(compare_report())
+        bad = [m for m in ("torch", "h5py", "timm", "inspector", "hooks", "matplotlib.pyplot")
+               if m in sys.modules]
+        assert reports.__file__.startswith({repo!r}), reports.__file__
+        print(bad)
+        """
+    ).format(tests=str(REPO / "tests"), repo=str(REPO))
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_public_surface() -> None:
+    assert sorted(reports.__all__) == sorted(set(reports.__all__))
+    for name in reports.__all__:
+        assert getattr(reports, name).__module__.startswith("reports.")
+    from reports._render import environment
+
+    assert environment().autoescape is True

@@ -1,0 +1,156 @@
+"""Open rendered reports in real headless Chromium (Debian's ``/usr/bin/chromium``).
+
+Driven by Playwright for Python, pointed at the system Chromium with
+``executable_path`` (``playwright install`` is never needed). Playwright gives
+each launch a fresh temporary profile (``--user-data-dir``). Skipped, with the
+reason, when Chromium or Playwright is missing.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+from report_samples import compare_report, vit_report
+
+from reports import RunReport, WeightsInfo, render_compare_report, render_run_report, write_report
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",  # CI runs as root
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+LOCAL_SCHEMES = {"file", "data", "blob"}
+
+
+@dataclass
+class Visit:
+    """What happened while a page loaded."""
+
+    console_errors: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)
+    screenshot: np.ndarray | None = None
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium)")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api",
+        reason="Playwright for Python is not installed (pip install playwright; "
+        "no `playwright install` needed: the test drives /usr/bin/chromium)",
+    )
+    with sync_api.sync_playwright() as pw:
+        chromium = pw.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=30_000
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture(scope="module")
+def random_vit() -> RunReport:
+    return vit_report(weights=WeightsInfo("random", "offline and no cached weights"))
+
+
+def _open(browser: Any, path: Path) -> tuple[Any, Visit]:
+    """Load ``path``; record console errors and every request; block non-local ones."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    page = context.new_page()
+    visit = Visit()
+    page.on(
+        "console",
+        lambda m: visit.console_errors.append(m.text) if m.type == "error" else None,
+    )
+    page.on("pageerror", lambda exc: visit.console_errors.append(f"page error: {exc}"))
+    page.on("request", lambda r: visit.requests.append(r.url))
+    context.route(
+        "**/*",
+        lambda route: (
+            route.continue_()
+            if urlsplit(route.request.url).scheme in LOCAL_SCHEMES
+            else route.abort()
+        ),
+    )
+    page.goto(path.as_uri(), wait_until="load", timeout=20_000)
+    png = page.screenshot(full_page=True, timeout=20_000)
+    visit.screenshot = imread(io.BytesIO(png), format="png")
+    return page, visit
+
+
+def _check_clean(page: Any, visit: Visit) -> None:
+    assert visit.console_errors == []
+    assert [u for u in visit.requests if urlsplit(u).scheme not in LOCAL_SCHEMES] == []
+    sizes = page.evaluate("Array.from(document.images, i => i.complete ? i.naturalWidth : -1)")
+    assert sizes and all(w > 0 for w in sizes), sizes  # every figure decoded
+    shot = visit.screenshot
+    assert shot is not None and shot.shape[0] > 900
+    assert float(shot[..., :3].var()) > 0.01  # not blank
+
+
+def test_run_report_in_chromium(browser: Any, random_vit: RunReport, tmp_path: Path) -> None:
+    path = write_report(render_run_report(random_vit), tmp_path / "vit.html")
+    page, visit = _open(browser, path)
+    try:
+        _check_clean(page, visit)
+        banner = page.locator("#random-weights")
+        assert banner.is_visible()
+        colour = page.evaluate(
+            "getComputedStyle(document.getElementById('random-weights')).backgroundColor"
+        )
+        assert colour == "rgb(180, 35, 24)"
+        rgb = visit.screenshot[..., :3]
+        red = (rgb[..., 0] > 0.6) & (rgb[..., 1] < 0.25) & (rgb[..., 2] < 0.25)
+        assert red.mean() > 0.002  # the banner is painted
+        with page.expect_download(timeout=10_000) as info:
+            page.click("a.download-csv")
+        download = info.value
+        assert download.suggested_filename == "vit_tiny_fake_per-layer.csv"
+        header, *rows = list(csv.reader(io.StringIO(Path(download.path()).read_text("utf-8"))))
+        table = random_vit.tables[0]
+        assert tuple(header) == table.columns
+        assert [[r[0], *map(float, r[1:])] for r in rows] == [list(r) for r in table.rows]
+    finally:
+        page.context.close()
+
+
+def test_compare_report_in_chromium(browser: Any, random_vit: RunReport, tmp_path: Path) -> None:
+    path = write_report(render_compare_report(compare_report(random_vit)), tmp_path / "cmp.html")
+    page, visit = _open(browser, path)
+    try:
+        _check_clean(page, visit)
+        assert page.locator("section#distance img").count() == 1
+    finally:
+        page.context.close()
+
+
+def test_harness_sees_an_external_request(browser: Any, tmp_path: Path) -> None:
+    """Negative control: a page that does reference the network is caught."""
+    html = render_compare_report(compare_report()).replace(
+        "<main>", '<main><img src="https://example.invalid/pixel.png" alt="">', 1
+    )
+    path = write_report(html, tmp_path / "tampered.html")
+    page, visit = _open(browser, path)
+    try:
+        assert any("example.invalid" in u for u in visit.requests)
+        assert visit.console_errors  # CSP refusal (or the aborted load) is reported
+    finally:
+        page.context.close()
