@@ -87,8 +87,6 @@ def _prepare_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(opts.seed)
         net, weights = create_model(resolution.name, opts.weights)
-    if weights.source == "random" and opts.weights == "auto":
-        logger.warning("RANDOM WEIGHTS: %s", weights.reason)
     info = {
         "model": resolution.name,
         "model_requested": model,
@@ -186,6 +184,7 @@ def analyze(
         "input_size": list(data_config["input_size"]),
         "data_config": {k: v for k, v in data_config.items() if k != "crop_mode"},
         "images_source": image_set.source,
+        "module_order": [n for n, _ in net.named_modules() if n],
         "device": str(device),
         "options": {k: v for k, v in opts.fingerprint().items()} | {"analyses": opts.analyses},
     }
@@ -202,6 +201,7 @@ def analyze(
             partial=partial,
             checkpoint_seconds=opts.checkpoint_seconds,
             progress=opts.progress,
+            after_batch=opts._after_batch,
         )
         if not captured.ids:
             raise InspectorError(f"no image of {image_set.source} could be read")

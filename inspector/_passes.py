@@ -61,23 +61,6 @@ def _first_tensor(output: Any) -> torch.Tensor | None:
     return None
 
 
-def _probe_shape(model: nn.Module, module: nn.Module, x: torch.Tensor) -> tuple[int, ...] | None:
-    shapes: list[tuple[int, ...]] = []
-
-    def hook(m: nn.Module, args: tuple, output: Any) -> None:
-        tensor = _first_tensor(output)
-        if tensor is not None and not shapes:
-            shapes.append(tuple(tensor.shape))
-
-    handle = module.register_forward_hook(hook)
-    try:
-        with torch.no_grad():
-            model(x[:1])
-    finally:
-        handle.remove()
-    return shapes[0] if shapes else None
-
-
 def _selector(
     shape: tuple[int, ...], input_hw: tuple[int, int], geometry: hooks.TokenGeometry | None
 ) -> tuple[Any, tuple[float, float], str] | str:
@@ -125,31 +108,62 @@ def erf_pass(
     progress: bool = True,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     """Gradient ERF (METRICS.md §3) of each layer: mean over images of ``|∂s/∂x|``
-    summed over colour channels, ``s = Σ_c y[c, centre]``, via captum's NeuronGradient.
+    summed over colour channels, ``s = Σ_c y[c, centre]``.
+
+    One forward keeps every layer's output; each layer then costs one backward
+    (``autograd.grad`` with the graph retained). captum's ``NeuronGradient`` reruns the
+    whole forward per layer; it is used only for a layer whose kept output a later
+    in-place operation modified.
 
     Returns:
         Per layer: ``map`` ``[y, x]``, ``centre`` (pixels), ``branch``, ``note``; and
         per skipped layer the reason.
     """
     modules = dict(model.named_modules())
+    outputs: dict[str, torch.Tensor] = {}
+    handles = []
+    for name, _ in layers:
+
+        def keep(m: nn.Module, args: tuple, output: Any, name: str = name) -> None:
+            tensor = _first_tensor(output)
+            if tensor is not None and name not in outputs:
+                outputs[name] = tensor
+
+        handles.append(modules[name].register_forward_hook(keep))
+    inputs = x.detach().clone().requires_grad_(True)
+    try:
+        with torch.enable_grad():
+            model(inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
     results: dict[str, dict[str, Any]] = {}
     skipped: dict[str, str] = {}
     input_hw = (int(x.shape[-2]), int(x.shape[-1]))
     for name, branch in tqdm(layers, desc="receptive field", unit="layer", disable=not progress):
-        module = modules[name]
-        shape = _probe_shape(model, module, x)
+        output = outputs.get(name)
         owner = next(
             (g for path, g in geometry.items() if path == name or path.startswith(name + ".")),
             None,
         )
-        choice = "no tensor output" if shape is None else _selector(shape, input_hw, owner)
+        choice = (
+            "no tensor output"
+            if output is None
+            else _selector(tuple(output.shape), input_hw, owner)
+        )
         if isinstance(choice, str):
             skipped[name] = choice
             continue
         pick, centre, note = choice
-        grads = NeuronGradient(model, module).attribute(x, neuron_selector=pick)
-        erf = grads.detach().abs().sum(1).mean(0).double().numpy()
+        try:
+            (grads,) = torch.autograd.grad(pick(output).sum(), inputs, retain_graph=True)
+        except RuntimeError:  # the kept output was modified in place later in the forward
+            grads = NeuronGradient(model, modules[name]).attribute(
+                x.detach().clone().requires_grad_(True), neuron_selector=pick
+            )
+        erf = grads.detach().abs().sum(1).mean(0).double().cpu().numpy()
         results[name] = {"map": erf, "centre": np.asarray(centre), "branch": branch, "note": note}
+    outputs.clear()
     return results, skipped
 
 

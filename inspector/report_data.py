@@ -1,1 +1,340 @@
-"""The only bridge from a run file to the report view model (filled in by the reports work)."""
+"""The only bridge from a run file to the report view model (``reports`` renders it)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import reports
+
+from ._images import builtin_images_dir
+from ._summary import layer_rows
+from .store import Run
+
+__all__ = ["compare_view", "run_view", "write_compare_report", "write_run_report"]
+
+LOCAL, GLOBAL = 0.35, 0.75
+"""Heads below / above these fractions of the uniform-attention distance count as local /
+global in the headline findings."""
+
+_KIND = {"heads": "head", "channels": "channel"}
+
+_NOTES = (
+    "Mean attention distance (METRICS.md §1): rows renormalised over spatial keys "
+    "(prefix tokens excluded), mean over spatial queries, self pair included, pixel "
+    "distances between token centres on the model's own grid (never sqrt(N)); mean over "
+    "images. The raw variant and the prefix mass are stored in the run file.",
+    "Effective receptive field (§3): mean over images of |∂s/∂x| summed over colour "
+    "channels, s = Σ_c y[c, centre]; transformer blocks after the residual, attention "
+    "branches before it. ERF mean distance is directly comparable with attention distance.",
+    "Redundancy (§4): heads compared by debiased linear CKA of their outputs (unbiased "
+    "HSIC), channels by Pearson correlation (|r|) and, like for like, by debiased CKA on "
+    "groups of head width. Redundancy = 1 − effective units / units, with the effective "
+    "number the participation ratio of the similarity matrix's eigenvalues.",
+    "Importance and pruning (§5): |∂L/∂ξ| of a gate on each unit, L the cross-entropy of "
+    "the model's own top-1; per-layer L2 then model-wide min–max normalisation. Units are "
+    "removed in increasing importance; agreement is top-1 agreement with the full model.",
+    f"Findings call a head local below {LOCAL:.0%} and global above {GLOBAL:.0%} of the "
+    "distance uniform attention would have on the same grid.",
+)
+
+
+def _depths(run: Run, names: Sequence[str]) -> dict[str, float]:
+    """Depth as a fraction of the network: blocks passed so far / all blocks."""
+    order = {n: i for i, n in enumerate(run.meta.get("module_order", []))}
+    erf = run.analysis.get("receptive_field", {}).get("layers", {})
+    anchors = sorted(
+        order.get(n, 0) for n, v in erf.items() if v.get("branch") in ("block", "conv")
+    )
+    total = max(len(order), 1)
+    out = {}
+    for name in names:
+        position = order.get(name, 0)
+        if anchors:
+            passed = sum(1 for a in anchors if a <= position)
+            out[name] = passed / len(anchors)
+        else:
+            out[name] = (position + 1) / total
+    return out
+
+
+def _float(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
+
+
+def _image(run: Run, sample_id: str) -> np.ndarray | None:
+    from PIL import Image
+
+    source = str(run.meta.get("images_source", ""))
+    root = builtin_images_dir() if source == "builtin" else Path(source)
+    path = root / sample_id if root.is_dir() else root
+    if not path.is_file():
+        return None
+    height, width = run.meta.get("input_size", [3, 224, 224])[-2:]
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB").resize((width, height)))
+
+
+def _gallery(run: Run, depth: dict[str, float]) -> tuple[reports.AttentionSample, ...]:
+    layers = [
+        layer
+        for layer in run.attention_layers()
+        if layer.maps is not None
+        and layer.maps.ndim == 4
+        and layer.attrs.get("geometry", {}).get("kind") == "global"
+    ]
+    if not layers:
+        return ()
+    picks = [layers[i] for i in sorted({round(x) for x in np.linspace(0, len(layers) - 1, 4)})]
+    samples = []
+    for index, sample_id in enumerate(run.sample_ids[:3]):
+        image = _image(run, sample_id)
+        if image is None:
+            continue
+        panels = []
+        for layer in picks:
+            if index >= len(layer.maps):
+                continue
+            geometry = layer.attrs["geometry"]
+            prefix, (rows, cols) = geometry["prefix"], geometry["grid"]
+            maps = layer.maps[index].astype(np.float64)  # [head, query, key]
+            if prefix:
+                grid, query = maps[:, 0, prefix:], "first prefix token (class)"
+            else:
+                grid, query = maps[:, :, :].mean(1), "mean over queries"
+            panels.append(
+                reports.AttentionMaps(layer.name, grid.reshape(-1, rows, cols), query=query)
+            )
+        if panels:
+            samples.append(reports.AttentionSample(sample_id, image, tuple(panels)))
+    return tuple(samples)
+
+
+def _weights(run: Run) -> reports.WeightsInfo:
+    source = str(run.meta.get("weights_source", ""))
+    shown = source if source in ("pretrained", "random", "file") else "file"
+    detail = str(run.meta.get("weights_path", "")) if shown == "file" else ""
+    return reports.WeightsInfo(shown, str(run.meta.get("weights_reason", "")), detail)
+
+
+def _sections(run: Run) -> dict[str, Any]:
+    names = [*run.layers, *run.analysis.get("receptive_field", {}).get("layers", {})]
+    depth = _depths(run, names)
+    distance = run.analysis.get("attention_distance", {}).get("layers", {})
+    erf = run.analysis.get("receptive_field", {}).get("layers", {})
+    heads = run.analysis.get("head_redundancy", {}).get("layers", {})
+    channels = run.analysis.get("channel_redundancy", {}).get("layers", {})
+    importance = run.analysis.get("importance", {}).get("layers", {})
+    pruning = run.analysis.get("pruning_curve", {}).get("summary", {})
+    series = {"block": "block output", "attention": "attention branch", "conv": "convolution"}
+    out: dict[str, Any] = {
+        "attention_distance": tuple(
+            reports.AttentionDistance(
+                name,
+                depth[name],
+                np.asarray(v["mean"]),
+                _float(v.get("uniform")),
+                np.asarray(v["std"]),
+                bool(v.get("windowed", False)),
+            )
+            for name, v in distance.items()
+        ),
+        "erf": tuple(
+            reports.ErfLayer(
+                name,
+                depth[name],
+                float(v["mean_distance"]),
+                _float(v.get("radius_50")),
+                _float(v.get("radius_90")),
+                series.get(str(v.get("branch")), "ERF"),
+                np.asarray(v["map"]),
+                tuple(np.asarray(v["centre"]).tolist()),
+            )
+            for name, v in erf.items()
+        ),
+        "redundancy": tuple(
+            reports.RedundancyLayer(
+                name,
+                depth[name],
+                kind,
+                int(v["units"]),
+                float(v["effective_units"]),
+                float(v["mean_similarity"]),
+                _float(v.get("mean_max_similarity")),
+                measure,
+            )
+            for kind, measure, source in (
+                ("head", "debiased CKA", heads),
+                ("channel", "|Pearson r|", channels),
+            )
+            for name, v in source.items()
+            if _float(v.get("effective_units")) is not None
+        ),
+        "similarity": tuple(
+            reports.SimilarityMatrix(name, "head", np.nan_to_num(v["cka"]), "debiased CKA")
+            for name, v in heads.items()
+        ),
+        "importance": tuple(
+            reports.ImportanceLayer(name, depth.get(name, 0.0), _KIND[v["kind"]], v["normalised"])
+            for name, v in importance.items()
+        ),
+        "pruning": tuple(
+            reports.PruningCurve(
+                _KIND[kind],
+                np.asarray(v["fractions"]),
+                np.asarray(v["agreement"]),
+                np.asarray(v["kl"]),
+                _float(v.get("prunable_fraction")),
+            )
+            for kind, v in pruning.items()
+        ),
+    }
+    return out
+
+
+def _findings(run: Run, sections: dict[str, Any]) -> tuple[str, ...]:
+    found = []
+    distances = sections["attention_distance"]
+    for item in [distances[0], distances[-1]] if distances else []:
+        if item.uniform_distance is None:
+            continue
+        local = int(np.sum(item.head_distance < LOCAL * item.uniform_distance))
+        wide = int(np.sum(item.head_distance > GLOBAL * item.uniform_distance))
+        found.append(
+            f"{item.name}: {local} of {item.head_distance.size} heads are local "
+            f"(< {LOCAL * item.uniform_distance:.0f} px), {wide} global "
+            f"(> {GLOBAL * item.uniform_distance:.0f} px)"
+        )
+    pruning = {c.kind: c.max_removable for c in sections["pruning"]}
+    if pruning:
+        parts = [f"{v:.0%} of {k}s" for k, v in pruning.items() if v is not None]
+        found.append(f"{' vs '.join(parts)} can be removed at 99 % top-1 agreement")
+    erf = [e for e in sections["erf"] if e.series != "attention branch"]
+    if len(erf) > 1:
+        found.append(
+            f"ERF mean distance grows from {erf[0].mean_distance:.0f} px ({erf[0].name}) "
+            f"to {erf[-1].mean_distance:.0f} px ({erf[-1].name})"
+        )
+    for kind in ("head", "channel"):
+        layers = [r for r in sections["redundancy"] if r.kind == kind]
+        if layers:
+            top = max(layers, key=lambda r: 1 - r.effective_units / r.units)
+            found.append(
+                f"{kind}s are most redundant in {top.name}: "
+                f"{top.effective_units:.1f} effective of {top.units}"
+            )
+    if run.meta.get("weights_source") == "random":
+        found.append("weights are RANDOM: these numbers describe an untrained network")
+    return tuple(found)
+
+
+def _table(run: Run) -> reports.Table:
+    rows = layer_rows(run)
+    columns = (
+        "layer",
+        "kind",
+        "units",
+        "MAD px",
+        "MAD min",
+        "MAD max",
+        "ERF px",
+        "r50 px",
+        "redundancy",
+    )
+    keys = (
+        "layer",
+        "kind",
+        "units",
+        "distance",
+        "distance_min",
+        "distance_max",
+        "erf_distance",
+        "erf_radius_50",
+        "redundancy",
+    )
+    cells = tuple(
+        tuple(_float(r[k]) if k not in ("layer", "kind", "units") else str(r[k]) for k in keys)
+        for r in rows
+    )
+    return reports.Table("per-layer numbers", columns, cells, "one row per captured or ERF layer")
+
+
+def run_view(run: Run) -> reports.RunReport:
+    """The run report's view model, from the run file alone (images re-read for overlays)."""
+    sections = _sections(run)
+    meta = run.meta
+    warnings = []
+    if not run.complete:
+        warnings.append("this run is incomplete")
+    notes = {
+        name: note
+        for result in run.analysis.values()
+        for name, note in result.get("notes", {}).items()
+    }
+    warnings += [f"{name}: {note}" for name, note in list(notes.items())[:6]]
+    timings = meta.get("timings") if isinstance(meta.get("timings"), dict) else {}
+    header = reports.RunHeader(
+        model=str(meta.get("model", "")),
+        requested=str(meta.get("model_requested", "")),
+        weights=_weights(run),
+        image_ids=tuple(run.sample_ids),
+        input_size=tuple(meta.get("input_size", [3, 0, 0])[-2:]),
+        timings=tuple((k, float(v)) for k, v in timings.items()),
+        tool_version=str(meta.get("tool_version", "")),
+        created=str(meta.get("created", "")),
+        warnings=tuple(warnings),
+        extra=(
+            ("timm", str(meta.get("timm_version", ""))),
+            ("torch", str(meta.get("torch_version", ""))),
+            ("device", str(meta.get("device", ""))),
+        ),
+    )
+    return reports.RunReport(
+        header=header,
+        findings=_findings(run, sections),
+        attention_maps=_gallery(run, {}),
+        notes=_NOTES,
+        tables=(_table(run),),
+        **sections,
+    )
+
+
+def write_run_report(run: Run, path: str | Path) -> Path:
+    """Render and atomically write the run report."""
+    return reports.write_report(reports.render_run_report(run_view(run)), Path(path))
+
+
+def compare_view(runs: Sequence[Run]) -> reports.CompareReport:
+    """One report comparing runs on shared axes (depth as a fraction of the network)."""
+    items = []
+    labels: set[str] = set()
+    for run in runs:
+        label = run.model
+        if label in labels:
+            label = f"{label} ({run.meta.get('weights_source')}, {run.path.name})"
+        labels.add(label)
+        sections = _sections(run)
+        items.append(
+            reports.CompareRun(
+                label,
+                run.model,
+                _weights(run),
+                sections["attention_distance"],
+                sections["erf"],
+                sections["redundancy"],
+                sections["pruning"],
+            )
+        )
+    return reports.CompareReport(tuple(items), notes=_NOTES)
+
+
+def write_compare_report(runs: Sequence[Run], path: str | Path) -> Path:
+    return reports.write_report(reports.render_compare_report(compare_view(runs)), Path(path))
