@@ -175,6 +175,8 @@ def analyze(
         except RunFileError as exc:
             raise RunFileError(f"cannot resume: {exc}; delete the .partial file") from exc
         logger.info("resuming %s from %d images done", partial_path(path), len(partial.sample_ids))
+    elif opts.resume:
+        logger.info("nothing to resume (no %s); starting a new run", partial_path(path).name)
     meta = {
         "tool": "inspector",
         "tool_version": __version__,

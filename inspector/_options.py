@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -49,6 +49,9 @@ class AnalyzeOptions:
         checkpoint_seconds: Minimum time between checkpoints of the capture state.
         progress: Show progress bars.
         geometry: Token geometry by glob, for models whose geometry cannot be inferred.
+        _after_batch: Private test seam: called with the number of capture batches done
+            after each batch (and its checkpoint, if one was due); the resume tests raise
+            from it to interrupt a run. Not part of the fingerprint, the repr or equality.
     """
 
     weights: str = "auto"
@@ -66,6 +69,7 @@ class AnalyzeOptions:
     checkpoint_seconds: float = 30.0
     progress: bool = True
     geometry: Mapping[str, TokenGeometry] = field(default_factory=lambda: MappingProxyType({}))
+    _after_batch: Callable[[int], None] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.limit is not None and (isinstance(self.limit, bool) or self.limit < 1):
