@@ -115,8 +115,9 @@ class GroupSums:
 
     Raw fourth-order sums cancel badly when a feature's mean is large next to its spread
     (ViT outlier dimensions), so rows are summed after subtracting a fixed ``shift``
-    (by default the first batch's mean); the estimator is shift-invariant. Only sums
-    with the same shift merge.
+    (by default the first batch's mean); the estimator is shift-invariant. Sums about
+    another shift are re-expressed exactly about this one before they merge
+    (:meth:`shifted`), so shards and ranks combine whatever their first batch was.
     """
 
     def __init__(self, groups: int, size: int, shift: torch.Tensor | None = None) -> None:
@@ -158,14 +159,59 @@ class GroupSums:
             return self
         if self.count == 0 and self.shift is None:
             self.shift = other.shift
-        if other.shift is None or self.shift is None or not torch.equal(other.shift, self.shift):
-            raise ValueError("cannot merge GroupSums summed about different shifts")
+        assert self.shift is not None and other.shift is not None
+        if not torch.equal(other.shift, self.shift):
+            other = other.shifted(self.shift)
         self.count += other.count
         self.sum += other.sum
         self.cross += other.cross
         self.weighted += other.weighted
         self.norms += other.norms
         return self
+
+    def shifted(self, shift: torch.Tensor) -> GroupSums:
+        """The same sums about ``shift`` instead of ``self.shift`` (exact algebra: rows
+        ``y`` become ``y + c`` with ``c = self.shift - shift``)."""
+        assert self.shift is not None
+        shift = shift.detach().to("cpu", torch.float64)
+        c = self.shift - shift
+        n, g, size = self.count, self.groups, self.size
+        cg = c.reshape(g, size)
+        s, cross, weighted = self.sum, self.cross, self.weighted
+        # Per-group pieces: Σ‖y^g‖², Σ y^g·c^g, ‖c^g‖², and Σ y (y^g·c^g) = cross[:, g] c^g.
+        sq = torch.diagonal(cross).reshape(g, size).sum(-1)
+        sc = (s.reshape(g, size) * cg).sum(-1)
+        cc = (cg * cg).sum(-1)
+        cross_c = (cross.reshape(-1, g, size) * cg).sum(-1)  # [p, g]
+        # Σ‖y^h‖² (y^g·c^g) = c^g · Σ y^g ‖y^h‖² (rows of `weighted` in group g, column h).
+        w_c = (weighted.reshape(g, size, g) * cg[:, :, None]).sum(1)  # [g (dot), h (norm)]
+        # Σ (y^h·c^h)(y^g·c^g) = c^hᵀ cross[h, g] c^g.
+        blocks = cross.reshape(g, size, g, size)
+        dots = torch.einsum("hi,higj,gj->hg", cg, blocks, cg)
+        out = GroupSums(g, size, shift)
+        out.count = n
+        out.sum = s + n * c
+        out.cross = cross + torch.outer(s, c) + torch.outer(c, s) + n * torch.outer(c, c)
+        out.weighted = (
+            weighted
+            + 2 * cross_c
+            + torch.outer(s, cc)
+            + torch.outer(c, sq)
+            + 2 * torch.outer(c, sc)
+            + n * torch.outer(c, cc)
+        )
+        out.norms = (
+            self.norms
+            + 2 * w_c.T  # Σ‖y^h‖² (y^g·c^g): [h, g]
+            + 2 * w_c  # Σ (y^h·c^h) ‖y^g‖²
+            + torch.outer(sq, cc)
+            + torch.outer(cc, sq)
+            + 4 * dots
+            + 2 * torch.outer(sc, cc)
+            + 2 * torch.outer(cc, sc)
+            + n * torch.outer(cc, cc)
+        )
+        return out
 
     def state(self) -> dict[str, np.ndarray]:
         return {

@@ -56,12 +56,27 @@ def test_group_sums_merge_by_addition() -> None:
     assert GroupSums.from_state(one.state()).count == 64
 
 
-def test_group_sums_default_shift_is_first_batch_mean_and_mismatch_refused() -> None:
+def test_group_sums_default_shift_is_first_batch_mean() -> None:
     data = torch.randn(40, 4, dtype=torch.float64) + 100.0
     sums = GroupSums(2, 2)
     sums.update(data[:10])
     np.testing.assert_allclose(sums.shift.numpy(), data[:10].mean(0).numpy())
-    other = GroupSums(2, 2)
-    other.update(data[10:])
-    with pytest.raises(ValueError, match="different shifts"):
-        sums.merge(other)
+    with pytest.raises(ValueError, match="different shapes"):
+        sums.merge(GroupSums(1, 4))
+
+
+def test_group_sums_about_different_shifts_merge_exactly() -> None:
+    rng = np.random.default_rng(3)
+    data = torch.from_numpy(rng.normal(5.0, 2.0, size=(90, 6)))
+    zero = torch.zeros(6, dtype=torch.float64)
+    reference = GroupSums(3, 2, shift=zero)
+    reference.update(data)
+    a, b = GroupSums(3, 2), GroupSums(3, 2)  # each shifted by its own first batch's mean
+    a.update(data[:40])
+    b.update(data[40:])
+    assert not torch.equal(a.shift, b.shift)
+    merged = a.merge(b).shifted(zero)
+    for key in ("sum", "cross", "weighted", "norms"):
+        np.testing.assert_allclose(
+            getattr(merged, key).numpy(), getattr(reference, key).numpy(), rtol=1e-9, atol=1e-8
+        )
