@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import timm
 import torch
 from torch import nn
@@ -17,7 +18,8 @@ import hooks
 
 from . import __version__
 from ._analysis import run_analyses
-from ._capture_pass import run_capture_pass
+from ._capture_pass import layer_order, run_capture_pass, state_tree
+from ._distributed import gather_capture, world
 from ._errors import InspectorError, RunFileError
 from ._images import ImageSet, model_transform, open_images
 from ._models import create_model, resolve_model_name
@@ -190,21 +192,44 @@ def analyze(
         "device": str(device),
         "options": {k: v for k, v in opts.fingerprint().items()} | {"analyses": opts.analyses},
     }
-    writer = RunWriter(path, meta, fingerprint, resume=partial is not None)
+    ranks = world()
+    if ranks is not None and opts.resume:
+        ranks.close()
+        raise InspectorError(
+            "--resume is not supported in multi-process runs; resume it in one process"
+        )
+    leader = ranks is None or ranks.leader
+    writer = RunWriter(path, meta, fingerprint, resume=partial is not None) if leader else None
     try:
         started = time.perf_counter()
         captured = run_capture_pass(
             net,
             image_set,
-            writer,
+            writer if ranks is None else None,
             capture_options,
             batch_size=opts.batch_size,
             device=device,
             partial=partial,
             checkpoint_seconds=opts.checkpoint_seconds,
-            progress=opts.progress,
+            progress=opts.progress and leader,
             after_batch=opts._after_batch,
+            shard=ranks.shard(len(image_set)) if ranks is not None else None,
         )
+        if ranks is not None:
+            ids, labels = gather_capture(ranks, captured.capture, captured.ids, captured.labels)
+            if not ranks.leader:
+                ranks.barrier()  # rank 0 analyses and writes
+                return read_run(path)
+            captured.ids, captured.labels = ids, labels
+            assert writer is not None
+            writer.checkpoint(
+                state_tree(captured.capture),
+                ids,
+                np.asarray(labels),
+                batches_done=-(-len(ids) // opts.batch_size),
+                order=layer_order(net, [*captured.capture.attention, *captured.capture.channels]),
+            )
+        assert writer is not None
         if not captured.ids:
             raise InspectorError(f"no image of {image_set.source} could be read")
         timings = {"capture": captured.seconds}
@@ -216,12 +241,18 @@ def analyze(
             images_done=len(captured.ids),
         )
         final = writer.finish()
-    except BaseException:
-        writer.close()
-        raise
-    run = read_run(final)
-    if opts.report:
-        from .report_data import write_run_report
+        run = read_run(final)
+        if opts.report:
+            from .report_data import write_run_report
 
-        write_run_report(run, final.with_suffix(".html"))
-    return run
+            write_run_report(run, final.with_suffix(".html"))
+        if ranks is not None:
+            ranks.barrier()
+        return run
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        raise
+    finally:
+        if ranks is not None:
+            ranks.close()

@@ -96,7 +96,7 @@ class CapturePassResult:
 def run_capture_pass(
     model: nn.Module,
     images: ImageSet,
-    writer: RunWriter,
+    writer: RunWriter | None,
     options: hooks.CaptureOptions,
     *,
     batch_size: int,
@@ -105,22 +105,28 @@ def run_capture_pass(
     checkpoint_seconds: float = 30.0,
     progress: bool = True,
     after_batch: Callable[[int], None] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> CapturePassResult:
     """Run every image through ``model`` once, capturing; checkpoint as it goes.
 
     Args:
+        writer: Where checkpoints go; ``None`` keeps everything in memory (the ranks of
+            a multi-process run, whose state rank 0 gathers and writes).
         partial: A partial run to continue (its state is restored, its images skipped).
         after_batch: Called with the number of batches done (tests inject faults here).
+        shard: Image positions ``[start, stop)`` of this process; all when ``None``.
     """
     cap = hooks.capture(model, options)
     ids: list[str] = []
     labels: list[int] = []
     batches = 0
-    if partial is not None:
+    if partial is not None and writer is not None:
         restore(cap, partial)
         ids, labels = list(partial.sample_ids), [int(v) for v in partial.labels]
         batches = writer.batches_done
-    start = images.ids.index(ids[-1]) + 1 if ids else 0
+    first, stop = shard if shard is not None else (0, len(images))
+    position = {image_id: i for i, image_id in enumerate(images.ids)}
+    start = position[ids[-1]] + 1 if ids else first
     order = layer_order(model, [*cap.attention, *cap.channels])
     began = time.perf_counter()
     last = began
@@ -128,22 +134,38 @@ def run_capture_pass(
         cap,
         torch.no_grad(),
         tqdm(
-            total=len(images), initial=start, desc="capture", unit="img", disable=not progress
+            total=stop - first,
+            initial=start - first,
+            desc="capture",
+            unit="img",
+            disable=not progress,
         ) as bar,
     ):
         for batch, batch_ids, batch_labels in images.batches(batch_size, start):
+            inside = sum(1 for i in batch_ids if position[i] < stop)
+            if inside == 0:
+                break
+            if inside < len(batch_ids):  # the shard ends inside this batch
+                batch, batch_ids, batch_labels = (
+                    batch[:inside],
+                    batch_ids[:inside],
+                    batch_labels[:inside],
+                )
             model(batch.to(device))
             ids.extend(batch_ids)
             labels.extend(int(v) for v in batch_labels)
             batches += 1
             bar.update(len(batch_ids))
             now = time.perf_counter()
-            if now - last >= checkpoint_seconds:
+            if writer is not None and now - last >= checkpoint_seconds:
                 writer.checkpoint(
                     state_tree(cap), ids, np.asarray(labels), batches_done=batches, order=order
                 )
                 last = now
             if after_batch is not None:
                 after_batch(batches)
-    writer.checkpoint(state_tree(cap), ids, np.asarray(labels), batches_done=batches, order=order)
+    if writer is not None:
+        writer.checkpoint(
+            state_tree(cap), ids, np.asarray(labels), batches_done=batches, order=order
+        )
     return CapturePassResult(cap, ids, labels, time.perf_counter() - began)

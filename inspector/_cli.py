@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -112,6 +113,10 @@ def _analyze(args: argparse.Namespace) -> int:
         report=not args.no_report,
         progress=not args.quiet,
     )
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 speaks for the run
+        logger.setLevel(logging.ERROR)
+        analyze(args.model, args.images, out=args.out, options=options.replace(progress=False))
+        return 0
     run = analyze(args.model, args.images, out=args.out, options=options)
     print_summary(run)
     print(f"run file: {run.path}")
