@@ -1,0 +1,391 @@
+"""Integration tier: one tiny model per attention family (``-m families`` selects it).
+
+Each family checks that the captured probabilities are probabilities (rows sum to 1),
+equal the model's own unfused computation where it has one (``fused_attn=False``,
+``attn_drop`` input) on the fused and the unfused path, leave the outputs bit-identical,
+and that the inferred geometry fits the query, key and window counts seen, with the
+values the model defines. Known-answer tests plant a uniform Swin head and check the
+distance from the captured maps against the analytic in-window distance, and check the
+windowed / dilated layouts against timm's own partition functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+import timm
+import torch
+from torch import nn
+
+import hooks
+from inspector.analyzers._distance import mean_attention_distance
+from inspector.analyzers._geometry import distance_matrix
+
+pytestmark = pytest.mark.families
+
+
+@dataclass(frozen=True)
+class Family:
+    """A tiny configuration of one family and what its geometry must be."""
+
+    model: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    size: int | None = None  # input side; default: the model's pretrained_cfg
+    kinds: frozenset[str] = frozenset({"global"})
+    expect: dict[str, dict[str, Any]] = field(default_factory=dict)  # path -> geometry fields
+
+    def build(self) -> tuple[nn.Module, torch.Tensor]:
+        torch.manual_seed(0)
+        if self.model.startswith("mvitv2:"):
+            from timm.models.mvitv2 import MultiScaleVit, MultiScaleVitCfg
+
+            cfg = MultiScaleVitCfg(depths=(1, 2, 1, 1), embed_dim=24, num_heads=1, **self.kwargs)
+            model = MultiScaleVit(cfg=cfg, img_size=self.size or 64)
+        else:
+            model = timm.create_model(self.model, pretrained=False, **self.kwargs)
+        size = self.size or model.pretrained_cfg["input_size"][-1]
+        x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+        return model.eval(), x
+
+
+SWIN = dict(embed_dim=24, depths=(2, 2), num_heads=(1, 2))
+FAMILIES: dict[str, Family] = {
+    "vit": Family("test_vit", expect={"blocks.0.attn": dict(prefix=1, grid=(10, 10))}),
+    "vit-registers": Family("test_vit2", expect={"blocks.0.attn": dict(prefix=1)}),
+    "deit-distilled": Family(
+        "deit_tiny_distilled_patch16_224",
+        dict(depth=2, img_size=64),
+        64,
+        expect={"blocks.1.attn": dict(prefix=2, grid=(4, 4), stride=(16.0, 16.0))},
+    ),
+    "beit": Family(
+        "beit_base_patch16_224", dict(depth=2, embed_dim=64, num_heads=2, img_size=64), 64
+    ),
+    "eva-rope": Family(
+        "eva02_tiny_patch14_224",
+        dict(depth=2, img_size=56),
+        56,
+        expect={"blocks.0.attn": dict(prefix=1, grid=(4, 4), stride=(14.0, 14.0))},
+    ),
+    "vit-relpos": Family("test_vit_relpos"),
+    "swin": Family(
+        "swin_tiny_patch4_window7_224",
+        dict(img_size=56, **SWIN),
+        56,
+        frozenset({"windowed"}),
+        {
+            "layers.0.blocks.1.attn": dict(
+                grid=(14, 14), stride=(4.0, 4.0), window=(7, 7), shift=(3, 3)
+            ),
+            "layers.1.blocks.1.attn": dict(grid=(7, 7), stride=(8.0, 8.0), shift=None),
+        },
+    ),
+    "swinv2": Family(
+        "swinv2_tiny_window8_256", dict(img_size=64, **SWIN), 64, frozenset({"windowed"})
+    ),
+    "swinv2-cr": Family(
+        "swinv2_cr_tiny_224", dict(img_size=56, window_size=7, **SWIN), 56, frozenset({"windowed"})
+    ),
+    "pvt-v2": Family(
+        "pvt_v2_b0",
+        dict(depths=(1, 1, 1, 1)),
+        64,
+        expect={
+            "stages.0.blocks.0.attn": dict(grid=(16, 16), key_grid=(2, 2), key_stride=(32.0, 32.0))
+        },
+    ),
+    "pvt-v2-linear": Family(
+        "pvt_v2_b0",
+        dict(depths=(1, 1, 1, 1), linear=True),
+        224,
+        expect={
+            "stages.1.blocks.0.attn": dict(grid=(28, 28), key_grid=(7, 7), key_stride=(32.0, 32.0))
+        },
+    ),
+    "twins": Family(
+        "twins_svt_small",
+        dict(depths=(2, 2, 2, 2), embed_dims=(16, 32, 64, 128), num_heads=(1, 2, 4, 8)),
+        224,
+        frozenset({"global", "windowed"}),
+        {
+            "blocks.0.0.attn": dict(kind="windowed", grid=(56, 56), window=(7, 7)),
+            "blocks.0.1.attn": dict(kind="global", key_grid=(7, 7), key_stride=(32.0, 32.0)),
+        },
+    ),
+    "maxvit": Family("test_maxvit", kinds=frozenset({"windowed", "dilated"})),
+    "coatnet": Family("test_coatnet"),
+    "mvitv2": Family(
+        "mvitv2:",
+        size=64,
+        expect={
+            # 16×16 map at 4 px; keys pooled by a 3×3 / stride-4 / pad-1 conv: key j sits
+            # over query 4j, i.e. at 2 + 16 j px, not at the 8 + 16 j a fresh grid would give.
+            "stages.0.blocks.0.attn": dict(
+                grid=(16, 16),
+                origin=(2.0, 2.0),
+                key_grid=(4, 4),
+                key_stride=(16.0, 16.0),
+                key_origin=(2.0, 2.0),
+            ),
+        },
+    ),
+    "mvitv2-cls": Family(
+        "mvitv2:", dict(use_cls_token=True), 64, expect={"stages.1.blocks.1.attn": dict(prefix=1)}
+    ),
+    "levit": Family(
+        "levit_128s",
+        dict(img_size=112),
+        112,
+        expect={
+            "stages.1.downsample.attn_downsample": dict(
+                grid=(4, 4),
+                stride=(32.0, 32.0),
+                key_grid=(7, 7),
+                key_stride=(16.0, 16.0),
+                origin=(8.0, 8.0),
+            )
+        },
+    ),
+    "cait": Family(
+        "cait_xxs24_224",
+        dict(depth=2, img_size=64),
+        64,
+        frozenset({"global", "class-attention"}),
+        {
+            "blocks.0.attn": dict(prefix=0),
+            "blocks_token_only.0.attn": dict(kind="class-attention", prefix=1),
+        },
+    ),
+    "convit": Family(
+        "convit_tiny",
+        dict(depth=4, local_up_to_layer=2, img_size=64),
+        64,
+        expect={"blocks.1.attn": dict(prefix=0), "blocks.2.attn": dict(prefix=1)},
+    ),
+    "xcit": Family(
+        "xcit_nano_12_p16_224",
+        dict(depth=2, img_size=64),
+        64,
+        frozenset({"channel-attention", "class-attention"}),
+    ),
+}
+
+
+def unfused_reference(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The model's own probabilities: ``fused_attn=False``, the input of each ``attn_drop``."""
+    found: dict[str, torch.Tensor] = {}
+    handles, saved = [], {}
+    for name, module in hooks.find_attention(model).items():
+        if hasattr(module, "fused_attn"):
+            saved[name] = module.fused_attn
+            module.fused_attn = False
+        if isinstance(getattr(module, "attn_drop", None), nn.Module):
+
+            def keep(m: nn.Module, args: tuple, name: str = name) -> None:
+                found.setdefault(name, args[0].detach().clone())
+
+            handles.append(module.attn_drop.register_forward_pre_hook(keep))
+    modules = dict(model.named_modules())
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+        for name, value in saved.items():
+            modules[name].fused_attn = value
+    return found
+
+
+def captured(
+    model: nn.Module, x: torch.Tensor, **options: Any
+) -> tuple[hooks.Capture, dict, torch.Tensor]:
+    seen: dict[str, torch.Tensor] = {}
+    with (
+        torch.no_grad(),
+        hooks.capture(
+            model, on_attention=lambda n, p: seen.setdefault(n, p.clone()), **options
+        ) as cap,
+    ):
+        out = model(x)
+    return cap, seen, out
+
+
+def as_sequences(probs: torch.Tensor) -> torch.Tensor:
+    return probs.reshape(-1, *probs.shape[-3:])
+
+
+@pytest.mark.parametrize("family", list(FAMILIES), ids=list(FAMILIES))
+def test_family_probabilities_outputs_and_geometry(family: str) -> None:
+    spec = FAMILIES[family]
+    model, x = spec.build()
+    with torch.no_grad():
+        plain = model(x)
+    cap, seen, out = captured(model, x, keep_maps=1, positions=8)
+    assert torch.equal(out, plain), "the capture changed the outputs"
+    assert cap.attention and set(seen) == set(cap.attention), "attention layers without maps"
+    reference = unfused_reference(model, x)
+    attention = hooks.find_attention(model)
+    fused_off = [m for m in attention.values() if getattr(m, "fused_attn", True) is False]
+    for module in fused_off:
+        module.fused_attn = True  # the SDPA path, with masks and biases as attn_mask
+    try:
+        _, seen_fused, _ = captured(model, x, channels=None)
+    finally:
+        for module in fused_off:
+            module.fused_attn = False
+    compared = 0
+    for name, record in cap.attention.items():
+        probs = seen[name]
+        sequences, _, queries, keys = probs.shape
+        torch.testing.assert_close(probs.sum(-1), torch.ones(probs.shape[:-1]), atol=1e-5, rtol=0)
+        assert (probs >= 0).all()
+        expected = reference.get(name)
+        if expected is not None and bool(((expected.sum(-1) - 1).abs() < 1e-4).all()):
+            torch.testing.assert_close(probs, as_sequences(expected), atol=1e-4, rtol=0)
+            torch.testing.assert_close(seen_fused[name], as_sequences(expected), atol=1e-4, rtol=0)
+            compared += 1
+        geometry = record.geometry
+        assert geometry.kind in spec.kinds, f"{name}: {geometry.kind} ({geometry.reason})"
+        assert geometry.mismatch(sequences // x.shape[0], queries, keys) is None
+        if geometry.known:
+            q_centres, k_centres = geometry.centres()
+            assert (len(q_centres) + geometry.prefix, len(k_centres) + geometry.prefix) == (
+                queries,
+                keys,
+            )
+            assert geometry.sequences == sequences // x.shape[0]
+        for key, value in spec.expect.get(name, {}).items():
+            assert getattr(geometry, key) == value, (
+                f"{name}.{key}: {getattr(geometry, key)} != {value}"
+            )
+    assert set(spec.expect) <= set(cap.attention)
+    if any(hasattr(m, "attn_drop") for m in attention.values()):
+        assert compared, "no layer compared with the unfused computation"
+    assert cap.channels and all(r.moments is not None for r in cap.channels.values())
+
+
+# -- known answers ------------------------------------------------------------------------
+
+
+def _window_centres(window: int, stride: float) -> np.ndarray:
+    ys, xs = np.meshgrid(np.arange(window), np.arange(window), indexing="ij")
+    return np.stack([ys.ravel() * stride, xs.ravel() * stride], axis=1).astype(float)
+
+
+def _swin_regions(size: int, window: int, shift: int) -> np.ndarray:
+    """Region label of every token of every shifted window ``[window index, token]``, as
+    Swin builds its mask: tokens of different regions may not attend to each other."""
+    labels = np.zeros((size, size), dtype=int)
+    cuts = ((0, -window), (-window, -shift), (-shift, None))
+    count = 0
+    for h in cuts:
+        for w in cuts:
+            labels[h[0] : h[1], w[0] : w[1]] = count
+            count += 1
+    blocks = labels.reshape(size // window, window, size // window, window).transpose(0, 2, 1, 3)
+    return blocks.reshape(-1, window * window)
+
+
+def test_planted_uniform_swin_head_gives_the_analytic_window_distance() -> None:
+    """A Swin head with q = 0 and no relative position bias attends uniformly within its
+    window (within its region of a shifted window): the distance from the captured maps is
+    the mean pairwise distance of the window grid, self pairs included."""
+    model, x = FAMILIES["swin"].build()
+    for block in model.layers[0].blocks:
+        attn = block.attn
+        with torch.no_grad():  # one head in stage 0: its q rows are the first third of qkv
+            dim = attn.qkv.in_features
+            attn.qkv.weight[:dim] = 0
+            attn.qkv.bias[:dim] = 0
+            attn.relative_position_bias_table.zero_()
+    for fused in (False, True):
+        for block in model.layers[0].blocks:
+            block.attn.fused_attn = fused
+        cap, seen, _ = captured(model, x, channels=None)
+        window, stride = 7, 4.0
+        d = distance_matrix(_window_centres(window, stride), _window_centres(window, stride))
+        for index, shift in ((0, 0), (1, 3)):
+            name = f"layers.0.blocks.{index}.attn"
+            probs = seen[name].double().numpy()  # [2 images × 4 windows, 1 head, 49, 49]
+            geometry = cap.attention[name].geometry
+            assert (geometry.kind, geometry.window, geometry.stride) == ("windowed", (7, 7), (4, 4))
+            assert geometry.shift == ((shift, shift) if shift else None)
+            q, k = geometry.centres()
+            got = mean_attention_distance(probs, distance_matrix(q, k), 0).renormalised
+            if shift == 0:
+                expected = np.full(probs.shape[:2], d.mean())  # unshifted: the whole window
+            else:
+                regions = _swin_regions(14, window, shift)
+                same = regions[:, :, None] == regions[:, None, :]
+                per_window = ((d * same).sum(-1) / same.sum(-1)).mean(-1)
+                expected = np.tile(per_window, 2)[:, None]
+            np.testing.assert_allclose(got, expected, atol=1e-4)
+    assert d.mean() == pytest.approx(115.502894 / 8, abs=1e-5)  # METRICS.md: 7×7 at 32 px
+
+
+def _positions(rows: int, cols: int) -> torch.Tensor:
+    ys, xs = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
+    return torch.stack([ys, xs], dim=-1).float()[None]  # [1, rows, cols, 2] token indices
+
+
+@pytest.mark.parametrize("block", [True, False], ids=["block-windows", "grid-dilated"])
+def test_maxvit_partitions_match_the_geometry_layout(block: bool) -> None:
+    """Every sequence timm's partition builds holds tokens laid out as ``centres()`` says
+    (up to a translation), for MaxViT block (windowed) and grid (dilated) attention."""
+    from timm.models.maxxvit import grid_partition, window_partition
+
+    model, x = FAMILIES["maxvit"].build()
+    cap, _, _ = captured(model, x, channels=None)
+    leaf = "attn_block" if block else "attn_grid"
+    name = next(n for n in cap.attention if f".{leaf}." in n)
+    geometry = cap.attention[name].geometry
+    assert geometry.kind == ("windowed" if block else "dilated")
+    partition = window_partition if block else grid_partition
+    sequences = partition(_positions(*geometry.grid), list(geometry.window))
+    queries, _ = geometry.centres()
+    layout = sequences.reshape(sequences.shape[0], -1, 2).numpy() * np.array(geometry.stride)
+    assert len(sequences) == geometry.sequences
+    for sequence in layout:
+        np.testing.assert_allclose(sequence - sequence[0], queries - queries[0])
+
+
+def test_swin_windows_match_timm_partition() -> None:
+    from timm.models.swin_transformer import window_partition
+
+    model, _ = FAMILIES["swin"].build()
+    geometry = hooks.capture(model, channels=None).attention["layers.0.blocks.0.attn"].geometry
+    windows = window_partition(_positions(*geometry.grid), geometry.window)
+    queries, _ = geometry.centres()
+    for sequence in windows.reshape(len(windows), -1, 2).numpy() * np.array(geometry.stride):
+        np.testing.assert_allclose(sequence - sequence[0], queries - queries[0])
+    assert len(windows) == geometry.sequences == 4
+
+
+def test_mvitv2_pooled_key_centres_sit_over_their_pooling_windows() -> None:
+    """Pooled keys of MViTv2 sit over the input token their 3×3 / stride-s / pad-1 kernel is
+    centred on, so the distance from a query to the key pooled around it is zero."""
+    model, _ = FAMILIES["mvitv2"].build()
+    name = "stages.0.blocks.0.attn"
+    geometry = hooks.infer_geometry(model, name, dict(model.named_modules())[name], (64, 64))
+    queries, keys = geometry.centres()
+    d = distance_matrix(queries, keys)
+    for j, key in enumerate(keys):
+        row, col = divmod(j, geometry.key_grid[1])
+        query = (4 * row) * geometry.grid[1] + 4 * col  # the input token the kernel centres on
+        assert d[query, j] == 0.0, (j, key, queries[query])
+
+
+def test_unregistered_family_is_unknown_not_guessed() -> None:
+    model = timm.create_model("test_vit", pretrained=False).eval()
+    module = model.blocks[0].attn
+
+    class Renamed(type(model)):  # type: ignore[misc]
+        __module__ = "timm.models.some_new_family"
+
+    model.__class__ = Renamed
+    geometry = hooks.infer_geometry(model, "blocks.0.attn", module)
+    assert geometry.kind == "unknown" and "some_new_family" in geometry.reason
