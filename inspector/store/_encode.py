@@ -15,6 +15,9 @@ __all__ = ["read_attrs", "read_tree", "tag", "write_array", "write_strings", "wr
 
 Tree = Mapping[str, Any]
 
+_COMPRESS_FROM = 4096
+"""Arrays of analysis trees larger than this (elements) are stored gzip-compressed."""
+
 
 def tag(node: h5py.Group | h5py.Dataset, kind: str) -> None:
     node.attrs[ENCODING_TYPE] = TYPE[kind]
@@ -27,6 +30,31 @@ def _attr(value: Any) -> Any:
     return json.dumps(value)
 
 
+def _overwrite(dataset: h5py.Dataset, array: np.ndarray) -> bool:
+    """Write ``array`` into ``dataset`` in place when the layout allows; ``False`` if not.
+
+    Checkpoints rewrite the same datasets again and again; deleting and recreating
+    them would leave the freed space unused and grow the file with every checkpoint.
+    """
+    if dataset.dtype != array.dtype or dataset.ndim != array.ndim:
+        return False
+    if dataset.shape != array.shape:
+        growable = dataset.maxshape[0] is None and dataset.shape[1:] == array.shape[1:]
+        if not growable or dataset.chunks is None:
+            return False
+        dataset.resize(array.shape[0], axis=0)
+    if array.size:
+        dataset[...] = array
+    return True
+
+
+def _chunks(array: np.ndarray, chunk_axes: int | None) -> tuple[int, ...] | bool:
+    """One chunk per item of the leading axes (e.g. one attention map per chunk)."""
+    if chunk_axes is None or array.ndim <= chunk_axes:
+        return True
+    return (1,) * (array.ndim - chunk_axes) + tuple(max(1, n) for n in array.shape[-chunk_axes:])
+
+
 def write_array(
     group: h5py.Group,
     name: str,
@@ -36,23 +64,46 @@ def write_array(
     kind: str = "array",
     compress: bool = False,
     resizable: bool = False,
+    chunk_axes: int | None = None,
 ) -> h5py.Dataset:
-    """Write ``array`` as dataset ``name`` with encoding attributes and dimension labels."""
+    """Write ``array`` as dataset ``name`` with encoding attributes and dimension labels.
+
+    An existing dataset of the same dtype and shape (or one resizable along its first
+    axis) is overwritten in place; anything else is replaced.
+
+    Args:
+        group: Where to write.
+        name: Dataset name.
+        array: The data.
+        dims: One label per axis, from the axis vocabulary (``AXES``).
+        kind: Key of the ``encoding-type`` in ``TYPE``.
+        compress: gzip (level 4) with the shuffle filter, chunked.
+        resizable: Unlimited first axis (chunked), so later checkpoints can grow it.
+        chunk_axes: With ``compress``: the trailing axes that make up one chunk
+            (default: h5py's guess).
+    """
     array = np.asarray(array)
-    if name in group:
-        del group[name]
-    options: dict[str, Any] = {}
-    if compress and array.size > 1024:
-        options.update(compression="gzip", compression_opts=4, shuffle=True, chunks=True)
-    if resizable:
-        options.update(maxshape=(None, *array.shape[1:]), chunks=True)
-    dataset = group.create_dataset(name, data=array, **options)
+    if dims is not None and len(dims) != array.ndim:
+        raise ValueError(f"{name}: {len(dims)} dimension labels for a {array.ndim}-d array")
+    existing = group.get(name)
+    if isinstance(existing, h5py.Dataset) and _overwrite(existing, array):
+        dataset = existing
+    else:
+        if existing is not None:
+            del group[name]
+        options: dict[str, Any] = {}
+        if compress and array.size:
+            chunks = _chunks(array, chunk_axes)
+            options.update(compression="gzip", compression_opts=4, shuffle=True, chunks=chunks)
+        if resizable:
+            options["maxshape"] = (None, *array.shape[1:])
+            options.setdefault("chunks", True)
+        dataset = group.create_dataset(name, data=array, **options)
     tag(dataset, kind)
     if dims is not None:
-        if len(dims) != array.ndim:
-            raise ValueError(f"{name}: {len(dims)} dimension labels for a {array.ndim}-d array")
         for axis, label in enumerate(dims):
-            dataset.dims[axis].label = label
+            if dataset.dims[axis].label != label:
+                dataset.dims[axis].label = label
     return dataset
 
 
@@ -72,9 +123,9 @@ def write_tree(group: h5py.Group, tree: Tree) -> None:
             tag(child, "tree")
             write_tree(child, value)
         elif isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], np.ndarray):
-            write_array(group, key, value[0], value[1])
+            write_array(group, key, value[0], value[1], compress=value[0].size > _COMPRESS_FROM)
         elif isinstance(value, np.ndarray):
-            write_array(group, key, value)
+            write_array(group, key, value, compress=value.size > _COMPRESS_FROM)
         else:
             group.attrs[key] = _attr(value)
 

@@ -12,16 +12,14 @@ import numpy as np
 
 from .._errors import RunFileError
 from ._encode import read_attrs, read_tree
-from ._schema import ENCODING_TYPE, ENCODING_VERSION, SCHEMA_VERSION, TYPE
+from ._schema import ENCODING_TYPE, ENCODING_VERSION, JSON_ATTRS, SCHEMA_VERSION, TYPE
 
 __all__ = ["Layer", "Run", "read_run"]
-
-_JSON_ATTRS = ("geometry", "site", "input_size", "options", "timings", "data_config")
 
 
 def _decode(attrs: dict[str, Any]) -> dict[str, Any]:
     out = dict(attrs)
-    for key in _JSON_ATTRS:
+    for key in JSON_ATTRS:
         if isinstance(out.get(key), str):
             out[key] = json.loads(out[key])
     return out
@@ -117,7 +115,14 @@ def read_run(path: str | Path, *, allow_incomplete: bool = False) -> Run:
     """
     path = Path(path)
     if not path.exists():
-        raise RunFileError(f"no run file at {path}")
+        partial = path.with_name(path.name + ".partial")
+        hint = (
+            f" ({partial.name} holds an unfinished run: finish it with "
+            "`inspector analyze ... --resume`)"
+            if partial.exists()
+            else ""
+        )
+        raise RunFileError(f"no run file at {path}{hint}")
     if path.is_dir():
         raise RunFileError(f"{path} is a folder, not a run file")
     try:
@@ -139,10 +144,13 @@ def read_run(path: str | Path, *, allow_incomplete: bool = False) -> Run:
             labels = samples["labels"][()] if samples is not None else np.zeros(0, np.int64)
             layers: dict[str, Layer] = {}
             if "layers" in handle:
-                order = json.loads(handle["layers"].attrs.get("order", "[]"))
+                group = handle["layers"]
+                order = json.loads(group.attrs.get("order", "[]"))
+                # Layers missing from ``order`` (never written by this writer) come last.
+                order += sorted(name for name in group if name not in order)
                 for name in order:
-                    if name in handle["layers"]:
-                        layers[name] = _read_layer(name, handle["layers"][name])
+                    if name in group:
+                        layers[name] = _read_layer(name, group[name])
             analysis = {}
             if "analysis" in handle:
                 for name, group in handle["analysis"].items():

@@ -6,7 +6,17 @@ refuse a major version newer than theirs.
 
 from __future__ import annotations
 
-__all__ = ["AXES", "ENCODING_TYPE", "ENCODING_VERSION", "SCHEMA_VERSION", "TYPE"]
+__all__ = [
+    "ACCUMULATOR_DIMS",
+    "AXES",
+    "DIM_LABELS",
+    "ENCODING_TYPE",
+    "ENCODING_VERSION",
+    "JSON_ATTRS",
+    "MAP_DIMS",
+    "SCHEMA_VERSION",
+    "TYPE",
+]
 
 SCHEMA_VERSION = "1.0"
 """Version of the whole layout, stored on the root as ``encoding-version``."""
@@ -15,8 +25,11 @@ ENCODING_TYPE = "encoding-type"
 ENCODING_VERSION = "encoding-version"
 
 AXES = ("sample", "token", "channel", "head", "query", "key", "layer", "window", "unit", "step")
-"""The one axis vocabulary: HDF5 dimension labels use only these names (plus ``y``/``x``
-for pixel maps and ``feature``/``group`` for accumulators)."""
+"""The one axis vocabulary (DESIGN.md §6, STYLE rule 10)."""
+
+DIM_LABELS = (*AXES, "y", "x", "feature", "group")
+"""Every HDF5 dimension label a run file may carry: :data:`AXES`, plus ``y``/``x`` for
+pixel maps and ``feature``/``group`` for the columns of accumulator states."""
 
 TYPE = {
     "root": "inspector-run",
@@ -34,3 +47,42 @@ TYPE = {
     "result": "analysis-result",
     "tree": "dict",
 }
+
+MAP_DIMS = {
+    4: ("sample", "head", "query", "key"),
+    5: ("sample", "window", "head", "query", "key"),
+}
+"""Dimension labels of ``layers/<path>/maps`` by rank (5-d when an image is split into
+several attention sequences, e.g. windows)."""
+
+ACCUMULATOR_DIMS = {
+    ("moments", "count", 0): (),
+    ("moments", "mean", 1): ("feature",),
+    ("moments", "comoment", 2): ("feature", "feature"),
+    ("moments", "comoment", 1): ("feature",),  # variances only (wide layers)
+    ("groups", "count", 0): (),
+    ("groups", "sum", 1): ("feature",),
+    ("groups", "shift", 1): ("feature",),
+    ("groups", "cross", 2): ("feature", "feature"),
+    ("groups", "weighted", 2): ("feature", "group"),
+    ("groups", "norms", 2): ("group", "group"),
+}
+"""Dimension labels of the accumulator states by (group, field, rank)."""
+
+JSON_ATTRS = frozenset(
+    {
+        "alternatives",
+        "data_config",
+        "fingerprint",
+        "geometry",
+        "input_size",
+        "module_order",
+        "options",
+        "order",
+        "params",
+        "site",
+        "timings",
+    }
+)
+"""Attributes of the root, ``layers/``, a layer or an analysis result stored as JSON
+text; the reader decodes exactly these."""

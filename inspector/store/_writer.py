@@ -14,7 +14,7 @@ import numpy as np
 
 from .._errors import RunFileError
 from ._encode import tag, write_array, write_strings, write_tree
-from ._schema import ENCODING_TYPE, SCHEMA_VERSION, TYPE
+from ._schema import ACCUMULATOR_DIMS, ENCODING_TYPE, MAP_DIMS, SCHEMA_VERSION, TYPE
 
 __all__ = ["RunWriter", "partial_path"]
 
@@ -31,6 +31,18 @@ def _set(node: h5py.Group, attrs: Mapping[str, Any]) -> None:
             value = str(value)  # str subclasses (torch's TorchVersion) confuse h5py
         plain = isinstance(value, (str, int, float, bool))
         node.attrs[key] = value if plain else json.dumps(value, default=str)
+
+
+def _differences(stored: Any, wanted: str) -> str:
+    """Which settings of two fingerprints differ, as ``key: old -> new`` text."""
+    try:
+        before, after = json.loads(stored), json.loads(wanted)
+    except (TypeError, ValueError):
+        return "model, images or options differ"
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        return "model, images or options differ"
+    keys = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    return ", ".join(f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in keys)
 
 
 def partial_path(path: Path) -> Path:
@@ -86,14 +98,18 @@ class RunWriter:
             raise RunFileError(
                 f"cannot resume: {self.partial} is unreadable ({exc}); delete it and run again"
             ) from exc
-        if (
-            handle.attrs.get(ENCODING_TYPE) != TYPE["root"]
-            or handle.attrs.get(_FINGERPRINT) != fingerprint
-        ):
+        if handle.attrs.get(ENCODING_TYPE) != TYPE["root"]:
+            handle.close()
+            raise RunFileError(
+                f"cannot resume: {self.partial} is not an inspector run file; delete it"
+            )
+        stored = handle.attrs.get(_FINGERPRINT)
+        if stored != fingerprint:
             handle.close()
             raise RunFileError(
                 f"cannot resume: {self.partial} was started with other settings "
-                "(model, images or options differ); run without --resume to start over"
+                f"({_differences(stored, fingerprint)}); "
+                "run with the same settings, or without --resume to start over"
             )
         return handle
 
@@ -128,7 +144,7 @@ class RunWriter:
         samples = self.file.require_group("samples")
         tag(samples, "samples")
         write_strings(samples, "ids", ids, "sample")
-        write_array(samples, "labels", np.asarray(labels, np.int64), ("sample",))
+        write_array(samples, "labels", np.asarray(labels, np.int64), ("sample",), resizable=True)
         root = self.file.require_group("layers")
         tag(root, "layers")
         root.attrs["order"] = json.dumps(order)
@@ -141,13 +157,20 @@ class RunWriter:
                 summaries = group.require_group("summaries")
                 tag(summaries, "summaries")
                 dims = ("sample", "head")[: array.ndim] + ("unit",) * max(0, array.ndim - 2)
-                write_array(summaries, key, array, dims)
+                write_array(summaries, key, array, dims, resizable=True)
             maps = data.get("maps")
             if maps is not None and maps.size and self._maps_written.get(name) != len(maps):
-                dims = ("sample", "head", "query", "key")
-                if maps.ndim == 5:
-                    dims = ("sample", "window", "head", "query", "key")
-                write_array(group, "maps", maps, dims, kind="maps", compress=True)
+                dims = MAP_DIMS[maps.ndim]
+                write_array(
+                    group,
+                    "maps",
+                    maps,
+                    dims,
+                    kind="maps",
+                    compress=True,
+                    resizable=True,
+                    chunk_axes=2,
+                )
                 self._maps_written[name] = len(maps)
             for key in ("moments", "groups"):
                 state = data.get(key)
@@ -156,7 +179,8 @@ class RunWriter:
                 node = group.require_group(key)
                 tag(node, "moments" if key == "moments" else "group-sums")
                 for field, array in state.items():
-                    write_array(node, field, array)
+                    array = np.asarray(array)
+                    write_array(node, field, array, ACCUMULATOR_DIMS.get((key, field, array.ndim)))
         self.file.attrs["batches_done"] = batches_done
         self.file.attrs["images_done"] = len(ids)
         self.file.flush()
