@@ -1,0 +1,175 @@
+"""Golden run files: every released schema version stays readable by the current reader.
+
+The files under ``tests/data/`` were written by ``tests/data/make_golden.py`` with the
+inspector of their schema version and are never regenerated; the values checked here
+are what those files hold. A failure means the reader or the schema changed
+incompatibly: bump the major schema version (docs/run-file.md, "Versioning") instead
+of editing these expectations.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from inspector.store import read_run
+from inspector.store._schema import DIM_LABELS, ENCODING_TYPE, ENCODING_VERSION
+
+DATA = Path(__file__).resolve().parent / "data"
+GOLDEN_1_0 = DATA / "golden-run-1.0.h5"
+ANALYSES = {
+    "attention_distance",
+    "attention_entropy",
+    "channel_redundancy",
+    "head_redundancy",
+    "importance",
+    "pruning_curve",
+}
+
+
+def test_golden_file_is_small() -> None:
+    assert GOLDEN_1_0.stat().st_size < 300 * 1024
+
+
+def test_golden_1_0_root() -> None:
+    run = read_run(GOLDEN_1_0)
+    assert run.complete
+    assert run.model == "test_vit"
+    meta = run.meta
+    assert meta["tool"] == "inspector"
+    assert meta["schema"] == "1.0"
+    assert meta["model_requested"] == "test_vit"
+    assert meta["resolution"] == "exact"
+    assert meta["weights_source"] == "random"
+    assert meta["weights_reason"] == "random initialisation requested"
+    assert meta["input_size"] == [3, 160, 160]
+    assert meta["images_source"] == "builtin"
+    assert meta["batches_done"] == 2 and meta["images_done"] == 2
+    assert meta["options"]["keep_maps"] == 1
+    assert meta["options"]["layers"] == ["patch_embed.proj", "blocks.0.attn"]
+    assert meta["options"]["analyses"] == [
+        "attention_distance",
+        "attention_entropy",
+        "head_redundancy",
+        "channel_redundancy",
+        "importance",
+        "pruning_curve",
+    ]
+    assert meta["fingerprint"]["model"] == "test_vit"
+    assert meta["data_config"]["mean"] == [0.5, 0.5, 0.5]
+    assert meta["module_order"][:2] == ["patch_embed", "patch_embed.proj"]
+    assert set(meta["timings"]) >= {"capture", "total"}
+    for key in ("tool_version", "timm_version", "torch_version", "created"):
+        assert isinstance(meta[key], str) and meta[key]
+    assert run.sample_ids == ["astronaut.jpg", "brick.jpg"]
+    np.testing.assert_array_equal(run.labels, [-1, -1])
+
+
+def test_golden_1_0_layers() -> None:
+    run = read_run(GOLDEN_1_0)
+    # model order, not HDF5's alphabetical one
+    assert list(run.layers) == ["patch_embed.proj", "blocks.0.attn"]
+    attention = run.layers["blocks.0.attn"]
+    assert attention.kind == "attention"
+    assert attention.attrs["heads"] == 2 and attention.attrs["images"] == 2
+    geometry = attention.attrs["geometry"]
+    assert (geometry["kind"], geometry["prefix"], geometry["grid"]) == ("global", 1, [10, 10])
+    assert geometry["stride"] == [16.0, 16.0]
+    assert set(attention.summaries) == {
+        "distance",
+        "distance_raw",
+        "entropy",
+        "entropy_normalised",
+        "prefix_mass",
+    }
+    for values in attention.summaries.values():
+        assert values.shape == (2, 2) and values.dtype == np.float32
+    np.testing.assert_array_equal(
+        attention.summaries["distance"],
+        np.array([[82.96429, 83.00268], [82.99655, 82.974815]], np.float32),
+    )
+    assert attention.maps is not None
+    assert attention.maps.shape == (1, 2, 101, 101) and attention.maps.dtype == np.float16
+    np.testing.assert_allclose(attention.maps.astype(np.float64).sum(-1), 1.0, atol=0.02)
+    assert attention.moments is not None and attention.groups is not None
+    assert {k: v.shape for k, v in attention.moments.items()} == {
+        "count": (),
+        "mean": (64,),
+        "comoment": (64, 64),
+    }
+    assert {k: v.shape for k, v in attention.groups.items()} == {
+        "count": (),
+        "sum": (64,),
+        "shift": (64,),
+        "cross": (64, 64),
+        "weighted": (64, 2),
+        "norms": (2, 2),
+    }
+    assert int(attention.moments["count"]) == int(attention.groups["count"]) > 0
+
+    channel = run.layers["patch_embed.proj"]
+    assert channel.kind == "channel"
+    assert channel.attrs["channels"] == 64 and channel.attrs["images"] == 2
+    assert channel.attrs["site"] == {"kind": "conv", "point": "output", "channel_axis": 1}
+    assert channel.summaries == {} and channel.maps is None
+    assert channel.moments is not None and channel.moments["comoment"].shape == (64, 64)
+
+
+def test_golden_1_0_analysis() -> None:
+    run = read_run(GOLDEN_1_0)
+    assert set(run.analysis) == ANALYSES
+    for result in run.analysis.values():
+        assert result["analyzer_version"] == "1"
+        assert isinstance(result["params"], dict) and result["params"]
+        assert {"layers", "summary", "notes"} <= set(result)
+    distance = run.analysis["attention_distance"]
+    assert distance["params"] == {
+        "shown": "renormalised",
+        "queries": "spatial",
+        "self_pair": "included",
+    }
+    layer = distance["layers"]["blocks.0.attn"]
+    np.testing.assert_allclose(layer["mean"], [82.98041916, 82.98874664])
+    assert layer["images"] == 2 and layer["windowed"] is False
+    assert run.analysis["head_redundancy"]["layers"]["blocks.0.attn"]["cka"].shape == (2, 2)
+    assert run.analysis["channel_redundancy"]["layers"]["patch_embed.proj"]["units"] == 64
+    heads = run.analysis["pruning_curve"]["summary"]["heads"]
+    assert heads["units"] == 2
+    np.testing.assert_allclose(heads["fractions"], np.linspace(0, 1, 11))
+    assert set(run.analysis["importance"]["layers"]) == {"patch_embed.proj", "blocks.0.attn"}
+
+
+def test_golden_1_0_encoding_on_every_element() -> None:
+    with h5py.File(GOLDEN_1_0, "r") as handle:
+        assert handle.attrs[ENCODING_TYPE] == "inspector-run"
+        assert handle.attrs[ENCODING_VERSION] == "1.0"
+        assert json.loads(handle["layers"].attrs["order"]) == ["patch_embed.proj", "blocks.0.attn"]
+        names: list[str] = []
+
+        def visit(name: str, node: h5py.Group | h5py.Dataset) -> None:
+            names.append(name)
+            assert node.attrs.get(ENCODING_TYPE), name
+            assert node.attrs.get(ENCODING_VERSION) == "1.0", name
+            if isinstance(node, h5py.Dataset) and not name.startswith("analysis/"):
+                labels = [d.label for d in node.dims]
+                assert all(labels) and set(labels) <= set(DIM_LABELS), (name, labels)
+
+        handle.visititems(visit)
+        assert len(names) == 97
+        maps = handle["layers/blocks.0.attn/maps"]
+        assert [d.label for d in maps.dims] == ["sample", "head", "query", "key"]
+        assert maps.compression == "gzip" and maps.chunks == (1, 1, 101, 101)
+        assert [d.label for d in handle["samples/ids"].dims] == ["sample"]
+        summary = handle["layers/blocks.0.attn/summaries/distance"]
+        assert [d.label for d in summary.dims] == ["sample", "head"]
+
+
+@pytest.mark.parametrize("golden", sorted(DATA.glob("golden-run-*.h5")), ids=lambda p: p.stem)
+def test_every_golden_file_reads(golden: Path) -> None:
+    """Any golden file added later (one per released schema version) stays readable."""
+    run = read_run(golden)
+    assert run.complete and run.layers and run.analysis and run.sample_ids
