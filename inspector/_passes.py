@@ -121,6 +121,7 @@ def erf_pass(
     """
     modules = dict(model.named_modules())
     outputs: dict[str, torch.Tensor] = {}
+    versions: dict[str, int] = {}
     handles = []
     for name, _ in layers:
 
@@ -128,6 +129,7 @@ def erf_pass(
             tensor = _first_tensor(output)
             if tensor is not None and name not in outputs:
                 outputs[name] = tensor
+                versions[name] = tensor._version
 
         handles.append(modules[name].register_forward_hook(keep))
     inputs = x.detach().clone().requires_grad_(True)
@@ -155,9 +157,16 @@ def erf_pass(
             skipped[name] = choice
             continue
         pick, centre, note = choice
-        try:
-            (grads,) = torch.autograd.grad(pick(output).sum(), inputs, retain_graph=True)
-        except RuntimeError:  # the kept output was modified in place later in the forward
+        # A later in-place operation (e.g. ReLU(inplace=True)) rewrites the kept output
+        # and its autograd history without any error: its gradient would be that of the
+        # rewritten values. captum's NeuronGradient reads a copy taken in the hook.
+        grads = None
+        if output._version == versions[name]:
+            try:
+                (grads,) = torch.autograd.grad(pick(output).sum(), inputs, retain_graph=True)
+            except RuntimeError:  # a tensor saved for backward was modified in place
+                grads = None
+        if grads is None:
             grads = NeuronGradient(model, modules[name]).attribute(
                 x.detach().clone().requires_grad_(True), neuron_selector=pick
             )
@@ -200,7 +209,9 @@ def importance_pass(
     if labels is not None:
         target = torch.where(labels >= 0, labels.to(target.device), target)
     gates = {
-        kind: {p: torch.ones(batch, n, requires_grad=True) for p, n in layers.items()}
+        kind: {
+            p: torch.ones(batch, n, device=x.device, requires_grad=True) for p, n in layers.items()
+        }
         for kind, layers in units.items()
     }
     with hooks.gates(model, heads=gates.get("heads"), channels=gates.get("channels")):
@@ -212,13 +223,13 @@ def importance_pass(
         base = F.cross_entropy(full, target, reduction="none")
     out: dict[str, dict[str, Any]] = {}
     for kind, layers in gates.items():
-        raw = {p: by_gate[id(g)].abs().numpy() for p, g in layers.items()}
+        raw = {p: by_gate[id(g)].abs().cpu().numpy() for p, g in layers.items()}
         everything = [(p, u) for p, n in units[kind].items() for u in range(n)]
         picks = np.unique(np.linspace(0, len(everything) - 1, min(ablate, len(everything))).round())
         rows = []
         for index in picks.astype(int):
             path, unit = everything[index]
-            gate = torch.ones(units[kind][path])
+            gate = torch.ones(units[kind][path], device=x.device)
             gate[unit] = 0
             key = "heads" if kind == "heads" else "channels"
             with torch.no_grad(), hooks.gates(model, **{key: {path: gate}}):
@@ -255,7 +266,7 @@ def pruning_pass(
         agreement, kl = [], []
         for fraction in fractions:
             removed = order[: round(float(fraction) * len(order))]
-            gates = {p: torch.ones(n) for p, n in units.items()}
+            gates = {p: torch.ones(n, device=x.device) for p, n in units.items()}
             for path, unit in removed:
                 gates[path][unit] = 0
             key = "heads" if kind == "heads" else "channels"

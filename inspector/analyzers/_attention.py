@@ -11,14 +11,19 @@ from ._results import LayerResults, nan_stats
 
 __all__ = ["AttentionDistance", "AttentionEntropy"]
 
+# Geometries with token centres: ``windowed`` and ``dilated`` (MaxViT grid attention)
+# measure positions inside one sequence, as the in-hook summaries do.
+_SPATIAL = ("global", "windowed", "dilated")
+
 
 @REGISTRY.register
 class AttentionDistance:
     """Per layer × head mean attention distance in input pixels, mean and std over images.
 
     Renormalised over spatial keys (the default shown) and raw, the prefix mass, and the
-    uniform-attention reference of the layer's grid. Layers whose geometry is unknown
-    or not spatial get no numbers, only the reason.
+    uniform-attention reference of the layer's grid (of one window for ``windowed``, of
+    one dilated sequence for ``dilated``). Layers whose geometry is unknown or not
+    spatial get no numbers, only the reason.
     """
 
     name: ClassVar[str] = "attention_distance"
@@ -35,7 +40,7 @@ class AttentionDistance:
             if layer.kind != "attention" or "distance" not in layer.summaries:
                 continue
             geometry = layer.attrs.get("geometry", {})
-            if geometry.get("kind") not in ("global", "windowed") or layer.distances is None:
+            if geometry.get("kind") not in _SPATIAL or layer.distances is None:
                 notes[name] = f"{geometry.get('kind', 'unknown')}: {geometry.get('reason', '')}"
                 continue
             mean, std = nan_stats(layer.summaries["distance"])
