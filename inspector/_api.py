@@ -214,6 +214,7 @@ def analyze(
             progress=opts.progress and leader,
             after_batch=opts._after_batch,
             shard=ranks.shard(len(image_set)) if ranks is not None else None,
+            autocast=opts.autocast,
         )
         if ranks is not None:
             ids, labels = gather_capture(ranks, captured.capture, captured.ids, captured.labels)

@@ -106,6 +106,7 @@ def run_capture_pass(
     progress: bool = True,
     after_batch: Callable[[int], None] | None = None,
     shard: tuple[int, int] | None = None,
+    autocast: bool = False,
 ) -> CapturePassResult:
     """Run every image through ``model`` once, capturing; checkpoint as it goes.
 
@@ -115,6 +116,7 @@ def run_capture_pass(
         partial: A partial run to continue (its state is restored, its images skipped).
         after_batch: Called with the number of batches done (tests inject faults here).
         shard: Image positions ``[start, stop)`` of this process; all when ``None``.
+        autocast: Run the forward under ``torch.autocast`` (bfloat16 on CPU, float16 on CUDA).
     """
     cap = hooks.capture(model, options)
     ids: list[str] = []
@@ -151,7 +153,12 @@ def run_capture_pass(
                     batch_ids[:inside],
                     batch_labels[:inside],
                 )
-            model(batch.to(device))
+            if autocast:
+                dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+                with torch.autocast(device.type, dtype=dtype):
+                    model(batch.to(device))
+            else:
+                model(batch.to(device))
             ids.extend(batch_ids)
             labels.extend(int(v) for v in batch_labels)
             batches += 1

@@ -64,6 +64,11 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("--keep-maps", type=int, default=8, help="attention maps kept (images)")
     analyze.add_argument("--quiet", action="store_true", help="no progress bars")
     analyze.add_argument(
+        "--autocast",
+        action="store_true",
+        help="capture under mixed precision (bfloat16 on CPU, float16 on CUDA)",
+    )
+    analyze.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
 
@@ -112,6 +117,7 @@ def _analyze(args: argparse.Namespace) -> int:
         resume=args.resume,
         report=not args.no_report,
         progress=not args.quiet,
+        autocast=args.autocast,
     )
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 speaks for the run
         logger.setLevel(logging.ERROR)

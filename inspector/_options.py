@@ -48,6 +48,9 @@ class AnalyzeOptions:
         report: Write the HTML report next to the run file.
         checkpoint_seconds: Minimum time between checkpoints of the capture state.
         progress: Show progress bars.
+        autocast: Run the capture pass under ``torch.autocast`` (bfloat16 on CPU, float16
+            on CUDA); probabilities are still computed in float32 from the autocast
+            ``q``/``k``. The gradient and ablation passes stay in float32.
         geometry: Token geometry by glob, for models whose geometry cannot be inferred.
         _after_batch: Private test seam: called with the number of capture batches done
             after each batch (and its checkpoint, if one was due); the resume tests raise
@@ -68,6 +71,7 @@ class AnalyzeOptions:
     report: bool = True
     checkpoint_seconds: float = 30.0
     progress: bool = True
+    autocast: bool = False
     geometry: Mapping[str, TokenGeometry] = field(default_factory=lambda: MappingProxyType({}))
     _after_batch: Callable[[int], None] | None = field(default=None, repr=False, compare=False)
 
@@ -92,7 +96,10 @@ class AnalyzeOptions:
 
     def fingerprint(self) -> dict[str, Any]:
         """What must match for a resumed run to continue this one."""
-        keep = ("weights", "limit", "batch_size", "seed", "layers", "keep_maps", "positions")
+        keep = (
+            "weights", "limit", "batch_size", "seed", "layers", "keep_maps", "positions",
+            "autocast",
+        )  # fmt: skip
         return {k: getattr(self, k) for k in keep}
 
 
