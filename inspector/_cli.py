@@ -100,12 +100,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _analyze(args: argparse.Namespace) -> int:
-    from ._api import analyze
-    from ._summary import print_summary
+class _UsageError(Exception):
+    """A command-line value that parses but is out of range (exit 2, like argparse)."""
 
-    layers = tuple(p.strip() for p in args.layers.split(",")) if args.layers else None
-    options = AnalyzeOptions(
+
+def _analyze_options(args: argparse.Namespace, layers: tuple[str, ...] | None) -> AnalyzeOptions:
+    """The options of ``inspector analyze`` (validated by :class:`AnalyzeOptions`)."""
+    return AnalyzeOptions(
         weights=args.weights,
         limit=args.limit,
         batch_size=args.batch_size,
@@ -119,6 +120,17 @@ def _analyze(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         autocast=args.autocast,
     )
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    layers = tuple(p.strip() for p in args.layers.split(",")) if args.layers else None
+    try:
+        options = _analyze_options(args, layers)
+    except InspectorError as exc:  # an option value out of range: a usage error
+        raise _UsageError(str(exc)) from exc
+    from ._api import analyze  # torch and timm load only once the command line is valid
+    from ._summary import print_summary
+
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 speaks for the run
         logger.setLevel(logging.ERROR)
         analyze(args.model, args.images, out=args.out, options=options.replace(progress=False))
@@ -179,17 +191,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 1 clean error, 2 usage error)."""
     args = _parser().parse_args(argv)
     handler = _Printer()
+    level = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
     try:
         return _COMMANDS[args.command](args)
+    except BrokenPipeError:
+        # the reader of our output went away (``inspector models | head``): not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except _UsageError as exc:
+        print(f"inspector {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print(
-            "interrupted: the work done so far is kept in the .partial file; "
-            "run the same command with --resume to continue",
-            file=sys.stderr,
-        )
+        if args.command == "analyze":
+            print(
+                "interrupted: the work done so far is kept in the .partial file; "
+                "run the same command with --resume to continue",
+                file=sys.stderr,
+            )
+        else:
+            print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
         if args.debug:
@@ -202,4 +226,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         logger.removeHandler(handler)
+        logger.setLevel(level)
         logger.propagate = True

@@ -6,11 +6,12 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
-
-from hooks import TokenGeometry
+from typing import TYPE_CHECKING, Any
 
 from ._errors import InspectorError
+
+if TYPE_CHECKING:  # hooks imports torch: keep `inspector --version` and `info` quick
+    from hooks import TokenGeometry
 
 __all__ = ["ALL_ANALYSES", "AnalyzeOptions"]
 

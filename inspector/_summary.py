@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -85,18 +87,18 @@ def describe(path: str | Path) -> str:
     channels = run.channel_layers()
     requested = f"requested {meta.get('model_requested')!r}, {meta.get('resolution')}"
     source = f"{len(run.sample_ids)} from {meta.get('images_source')}"
-    known = sum(
-        1
-        for layer in attention
-        if layer.attrs.get("geometry", {}).get("kind") in ("global", "windowed")
+    kinds = Counter(
+        str((layer.attrs.get("geometry") or {}).get("kind", "unknown")) for layer in attention
     )
+    geometry = ", ".join(f"{kind} {count}" for kind, count in sorted(kinds.items()))
     lines = [
         f"run file:  {run.path}",
         f"complete:  {'yes' if run.complete else 'NO (resume with --resume)'}",
         f"model:     {meta.get('model')} ({requested})",
         f"weights:   {meta.get('weights_source')} - {meta.get('weights_reason')}",
         f"images:    {source}, input {meta.get('input_size')}",
-        f"layers:    {len(attention)} attention ({known} known geometry), {len(channels)} channel",
+        f"layers:    {len(attention)} attention (geometry: {geometry or 'none'}), "
+        f"{len(channels)} channel",
         f"analyses:  {', '.join(run.analysis) or 'none'}",
         f"created:   {meta.get('created')} with inspector {meta.get('tool_version')}, "
         f"timm {meta.get('timm_version')}, torch {meta.get('torch_version')}",
@@ -107,15 +109,67 @@ def describe(path: str | Path) -> str:
     return "\n".join(lines)
 
 
-def describe_models(pattern: str) -> str:
-    """Registered timm architectures matching ``pattern`` and what inspector measures."""
+def _measurable(name: str) -> str:
+    """What a capture finds in timm model ``name``, built without weights (meta device)."""
+    import timm
+    import torch
+
+    import hooks
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with torch.device("meta"):
+                model = timm.create_model(name, pretrained=False)
+        attention = hooks.find_attention(model)
+        sites = hooks.find_channels(model)
+        geometries = [hooks.infer_geometry(model, n, m) for n, m in attention.items()]
+    except Exception as exc:  # an architecture that cannot be built here: say so, go on
+        return f"(not inspected: {type(exc).__name__})"
+    channels = sum(1 for site in sites.values() if site.kind in ("conv", "mlp"))
+    parts = [f"{channels} channel layers"]
+    if attention:
+        heads = sum(int(getattr(m, "num_heads", 0)) for m in attention.values())
+        known = sum(1 for g in geometries if g.known)
+        parts.append(
+            f"{len(attention)} attention layers ({heads} heads), geometry known "
+            f"for {known}/{len(attention)}"
+        )
+    else:
+        parts.append("no attention")
+    return ", ".join(parts)
+
+
+def describe_models(pattern: str, *, inspect_up_to: int = 12) -> str:
+    """Registered timm architectures matching ``pattern`` and what inspector measures.
+
+    Args:
+        pattern: A glob over timm names (``deit_*``).
+        inspect_up_to: When at most this many names match, each architecture is built
+            on the meta device (no weights, no memory) to count its channel layers,
+            attention layers and heads, and the layers whose token geometry is known.
+    """
     import timm
 
+    from ._models import resolve_model_name
+
     names = [n for n in timm.list_models() if fnmatch.fnmatchcase(n, pattern)]
+    header = f"{len(names)} timm architecture(s) match {pattern!r}:"
+    if not names and not any(c in pattern for c in "*?["):
+        # not a glob: an alias (``deit_small``) or a misspelling (ModelNotFoundError)
+        names = [resolve_model_name(pattern).name]
+        header = f"{pattern!r} resolves to:"
     if not names:
         return f"no timm architecture matches {pattern!r}"
-    lines = [f"{len(names)} timm architecture(s) match {pattern!r}:"]
+    lines = [header]
+    if len(names) <= inspect_up_to:
+        width = max(len(n) for n in names)
+        lines += [f"  {name:<{width}}  {_measurable(name)}" for name in names]
+        return "\n".join(lines)
     lines += [f"  {name}" for name in names[:200]]
     if len(names) > 200:
         lines.append(f"  ... and {len(names) - 200} more (narrow the glob)")
+    lines.append(
+        f"(narrow the glob to {inspect_up_to} names or fewer to see what can be measured on each)"
+    )
     return "\n".join(lines)
