@@ -163,6 +163,9 @@ def analyze(
     fingerprint = json.dumps(
         {
             "model": info["model"],
+            # what `--weights auto` resolved to: a resume must not mix random and
+            # pretrained weights when the network came or went in between
+            "weights_source": info["weights_source"],
             "images": image_set.source,
             "count": len(image_set),
             **opts.fingerprint(),
