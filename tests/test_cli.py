@@ -86,6 +86,14 @@ def test_misspelled_model_is_one_clean_line(capsys: pytest.CaptureFixture[str]) 
     assert captured.out == ""
 
 
+def test_exit_code_1_from_a_subprocess(tmp_path: Path) -> None:
+    done = inspector("info", str(tmp_path / "missing.h5"))  # quick: no torch import
+    assert done.returncode == 1
+    assert done.stderr == f"error: no run file at {tmp_path / 'missing.h5'}\n"
+    usage = inspector("analyze")
+    assert usage.returncode == 2 and "required: model" in usage.stderr
+
+
 def test_version() -> None:
     done = inspector("--version")
     assert done.returncode == 0
