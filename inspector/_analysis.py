@@ -106,6 +106,12 @@ def run_analyses(
             began = time.perf_counter()
             importance = REGISTRY["importance"]().compute(AnalysisInputs(inputs, gates=gates))
             for kind in gates:
+                broken = [p for p in units[kind] if p not in importance.layers]
+                if broken:  # an order over part of the units would mislabel the curve
+                    notes[f"pruning:{kind}"] = (
+                        f"{kind} not pruned: no finite importance for {', '.join(broken[:3])}"
+                    )
+                    continue
                 ranked = sorted(
                     (float(v), path, unit)
                     for path, values in importance.layers.items()
@@ -124,6 +130,12 @@ def run_analyses(
         tree = result.to_tree()
         if name in ("importance", "pruning_curve") and "importance" in notes:
             tree["notes"] = {"model": notes["importance"]}
+        if name == "pruning_curve":
+            tree["notes"] |= {
+                key.partition(":")[2]: note
+                for key, note in notes.items()
+                if key.startswith("pruning:")
+            }
         writer.write_analysis(name, tree, result.params, result.version)
     timings["analyzers"] = time.perf_counter() - began
     return timings

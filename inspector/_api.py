@@ -129,6 +129,24 @@ def _capture_options(net: nn.Module, opts: AnalyzeOptions) -> hooks.CaptureOptio
     )
 
 
+def _warn_nonfinite(cap: hooks.Capture) -> None:
+    """Name the layers whose activations held NaN or inf (their metrics are left out)."""
+    counts = {name: r.nonfinite for name, r in cap.attention.items() if r.nonfinite}
+    counts |= {name: r.nonfinite for name, r in cap.channels.items() if r.nonfinite}
+    if not counts:
+        return
+    names = list(counts)
+    shown = ", ".join(f"{n} ({counts[n]} batch{'es' if counts[n] > 1 else ''})" for n in names[:8])
+    more = f" and {len(names) - 8} more" if len(names) > 8 else ""
+    logger.warning(
+        "NaN or inf activations in %d layer(s): %s%s; their metrics are not reported "
+        "(see the notes of each analysis)",
+        len(names),
+        shown,
+        more,
+    )
+
+
 def analyze(
     model: str | nn.Module,
     images: Any = "builtin",
@@ -179,7 +197,13 @@ def analyze(
             partial = read_run(partial_path(path), allow_incomplete=True)
         except RunFileError as exc:
             raise RunFileError(f"cannot resume: {exc}; delete the .partial file") from exc
-        logger.info("resuming %s from %d images done", partial_path(path), len(partial.sample_ids))
+        if not partial.sample_ids:  # stopped before its first checkpoint: nothing to keep
+            logger.info("%s holds no finished batch; starting over", partial_path(path).name)
+            partial = None
+        else:
+            logger.info(
+                "resuming %s from %d images done", partial_path(path), len(partial.sample_ids)
+            )
     elif opts.resume:
         logger.info("nothing to resume (no %s); starting a new run", partial_path(path).name)
     meta = {
@@ -236,6 +260,7 @@ def analyze(
         assert writer is not None
         if not captured.ids:
             raise InspectorError(f"no image of {image_set.source} could be read")
+        _warn_nonfinite(captured.capture)
         timings = {"capture": captured.seconds}
         timings |= run_analyses(net, captured, image_set, opts, writer, device)
         timings["total"] = time.perf_counter() - started

@@ -3,8 +3,12 @@ the streaming state into the run file, and restore it on ``--resume``."""
 
 from __future__ import annotations
 
+import logging
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -18,6 +22,8 @@ from ._images import ImageSet
 from .store import Run, RunWriter
 
 __all__ = ["CapturePassResult", "layer_order", "restore", "run_capture_pass", "state_tree"]
+
+logger = logging.getLogger("inspector")
 
 
 def layer_order(model: nn.Module, names: list[str]) -> list[str]:
@@ -83,6 +89,38 @@ def restore(cap: hooks.Capture, partial: Run) -> None:
                 channel.groups = hooks.GroupSums.from_state(layer.groups)
 
 
+@contextmanager
+def stop_between_batches() -> Iterator[Callable[[], bool]]:
+    """Defer Ctrl-C (SIGINT) to the end of the current batch, for the duration of the block.
+
+    Yields a function telling whether SIGINT arrived. The handler is installed only in
+    the main thread (Python delivers signals there; elsewhere the block runs with the
+    process's handler untouched) and the previous handler is put back on exit, also
+    when the block raises. A second Ctrl-C raises :class:`KeyboardInterrupt` at once.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    asked: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        if asked:
+            raise KeyboardInterrupt
+        asked.append(signum)
+        logger.warning(
+            "interrupted: stopping after the current batch and saving a checkpoint "
+            "(Ctrl-C again to stop at once)"
+        )
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: bool(asked)
+    finally:
+        # ``None``: the previous handler was not installed from Python; the default
+        # handler is the closest thing to restore.
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+
+
 class CapturePassResult:
     """What the capture pass leaves for the analyses (the capture state, ids, timing)."""
 
@@ -110,6 +148,10 @@ def run_capture_pass(
 ) -> CapturePassResult:
     """Run every image through ``model`` once, capturing; checkpoint as it goes.
 
+    Ctrl-C (SIGINT) during the pass stops it between batches: the batch in flight
+    finishes, a checkpoint is written and :class:`KeyboardInterrupt` is raised, so
+    ``--resume`` continues from there (see :func:`stop_between_batches`).
+
     Args:
         writer: Where checkpoints go; ``None`` keeps everything in memory (the ranks of
             a multi-process run, whose state rank 0 gathers and writes).
@@ -133,6 +175,7 @@ def run_capture_pass(
     began = time.perf_counter()
     last = began
     with (
+        stop_between_batches() as interrupted,
         cap,
         torch.no_grad(),
         tqdm(
@@ -164,15 +207,24 @@ def run_capture_pass(
             batches += 1
             bar.update(len(batch_ids))
             now = time.perf_counter()
+            saved = False
             if writer is not None and now - last >= checkpoint_seconds:
                 writer.checkpoint(
                     state_tree(cap), ids, np.asarray(labels), batches_done=batches, order=order
                 )
-                last = now
+                last, saved = now, True
             if after_batch is not None:
                 after_batch(batches)
+            if interrupted():
+                if writer is not None and not saved:
+                    writer.checkpoint(
+                        state_tree(cap), ids, np.asarray(labels), batches_done=batches, order=order
+                    )
+                raise KeyboardInterrupt
     if writer is not None:
         writer.checkpoint(
             state_tree(cap), ids, np.asarray(labels), batches_done=batches, order=order
         )
+    if interrupted():  # Ctrl-C after the last batch: the capture is saved, stop here
+        raise KeyboardInterrupt
     return CapturePassResult(cap, ids, labels, time.perf_counter() - began)

@@ -205,6 +205,12 @@ def importance_pass(
     batch = x.shape[0]
     with torch.no_grad():
         full = _logits(model, x)
+    if not bool(torch.isfinite(full).all()):
+        bad = int((~torch.isfinite(full)).any(-1).sum())
+        raise ValueError(
+            f"the model's output holds NaN or inf for {bad} of {batch} images; importance "
+            "and pruning need finite logits"
+        )
     target = full.argmax(-1)
     if labels is not None:
         target = torch.where(labels >= 0, labels.to(target.device), target)

@@ -274,6 +274,13 @@ def run_view(run: Run) -> reports.RunReport:
     warnings = []
     if not run.complete:
         warnings.append("this run is incomplete")
+    broken = [n for n, layer in run.layers.items() if layer.attrs.get("nonfinite_batches")]
+    if broken:
+        more = f" and {len(broken) - 8} more" if len(broken) > 8 else ""
+        warnings.append(
+            f"NaN or inf activations in {len(broken)} layer(s): {', '.join(broken[:8])}{more}; "
+            "their metrics are not reported"
+        )
     notes = {
         name: note
         for result in run.analysis.values()

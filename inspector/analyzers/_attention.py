@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ._registry import REGISTRY, AnalysisInputs
-from ._results import LayerResults, nan_stats
+from ._results import LayerResults, nan_stats, nonfinite_note
 
 __all__ = ["AttentionDistance", "AttentionEntropy"]
 
@@ -38,6 +38,10 @@ class AttentionDistance:
         notes: dict[str, str] = {}
         for name, layer in inputs.layers.items():
             if layer.kind != "attention" or "distance" not in layer.summaries:
+                continue
+            broken = nonfinite_note(layer)
+            if broken is not None:
+                notes[name] = broken
                 continue
             geometry = layer.attrs.get("geometry", {})
             if geometry.get("kind") not in _SPATIAL or layer.distances is None:
@@ -73,13 +77,18 @@ class AttentionEntropy:
 
     def compute(self, inputs: AnalysisInputs) -> LayerResults:
         layers: dict[str, dict[str, Any]] = {}
+        notes: dict[str, str] = {}
         for name, layer in inputs.layers.items():
             if layer.kind != "attention" or "entropy" not in layer.summaries:
+                continue
+            broken = nonfinite_note(layer)
+            if broken is not None:
+                notes[name] = broken
                 continue
             mean, std = nan_stats(layer.summaries["entropy"])
             normalised, _ = nan_stats(layer.summaries["entropy_normalised"])
             layers[name] = {"mean": mean, "std": std, "normalised": normalised}
-        return LayerResults(self.name, self.version, self.params(), layers)
+        return LayerResults(self.name, self.version, self.params(), layers, notes=notes)
 
 
 def uniform_reference(distances: np.ndarray) -> float:

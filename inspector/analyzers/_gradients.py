@@ -75,8 +75,12 @@ class Importance:
     def compute(self, inputs: AnalysisInputs) -> LayerResults:
         layers: dict[str, dict[str, Any]] = {}
         summary: dict[str, Any] = {}
+        notes: dict[str, str] = {}
         for kind, data in inputs.gates.items():
             raw = {p: np.asarray(g).mean(0) for p, g in data["raw"].items()}
+            for path in [p for p, values in raw.items() if not np.isfinite(values).all()]:
+                notes[path] = "not measured: NaN or inf in its gate gradients"
+                del raw[path]
             if not raw:
                 continue
             normalised = normalise_importance(list(raw.values()))
@@ -85,13 +89,18 @@ class Importance:
             ablation = data.get("ablation", {})
             gradient = np.asarray(ablation.get("gradient", []))
             delta = np.asarray(ablation.get("delta", []))
+            finite = bool(np.isfinite(gradient).all() and np.isfinite(delta).all())
             summary[kind] = {
-                "spearman_vs_ablation": spearman(gradient, delta) if gradient.size > 2 else np.nan,
+                "spearman_vs_ablation": (
+                    spearman(gradient, delta) if gradient.size > 2 and finite else np.nan
+                ),
                 "ablation_units": int(gradient.size),
                 "ablation_gradient": gradient,
                 "ablation_delta": delta,
             }
-        return LayerResults(self.name, self.version, self.params(), layers, summary=summary)
+        return LayerResults(
+            self.name, self.version, self.params(), layers, summary=summary, notes=notes
+        )
 
 
 @REGISTRY.register

@@ -9,7 +9,7 @@ import numpy as np
 
 from ._distance import pairwise_js_divergence
 from ._registry import REGISTRY, AnalysisInputs
-from ._results import LayerResults
+from ._results import LayerResults, nonfinite_note
 from ._similarity import (
     biased_cka_from_moments,
     correlation_from_covariance,
@@ -72,6 +72,10 @@ class HeadRedundancy:
             if layer.groups is None or layer.moments is None:
                 notes[name] = "no per-head outputs captured (no linear output projection)"
                 continue
+            broken = nonfinite_note(layer, state=True)
+            if broken is not None:
+                notes[name] = broken
+                continue
             heads = int(layer.attrs["heads"])
             cka = _grouped_cka(layer.groups)
             comoment = np.asarray(layer.moments["comoment"])
@@ -111,6 +115,10 @@ class ChannelRedundancy:
         notes: dict[str, str] = {}
         for name, layer in inputs.layers.items():
             if layer.kind != "channel" or layer.moments is None:
+                continue
+            broken = nonfinite_note(layer, state=True)
+            if broken is not None:
+                notes[name] = broken
                 continue
             comoment = np.asarray(layer.moments["comoment"])
             count = int(layer.moments["count"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -11,12 +12,38 @@ import numpy as np
 
 from ._schema import ENCODING_TYPE, ENCODING_VERSION, SCHEMA_VERSION, TYPE
 
-__all__ = ["read_attrs", "read_tree", "tag", "write_array", "write_strings", "write_tree"]
+__all__ = [
+    "decode_name",
+    "encode_name",
+    "read_attrs",
+    "read_tree",
+    "tag",
+    "write_array",
+    "write_strings",
+    "write_tree",
+]
 
 Tree = Mapping[str, Any]
 
 _COMPRESS_FROM = 4096
 """Arrays of analysis trees larger than this (elements) are stored gzip-compressed."""
+
+
+_ESCAPES = {"%": "%25", "/": "%2F", "\x00": "%00"}
+_UNESCAPES = {v: k for k, v in _ESCAPES.items()}
+
+
+def encode_name(name: str) -> str:
+    """The HDF5 name of a key (a layer path, a note's layer): ``%``, ``/`` and NUL
+    percent-encoded. A ``/`` would nest groups (``nn.ModuleDict`` keys may hold any
+    character but ``.``) and HDF5 cuts names at NUL; other names are stored as they are.
+    """
+    return re.sub(r"[%/\x00]", lambda m: _ESCAPES[m.group()], name)
+
+
+def decode_name(name: str) -> str:
+    """The inverse of :func:`encode_name` (names written before it decode to themselves)."""
+    return re.sub(r"%(?:25|2F|00)", lambda m: _UNESCAPES[m.group()], name)
 
 
 def tag(node: h5py.Group | h5py.Dataset, kind: str) -> None:
@@ -118,6 +145,7 @@ def write_tree(group: h5py.Group, tree: Tree) -> None:
     Arrays may be given as ``(array, dims)`` pairs to label their dimensions.
     """
     for key, value in tree.items():
+        key = encode_name(str(key))
         if isinstance(value, Mapping):
             child = group.require_group(key)
             tag(child, "tree")
@@ -139,14 +167,15 @@ def read_attrs(node: h5py.Group | h5py.Dataset) -> dict[str, Any]:
             value = value.decode("utf-8")
         if isinstance(value, np.generic):
             value = value.item()
-        out[key] = value
+        out[decode_name(key)] = value
     return out
 
 
 def read_tree(group: h5py.Group) -> dict[str, Any]:
     """The inverse of :func:`write_tree` (attributes stay strings; JSON is not decoded)."""
     out: dict[str, Any] = read_attrs(group)
-    for key, node in group.items():
+    for name, node in group.items():
+        key = decode_name(name)
         if isinstance(node, h5py.Group):
             out[key] = read_tree(node)
         elif node.attrs.get(ENCODING_TYPE) == TYPE["strings"]:

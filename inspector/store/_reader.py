@@ -11,8 +11,8 @@ import h5py
 import numpy as np
 
 from .._errors import RunFileError
-from ._encode import read_attrs, read_tree
-from ._schema import ENCODING_TYPE, ENCODING_VERSION, JSON_ATTRS, SCHEMA_VERSION, TYPE
+from ._encode import decode_name, encode_name, read_attrs, read_tree
+from ._schema import ENCODING_TYPE, ENCODING_VERSION, JSON_ATTRS, PENDING, SCHEMA_VERSION, TYPE
 
 __all__ = ["Layer", "Run", "read_run"]
 
@@ -92,15 +92,21 @@ def _check_version(path: Path, node: h5py.File) -> None:
         )
 
 
-def _read_layer(name: str, group: h5py.Group) -> Layer:
+def _read_layer(name: str, group: h5py.Group, rows: int | None) -> Layer:
+    """One layer; with ``rows``, per-image datasets are cut to that many rows (the rows an
+    incomplete file's last finished checkpoint covers)."""
     attrs = _decode(read_attrs(group))
-    summaries = {k: v[()] for k, v in group["summaries"].items()} if "summaries" in group else {}
+    summaries = (
+        {decode_name(k): v[:rows] for k, v in group["summaries"].items()}
+        if "summaries" in group
+        else {}
+    )
     return Layer(
         name=name,
         kind=str(attrs.pop("kind")),
         attrs=attrs,
         summaries=summaries,
-        maps=group["maps"][()] if "maps" in group else None,
+        maps=group["maps"][:rows] if "maps" in group else None,
         moments={k: v[()] for k, v in group["moments"].items()} if "moments" in group else None,
         groups={k: v[()] for k, v in group["groups"].items()} if "groups" in group else None,
     )
@@ -139,21 +145,30 @@ def read_run(path: str | Path, *, allow_incomplete: bool = False) -> Run:
                     f"{path} is an incomplete run ({meta.get('images_done', 0)} images done); "
                     "finish it with `inspector analyze ... --resume`"
                 )
+            if not complete and PENDING in meta:
+                raise RunFileError(
+                    f"{path} was stopped while writing the checkpoint of batch "
+                    f"{meta[PENDING]}: its saved state mixes two checkpoints"
+                )
+            # An incomplete file may hold rows of a checkpoint that failed part way.
+            rows = None if complete else int(meta.get("images_done", 0))
             samples = handle.get("samples")
             ids = read_tree(samples).get("ids", []) if samples is not None else []
             labels = samples["labels"][()] if samples is not None else np.zeros(0, np.int64)
+            ids, labels = ids[:rows], labels[:rows]
             layers: dict[str, Layer] = {}
             if "layers" in handle:
                 group = handle["layers"]
                 order = json.loads(group.attrs.get("order", "[]"))
                 # Layers missing from ``order`` (never written by this writer) come last.
-                order += sorted(name for name in group if name not in order)
+                order += sorted(decode_name(k) for k in group if decode_name(k) not in order)
                 for name in order:
-                    if name in group:
-                        layers[name] = _read_layer(name, group[name])
+                    if encode_name(name) in group:
+                        layers[name] = _read_layer(name, group[encode_name(name)], rows)
             analysis = {}
             if "analysis" in handle:
-                for name, group in handle["analysis"].items():
+                for key, group in handle["analysis"].items():
+                    name = decode_name(key)
                     tree = read_tree(group)
                     tree["params"] = json.loads(tree.get("params", "{}"))
                     analysis[name] = tree

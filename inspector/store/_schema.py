@@ -14,6 +14,7 @@ __all__ = [
     "ENCODING_VERSION",
     "JSON_ATTRS",
     "MAP_DIMS",
+    "PENDING",
     "SCHEMA_VERSION",
     "TYPE",
 ]
@@ -23,6 +24,14 @@ SCHEMA_VERSION = "1.0"
 
 ENCODING_TYPE = "encoding-type"
 ENCODING_VERSION = "encoding-version"
+
+PENDING = "checkpoint_pending"
+"""Root attribute present (the batch count being written) only while a checkpoint
+overwrites the accumulators in place; a ``.partial`` file that still has it was stopped
+mid-checkpoint, mixes two checkpoints and is not resumed. Per-image rows past the root's
+``images_done`` in an incomplete file are leftovers of a checkpoint that failed before
+that point and are not read. Layer and tree keys are stored percent-encoded where they
+hold ``%``, ``/`` or NUL (``_encode.encode_name``)."""
 
 AXES = ("sample", "token", "channel", "head", "query", "key", "layer", "window", "unit", "step")
 """The one axis vocabulary (DESIGN.md §6, STYLE rule 10)."""

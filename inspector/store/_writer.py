@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,13 +16,25 @@ import h5py
 import numpy as np
 
 from .._errors import RunFileError
-from ._encode import tag, write_array, write_strings, write_tree
-from ._schema import ACCUMULATOR_DIMS, ENCODING_TYPE, MAP_DIMS, SCHEMA_VERSION, TYPE
+from ._encode import encode_name, tag, write_array, write_strings, write_tree
+from ._schema import ACCUMULATOR_DIMS, ENCODING_TYPE, MAP_DIMS, PENDING, SCHEMA_VERSION, TYPE
 
-__all__ = ["RunWriter", "partial_path"]
+__all__ = ["RunWriter", "os_reason", "partial_path"]
 
 # What must be equal for --resume to continue a partial file.
 _FINGERPRINT = "fingerprint"
+
+
+def os_reason(exc: OSError) -> str:
+    """Why an operating-system write failed, in a few words (h5py buries the errno in
+    a long message: ``... errno = 28, error message = 'No space left on device' ...``)."""
+    text = str(exc)
+    found = re.search(r"errno = (\d+), error message = '([^']*)'", text)
+    code = exc.errno if exc.errno is not None else int(found.group(1)) if found else None
+    message = found.group(2) if found else (exc.strerror or text)
+    if code == errno.ENOSPC or "No space left" in text:
+        return "disk full (no space left on device)"
+    return message.splitlines()[0] if message else type(exc).__name__
 
 
 def _set(node: h5py.Group, attrs: Mapping[str, Any]) -> None:
@@ -132,6 +147,17 @@ class RunWriter:
     ) -> None:
         """Store the capture state so far; a crash after this loses no earlier batch.
 
+        Two phases keep the previous checkpoint usable for as long as possible. First
+        the per-image rows (ids, labels, summaries, first-K maps) are appended and
+        flushed: the reader reads only the first ``images_done`` rows of an incomplete
+        file, so rows past it are harmless, and a failure here (a full disk: this is
+        where the file grows) leaves the previous checkpoint intact. Then the
+        ``checkpoint_pending`` attribute is set and flushed, the accumulators and layer
+        attributes are overwritten in place (no new space needed), the counters are
+        updated and the attribute is deleted. A process stopped in between leaves the
+        attribute behind, and the reader refuses to resume from such a file instead of
+        mixing two checkpoints.
+
         Args:
             layers: Per layer path: ``attrs`` (kind, geometry, ...), ``summaries``
                 (``[sample, head]`` arrays), ``maps`` (float16 first-K maps),
@@ -140,19 +166,42 @@ class RunWriter:
             labels: Their labels (``-1`` when unknown).
             batches_done: Batches these cover.
             order: Layer paths in model order.
+
+        Raises:
+            RunFileError: Writing failed (disk full, I/O error); the message says
+                whether ``--resume`` can continue from the file.
         """
+        try:
+            self._append_rows(layers, ids, labels)
+            self.file.flush()
+        except OSError as exc:
+            raise self._failure(exc, resumable=True) from exc
+        try:
+            self.file.attrs[PENDING] = batches_done
+            self.file.flush()
+        except OSError as exc:
+            raise self._failure(exc, resumable=True) from exc
+        try:
+            self._overwrite_state(layers, order)
+            self.file.attrs["batches_done"] = batches_done
+            self.file.attrs["images_done"] = len(ids)
+            del self.file.attrs[PENDING]
+            self.file.flush()
+        except OSError as exc:
+            raise self._failure(exc, resumable=False) from exc
+
+    def _append_rows(
+        self, layers: Mapping[str, Mapping[str, Any]], ids: list[str], labels: np.ndarray
+    ) -> None:
+        """Phase 1: per-image rows and new groups (everything that may need new space)."""
         samples = self.file.require_group("samples")
         tag(samples, "samples")
         write_strings(samples, "ids", ids, "sample")
         write_array(samples, "labels", np.asarray(labels, np.int64), ("sample",), resizable=True)
         root = self.file.require_group("layers")
         tag(root, "layers")
-        root.attrs["order"] = json.dumps(order)
         for name, data in layers.items():
-            group = root.require_group(name)
-            attrs = data["attrs"]
-            tag(group, attrs["kind"])
-            _set(group, attrs)
+            group = self._layer_group(root, name, data["attrs"]["kind"])
             for key, array in data.get("summaries", {}).items():
                 summaries = group.require_group("summaries")
                 tag(summaries, "summaries")
@@ -172,6 +221,14 @@ class RunWriter:
                     chunk_axes=2,
                 )
                 self._maps_written[name] = len(maps)
+
+    def _overwrite_state(self, layers: Mapping[str, Mapping[str, Any]], order: list[str]) -> None:
+        """Phase 2: accumulators and layer attributes, in place once they exist."""
+        root = self.file["layers"]
+        root.attrs["order"] = json.dumps(order)
+        for name, data in layers.items():
+            group = self._layer_group(root, name, data["attrs"]["kind"])
+            _set(group, data["attrs"])
             for key in ("moments", "groups"):
                 state = data.get(key)
                 if state is None:
@@ -181,37 +238,79 @@ class RunWriter:
                 for field, array in state.items():
                     array = np.asarray(array)
                     write_array(node, field, array, ACCUMULATOR_DIMS.get((key, field, array.ndim)))
-        self.file.attrs["batches_done"] = batches_done
-        self.file.attrs["images_done"] = len(ids)
-        self.file.flush()
+
+    @staticmethod
+    def _layer_group(root: h5py.Group, name: str, kind: str) -> h5py.Group:
+        key = encode_name(name)
+        if key in root:
+            return root[key]
+        group = root.create_group(key)
+        tag(group, kind)
+        group.attrs["kind"] = kind
+        return group
+
+    def _failure(self, exc: OSError, *, resumable: bool) -> RunFileError:
+        """A one-line error for a failed write: what, why, and whether --resume works."""
+        reason = os_reason(exc)
+        if resumable:
+            how = (
+                "the work checkpointed so far is kept there; free some space and run the "
+                "same command with --resume to continue"
+            )
+        else:
+            how = (
+                "the checkpoint being written was cut short, so the file cannot be resumed; "
+                "free some space and run the command again without --resume"
+            )
+        return RunFileError(f"writing {self.partial} failed: {reason}; {how}")
 
     def write_analysis(
         self, name: str, tree: Mapping[str, Any], params: Mapping[str, Any], version: str
     ) -> None:
-        analysis = self.file.require_group("analysis")
-        tag(analysis, "analysis")
-        if name in analysis:
-            del analysis[name]
-        group = analysis.create_group(name)
-        tag(group, "result")
-        group.attrs["params"] = json.dumps(params)
-        group.attrs["analyzer_version"] = version
-        write_tree(group, tree)
-        self.file.flush()
+        """Store one analyzer's result (replacing an earlier one of the same name).
+
+        Raises:
+            RunFileError: Writing failed; the capture state is intact, so ``--resume``
+                continues (it reruns the analyses).
+        """
+        try:
+            analysis = self.file.require_group("analysis")
+            tag(analysis, "analysis")
+            if name in analysis:
+                del analysis[name]
+            group = analysis.create_group(name)
+            tag(group, "result")
+            group.attrs["params"] = json.dumps(params)
+            group.attrs["analyzer_version"] = version
+            write_tree(group, tree)
+            self.file.flush()
+        except OSError as exc:
+            raise self._failure(exc, resumable=True) from exc
 
     def set_attrs(self, **attrs: Any) -> None:
         _set(self.file, attrs)
 
     def finish(self) -> Path:
         """Mark the run complete and move it to its final path (atomic rename)."""
-        self.file.attrs["complete"] = True
-        self.file.attrs["schema"] = SCHEMA_VERSION
-        self.file.close()
-        os.replace(self.partial, self.path)
+        try:
+            self.file.attrs["complete"] = True
+            self.file.attrs["schema"] = SCHEMA_VERSION
+            self.file.close()
+            os.replace(self.partial, self.path)
+        except OSError as exc:
+            raise self._failure(exc, resumable=True) from exc
         return self.path
 
     def close(self) -> None:
-        """Close without completing: the ``.partial`` file stays for ``--resume``."""
+        """Close without completing: the ``.partial`` file stays for ``--resume``.
+
+        Called while another error propagates, so a second failure here (the disk is
+        still full) is not raised over the first: what is on disk stays as the last
+        successful flush left it, and the reader judges it.
+        """
         if self.file.id.valid:
-            self.file.flush()
-            self.file.close()
+            # The error being handled already says that writing failed.
+            with contextlib.suppress(OSError):
+                self.file.flush()
+            with contextlib.suppress(OSError):
+                self.file.close()
