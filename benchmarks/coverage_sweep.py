@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import resource
 import subprocess
 import sys
@@ -34,41 +35,60 @@ sys.path.insert(0, str(REPO))
 MAX_PARAMS = 100_000_000
 TOLERANCE = 1e-4
 LOW_PRIORITY = ("_enc", "_dist", "_distilled", "_clip", "_siglip")  # same arch, other head
+ATTENTION_LIKE = re.compile(r"Attention|Attn|SHSA|MHSA")
 
 
 # -- choosing the models ------------------------------------------------------------------
 
 
-def count_parameters(name: str) -> int | None:
-    """Parameters of timm model ``name``, built on the meta device (no memory, no init)."""
+def describe(name: str) -> tuple[int | None, bool]:
+    """``(parameters, has attention)`` of timm model ``name``, built on the meta device
+    (no memory, no initialisation); ``(None, False)`` if it does not build there."""
     import timm
     import torch
+
+    import hooks
 
     try:
         with torch.device("meta"):
             model = timm.create_model(name, pretrained=False)
     except Exception:
-        return None
-    return sum(p.numel() for p in model.parameters())
+        return None, False
+    return sum(p.numel() for p in model.parameters()), bool(hooks.find_attention(model))
 
 
-def smallest_models(families: list[str] | None) -> dict[str, tuple[str, int | None]]:
-    """The smallest model of every timm family: ``{family: (model, parameters)}``."""
+def choose_models(families: list[str] | None, cache: Path) -> dict[str, list[str]]:
+    """Per timm family: its smallest model, then — when that one has no attention but
+    another does — the smallest model with attention. Counts are cached in ``cache``."""
     import timm
 
-    chosen: dict[str, tuple[str, int | None]] = {}
+    counts: dict[str, Any] = {}
+    if cache.exists():
+        counts = json.loads(cache.read_text())
+    if counts.get("timm") != timm.__version__:
+        counts = {"timm": timm.__version__, "models": {}}
+    known = counts["models"]
+    chosen: dict[str, list[str]] = {}
     for family in families or timm.list_modules():
         names = timm.list_models(module=family)
-        if not names:
+        for name in names:
+            if name not in known:
+                known[name] = describe(name)
+        cache.write_text(json.dumps(counts, indent=0))
+        rated = [
+            (known[n][0], any(t in n for t in LOW_PRIORITY), len(n), n)
+            for n in names
+            if known[n][0] is not None
+        ]
+        if not rated:
+            chosen[family] = [min(names, key=len)] if names else []
             continue
-        counted = [(count_parameters(n), n) for n in names]
-        known = [(c, any(t in n for t in LOW_PRIORITY), n) for c, n in counted if c is not None]
-        if known:
-            params, _, name = min(known)
-            chosen[family] = (name, params)
-        else:
-            chosen[family] = (min(names, key=len), None)
-        print(f"  {family}: {chosen[family][0]} ({chosen[family][1]})", file=sys.stderr)
+        smallest = min(rated)[-1]
+        chosen[family] = [smallest]
+        with_attention = [r for r in rated if known[r[-1]][1]]
+        if with_attention and not known[smallest][1]:
+            chosen[family].append(min(with_attention)[-1])
+        print(f"  {family}: {chosen[family]}", file=sys.stderr, flush=True)
     return chosen
 
 
@@ -77,9 +97,10 @@ def smallest_models(families: list[str] | None) -> dict[str, tuple[str, int | No
 
 def _sequences(probs: Any, heads: int) -> Any:
     """``[sequence, head, query, key]`` as the capture reports it."""
-    if probs.dim() >= 4:
-        return probs.reshape(-1, *probs.shape[-3:])
-    return probs.unsqueeze(1) if heads == 1 else probs
+    from hooks._taps import _as_sequences
+
+    out = _as_sequences(probs, heads)
+    return probs if out is None else out
 
 
 def _set_fused(model: Any, value: bool | None, saved: dict[str, bool]) -> None:
@@ -168,7 +189,17 @@ def run_one(name: str) -> dict[str, Any]:
     attention = hooks.find_attention(model)
     channels = hooks.find_channels(model)
     out["channels_found"] = len(channels)
+    out["channels_auto"] = sum(site.kind in ("conv", "mlp") for site in channels.values())
     out["attention_found"] = len(attention)
+    out["not_read"] = sorted(
+        {
+            type(m).__name__
+            for n, m in model.named_modules()
+            if ATTENTION_LIKE.search(type(m).__name__)
+            and n not in attention
+            and not any(a.startswith(f"{n}.") for a in attention)
+        }
+    )
     reference = _unfused_reference(model, x, attention) if attention else {}
 
     with torch.no_grad():
@@ -261,10 +292,10 @@ def _layer_status(info: dict[str, Any]) -> str:
 
 
 def _valid(info: dict[str, Any]) -> str:
-    """``ok`` / ``no reference`` / a description of what failed, for one layer."""
+    """``ok`` / ``no reference`` / what failed, for one layer."""
     if not info.get("captured"):
         return "not captured"
-    if info.get("negative") or (info.get("rows_err") or 0) > 1e-4:
+    if info.get("negative") or (info.get("rows_err") or 0) > TOLERANCE:
         return f"rows off by {info.get('rows_err'):.1e}"
     errors = [info.get(k) for k in ("capture_err", "fused_err") if k in info]
     numbers = [e for e in errors if isinstance(e, float)]
@@ -276,115 +307,155 @@ def _valid(info: dict[str, Any]) -> str:
     return "ok" if numbers else "no unfused reference"
 
 
-def family_summary(result: dict[str, Any]) -> dict[str, Any]:
+def summarise(result: dict[str, Any]) -> dict[str, Any]:
+    """Per-model counts, the attention status and the notes for the table."""
     layers = result.get("layers", {})
     statuses = [_layer_status(i) for i in layers.values()]
     validity = [_valid(i) for i in layers.values()]
     mads = [i["mad"] for i in layers.values() if i.get("mad") is not None]
     notes: list[str] = []
-    for info in layers.values():
-        for text in (
-            info.get("reason") if _layer_status(info) == "unknown" else None,
-            info.get("problem"),
-            info.get("mad_error"),
-        ):
-            if text and text not in notes:
-                notes.append(text)
-    for v in validity:
-        if v not in ("ok", "no unfused reference", "not captured") and v not in notes:
-            notes.append(v)
-    if layers:
-        kinds = sorted({i.get("kind", "?") for i in layers.values()})
-        attention = "not captured" if "not captured" in statuses else (
-            "unknown" if "unknown" in statuses else (
-                "known" if "known" in statuses else "n/a"))  # fmt: skip
+
+    def note(text: str | None) -> None:
+        if text and text not in notes:
+            notes.append(text)
+
+    for info, status, valid in zip(layers.values(), statuses, validity, strict=True):
+        note(info.get("reason") if status == "unknown" else None)
+        note(info.get("problem"))
+        note(info.get("mad_error"))
+        note(valid if valid not in ("ok", "no unfused reference", "not captured") else None)
+    sources = sorted({i.get("source") for i in layers.values() if i.get("source")})
+    if any(s not in ("sdpa", "softmax", "attn_drop") for s in sources):
+        note("probabilities read as: " + ", ".join(sources))
+    if result.get("not_read"):
+        note("modules named like attention not read as attention: " + ", ".join(result["not_read"]))
+    if not result.get("outputs_unchanged", True):
+        note(f"outputs changed by up to {result.get('outputs_max_diff'):.1e}")
+    if not layers:
+        attention = "none"
+    elif "not captured" in statuses:
+        attention = "not captured"
+    elif "unknown" in statuses:
+        attention = "unknown"
     else:
-        kinds, attention = [], "none"
+        attention = "known" if "known" in statuses else "n/a"
     return {
         "known": statuses.count("known"),
         "na": statuses.count("n/a"),
         "unknown": statuses.count("unknown"),
         "not_captured": statuses.count("not captured"),
-        "valid": sum(v == "ok" for v in validity),
-        "no_reference": sum(v == "no unfused reference" for v in validity),
-        "kinds": kinds,
+        "valid": validity.count("ok"),
+        "no_reference": validity.count("no unfused reference"),
+        "off": sum(v not in ("ok", "no unfused reference", "not captured") for v in validity),
+        "kinds": sorted({i.get("kind", "?") for i in layers.values() if i.get("captured")}),
         "attention": attention,
         "mad": (min(mads), max(mads)) if mads else None,
         "notes": notes,
     }
 
 
-def write_markdown(results: dict[str, dict[str, Any]], path: Path) -> None:
-    rows, totals = [], {
-        "families": len(results), "run": 0, "skipped": 0, "failed": 0, "channels": 0,
-        "attention": 0, "known": 0, "na": 0, "unknown": 0, "not_captured": 0,
-        "wrong_probs": 0, "changed_outputs": 0,
-    }  # fmt: skip
-    for family, result in sorted(results.items()):
-        status = result.get("status")
-        if status != "ok":
-            totals["skipped" if status == "skipped" else "failed"] += 1
-            rows.append(
-                f"| {family} | {result.get('model', '?')} | "
-                f"{result.get('params', 0) / 1e6:.1f} | | | | | | | | | "
-                f"**{status}**: {str(result.get('error', '')).strip()[-300:]} |"
-            )
+def _row(family: str, result: dict[str, Any]) -> str:
+    status = result.get("status")
+    params = f"{result['params'] / 1e6:.1f}" if result.get("params") else "?"
+    if status != "ok":
+        error = str(result.get("error", "")).strip().replace("|", "/")[-300:]
+        blank = " | " * 8
+        return (
+            f"| {family} | {result.get('model', '?')} | {params} |{blank}| **{status}**: {error} |"
+        )
+    s = summarise(result)
+    count = len(result["layers"])
+    mad = f"{s['mad'][0]:.0f}–{s['mad'][1]:.0f}" if s["mad"] else ""
+    geometry = (
+        f"{s['known']} / {s['na']} / {s['unknown']} ({', '.join(s['kinds'])})" if count else "—"
+    )
+    probs = f"{s['valid']} ok, {s['no_reference']} no ref, {s['off']} off" if count else "—"
+    notes = "; ".join(s["notes"]).replace("|", "/")
+    return (
+        f"| {family} | {result['model']} | {params} | "
+        f"{result['input_size'][0]}×{result['input_size'][1]} | "
+        f"{result['channels_captured']}/{result.get('channels_auto', '?')} "
+        f"({result['channels_found']}) | "
+        f"{count - s['not_captured']}/{count} | {probs} | {geometry} | {mad} | "
+        f"{'yes' if result['outputs_unchanged'] else '**NO**'} | "
+        f"{result['seconds']} s, {result['peak_mb']} MB | {notes[:600]} |"
+    )
+
+
+def totals(results: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
+    """Family-level totals: channels from the smallest model, attention from the model
+    with attention (the smallest, or the smallest with attention)."""
+    t = dict.fromkeys(
+        ("families", "run", "skipped", "failed", "channels", "attention", "known", "na",
+         "unknown", "not_captured", "off", "changed"), 0,
+    )  # fmt: skip
+    for runs in results.values():
+        t["families"] += 1
+        first = runs[0]
+        if first.get("status") != "ok":
+            t["skipped" if first.get("status") == "skipped" else "failed"] += 1
             continue
-        totals["run"] += 1
-        s = family_summary(result)
-        totals["channels"] += result["channels_captured"] > 0
-        if result["attention_found"]:
-            totals["attention"] += 1
-            key = {"known": "known", "n/a": "na", "unknown": "unknown"}.get(
+        t["run"] += 1
+        t["channels"] += first["channels_captured"] > 0
+        ran = [r for r in runs if r.get("status") == "ok"]
+        t["changed"] += any(not r["outputs_unchanged"] for r in ran)
+        attn = next((r for r in reversed(ran) if r["attention_found"]), None)
+        if attn is None:
+            continue
+        s = summarise(attn)
+        t["attention"] += 1
+        t[
+            {"known": "known", "n/a": "na", "unknown": "unknown"}.get(
                 s["attention"], "not_captured"
             )
-            totals[key] += 1
-        layer_count = len(result["layers"])
-        wrong = layer_count - s["valid"] - s["no_reference"] - s["not_captured"]
-        totals["wrong_probs"] += wrong > 0
-        totals["changed_outputs"] += not result["outputs_unchanged"]
-        mad = f"{s['mad'][0]:.0f}–{s['mad'][1]:.0f}" if s["mad"] else ""
-        geometry = f"{s['known']} / {s['na']} / {s['unknown']}" if layer_count else "—"
-        rows.append(
-            f"| {family} | {result['model']} | {result['params'] / 1e6:.1f} | "
-            f"{result['input_size'][0]}×{result['input_size'][1]} | "
-            f"{result['channels_captured']}/{result['channels_found']} | "
-            f"{layer_count - s['not_captured']}/{layer_count} | "
-            f"{s['valid']} ok, {s['no_reference']} no ref | "
-            f"{geometry} ({', '.join(s['kinds'])}) | {mad} | "
-            f"{'yes' if result['outputs_unchanged'] else 'NO'} | "
-            f"{result['seconds']} s, {result['peak_mb']} MB | {'; '.join(s['notes'])[:400]} |"
-        )
+        ] += 1
+        t["off"] += s["off"] > 0
+    return t
+
+
+def write_markdown(results: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    t = totals(results)
+    rows = []
+    for family, runs in sorted(results.items()):
+        for index, result in enumerate(runs):
+            rows.append(_row(family if index == 0 else f"{family} (attention)", result))
     lines = [
         "# Coverage of timm families",
         "",
-        "Generated by `benchmarks/coverage_sweep.py` (random weights, one image, CPU): the",
-        "smallest model of every timm module, captured with `hooks.capture`. Attention",
-        "status per family: **known** — every attention layer captured and its token",
-        "geometry known (or not applicable); **n/a** — only class or channel attention (no",
-        "spatial query, no distance); **unknown** — some layer has no geometry (reason in",
-        "the notes; no distance is reported for it); **not captured** — some layer gave no",
-        "probabilities (reason in the notes).",
+        "Generated by `benchmarks/coverage_sweep.py` (timm "
+        f"{results and next(iter(results.values()))[0].get('timm', '?')}; random weights, one"
+        " image, CPU). For every timm module (family) its smallest model is captured with",
+        "`hooks.capture`; when that model has no attention, the family's smallest model with",
+        "attention is run too (row *family (attention)*). Attention status per family:",
+        "**known** — every attention layer captured, each with a known token geometry or",
+        "a kind to which distance does not apply; **n/a** — only class or channel attention",
+        "(no spatial query, no distance); **unknown** — some layer has no geometry (reason",
+        "in the notes; no distance is reported for it); **not captured** — some layer gave",
+        "no probabilities (reason in the notes).",
         "",
         "## Totals",
         "",
-        f"- families: {totals['families']} (run {totals['run']}, skipped {totals['skipped']},"
-        f" failed {totals['failed']})",
-        f"- channels captured: {totals['channels']} of {totals['run']} families run",
-        f"- families with attention: {totals['attention']} — geometry known "
-        f"{totals['known']}, not applicable {totals['na']}, unknown {totals['unknown']},"
-        f" not captured {totals['not_captured']}",
-        f"- families with probabilities off (rows ≠ 1 or ≠ unfused): {totals['wrong_probs']}",
-        f"- families whose outputs changed under capture: {totals['changed_outputs']}",
+        f"- families: {t['families']} — run {t['run']}, skipped {t['skipped']}, "
+        f"failed {t['failed']}",
+        f"- channels captured: {t['channels']} of {t['run']} families run",
+        f"- families with attention: {t['attention']} — captured with known geometry "
+        f"{t['known']}, not applicable {t['na']}, unknown {t['unknown']}, "
+        f"not captured {t['not_captured']}",
+        f"- families with a layer whose probabilities are off (rows ≠ 1 or ≠ the unfused "
+        f"computation): {t['off']}",
+        f"- families whose outputs changed under capture: {t['changed']}",
         "",
-        "## Per family",
+        "## Per model",
         "",
-        "Columns: channel layers captured / found; attention layers captured / found;",
-        "validated probabilities (rows sum to 1 and equal to the unfused computation within",
-        "1e-4, fused path included; *no ref* = the module has no unfused `attn_drop` path to",
-        "compare with, rows still checked); geometry known / n/a / unknown per layer (kinds);",
-        "MAD range over layers in px (mean over heads, renormalised, random weights);",
-        "outputs bit-identical under capture; time and peak RSS of the subprocess.",
+        'Columns: channel layers captured / selected by `channels="auto"` (convolutions and',
+        "MLP hidden layers; in brackets all sites incl. normalisation layers); attention",
+        "layers captured / found;",
+        "probabilities per layer — *ok*: rows sum to 1 and equal the model's unfused",
+        "computation (`fused_attn=False`, `attn_drop` input) within 1e-4 on the default and",
+        "the fused path; *no ref*: the module has no unfused `attn_drop` path to compare with",
+        "(rows still checked); geometry known / n/a / unknown per layer (kinds); MAD range",
+        "over layers in px (mean over heads, renormalised over spatial keys, random",
+        "weights); outputs bit-identical under capture; time and peak RSS of the subprocess.",
         "",
         "| family | model | M params | input | channels | attention | probabilities |"
         " geometry | MAD px | outputs | cost | notes |",
@@ -417,28 +488,34 @@ def _child(model: str, timeout: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--families", help="comma-separated timm modules (default: all)")
     parser.add_argument("--timeout", type=int, default=900, help="seconds per model")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "coverage.md")
     parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "coverage.json")
+    parser.add_argument("--counts", type=Path, default=REPO / "benchmarks" / "coverage_counts.json")
     parser.add_argument("--reuse", action="store_true", help="keep results already in --json")
     args = parser.parse_args(argv)
     if args.one:
-        print(json.dumps(run_one(args.one)))
+        import timm
+
+        print(json.dumps({**run_one(args.one), "timm": timm.__version__}))
         return 0
     families = args.families.split(",") if args.families else None
-    results: dict[str, dict[str, Any]] = {}
-    if args.reuse and args.json.exists():
+    results: dict[str, list[dict[str, Any]]] = {}
+    if args.json.exists():
         results = json.loads(args.json.read_text())
-    print("choosing the smallest model per family ...", file=sys.stderr)
-    chosen = smallest_models(families)
-    for family, (model, _) in chosen.items():
-        if family in results and results[family].get("model") == model:
-            continue
-        print(f"{family}: {model}", file=sys.stderr, flush=True)
-        results[family] = _child(model, args.timeout)
+    print("choosing the models (parameters counted on the meta device) ...", file=sys.stderr)
+    chosen = choose_models(families, args.counts)
+    for family, models in chosen.items():
+        done = {r.get("model"): r for r in results.get(family, [])} if args.reuse else {}
+        runs = []
+        for model in models:
+            if model not in done:
+                print(f"{family}: {model}", file=sys.stderr, flush=True)
+            runs.append(done.get(model) or _child(model, args.timeout))
+        results[family] = runs
         args.json.write_text(json.dumps(results, indent=1))
         write_markdown(results, args.out)
     write_markdown(results, args.out)

@@ -53,8 +53,8 @@ class ChannelSite:
 # (or have no ``num_heads`` / projection children).
 _ATTENTION_NAME = re.compile(r"Attention|Attn|MHSA|GPSA|XCA")
 _PROJECTIONS = (
-    "qkv", "q", "k", "v", "kv", "qk", "proj", "out_proj", "q_proj", "k_proj", "v_proj",
-    "qkv_proj", "to_qkv",
+    "qkv", "q", "k", "v", "kv", "qk", "proj", "out_proj", "o_proj", "q_proj", "k_proj",
+    "v_proj", "qkv_proj", "to_qkv", "query", "key", "value",
 )  # fmt: skip
 
 
@@ -71,7 +71,8 @@ def _is_attention(module: nn.Module) -> bool:
 def find_attention(model: nn.Module) -> dict[str, nn.Module]:
     """Attention modules of ``model`` by path: classes named like attention (``*Attention*``,
     ``*Attn*``, ``MHSA``, ``GPSA``, ``XCA``) with an integer ``num_heads`` and projection
-    children (``qkv``, ``q``/``k``/``v``, ``proj``, ...), and ``nn.MultiheadAttention``.
+    children (``qkv``, ``q``/``k``/``v``, ``proj``, ``o_proj``, ``query``, ...), and
+    ``nn.MultiheadAttention``.
     Only the innermost such module is kept when they nest."""
     found = {name: m for name, m in model.named_modules() if _is_attention(m)}
     return {

@@ -172,7 +172,7 @@ def infer_family_geometry(
         return TokenGeometry.unknown(
             "nn.MultiheadAttention carries no token layout; pass geometry= explicitly"
         )
-    from . import _family_rules  # noqa: F401  (registers the rules)
+    from . import _family_rules, _family_rules_more  # noqa: F401  (register the rules)
 
     where = type(model).__module__
     family = where.removeprefix("timm.models.")

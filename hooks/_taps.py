@@ -84,13 +84,22 @@ def _row_stochastic(x: torch.Tensor) -> bool:
 
 
 def _as_sequences(probs: torch.Tensor, heads: int) -> torch.Tensor | None:
-    """``[sequence, head, query, key]`` from ``[..., head, query, key]`` (leading axes,
-    e.g. ``[batch, window]``, flattened batch-major), or ``None`` if it does not read so."""
-    if probs.dim() >= 4 and probs.shape[-3] == heads:
-        return probs.reshape(-1, *probs.shape[-3:])
-    if probs.dim() == 3 and heads == 1:
-        return probs.unsqueeze(1)
-    return None
+    """``[sequence, head, query, key]`` from ``[batch, ..., query, key]`` whose one axis of
+    ``heads`` entries after the batch axis is the head axis (Twins ``[batch, window, head,
+    ...]``, NesT ``[batch, head, block, ...]``); the other axes flatten batch-major into
+    sequences. ``None`` when no single axis reads as the heads (or heads are folded into
+    the batch axis but not as ``[batch · head]``)."""
+    if probs.dim() == 3:
+        if heads == 1:
+            return probs.unsqueeze(1)
+        # heads folded into the batch axis (SAM, BoTNet): ``reshape(B * heads, ...)`` of a
+        # ``[B, heads, ...]`` tensor, batch-major.
+        return probs.reshape(-1, heads, *probs.shape[1:]) if probs.shape[0] % heads == 0 else None
+    axes = [a for a in range(1, probs.dim() - 2) if probs.shape[a] == heads]
+    if probs.dim() < 4 or len(axes) != 1:
+        return None
+    moved = probs.movedim(axes[0], -3)
+    return moved.reshape(-1, *moved.shape[-3:])
 
 
 class _Mode(TorchFunctionMode):
@@ -121,6 +130,11 @@ class _Mode(TorchFunctionMode):
                 return self.softmaxes[0], "softmax (the map applied to values is mixed)"
         if len(self.softmaxes) == 1:
             return self.softmaxes[0], "softmax"
+        heads, first = self.tap.heads, self.softmaxes[0]
+        if len(self.softmaxes) == heads and all(  # one softmax per head (cascaded heads)
+            s.dim() == 3 and s.shape == first.shape for s in self.softmaxes
+        ):
+            return torch.stack(self.softmaxes, dim=1), "softmax per head"
         if self.softmaxes:
             return None, (
                 f"{len(self.softmaxes)} softmax calls over keys in one forward and none "

@@ -1,0 +1,345 @@
+"""Geometry rules of further timm families (hierarchical and hybrid models).
+
+Registered into ``hooks._families.FAMILY_RULES`` like ``hooks._family_rules``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ._families import (
+    Context,
+    _Unknown,
+    fstride,
+    grid_of,
+    pair,
+    pooled,
+    rule,
+    stage_stride,
+)
+from ._geometry import TokenGeometry
+
+__all__: list[str] = []
+
+
+def _info_stride(context: Context, module: str) -> int:
+    """The ``feature_info`` reduction of the model part named ``module``."""
+    for entry in getattr(context.model, "feature_info", None) or []:
+        if entry.get("module") == module:
+            return int(entry["reduction"])
+    raise _Unknown(f"no feature_info reduction for {module}")
+
+
+def _map(context: Context, stride: int, note: str, **fields: object) -> TokenGeometry:
+    """Global attention over the whole map at ``stride`` px."""
+    grid = grid_of(context.size, stride)
+    resolution = getattr(context.module, "resolution", None)
+    if resolution is not None and pair(resolution) != grid:
+        raise _Unknown(f"module resolution {resolution} differs from the {grid} map at the input")
+    return TokenGeometry(kind="global", grid=grid, stride=fstride(stride), reason=note, **fields)  # type: ignore[arg-type]
+
+
+def _windows(context: Context, stride: int, window: object, note: str) -> TokenGeometry:
+    return TokenGeometry(
+        kind="windowed",
+        grid=grid_of(context.size, stride),
+        stride=fstride(stride),
+        window=pair(window),
+        reason=note,
+    )
+
+
+_CHANNELS = "channel attention: queries and keys are channels"
+
+
+@rule("davit")
+def _davit(context: Context) -> TokenGeometry:
+    stage = int(context.match(r"stages\.(\d+)\.blocks\.\d+\.\d+\.attn").group(1))
+    if type(context.module).__name__.startswith("ChannelAttention"):
+        return TokenGeometry(kind="channel-attention", reason=f"DaViT {_CHANNELS}")
+    stride = stage_stride(context.model, stage)
+    note = "DaViT window attention (zero-padded windows at the border)"
+    return _windows(context, stride, context.parent().window_size, note)
+
+
+@rule("edgenext")
+def _edgenext(context: Context) -> TokenGeometry:
+    context.match(r"stages\.\d+\.blocks\.\d+\.xca")
+    return TokenGeometry(kind="channel-attention", reason=f"EdgeNeXt cross-covariance {_CHANNELS}")
+
+
+@rule("efficientformer", "fastvit", "metaformer")
+def _token_mixer(context: Context) -> TokenGeometry:
+    stage = int(context.match(r"stages\.(\d+)\.blocks\.\d+\.token_mixer").group(1))
+    return _map(context, stage_stride(context.model, stage), "attention over the stage map")
+
+
+@rule("efficientformer_v2")
+def _efficientformer_v2(context: Context) -> TokenGeometry:
+    found = context.match(r"stages\.(\d+)\.(?:blocks\.\d+\.token_mixer|downsample\.attn)")
+    stage, module = int(found.group(1)), context.module
+    if type(module).__name__ == "Attention2dDownsample":  # keys: the previous stage's map
+        key_stride = stage_stride(context.model, stage - 1)
+        keys = grid_of(context.size, key_stride)
+        if keys != pair(module.resolution):
+            raise _Unknown(f"resolution {module.resolution} differs from the {keys} key map")
+        local = module.q.local  # queries: stride-2 3×3 conv (+ [::2] pooling), token 0 kept
+        grid, offset = pooled(keys, local.kernel_size, local.stride, local.padding)
+        if offset != (0.0, 0.0) or grid != pair(module.resolution2):
+            raise _Unknown("query pooling does not keep token 0 in place")
+        origin = (key_stride / 2, key_stride / 2)
+        step = pair(local.stride)
+        return TokenGeometry(
+            kind="global",
+            grid=grid,
+            stride=(float(key_stride * step[0]), float(key_stride * step[1])),
+            origin=origin,
+            key_grid=keys,
+            key_stride=fstride(key_stride),
+            key_origin=origin,
+            reason="EfficientFormerV2 downsampling attention: queries on the strided map",
+        )
+    stride = stage_stride(context.model, stage)
+    grid = grid_of(context.size, stride)
+    conv = getattr(module.stride_conv, "conv", None) if module.stride_conv is not None else None
+    if conv is not None:  # attention runs on a 3×3 strided copy of the map, token 0 kept
+        grid, offset = pooled(grid, conv.kernel_size, conv.stride, conv.padding)
+        if offset != (0.0, 0.0):
+            raise _Unknown("the strided attention map does not keep token 0 in place")
+        stride *= pair(conv.stride)[0]
+    if grid != pair(module.resolution):
+        raise _Unknown(f"resolution {module.resolution} differs from the {grid} map")
+    origin = (stage_stride(context.model, stage) / 2,) * 2
+    return TokenGeometry(
+        kind="global",
+        grid=grid,
+        stride=fstride(stride),
+        origin=origin,  # type: ignore[arg-type]
+        reason="EfficientFormerV2 attention over the (strided) stage map",
+    )
+
+
+@rule("tiny_vit")
+def _tiny_vit(context: Context) -> TokenGeometry:
+    stage = int(context.match(r"stages\.(\d+)\.blocks\.\d+\.attn").group(1))
+    note = "TinyViT window attention (zero-padded windows at the border)"
+    return _windows(context, stage_stride(context.model, stage), context.parent().window_size, note)
+
+
+@rule("efficientvit_msra")
+def _efficientvit_msra(context: Context) -> TokenGeometry:
+    stage = int(context.match(r"stages\.(\d+)\.blocks\.\d+\.mixer\.m\.attn").group(1))
+    note = "EfficientViT cascaded-group attention in local windows (zero-padded at the border)"
+    return _windows(context, stage_stride(context.model, stage), context.module.resolution, note)
+
+
+@rule("visformer")
+def _visformer(context: Context) -> TokenGeometry:
+    stage = context.match(r"(stage\d)\.\d+\.attn").group(1)
+    return _map(context, _info_stride(context, stage), "Visformer attention over the stage map")
+
+
+@rule("nextvit")
+def _nextvit(context: Context) -> TokenGeometry:
+    stage = int(context.match(r"stages\.(\d+)\.blocks\.\d+\.e_mhsa").group(1))
+    stride = stage_stride(context.model, stage)
+    grid = grid_of(context.size, stride)
+    ratio = int(context.module.N_ratio) if context.module.sr is not None else 1
+    if ratio == 1:
+        return _map(context, stride, "Next-ViT attention over the stage map")
+    if grid[1] % ratio:  # the 1-D pooling runs along rows and would wrap across them
+        raise _Unknown(
+            f"keys average runs of {ratio} row-major tokens that wrap across rows of {grid[1]}"
+        )
+    return _map(
+        context,
+        stride,
+        "Next-ViT attention; keys average runs of N_ratio tokens along each row",
+        key_grid=(grid[0], grid[1] // ratio),
+        key_stride=(float(stride), float(stride * ratio)),
+    )
+
+
+@rule("nest")
+def _nest(context: Context) -> TokenGeometry:
+    level = context.match(r"(levels\.\d+)\.transformer_encoder\.\d+\.attn").group(1)
+    block = int(context.modules[level].block_size)
+    note = "NesT attention within non-overlapping blocks"
+    return _windows(context, _info_stride(context, level), block, note)
+
+
+@rule("pit")
+def _pit(context: Context) -> TokenGeometry:
+    stage = int(context.match(r"transformers\.(\d+)\.blocks\.\d+\.attn").group(1))
+    model = context.model
+    conv = model.patch_embed.conv
+    kernel, step, padding = pair(conv.kernel_size), pair(conv.stride), pair(conv.padding)
+    size = context.size
+    grid = tuple((size[i] + 2 * padding[i] - kernel[i]) // step[i] + 1 for i in (0, 1))
+    stride = step[0]
+    for index in range(1, stage + 1):  # each later stage starts with a strided conv pooling
+        pool = model.transformers[index].pool.conv
+        grid, offset = pooled(grid, pool.kernel_size, pool.stride, pool.padding)  # type: ignore[arg-type]
+        if offset != (0.0, 0.0):
+            raise _Unknown("a PiT pooling moves token 0: stage grids are offset")
+        stride *= pair(pool.stride)[0]
+    return TokenGeometry(
+        kind="global",
+        prefix=int(model.num_tokens),
+        grid=pair(grid),
+        stride=fstride(stride),
+        reason="PiT stage grid from the patch conv and pooling arithmetic",
+    )
+
+
+def _byob_stage_stride(context: Context, stage: int) -> int:
+    """Stride of ``stages.{stage}`` (the last stage is reported as ``final_conv``)."""
+    try:
+        return _info_stride(context, f"stages.{stage}")
+    except _Unknown:
+        if stage != len(context.model.stages) - 1:
+            raise
+        return _info_stride(context, "final_conv")
+
+
+@rule("byobnet")
+def _byobnet(context: Context) -> TokenGeometry:
+    """Models built by ``byobnet``: MobileViT (a transformer over unfolded patches, one
+    sequence per position inside the patch — tokens ``patch_size`` apart spread over the
+    map) and BoTNet (bottleneck attention over the block's input map)."""
+    if type(context.module).__name__ == "BottleneckAttn":
+        stage = int(context.match(r"stages\.(\d+)\.\d+\.self_attn").group(1))
+        stride = _byob_stage_stride(context, stage)
+        if type(context.module.pool).__name__ == "AvgPool2d":  # attends, then pools by 2
+            stride //= 2
+        grid = grid_of(context.size, stride)
+        embed = context.module.pos_embed
+        if (embed.height, embed.width) != grid:
+            raise _Unknown(f"feat_size {(embed.height, embed.width)} differs from the {grid} map")
+        return TokenGeometry(
+            kind="global", grid=grid, stride=fstride(stride), reason="BoTNet bottleneck attention"
+        )
+    if type(context.module).__name__ == "HaloAttn":
+        raise _Unknown("halo attention: query blocks attend to larger overlapping key windows")
+    found = context.match(r"stages\.(\d+)\.\d+\.transformer\.\d+\.attn")
+    block = context.parent(3)
+    if type(block).__name__ != "MobileVitBlock":
+        raise _Unknown(f"{type(block).__name__} attention has no geometry rule")
+    stride = _byob_stage_stride(context, int(found.group(1)))
+    grid = grid_of(context.size, stride)
+    patch = pair(block.patch_size)
+    if grid[0] % patch[0] or grid[1] % patch[1]:
+        raise _Unknown(f"map {grid} is interpolated to a multiple of the patch {patch}")
+    return TokenGeometry(
+        kind="dilated",
+        grid=grid,
+        stride=fstride(stride),
+        window=(grid[0] // patch[0], grid[1] // patch[1]),
+        dilation=patch,
+        reason="MobileViT: one sequence per in-patch position, tokens patch_size apart",
+    )
+
+
+@rule("vision_transformer_sam")
+def _sam(context: Context) -> TokenGeometry:
+    context.match(r"blocks\.\d+\.attn")
+    model, block = context.model, context.parent()
+    embed = model.patch_embed
+    grid = grid_of(context.size, embed.patch_size)
+    window = int(getattr(block, "window_size", 0) or 0)
+    stride = fstride(embed.patch_size)
+    if window:
+        return TokenGeometry(
+            kind="windowed",
+            grid=grid,
+            stride=stride,
+            window=(window, window),
+            reason="SAM ViT window block (zero-padded windows at the border)",
+        )
+    return TokenGeometry(kind="global", grid=grid, stride=stride, reason="SAM ViT global block")
+
+
+@rule("tnt")
+def _tnt(context: Context) -> TokenGeometry:
+    """TNT: inner attention among the pixel tokens of one patch (a window), outer attention
+    over the class token and the patches."""
+    model = context.model
+    embed = model.pixel_embed
+    patches = grid_of(context.size, embed.patch_size)
+    if context.name.endswith(".attn_out"):
+        context.match(r"blocks\.\d+\.attn_out")
+        return TokenGeometry(
+            kind="global",
+            prefix=int(model.num_prefix_tokens),
+            grid=patches,
+            stride=fstride(embed.patch_size),
+            reason="TNT outer attention over the patches",
+        )
+    context.match(r"blocks\.\d+\.attn_in")
+    inner, step = pair(embed.new_patch_size), pair(embed.proj.stride)
+    if (inner[0] * step[0], inner[1] * step[1]) != pair(embed.patch_size):
+        raise _Unknown("pixel tokens do not tile the patch exactly")
+    return TokenGeometry(
+        kind="windowed",
+        grid=(patches[0] * inner[0], patches[1] * inner[1]),
+        stride=fstride(step),
+        window=inner,
+        reason="TNT inner attention among the pixel tokens of one patch",
+    )
+
+
+@rule("crossvit")
+def _crossvit(context: Context) -> TokenGeometry:
+    """CrossViT: two branches on rescaled copies of the input; the fusion is class
+    attention of one branch's class token over the other branch's patches."""
+    model = context.model
+    found = re.fullmatch(r"blocks\.\d+\.(?:blocks\.(\d+)\.\d+|fusion\.(\d+))\.attn", context.name)
+    if found is None:
+        raise _Unknown(f"{context.name} is not where this family's rule expects attention")
+    if context.size != pair(model.img_size) or getattr(model, "crop_scale", False):
+        raise _Unknown(f"input {context.size} is not the model's img_size {model.img_size}")
+    fusion = found.group(2) is not None
+    branch = int(found.group(2) if fusion else found.group(1))
+    if fusion:
+        branch = (branch + 1) % int(model.num_branches)  # keys: the other branch's patches
+    scaled, patch = pair(model.img_size_scaled[branch]), pair(model.patch_embed[branch].patch_size)
+    grid = grid_of(scaled, patch)
+    # the branch sees the input resized to ``scaled``: its patches tile the input evenly
+    stride = (context.size[0] / grid[0], context.size[1] / grid[1])
+    if fusion:
+        return TokenGeometry(
+            kind="class-attention",
+            prefix=1,
+            key_grid=grid,
+            key_stride=stride,
+            reason="CrossViT fusion: a class token attends to the other branch",
+        )
+    return TokenGeometry(
+        kind="global", prefix=1, grid=grid, stride=stride, reason=f"CrossViT branch {branch}"
+    )
+
+
+@rule("gcvit")
+def _gcvit(context: Context) -> TokenGeometry:
+    stage = int(context.match(r"stages\.(\d+)\.blocks\.\d+\.attn").group(1))
+    if context.module.use_global:
+        raise _Unknown("global query tokens summarise the whole map: they have no position")
+    note = "GCViT local window attention"
+    return _windows(context, stage_stride(context.model, stage), context.module.window_size, note)
+
+
+@rule("volo")
+def _volo(context: Context) -> TokenGeometry:
+    if type(context.module).__name__ == "OutlookAttention":
+        raise _Unknown("outlook attention: overlapping k×k windows, one per (pooled) position")
+    if context.name.startswith("post_network."):
+        context.match(r"post_network\.\d+\.attn")
+        last = max(i for i, m in enumerate(context.model.network) if hasattr(m, "__len__"))
+        grid = grid_of(context.size, _info_stride(context, f"network.{last}"))
+        stride = fstride(_info_stride(context, f"network.{last}"))
+        return TokenGeometry(
+            kind="class-attention", prefix=1, key_grid=grid, key_stride=stride,
+            reason="VOLO class attention",
+        )  # fmt: skip
+    stage = context.match(r"(network\.\d+)\.\d+\.attn").group(1)
+    return _map(context, _info_stride(context, stage), "VOLO attention over the stage map")
