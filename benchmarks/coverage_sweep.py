@@ -95,11 +95,11 @@ def choose_models(families: list[str] | None, cache: Path) -> dict[str, list[str
 # -- one model (runs in a subprocess) -----------------------------------------------------
 
 
-def _sequences(probs: Any, heads: int) -> Any:
+def _sequences(probs: Any, module: Any) -> Any:
     """``[sequence, head, query, key]`` as the capture reports it."""
     from hooks._taps import _as_sequences
 
-    out = _as_sequences(probs, heads)
+    out = _as_sequences(probs, int(module.num_heads), module)
     return probs if out is None else out
 
 
@@ -223,7 +223,7 @@ def run_one(name: str) -> dict[str, Any]:
             if ref is None:
                 info[f"{tag}_err"] = None
                 return
-            ref = _sequences(ref, int(attention[layer].num_heads))
+            ref = _sequences(ref, attention[layer])
             if ref.shape != p.shape:
                 info[f"{tag}_err"] = f"shape {tuple(ref.shape)} vs {tuple(p.shape)}"
             elif (ref < 0).any() or (ref.sum(-1) - 1).abs().max() > 1e-3:
@@ -495,7 +495,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "coverage.md")
     parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "coverage.json")
     parser.add_argument("--counts", type=Path, default=REPO / "benchmarks" / "coverage_counts.json")
-    parser.add_argument("--reuse", action="store_true", help="keep results already in --json")
+    parser.add_argument(
+        "--reuse", action="store_true", help="keep results in --json (all families only)"
+    )
     args = parser.parse_args(argv)
     if args.one:
         import timm
@@ -509,7 +511,8 @@ def main(argv: list[str] | None = None) -> int:
     print("choosing the models (parameters counted on the meta device) ...", file=sys.stderr)
     chosen = choose_models(families, args.counts)
     for family, models in chosen.items():
-        done = {r.get("model"): r for r in results.get(family, [])} if args.reuse else {}
+        reuse = args.reuse and families is None  # named families always run afresh
+        done = {r.get("model"): r for r in results.get(family, [])} if reuse else {}
         runs = []
         for model in models:
             if model not in done:

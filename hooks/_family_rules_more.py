@@ -128,9 +128,22 @@ def _tiny_vit(context: Context) -> TokenGeometry:
 
 @rule("efficientvit_msra")
 def _efficientvit_msra(context: Context) -> TokenGeometry:
+    """Windows over the stage map; maps after the first come from 3×3 / stride-2 / pad-1
+    convolutions (``ceil`` sizes, token 0 kept in place), as the model's ``resolution``."""
     stage = int(context.match(r"stages\.(\d+)\.blocks\.\d+\.mixer\.m\.attn").group(1))
-    note = "EfficientViT cascaded-group attention in local windows (zero-padded at the border)"
-    return _windows(context, stage_stride(context.model, stage), context.module.resolution, note)
+    first = next(m for m in context.model.modules() if type(m).__name__ == "LocalWindowAttention")
+    if grid_of(context.size, stage_stride(context.model, 0)) != pair(first.resolution):
+        raise _Unknown(
+            f"input {context.size} does not give the model's resolution {first.resolution}"
+        )
+    stride = stage_stride(context.model, stage)
+    return TokenGeometry(
+        kind="windowed",
+        grid=pair(context.parent().resolution),
+        stride=fstride(stride),
+        window=pair(context.module.resolution),
+        reason="EfficientViT cascaded-group attention in local windows (zero-padded at the border)",
+    )
 
 
 @rule("visformer")

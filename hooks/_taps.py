@@ -83,22 +83,32 @@ def _row_stochastic(x: torch.Tensor) -> bool:
     return bool((x >= 0).all()) and bool(((x.float().sum(-1) - 1).abs() <= tol).all())
 
 
-def _as_sequences(probs: torch.Tensor, heads: int) -> torch.Tensor | None:
-    """``[sequence, head, query, key]`` from ``[batch, ..., query, key]`` whose one axis of
-    ``heads`` entries after the batch axis is the head axis (Twins ``[batch, window, head,
-    ...]``, NesT ``[batch, head, block, ...]``); the other axes flatten batch-major into
-    sequences. ``None`` when no single axis reads as the heads (or heads are folded into
-    the batch axis but not as ``[batch · head]``)."""
+# Attention classes whose maps put the head axis right after the batch axis rather than
+# just before ``[query, key]`` (NesT: ``[batch, head, block, query, key]``).
+_HEAD_AFTER_BATCH = frozenset({"timm.models.nest.Attention"})
+
+
+def _as_sequences(
+    probs: torch.Tensor, heads: int, module: nn.Module | None = None
+) -> torch.Tensor | None:
+    """``[sequence, head, query, key]`` from ``[batch, ..., head, query, key]`` (Twins
+    ``[batch, window, head, ...]``; NesT ``[batch, head, block, ...]``, see
+    ``_HEAD_AFTER_BATCH``); the other axes flatten batch-major into sequences. A map without
+    an axis of ``heads`` entries there — or heads folded into the batch axis other than as
+    ``[batch · head]`` — gives ``None``."""
     if probs.dim() == 3:
         if heads == 1:
             return probs.unsqueeze(1)
         # heads folded into the batch axis (SAM, BoTNet): ``reshape(B * heads, ...)`` of a
         # ``[B, heads, ...]`` tensor, batch-major.
         return probs.reshape(-1, heads, *probs.shape[1:]) if probs.shape[0] % heads == 0 else None
-    axes = [a for a in range(1, probs.dim() - 2) if probs.shape[a] == heads]
-    if probs.dim() < 4 or len(axes) != 1:
+    if probs.dim() < 4:
         return None
-    moved = probs.movedim(axes[0], -3)
+    kind = f"{type(module).__module__}.{type(module).__qualname__}" if module is not None else ""
+    axis = 1 if kind in _HEAD_AFTER_BATCH else probs.dim() - 3
+    if probs.shape[axis] != heads:
+        return None
+    moved = probs.movedim(axis, -3)
     return moved.reshape(-1, *moved.shape[-3:])
 
 
@@ -283,7 +293,7 @@ class AttentionTap:
             return out, (weights.mean(dim=1) if average else weights)
         probs, source = mode.result()
         if probs is not None:
-            sequences = _as_sequences(probs.detach(), self.heads)
+            sequences = _as_sequences(probs.detach(), self.heads, self.module)
             if sequences is None:
                 source = (
                     f"probabilities of shape {tuple(probs.shape)} from {source} do not read "

@@ -39,7 +39,11 @@ class Family:
 
     def build(self) -> tuple[nn.Module, torch.Tensor]:
         torch.manual_seed(0)
-        if self.model.startswith("mvitv2:"):
+        if self.model == "nest:":  # nest_* fix their widths: build the class
+            from timm.models.nest import Nest
+
+            model = Nest(img_size=self.size, **self.kwargs)
+        elif self.model.startswith("mvitv2:"):
             from timm.models.mvitv2 import MultiScaleVit, MultiScaleVitCfg
 
             cfg = MultiScaleVitCfg(depths=(1, 2, 1, 1), embed_dim=24, num_heads=1, **self.kwargs)
@@ -171,6 +175,64 @@ FAMILIES: dict[str, Family] = {
         64,
         frozenset({"channel-attention", "class-attention"}),
     ),
+    # -- further families -----------------------------------------------------------------
+    "davit": Family(
+        "davit_tiny",
+        dict(depths=(1, 1, 1, 1), embed_dims=(16, 32, 64, 128), num_heads=(1, 2, 4, 8)),
+        224,
+        frozenset({"windowed", "channel-attention"}),
+    ),
+    "tiny-vit": Family(
+        "tiny_vit_5m_224",
+        dict(depths=(1, 1, 1, 1), embed_dims=(16, 32, 64, 128), num_heads=(1, 2, 4, 8)),
+        224,
+        frozenset({"windowed"}),
+        {"stages.1.blocks.0.attn": dict(grid=(28, 28), window=(7, 7), stride=(8.0, 8.0))},
+    ),
+    "efficientformer-v2": Family(
+        "efficientformerv2_s0",
+        size=224,
+        expect={
+            "stages.3.downsample.attn": dict(
+                grid=(7, 7), stride=(32.0, 32.0), key_grid=(14, 14), key_stride=(16.0, 16.0)
+            )
+        },
+    ),
+    "efficientvit-msra": Family("efficientvit_m0", size=224, kinds=frozenset({"windowed"})),
+    "mobilevit": Family(
+        "mobilevit_xxs",
+        size=256,
+        kinds=frozenset({"dilated"}),
+        expect={"stages.2.1.transformer.0.attn": dict(window=(16, 16), dilation=(2, 2))},
+    ),
+    "nest": Family(
+        "nest:",
+        dict(embed_dims=(24, 48, 96), num_heads=(1, 2, 4), depths=(1, 1, 1)),
+        224,
+        frozenset({"windowed"}),
+        {"levels.0.transformer_encoder.0.attn": dict(grid=(56, 56), window=(14, 14))},
+    ),
+    "pit": Family(
+        "pit_ti_224",
+        dict(depth=(1, 1, 1)),
+        224,
+        expect={"transformers.0.blocks.0.attn": dict(prefix=1, grid=(27, 27), stride=(8.0, 8.0))},
+    ),
+    "tnt": Family(
+        "tnt_s_patch16_224",
+        dict(depth=2),
+        224,
+        frozenset({"global", "windowed"}),
+        {"blocks.0.attn_in": dict(grid=(56, 56), window=(4, 4), stride=(4.0, 4.0))},
+    ),
+    "crossvit": Family(
+        "crossvit_tiny_240",
+        dict(depth=((1, 1, 0), (1, 1, 0), (1, 1, 0))),
+        240,
+        frozenset({"global", "class-attention"}),
+        {"blocks.0.blocks.1.0.attn": dict(grid=(14, 14), stride=(240 / 14, 240 / 14))},
+    ),
+    "visformer": Family("visformer_tiny", dict(depth=(1, 1, 1)), 224),
 }
 
 
@@ -214,8 +276,13 @@ def captured(
     return cap, seen, out
 
 
-def as_sequences(probs: torch.Tensor) -> torch.Tensor:
-    return probs.reshape(-1, *probs.shape[-3:])
+def as_sequences(probs: torch.Tensor, module: nn.Module) -> torch.Tensor:
+    """``[sequence, head, query, key]`` as the capture reports it."""
+    from hooks._taps import _as_sequences
+
+    out = _as_sequences(probs, int(module.num_heads), module)
+    assert out is not None, f"reference of shape {tuple(probs.shape)} has no head axis"
+    return out
 
 
 @pytest.mark.parametrize("family", list(FAMILIES), ids=list(FAMILIES))
@@ -245,8 +312,12 @@ def test_family_probabilities_outputs_and_geometry(family: str) -> None:
         assert (probs >= 0).all()
         expected = reference.get(name)
         if expected is not None and bool(((expected.sum(-1) - 1).abs() < 1e-4).all()):
-            torch.testing.assert_close(probs, as_sequences(expected), atol=1e-4, rtol=0)
-            torch.testing.assert_close(seen_fused[name], as_sequences(expected), atol=1e-4, rtol=0)
+            torch.testing.assert_close(
+                probs, as_sequences(expected, attention[name]), atol=1e-4, rtol=0
+            )
+            torch.testing.assert_close(
+                seen_fused[name], as_sequences(expected, attention[name]), atol=1e-4, rtol=0
+            )
             compared += 1
         geometry = record.geometry
         assert geometry.kind in spec.kinds, f"{name}: {geometry.kind} ({geometry.reason})"
