@@ -450,6 +450,54 @@ def test_mvitv2_pooled_key_centres_sit_over_their_pooling_windows() -> None:
         assert d[query, j] == 0.0, (j, key, queries[query])
 
 
+# Families whose attention adds a bias looked up by the query-key offset; ``abs``: the
+# model indexes by absolute offsets.
+BIAS_TABLES = {
+    "swin": ("relative_position_index", False),
+    "swinv2": ("relative_position_index", False),
+    "maxvit": ("rel_pos.relative_position_index", False),
+    "levit": ("attention_bias_idxs", True),
+    "efficientformer-v2": ("attention_bias_idxs", True),
+    "tiny-vit": ("attention_bias_idxs", True),
+    "efficientvit-msra": ("attention_bias_idxs", True),
+}
+
+
+@pytest.mark.parametrize("family", list(BIAS_TABLES), ids=list(BIAS_TABLES))
+def test_geometry_offsets_agree_with_the_models_own_position_tables(family: str) -> None:
+    """The model's relative-position bias index is a function of the query-key offset it
+    was built from; the offsets from ``centres()`` must induce the very same partition of
+    query-key pairs (same offset ⇔ same index), including strided queries (LeViT,
+    EfficientFormerV2) and grid attention (MaxViT)."""
+    buffer, absolute = BIAS_TABLES[family]
+    model, x = FAMILIES[family].build()
+    cap, _, _ = captured(model, x, channels=None)
+    modules = dict(model.named_modules())
+    checked = 0
+    for name, record in cap.attention.items():
+        index = dict(modules[name].named_buffers()).get(buffer)
+        geometry = record.geometry
+        if index is None or not geometry.known:
+            continue
+        queries, keys = geometry.centres()
+        unit = np.array(geometry.key_stride or geometry.stride) * np.array(
+            geometry.dilation or (1, 1)
+        )
+        offsets = (queries[:, None, :] - keys[None, :, :]) / unit
+        np.testing.assert_allclose(offsets, offsets.round(), atol=1e-9)  # on the key lattice
+        offsets = offsets.round().astype(int)
+        if absolute:
+            offsets = np.abs(offsets)
+        index = index.reshape(len(queries), len(keys)).numpy()
+        by_offset: dict[tuple[int, int], int] = {}
+        by_index: dict[int, tuple[int, int]] = {}
+        for offset, idx in zip(map(tuple, offsets.reshape(-1, 2)), index.ravel(), strict=True):
+            assert by_offset.setdefault(offset, int(idx)) == idx, (name, offset)
+            assert by_index.setdefault(int(idx), offset) == offset, (name, idx)
+        checked += 1
+    assert checked, f"no {buffer} checked"
+
+
 def test_unregistered_family_is_unknown_not_guessed() -> None:
     model = timm.create_model("test_vit", pretrained=False).eval()
     module = model.blocks[0].attn
