@@ -99,6 +99,7 @@ def run_analyses(
             began = time.perf_counter()
             try:
                 gates = importance_pass(model, x, units, labels)
+                full_logits = gates.pop("logits")
             except ValueError as exc:
                 notes["importance"] = str(exc)
             timings["importance"] = time.perf_counter() - began
@@ -119,7 +120,7 @@ def run_analyses(
                     for unit, v in enumerate(values["normalised"])
                 )
                 order = [(path, unit) for _, path, unit in ranked]
-                curve = pruning_pass(model, x, kind, units[kind], order)
+                curve = pruning_pass(model, x, kind, units[kind], order, full=full_logits)
                 pruning[kind] = {**curve, "units": len(order)}
             timings["pruning"] = time.perf_counter() - began
     began = time.perf_counter()

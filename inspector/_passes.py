@@ -189,7 +189,7 @@ def importance_pass(
     units: Mapping[str, Mapping[str, int]],
     labels: torch.Tensor | None = None,
     *,
-    ablate: int = 8,
+    ablate: int = 5,
 ) -> dict[str, dict[str, Any]]:
     """Gate-gradient importance (METRICS.md §5): ``|∂L/∂ξ_u|`` per image, with ``L`` the
     cross-entropy of the model's own top-1 (or the label where known), plus true
@@ -200,7 +200,8 @@ def importance_pass(
 
     Returns:
         Per kind: ``raw`` ``{path: [sample, unit]}``, ``ablation`` (``layers``, ``units``,
-        ``gradient`` mean |∂L/∂ξ|, ``delta`` mean |ΔL| when the unit's gate is 0).
+        ``gradient`` mean |∂L/∂ξ|, ``delta`` mean |ΔL| when the unit's gate is 0); and
+        under ``logits`` the unpruned model's output (reused by :func:`pruning_pass`).
     """
     batch = x.shape[0]
     with torch.no_grad():
@@ -227,7 +228,7 @@ def importance_pass(
     by_gate = {id(g): d for g, d in zip(flat, grads, strict=True)}
     with torch.no_grad():
         base = F.cross_entropy(full, target, reduction="none")
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, Any] = {"logits": full}
     for kind, layers in gates.items():
         raw = {p: by_gate[id(g)].abs().cpu().numpy() for p, g in layers.items()}
         everything = [(p, u) for p, n in units[kind].items() for u in range(n)]
@@ -238,7 +239,7 @@ def importance_pass(
             gate = torch.ones(units[kind][path], device=x.device)
             gate[unit] = 0
             key = "heads" if kind == "heads" else "channels"
-            with torch.no_grad(), hooks.gates(model, **{key: {path: gate}}):
+            with torch.inference_mode(), hooks.gates(model, **{key: {path: gate}}):
                 ablated = F.cross_entropy(_logits(model, x), target, reduction="none")
             rows.append(
                 (path, unit, float(raw[path][:, unit].mean()), float((ablated - base).abs().mean()))
@@ -262,15 +263,21 @@ def pruning_pass(
     units: Mapping[str, int],
     order: Sequence[tuple[str, int]],
     steps: int = 10,
+    full: torch.Tensor | None = None,
 ) -> dict[str, np.ndarray]:
     """Remove units (gate 0) in the given order, ``1/steps`` of them at a time; measure
-    top-1 agreement with the full model and mean KL(full ‖ pruned)."""
-    with torch.no_grad():
-        full = _logits(model, x)
+    top-1 agreement with the full model and mean KL(full ‖ pruned).
+
+    Args:
+        full: The unpruned model's logits on ``x`` when already known.
+    """
+    with torch.inference_mode():
+        full = _logits(model, x) if full is None else full
         reference = full.log_softmax(-1)
         fractions = np.linspace(0.0, 1.0, steps + 1)
-        agreement, kl = [], []
-        for fraction in fractions:
+        # Nothing removed is the model itself: agreement 1 and KL 0 without a forward.
+        agreement, kl = [1.0], [0.0]
+        for fraction in fractions[1:]:
             removed = order[: round(float(fraction) * len(order))]
             gates = {p: torch.ones(n, device=x.device) for p, n in units.items()}
             for path, unit in removed:
