@@ -285,6 +285,51 @@ def as_sequences(probs: torch.Tensor, module: nn.Module) -> torch.Tensor:
     return out
 
 
+# Families whose attention adds a bias looked up by the query-key offset; ``abs``: the
+# model indexes by absolute offsets.
+BIAS_TABLES = {
+    "swin": ("relative_position_index", False),
+    "swinv2": ("relative_position_index", False),
+    "maxvit": ("rel_pos.relative_position_index", False),
+    "levit": ("attention_bias_idxs", True),
+    "efficientformer-v2": ("attention_bias_idxs", True),
+    "tiny-vit": ("attention_bias_idxs", True),
+    "efficientvit-msra": ("attention_bias_idxs", True),
+}
+
+
+def check_position_table(family: str, model: nn.Module, cap: hooks.Capture) -> None:
+    """The model's relative-position bias index is a function of the query-key offset it
+    was built from; the offsets from ``centres()`` must induce the very same partition of
+    query-key pairs (same offset ⇔ same index), including strided queries (LeViT,
+    EfficientFormerV2) and grid attention (MaxViT)."""
+    buffer, absolute = BIAS_TABLES[family]
+    modules = dict(model.named_modules())
+    checked = 0
+    for name, record in cap.attention.items():
+        index = dict(modules[name].named_buffers()).get(buffer)
+        geometry = record.geometry
+        if index is None or not geometry.known:
+            continue
+        queries, keys = geometry.centres()
+        unit = np.array(geometry.key_stride or geometry.stride) * np.array(
+            geometry.dilation or (1, 1)
+        )
+        offsets = (queries[:, None, :] - keys[None, :, :]) / unit
+        np.testing.assert_allclose(offsets, offsets.round(), atol=1e-9)  # on the key lattice
+        offsets = offsets.round().astype(int)
+        if absolute:
+            offsets = np.abs(offsets)
+        index = index.reshape(len(queries), len(keys)).numpy()
+        by_offset: dict[tuple[int, int], int] = {}
+        by_index: dict[int, tuple[int, int]] = {}
+        for offset, idx in zip(map(tuple, offsets.reshape(-1, 2)), index.ravel(), strict=True):
+            assert by_offset.setdefault(offset, int(idx)) == idx, (name, offset)
+            assert by_index.setdefault(int(idx), offset) == offset, (name, idx)
+        checked += 1
+    assert checked, f"no {buffer} checked"
+
+
 @pytest.mark.parametrize("family", list(FAMILIES), ids=list(FAMILIES))
 def test_family_probabilities_outputs_and_geometry(family: str) -> None:
     spec = FAMILIES[family]
@@ -337,6 +382,8 @@ def test_family_probabilities_outputs_and_geometry(family: str) -> None:
     if any(hasattr(m, "attn_drop") for m in attention.values()):
         assert compared, "no layer compared with the unfused computation"
     assert cap.channels and all(r.moments is not None for r in cap.channels.values())
+    if family in BIAS_TABLES:
+        check_position_table(family, model, cap)
 
 
 # -- known answers ------------------------------------------------------------------------
@@ -409,8 +456,8 @@ def test_maxvit_partitions_match_the_geometry_layout(block: bool) -> None:
     (up to a translation), for MaxViT block (windowed) and grid (dilated) attention."""
     from timm.models.maxxvit import grid_partition, window_partition
 
-    model, x = FAMILIES["maxvit"].build()
-    cap, _, _ = captured(model, x, channels=None)
+    model, _ = FAMILIES["maxvit"].build()
+    cap = hooks.capture(model, channels=None)  # geometry at the configured input size
     leaf = "attn_block" if block else "attn_grid"
     name = next(n for n in cap.attention if f".{leaf}." in n)
     geometry = cap.attention[name].geometry
@@ -448,54 +495,6 @@ def test_mvitv2_pooled_key_centres_sit_over_their_pooling_windows() -> None:
         row, col = divmod(j, geometry.key_grid[1])
         query = (4 * row) * geometry.grid[1] + 4 * col  # the input token the kernel centres on
         assert d[query, j] == 0.0, (j, key, queries[query])
-
-
-# Families whose attention adds a bias looked up by the query-key offset; ``abs``: the
-# model indexes by absolute offsets.
-BIAS_TABLES = {
-    "swin": ("relative_position_index", False),
-    "swinv2": ("relative_position_index", False),
-    "maxvit": ("rel_pos.relative_position_index", False),
-    "levit": ("attention_bias_idxs", True),
-    "efficientformer-v2": ("attention_bias_idxs", True),
-    "tiny-vit": ("attention_bias_idxs", True),
-    "efficientvit-msra": ("attention_bias_idxs", True),
-}
-
-
-@pytest.mark.parametrize("family", list(BIAS_TABLES), ids=list(BIAS_TABLES))
-def test_geometry_offsets_agree_with_the_models_own_position_tables(family: str) -> None:
-    """The model's relative-position bias index is a function of the query-key offset it
-    was built from; the offsets from ``centres()`` must induce the very same partition of
-    query-key pairs (same offset ⇔ same index), including strided queries (LeViT,
-    EfficientFormerV2) and grid attention (MaxViT)."""
-    buffer, absolute = BIAS_TABLES[family]
-    model, x = FAMILIES[family].build()
-    cap, _, _ = captured(model, x, channels=None)
-    modules = dict(model.named_modules())
-    checked = 0
-    for name, record in cap.attention.items():
-        index = dict(modules[name].named_buffers()).get(buffer)
-        geometry = record.geometry
-        if index is None or not geometry.known:
-            continue
-        queries, keys = geometry.centres()
-        unit = np.array(geometry.key_stride or geometry.stride) * np.array(
-            geometry.dilation or (1, 1)
-        )
-        offsets = (queries[:, None, :] - keys[None, :, :]) / unit
-        np.testing.assert_allclose(offsets, offsets.round(), atol=1e-9)  # on the key lattice
-        offsets = offsets.round().astype(int)
-        if absolute:
-            offsets = np.abs(offsets)
-        index = index.reshape(len(queries), len(keys)).numpy()
-        by_offset: dict[tuple[int, int], int] = {}
-        by_index: dict[int, tuple[int, int]] = {}
-        for offset, idx in zip(map(tuple, offsets.reshape(-1, 2)), index.ravel(), strict=True):
-            assert by_offset.setdefault(offset, int(idx)) == idx, (name, offset)
-            assert by_index.setdefault(int(idx), offset) == offset, (name, idx)
-        checked += 1
-    assert checked, f"no {buffer} checked"
 
 
 def test_unregistered_family_is_unknown_not_guessed() -> None:
