@@ -17,6 +17,8 @@ from tqdm.auto import tqdm
 
 import hooks
 
+from ._pixel_map import PixelMap, pixel_maps
+
 __all__ = ["erf_layers", "erf_pass", "importance_pass", "pruning_pass"]
 
 _BLOCK_SUFFIXES = (
@@ -62,17 +64,33 @@ def _first_tensor(output: Any) -> torch.Tensor | None:
 
 
 def _selector(
-    shape: tuple[int, ...], input_hw: tuple[int, int], geometry: hooks.TokenGeometry | None
+    shape: tuple[int, ...],
+    input_hw: tuple[int, int],
+    geometry: hooks.TokenGeometry | None,
+    pixels: PixelMap | None = None,
 ) -> tuple[Any, tuple[float, float], str] | str:
-    """How to pick the centre of a layer's output: ``(selector, centre px, note)`` or a reason."""
+    """How to pick the centre of a layer's output: ``(selector, centre px, note)`` or a reason.
+
+    A 4-D output's centre unit is placed in input pixels by its traced pixel map (the
+    convolution and pooling arithmetic on the way, see ``inspector._pixel_map``); where
+    that cannot be traced, by the patch convention ``(r + 0.5) · stride − 0.5``.
+    """
     height, width = input_hw
     if len(shape) == 4:
-        # NCHW unless only the trailing axes disagree (timm Swin blocks are NHWC).
-        nhwc = shape[2] != shape[3] and shape[1] == shape[2]
+        if pixels is not None:
+            nhwc = (pixels[4], pixels[5]) == (1, 2)
+        else:  # NCHW unless only the trailing axes disagree (timm Swin blocks are NHWC)
+            nhwc = shape[2] != shape[3] and shape[1] == shape[2]
         rows, cols = (shape[1], shape[2]) if nhwc else (shape[2], shape[3])
         r, c = rows // 2, cols // 2
-        centre = ((r + 0.5) * height / rows - 0.5, (c + 0.5) * width / cols - 0.5)
+        if pixels is not None:
+            centre = (pixels[2] + pixels[0] * r, pixels[3] + pixels[1] * c)
+            how = "traced"
+        else:
+            centre = ((r + 0.5) * height / rows - 0.5, (c + 0.5) * width / cols - 0.5)
+            how = "patch convention"
         note = f"position ({r}, {c}) of {rows}x{cols}" + (" (NHWC)" if nhwc else "")
+        note += f", centre {how}"
 
         def pick(out: Any, r: int = r, c: int = c) -> torch.Tensor:
             y = _first_tensor(out)
@@ -142,6 +160,8 @@ def erf_pass(
     results: dict[str, dict[str, Any]] = {}
     skipped: dict[str, str] = {}
     input_hw = (int(x.shape[-2]), int(x.shape[-1]))
+    four_d = [n for n, _ in layers if outputs.get(n) is not None and outputs[n].dim() == 4]
+    pixels = pixel_maps(model, x, four_d) if four_d else {}
     for name, branch in tqdm(layers, desc="receptive field", unit="layer", disable=not progress):
         output = outputs.get(name)
         owner = next(
@@ -151,7 +171,7 @@ def erf_pass(
         choice = (
             "no tensor output"
             if output is None
-            else _selector(tuple(output.shape), input_hw, owner)
+            else _selector(tuple(output.shape), input_hw, owner, pixels.get(name))
         )
         if isinstance(choice, str):
             skipped[name] = choice
