@@ -103,7 +103,7 @@ FAMILIES: dict[str, Family] = {
     ),
     "pvt-v2-linear": Family(
         "pvt_v2_b0",
-        dict(depths=(1, 1, 1, 1), linear=True),
+        dict(depths=(1, 1, 1, 1), linear=True, embed_dims=(16, 32, 80, 128)),
         224,
         expect={
             "stages.1.blocks.0.attn": dict(grid=(28, 28), key_grid=(7, 7), key_stride=(32.0, 32.0))
@@ -191,19 +191,25 @@ FAMILIES: dict[str, Family] = {
     ),
     "efficientformer-v2": Family(
         "efficientformerv2_s0",
-        size=224,
+        dict(depths=(1, 1, 2, 2), embed_dims=(16, 32, 48, 64)),
+        224,
         expect={
             "stages.3.downsample.attn": dict(
                 grid=(7, 7), stride=(32.0, 32.0), key_grid=(14, 14), key_stride=(16.0, 16.0)
             )
         },
     ),
-    "efficientvit-msra": Family("efficientvit_m0", size=224, kinds=frozenset({"windowed"})),
+    "efficientvit-msra": Family(
+        "efficientvit_m0",
+        dict(embed_dim=(32, 48, 64), depth=(1, 1, 1), num_heads=(2, 2, 2)),
+        224,
+        frozenset({"windowed"}),
+    ),
     "mobilevit": Family(
         "mobilevit_xxs",
-        size=256,
+        size=128,
         kinds=frozenset({"dilated"}),
-        expect={"stages.2.1.transformer.0.attn": dict(window=(16, 16), dilation=(2, 2))},
+        expect={"stages.2.1.transformer.0.attn": dict(window=(8, 8), dilation=(2, 2))},
     ),
     "nest": Family(
         "nest:",
@@ -227,7 +233,7 @@ FAMILIES: dict[str, Family] = {
     ),
     "crossvit": Family(
         "crossvit_tiny_240",
-        dict(depth=((1, 1, 0), (1, 1, 0), (1, 1, 0))),
+        dict(embed_dim=(24, 48), num_heads=(1, 2), depth=((1, 1, 0), (1, 1, 0), (1, 1, 0))),
         240,
         frozenset({"global", "class-attention"}),
         {"blocks.0.blocks.1.0.attn": dict(grid=(14, 14), stride=(240 / 14, 240 / 14))},
