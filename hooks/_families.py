@@ -174,6 +174,11 @@ def infer_family_geometry(
         )
     from . import _family_rules, _family_rules_more  # noqa: F401  (register the rules)
 
+    if "AttentionPool" in type(module).__name__:
+        return TokenGeometry.unknown(
+            f"attention pooling ({type(module).__name__}): the pooling query has no position"
+        )
+
     where = type(model).__module__
     family = where.removeprefix("timm.models.")
     fn = FAMILY_RULES.get(family)

@@ -74,8 +74,6 @@ def _class_attention(context: Context, prefix: int, note: str) -> TokenGeometry:
     "<vit-like>",
 )
 def _vit(context: Context) -> TokenGeometry:
-    if context.name == "attn_pool" or context.name.startswith("attn_pool."):
-        raise _Unknown("attention pooling: the learned latent queries have no position")
     context.match(r"blocks\.\d+(\.attn)?")
     prefix = int(getattr(context.model, "num_prefix_tokens", 0) or 0)
     return _global(context, prefix, "patch_embed grid and num_prefix_tokens")

@@ -140,9 +140,9 @@ class _Mode(TorchFunctionMode):
                 return self.softmaxes[0], "softmax (the map applied to values is mixed)"
         if len(self.softmaxes) == 1:
             return self.softmaxes[0], "softmax"
-        heads, first = self.tap.heads, self.softmaxes[0]
-        if len(self.softmaxes) == heads and all(  # one softmax per head (cascaded heads)
-            s.dim() == 3 and s.shape == first.shape for s in self.softmaxes
+        heads = self.tap.heads
+        if len(self.softmaxes) == heads > 1 and all(  # one softmax per head (cascaded heads)
+            s.dim() == 3 and s.shape == self.softmaxes[0].shape for s in self.softmaxes
         ):
             return torch.stack(self.softmaxes, dim=1), "softmax per head"
         if self.softmaxes:
