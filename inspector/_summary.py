@@ -32,6 +32,9 @@ def layer_rows(run: Run) -> list[dict[str, Any]]:
     channels = run.analysis.get("channel_redundancy", {}).get("layers", {})
     names = list(run.layers)
     names += [n for n in erf if n not in run.layers]
+    # Interleave ERF-only layers (blocks) with captured ones, in the model's own order.
+    order = {n: i for i, n in enumerate(run.meta.get("module_order", []))}
+    names.sort(key=lambda n: order.get(n, len(order)))
     rows = []
     for name in names:
         layer = run.layers.get(name)

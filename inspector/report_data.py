@@ -125,14 +125,24 @@ def _weights(run: Run) -> reports.WeightsInfo:
     return reports.WeightsInfo(shown, str(run.meta.get("weights_reason", "")), detail)
 
 
+def _in_model_order(run: Run, layers: dict[str, Any]) -> dict[str, Any]:
+    """HDF5 lists groups sorted as strings (``blocks.10`` before ``blocks.2``)."""
+    order = {n: i for i, n in enumerate(run.meta.get("module_order", []))}
+    return dict(sorted(layers.items(), key=lambda item: (order.get(item[0], len(order)), item[0])))
+
+
+def _layers(run: Run, analysis: str) -> dict[str, Any]:
+    return _in_model_order(run, run.analysis.get(analysis, {}).get("layers", {}))
+
+
 def _sections(run: Run) -> dict[str, Any]:
     names = [*run.layers, *run.analysis.get("receptive_field", {}).get("layers", {})]
     depth = _depths(run, names)
-    distance = run.analysis.get("attention_distance", {}).get("layers", {})
-    erf = run.analysis.get("receptive_field", {}).get("layers", {})
-    heads = run.analysis.get("head_redundancy", {}).get("layers", {})
-    channels = run.analysis.get("channel_redundancy", {}).get("layers", {})
-    importance = run.analysis.get("importance", {}).get("layers", {})
+    distance = _layers(run, "attention_distance")
+    erf = _layers(run, "receptive_field")
+    heads = _layers(run, "head_redundancy")
+    channels = _layers(run, "channel_redundancy")
+    importance = _layers(run, "importance")
     pruning = run.analysis.get("pruning_curve", {}).get("summary", {})
     series = {"block": "block output", "attention": "attention branch", "conv": "convolution"}
     out: dict[str, Any] = {
