@@ -135,7 +135,7 @@ def _warn_nonfinite(cap: hooks.Capture) -> None:
     counts |= {name: r.nonfinite for name, r in cap.channels.items() if r.nonfinite}
     if not counts:
         return
-    names = list(counts)
+    names = layer_order(cap.model, list(counts))
     shown = ", ".join(f"{n} ({counts[n]} batch{'es' if counts[n] > 1 else ''})" for n in names[:8])
     more = f" and {len(names) - 8} more" if len(names) > 8 else ""
     logger.warning(

@@ -30,6 +30,7 @@ from ._errors import ImageError
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "IMAGE_EXTENSIONS",
+    "MAX_ASPECT",
     "ImageSet",
     "builtin_images_dir",
     "model_transform",
@@ -43,6 +44,12 @@ IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 
 DEFAULT_MAX_PIXELS = 89_478_485
 """Images with more pixels are skipped (PIL's decompression-bomb threshold)."""
+
+MAX_ASPECT = 64
+"""Images longer than this many times their width (or wider than this many times their
+height) are skipped: the model's preprocessing resizes the shorter side to the input
+size, so a 20000x1 strip of a few hundred bytes would become a 3 x 168 x 3,360,000
+array (2.3 GB). Photographs and panoramas stay far below 64:1."""
 
 Transform = Callable[[Image.Image], torch.Tensor]
 Batch = tuple[torch.Tensor, list[str], torch.Tensor]
@@ -314,6 +321,18 @@ def _header_problem(path: Path, max_pixels: int) -> str | None:
         return f"unreadable ({type(exc).__name__}: {exc})"
     if width * height > max_pixels:
         return f"too large ({width}x{height} = {width * height} pixels > max_pixels={max_pixels})"
+    return _aspect_problem(width, height)
+
+
+def _aspect_problem(width: int, height: int) -> str | None:
+    """Why an image's shape cannot be resized safely (empty, or too elongated); or None."""
+    if min(width, height) < 1:
+        return f"empty ({width}x{height} pixels)"
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        return (
+            f"too elongated ({width}x{height}, more than {MAX_ASPECT}:1; resizing its "
+            "shorter side to the model's input size would take too much memory)"
+        )
     return None
 
 
@@ -325,6 +344,9 @@ def _decode(path: Path, max_pixels: int) -> Image.Image:
             width, height = image.size
             if width * height > max_pixels:
                 raise ValueError(f"{width}x{height} pixels exceed max_pixels={max_pixels}")
+            problem = _aspect_problem(width, height)
+            if problem is not None:
+                raise ValueError(problem)
             image.load()
             return _to_rgb(ImageOps.exif_transpose(image))
 
@@ -363,13 +385,15 @@ def _item(item: object, transform: Transform, item_id: str) -> tuple[torch.Tenso
     if isinstance(item, (tuple, list)) and item:
         label = _label(item[1]) if len(item) > 1 else -1
         item = item[0]
+    if isinstance(item, torch.Tensor) and item.ndim in (2, 3) and item.dtype == torch.uint8:
+        item = to_pil_image(item)
     if isinstance(item, Image.Image):
+        problem = _aspect_problem(*item.size)
+        if problem is not None:
+            raise ImageError(f"{item_id} is {problem}; crop or resize it in the dataset")
         return transform(_to_rgb(item)), label
-    if isinstance(item, torch.Tensor) and item.ndim in (2, 3):
-        if item.dtype == torch.uint8:
-            return transform(_to_rgb(to_pil_image(item))), label
-        if item.is_floating_point() and item.ndim == 3:
-            return item, label
+    if isinstance(item, torch.Tensor) and item.is_floating_point() and item.ndim == 3:
+        return item, label
     described = (
         f"a {item.dtype} tensor of shape {tuple(item.shape)}"
         if isinstance(item, torch.Tensor)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ import numpy as np
 
 from .._errors import RunFileError
 from ._encode import decode_name, encode_name, read_attrs, read_tree
-from ._schema import ENCODING_TYPE, ENCODING_VERSION, JSON_ATTRS, PENDING, SCHEMA_VERSION, TYPE
+from ._schema import ENCODING_TYPE, ENCODING_VERSION, JSON_ATTRS, SCHEMA_VERSION, TYPE
 
 __all__ = ["Layer", "Run", "read_run"]
 
@@ -92,12 +94,103 @@ def _check_version(path: Path, node: h5py.File) -> None:
         )
 
 
-def _read_layer(name: str, group: h5py.Group, rows: int | None) -> Layer:
-    """One layer; with ``rows``, per-image datasets are cut to that many rows (the rows an
-    incomplete file's last finished checkpoint covers)."""
+_FILTERS = frozenset({h5py.h5z.FILTER_DEFLATE, h5py.h5z.FILTER_SHUFFLE, h5py.h5z.FILTER_FLETCHER32})
+"""The only HDF5 filters a run file may use; any other would make HDF5 look for a plugin
+library to load."""
+
+_MAX_DEPTH = 16
+"""Groups nest at most this deep (a run file needs 6)."""
+
+
+def _plain_type(dtype: np.dtype) -> bool:
+    """Numbers, booleans and strings: what the writer stores (no references, opaque
+    bytes, compounds or variable-length sequences)."""
+    if h5py.check_string_dtype(dtype) is not None:
+        return True
+    return dtype.fields is None and dtype.kind in "biuf" and h5py.check_vlen_dtype(dtype) is None
+
+
+def _check_attrs(node: h5py.HLObject) -> None:
+    for key in node.attrs:
+        attribute = node.attrs.get_id(key)
+        if not _plain_type(attribute.dtype):
+            raise ValueError(f"attribute {key!r} of {node.name} has type {attribute.dtype}")
+        if (
+            attribute.get_storage_size() > _MAX_ATTRIBUTE_ITEMS * 16
+            or np.prod(attribute.shape or (), dtype=np.float64) > _MAX_ATTRIBUTE_ITEMS
+        ):
+            raise ValueError(f"attribute {key!r} of {node.name} has shape {attribute.shape}")
+
+
+def _check_dataset(dataset: h5py.Dataset) -> int:
+    """Check one dataset; returns the bytes reading it would take."""
+    if not _plain_type(dataset.dtype):
+        raise ValueError(f"{dataset.name} has type {dataset.dtype}")
+    if dataset.is_virtual or dataset.external:
+        raise ValueError(f"{dataset.name} keeps its data in other files")
+    plist = dataset.id.get_create_plist()
+    for index in range(plist.get_nfilters()):
+        code = plist.get_filter(index)[0]
+        if code not in _FILTERS:
+            raise ValueError(f"{dataset.name} needs HDF5 filter {code} (a plugin)")
+    return int(np.prod(dataset.shape, dtype=np.float64)) * dataset.dtype.itemsize
+
+
+_INFLATION = 2048
+"""How many times its size (at least 1 MiB) a file may take in memory once read.
+Uncompressed data takes its stored size and deflate compresses at most 1032:1; a file
+that claims more (a bomb, or a corrupt shape whose missing chunks would be read as fill
+values) is refused before anything is allocated."""
+
+_MAX_ATTRIBUTE_ITEMS = 1 << 16
+"""Attributes are scalars or short arrays (dimension labels); more is corruption."""
+
+
+def _check_structure(root: h5py.File) -> None:
+    """Refuse what the writer never produces and a hostile file could use, before any
+    data is read: soft and external links (they read other files, or loop), objects
+    linked twice (cycles), nesting deeper than :data:`_MAX_DEPTH`, virtual or external
+    storage, filters other than gzip, shuffle and fletcher32 (HDF5 would load a plugin
+    library for them), and types other than numbers, booleans and strings.
+
+    Raises:
+        ValueError: What was found (the caller adds the file name).
+    """
+    seen = {root.id}
+    stack: list[tuple[h5py.Group, int]] = [(root, 0)]
+    _check_attrs(root)
+    budget = _INFLATION * max(os.path.getsize(root.filename), 1 << 20)
+    claimed = 0
+    while stack:
+        group, depth = stack.pop()
+        for name in group:
+            link = group.get(name, getlink=True)
+            if not isinstance(link, h5py.HardLink):
+                raise ValueError(f"{group.name}/{name} is a {type(link).__name__}")
+            node = group[name]
+            if node.id in seen:
+                raise ValueError(f"{node.name} is linked twice")
+            seen.add(node.id)
+            _check_attrs(node)
+            if isinstance(node, h5py.Dataset):
+                claimed += _check_dataset(node)
+                if claimed > budget:
+                    raise ValueError(
+                        f"its datasets claim {claimed} bytes, more than {_INFLATION} times "
+                        "the file's size"
+                    )
+            elif isinstance(node, h5py.Group):
+                if depth + 1 >= _MAX_DEPTH:
+                    raise ValueError(f"{node.name} is nested deeper than {_MAX_DEPTH} levels")
+                stack.append((node, depth + 1))
+            else:
+                raise ValueError(f"{group.name}/{name} is a {type(node).__name__}")
+
+
+def _read_layer(name: str, group: h5py.Group) -> Layer:
     attrs = _decode(read_attrs(group))
     summaries = (
-        {decode_name(k): v[:rows] for k, v in group["summaries"].items()}
+        {decode_name(k): v[()] for k, v in group["summaries"].items()}
         if "summaries" in group
         else {}
     )
@@ -106,10 +199,21 @@ def _read_layer(name: str, group: h5py.Group, rows: int | None) -> Layer:
         kind=str(attrs.pop("kind")),
         attrs=attrs,
         summaries=summaries,
-        maps=group["maps"][:rows] if "maps" in group else None,
+        maps=group["maps"][()] if "maps" in group else None,
         moments={k: v[()] for k, v in group["moments"].items()} if "moments" in group else None,
         groups={k: v[()] for k, v in group["groups"].items()} if "groups" in group else None,
     )
+
+
+_CORRUPT = (OSError, KeyError, ValueError, TypeError, RuntimeError, OverflowError, MemoryError)
+"""What h5py, numpy and json raise on damaged files: h5py reports many HDF5 errors as a
+plain ``RuntimeError`` ("Error iterating over attributes (ran off end of input buffer
+while decoding)"); ``json.JSONDecodeError`` and ``UnicodeDecodeError`` are
+``ValueError``s."""
+
+
+def _one_line(exc: BaseException) -> str:
+    return re.sub(r"\s+", " ", str(exc)).strip()
 
 
 def read_run(path: str | Path, *, allow_incomplete: bool = False) -> Run:
@@ -133,11 +237,12 @@ def read_run(path: str | Path, *, allow_incomplete: bool = False) -> Run:
         raise RunFileError(f"{path} is a folder, not a run file")
     try:
         handle = h5py.File(path, "r")
-    except OSError as exc:
-        raise RunFileError(f"{path} is not a readable HDF5 file ({exc})") from exc
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise RunFileError(f"{path} is not a readable HDF5 file ({_one_line(exc)})") from exc
     try:
         with handle:
             _check_version(path, handle)
+            _check_structure(handle)
             meta = _decode(read_attrs(handle))
             complete = bool(meta.pop("complete", False))
             if not complete and not allow_incomplete:
@@ -145,17 +250,9 @@ def read_run(path: str | Path, *, allow_incomplete: bool = False) -> Run:
                     f"{path} is an incomplete run ({meta.get('images_done', 0)} images done); "
                     "finish it with `inspector analyze ... --resume`"
                 )
-            if not complete and PENDING in meta:
-                raise RunFileError(
-                    f"{path} was stopped while writing the checkpoint of batch "
-                    f"{meta[PENDING]}: its saved state mixes two checkpoints"
-                )
-            # An incomplete file may hold rows of a checkpoint that failed part way.
-            rows = None if complete else int(meta.get("images_done", 0))
             samples = handle.get("samples")
             ids = read_tree(samples).get("ids", []) if samples is not None else []
             labels = samples["labels"][()] if samples is not None else np.zeros(0, np.int64)
-            ids, labels = ids[:rows], labels[:rows]
             layers: dict[str, Layer] = {}
             if "layers" in handle:
                 group = handle["layers"]
@@ -164,7 +261,7 @@ def read_run(path: str | Path, *, allow_incomplete: bool = False) -> Run:
                 order += sorted(decode_name(k) for k in group if decode_name(k) not in order)
                 for name in order:
                     if encode_name(name) in group:
-                        layers[name] = _read_layer(name, group[encode_name(name)], rows)
+                        layers[name] = _read_layer(name, group[encode_name(name)])
             analysis = {}
             if "analysis" in handle:
                 for key, group in handle["analysis"].items():
@@ -174,6 +271,8 @@ def read_run(path: str | Path, *, allow_incomplete: bool = False) -> Run:
                     analysis[name] = tree
     except RunFileError:
         raise
-    except (OSError, KeyError, ValueError, TypeError, json.JSONDecodeError) as exc:
-        raise RunFileError(f"{path} is corrupt or truncated ({type(exc).__name__}: {exc})") from exc
+    except _CORRUPT as exc:
+        raise RunFileError(
+            f"{path} is corrupt or truncated ({type(exc).__name__}: {_one_line(exc)})"
+        ) from exc
     return Run(path, meta, complete, list(ids), labels, layers, analysis)

@@ -1,7 +1,9 @@
 """Names and versions of the run-file schema (the prose spec is docs/run-file.md).
 
 Every group and dataset carries ``encoding-type`` and ``encoding-version``; readers
-refuse a major version newer than theirs.
+refuse a major version newer than theirs. Layer paths and the keys of analysis trees
+are HDF5 names with ``%``, ``/`` and NUL percent-encoded (``_encode.encode_name``), so an
+``nn.ModuleDict`` key holding ``/`` stays one name.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ __all__ = [
     "ENCODING_VERSION",
     "JSON_ATTRS",
     "MAP_DIMS",
-    "PENDING",
     "SCHEMA_VERSION",
     "TYPE",
 ]
@@ -24,14 +25,6 @@ SCHEMA_VERSION = "1.0"
 
 ENCODING_TYPE = "encoding-type"
 ENCODING_VERSION = "encoding-version"
-
-PENDING = "checkpoint_pending"
-"""Root attribute present (the batch count being written) only while a checkpoint
-overwrites the accumulators in place; a ``.partial`` file that still has it was stopped
-mid-checkpoint, mixes two checkpoints and is not resumed. Per-image rows past the root's
-``images_done`` in an incomplete file are leftovers of a checkpoint that failed before
-that point and are not read. Layer and tree keys are stored percent-encoded where they
-hold ``%``, ``/`` or NUL (``_encode.encode_name``)."""
 
 AXES = ("sample", "token", "channel", "head", "query", "key", "layer", "window", "unit", "step")
 """The one axis vocabulary (DESIGN.md §6, STYLE rule 10)."""

@@ -1,4 +1,4 @@
-"""The one writer of run files: a temporary ``.partial`` file, checkpoints, atomic rename."""
+"""The one writer of run files: a temporary ``.partial`` file, checkpoints, atomic renames."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import errno
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -17,21 +17,21 @@ import numpy as np
 
 from .._errors import RunFileError
 from ._encode import encode_name, tag, write_array, write_strings, write_tree
-from ._schema import ACCUMULATOR_DIMS, ENCODING_TYPE, MAP_DIMS, PENDING, SCHEMA_VERSION, TYPE
+from ._schema import ACCUMULATOR_DIMS, ENCODING_TYPE, MAP_DIMS, SCHEMA_VERSION, TYPE
 
-__all__ = ["RunWriter", "os_reason", "partial_path"]
+__all__ = ["RunWriter", "os_reason", "partial_path", "scratch_path"]
 
 # What must be equal for --resume to continue a partial file.
 _FINGERPRINT = "fingerprint"
 
 
-def os_reason(exc: OSError) -> str:
+def os_reason(exc: BaseException) -> str:
     """Why an operating-system write failed, in a few words (h5py buries the errno in
     a long message: ``... errno = 28, error message = 'No space left on device' ...``)."""
     text = str(exc)
     found = re.search(r"errno = (\d+), error message = '([^']*)'", text)
-    code = exc.errno if exc.errno is not None else int(found.group(1)) if found else None
-    message = found.group(2) if found else (exc.strerror or text)
+    code = getattr(exc, "errno", None) or (int(found.group(1)) if found else None)
+    message = found.group(2) if found else (getattr(exc, "strerror", None) or text)
     if code == errno.ENOSPC or "No space left" in text:
         return "disk full (no space left on device)"
     return message.splitlines()[0] if message else type(exc).__name__
@@ -65,14 +65,48 @@ def partial_path(path: Path) -> Path:
     return path.with_name(path.name + ".partial")
 
 
+def scratch_path(path: Path) -> Path:
+    """Where the next version of the run is written before it replaces the ``.partial``."""
+    return path.with_name(path.name + ".tmp")
+
+
+def _fsync(path: Path) -> None:
+    """Push a file (or a folder's entries) to the disk, so a rename survives a power cut."""
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) if path.is_dir() else os.O_RDONLY
+    descriptor = os.open(path, flags)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _is_write_error(exc: BaseException) -> bool:
+    """h5py reports failed writes as ``OSError`` or as a plain ``RuntimeError`` (a flush
+    that fails part way: "Unable to synchronously flush file (file write failed ...)")."""
+    return isinstance(exc, OSError) or type(exc) is RuntimeError
+
+
 class RunWriter:
     """Writes one run file. Nothing is at ``path`` until :meth:`finish` renames it there.
+
+    A written file is never modified in place: HDF5 files are not crash-safe while open
+    for writing (a process stopped, or a disk that fills, in the middle of a write can
+    leave a file that no longer opens). Every checkpoint writes the whole capture state
+    to ``path.tmp`` and renames it onto ``path.partial`` (after ``fsync``), and
+    :meth:`finish` copies the ``.partial`` into ``path.tmp``, adds the analyses and
+    renames it onto ``path``. Whatever stops the process, the ``.partial`` file holds
+    the last completed checkpoint and any file at ``path`` is complete. Unchanged
+    attention maps and the capture state are copied between files without decoding
+    (``H5Ocopy``). The cost: twice the file's size on disk while a checkpoint is written.
 
     Args:
         path: Final location of the run file.
         meta: Root attributes (model, weights, versions, input size, options, ...).
         fingerprint: What a resumed run must match (model, images, options), as JSON.
         resume: Continue ``path.partial`` if it exists and matches ``fingerprint``.
+
+    Raises:
+        RunFileError: The output cannot be created, or a resume does not match.
     """
 
     def __init__(
@@ -80,61 +114,120 @@ class RunWriter:
     ) -> None:
         self.path = Path(path)
         self.partial = partial_path(self.path)
+        self.scratch = scratch_path(self.path)
         if self.path.exists() and self.path.is_dir():
             raise RunFileError(f"output {self.path} is a directory; give a file path or --out DIR")
         if not self.path.parent.is_dir():
             raise RunFileError(
                 f"output folder {self.path.parent} does not exist or is not a folder"
             )
+        self._meta = dict(meta)
+        self._extra: dict[str, Any] = {}
+        self._analysis: dict[str, tuple[Mapping[str, Any], Mapping[str, Any], str]] = {}
         self.resumed = False
-        if resume and self.partial.exists():
-            self.file = self._open_partial(fingerprint)
-            self.resumed = True
-        else:
-            if self.partial.exists():
-                self.partial.unlink()
-            try:
-                self.file = h5py.File(self.partial, "w")
-            except OSError as exc:
-                raise RunFileError(f"cannot create {self.partial}: {exc}") from exc
-            tag(self.file, "root")
-            self.file.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            self.file.attrs[_FINGERPRINT] = fingerprint
-            self.file.attrs["complete"] = False
-            self.file.attrs["batches_done"] = 0
-            self.file.attrs["images_done"] = 0
-        _set(self.file, meta)
-        self._maps_written: dict[str, int] = {}
-
-    def _open_partial(self, fingerprint: str) -> h5py.File:
         try:
-            handle = h5py.File(self.partial, "r+")
+            self.scratch.unlink(missing_ok=True)  # left by a process stopped mid-write
+        except OSError as exc:
+            raise RunFileError(f"cannot create {self.partial}: {exc}") from exc
+        if resume and self.partial.exists():
+            self._root = self._resume_root(fingerprint)
+            self.resumed = True
+            return
+        self._root = {
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            _FINGERPRINT: fingerprint,
+            "batches_done": 0,
+            "images_done": 0,
+        }
+        try:
+            self.partial.unlink(missing_ok=True)
+            self._replace(self.partial, self._write_root)
+        except (OSError, RunFileError) as exc:
+            cause = exc.__cause__ if isinstance(exc, RunFileError) else exc
+            reason = os_reason(cause) if cause is not None else str(exc)
+            raise RunFileError(f"cannot create {self.partial}: {reason}") from exc
+
+    def _resume_root(self, fingerprint: str) -> dict[str, Any]:
+        try:
+            handle = h5py.File(self.partial, "r")
         except OSError as exc:
             raise RunFileError(
                 f"cannot resume: {self.partial} is unreadable ({exc}); delete it and run again"
             ) from exc
-        if handle.attrs.get(ENCODING_TYPE) != TYPE["root"]:
-            handle.close()
-            raise RunFileError(
-                f"cannot resume: {self.partial} is not an inspector run file; delete it"
-            )
-        stored = handle.attrs.get(_FINGERPRINT)
-        if stored != fingerprint:
-            handle.close()
-            raise RunFileError(
-                f"cannot resume: {self.partial} was started with other settings "
-                f"({_differences(stored, fingerprint)}); "
-                "run with the same settings, or without --resume to start over"
-            )
-        return handle
+        with handle:
+            if handle.attrs.get(ENCODING_TYPE) != TYPE["root"]:
+                raise RunFileError(
+                    f"cannot resume: {self.partial} is not an inspector run file; delete it"
+                )
+            stored = handle.attrs.get(_FINGERPRINT)
+            if stored != fingerprint:
+                raise RunFileError(
+                    f"cannot resume: {self.partial} was started with other settings "
+                    f"({_differences(stored, fingerprint)}); "
+                    "run with the same settings, or without --resume to start over"
+                )
+            keys = ("created", _FINGERPRINT, "batches_done", "images_done")
+            return {key: handle.attrs[key] for key in keys if key in handle.attrs}
 
     @property
     def batches_done(self) -> int:
-        return int(self.file.attrs["batches_done"])
+        return int(self._root["batches_done"])
 
     @property
     def images_done(self) -> int:
-        return int(self.file.attrs["images_done"])
+        return int(self._root["images_done"])
+
+    # -- writing a new version of the file ---------------------------------------------------
+
+    def _replace(self, target: Path, fill: Callable[[h5py.File], None]) -> None:
+        """Write ``fill`` into the scratch file, then rename it onto ``target``.
+
+        Raises:
+            RunFileError: Writing failed; ``target`` is unchanged and no scratch is left.
+        """
+        try:
+            handle = h5py.File(self.scratch, "w")
+        except OSError as exc:
+            raise self._failure(exc) from exc
+        try:
+            fill(handle)
+            handle.close()
+            _fsync(self.scratch)
+            os.replace(self.scratch, target)
+        except BaseException as exc:
+            self._discard(handle)
+            if _is_write_error(exc):
+                raise self._failure(exc) from exc
+            raise  # Ctrl-C twice, or a bug: the previous version stays
+        with contextlib.suppress(OSError):  # best effort: not every file system allows it
+            _fsync(target.parent)
+
+    def _discard(self, handle: h5py.File) -> None:
+        """Drop a half-written scratch file: free its space first, so that HDF5 can
+        close it (closing flushes, and would fail again on a full disk)."""
+        with contextlib.suppress(OSError):
+            os.truncate(self.scratch, 0)
+        if handle.id.valid:
+            with contextlib.suppress(OSError, RuntimeError):
+                handle.close()
+        with contextlib.suppress(OSError):
+            self.scratch.unlink(missing_ok=True)
+
+    def _failure(self, exc: BaseException) -> RunFileError:
+        """A one-line error for a failed write: what, why, and that --resume works."""
+        kept = (
+            f"the run so far ({self.images_done} images) is kept in {self.partial}; "
+            "free some space and run the same command with --resume to continue"
+            if self.partial.exists()
+            else "nothing was kept"
+        )
+        return RunFileError(f"cannot write {self.scratch}: {os_reason(exc)}; {kept}")
+
+    def _write_root(self, handle: h5py.File, **extra: Any) -> None:
+        tag(handle, "root")
+        _set(handle, self._meta)
+        _set(handle, self._extra)
+        _set(handle, {**self._root, "complete": False, **extra})
 
     def checkpoint(
         self,
@@ -147,16 +240,8 @@ class RunWriter:
     ) -> None:
         """Store the capture state so far; a crash after this loses no earlier batch.
 
-        Two phases keep the previous checkpoint usable for as long as possible. First
-        the per-image rows (ids, labels, summaries, first-K maps) are appended and
-        flushed: the reader reads only the first ``images_done`` rows of an incomplete
-        file, so rows past it are harmless, and a failure here (a full disk: this is
-        where the file grows) leaves the previous checkpoint intact. Then the
-        ``checkpoint_pending`` attribute is set and flushed, the accumulators and layer
-        attributes are overwritten in place (no new space needed), the counters are
-        updated and the attribute is deleted. A process stopped in between leaves the
-        attribute behind, and the reader refuses to resume from such a file instead of
-        mixing two checkpoints.
+        The state goes to a new file that replaces the ``.partial`` file once complete;
+        a failure or a stop before that leaves the previous checkpoint as it was.
 
         Args:
             layers: Per layer path: ``attrs`` (kind, geometry, ...), ``summaries``
@@ -168,149 +253,106 @@ class RunWriter:
             order: Layer paths in model order.
 
         Raises:
-            RunFileError: Writing failed (disk full, I/O error); the message says
-                whether ``--resume`` can continue from the file.
+            RunFileError: Writing failed (disk full, I/O error); the ``.partial`` file
+                still holds the previous checkpoint, and the message says so.
         """
-        try:
-            self._append_rows(layers, ids, labels)
-            self.file.flush()
-        except OSError as exc:
-            raise self._failure(exc, resumable=True) from exc
-        try:
-            self.file.attrs[PENDING] = batches_done
-            self.file.flush()
-        except OSError as exc:
-            raise self._failure(exc, resumable=True) from exc
-        try:
-            self._overwrite_state(layers, order)
-            self.file.attrs["batches_done"] = batches_done
-            self.file.attrs["images_done"] = len(ids)
-            del self.file.attrs[PENDING]
-            self.file.flush()
-        except OSError as exc:
-            raise self._failure(exc, resumable=False) from exc
+        counters = {"batches_done": batches_done, "images_done": len(ids)}
 
-    def _append_rows(
-        self, layers: Mapping[str, Mapping[str, Any]], ids: list[str], labels: np.ndarray
+        def fill(handle: h5py.File) -> None:
+            self._write_root(handle, **counters)
+            samples = handle.create_group("samples")
+            tag(samples, "samples")
+            write_strings(samples, "ids", ids, "sample")
+            labels_array = np.asarray(labels, np.int64)
+            write_array(samples, "labels", labels_array, ("sample",), resizable=True)
+            root = handle.create_group("layers")
+            tag(root, "layers")
+            root.attrs["order"] = json.dumps(order)
+            with h5py.File(self.partial, "r") as previous:
+                for name, data in layers.items():
+                    self._write_layer(root, name, data, previous)
+
+        self._replace(self.partial, fill)
+        self._root |= counters
+
+    def _write_layer(
+        self, root: h5py.Group, name: str, data: Mapping[str, Any], previous: h5py.File
     ) -> None:
-        """Phase 1: per-image rows and new groups (everything that may need new space)."""
-        samples = self.file.require_group("samples")
-        tag(samples, "samples")
-        write_strings(samples, "ids", ids, "sample")
-        write_array(samples, "labels", np.asarray(labels, np.int64), ("sample",), resizable=True)
-        root = self.file.require_group("layers")
-        tag(root, "layers")
-        for name, data in layers.items():
-            group = self._layer_group(root, name, data["attrs"]["kind"])
-            for key, array in data.get("summaries", {}).items():
-                summaries = group.require_group("summaries")
-                tag(summaries, "summaries")
-                dims = ("sample", "head")[: array.ndim] + ("unit",) * max(0, array.ndim - 2)
-                write_array(summaries, key, array, dims, resizable=True)
-            maps = data.get("maps")
-            if maps is not None and maps.size and self._maps_written.get(name) != len(maps):
+        group = root.create_group(encode_name(name))
+        tag(group, data["attrs"]["kind"])
+        _set(group, data["attrs"])
+        for key, array in data.get("summaries", {}).items():
+            summaries = group.require_group("summaries")
+            tag(summaries, "summaries")
+            dims = ("sample", "head")[: array.ndim] + ("unit",) * max(0, array.ndim - 2)
+            write_array(summaries, key, array, dims, resizable=True)
+        maps = data.get("maps")
+        if maps is not None and maps.size:
+            old = previous.get(f"layers/{encode_name(name)}/maps")
+            # The maps of the first K images never change once written: copy the
+            # compressed chunks instead of compressing them again.
+            if isinstance(old, h5py.Dataset) and old.shape == maps.shape:
+                previous.copy(old, group, name="maps")
+            else:
                 dims = MAP_DIMS[maps.ndim]
                 write_array(
-                    group,
-                    "maps",
-                    maps,
-                    dims,
-                    kind="maps",
-                    compress=True,
-                    resizable=True,
+                    group, "maps", maps, dims, kind="maps", compress=True, resizable=True,
                     chunk_axes=2,
-                )
-                self._maps_written[name] = len(maps)
-
-    def _overwrite_state(self, layers: Mapping[str, Mapping[str, Any]], order: list[str]) -> None:
-        """Phase 2: accumulators and layer attributes, in place once they exist."""
-        root = self.file["layers"]
-        root.attrs["order"] = json.dumps(order)
-        for name, data in layers.items():
-            group = self._layer_group(root, name, data["attrs"]["kind"])
-            _set(group, data["attrs"])
-            for key in ("moments", "groups"):
-                state = data.get(key)
-                if state is None:
-                    continue
-                node = group.require_group(key)
-                tag(node, "moments" if key == "moments" else "group-sums")
-                for field, array in state.items():
-                    array = np.asarray(array)
-                    write_array(node, field, array, ACCUMULATOR_DIMS.get((key, field, array.ndim)))
-
-    @staticmethod
-    def _layer_group(root: h5py.Group, name: str, kind: str) -> h5py.Group:
-        key = encode_name(name)
-        if key in root:
-            return root[key]
-        group = root.create_group(key)
-        tag(group, kind)
-        group.attrs["kind"] = kind
-        return group
-
-    def _failure(self, exc: OSError, *, resumable: bool) -> RunFileError:
-        """A one-line error for a failed write: what, why, and whether --resume works."""
-        reason = os_reason(exc)
-        if resumable:
-            how = (
-                "the work checkpointed so far is kept there; free some space and run the "
-                "same command with --resume to continue"
-            )
-        else:
-            how = (
-                "the checkpoint being written was cut short, so the file cannot be resumed; "
-                "free some space and run the command again without --resume"
-            )
-        return RunFileError(f"writing {self.partial} failed: {reason}; {how}")
+                )  # fmt: skip
+        for key in ("moments", "groups"):
+            state = data.get(key)
+            if state is None:
+                continue
+            node = group.create_group(key)
+            tag(node, "moments" if key == "moments" else "group-sums")
+            for field, array in state.items():
+                array = np.asarray(array)
+                write_array(node, field, array, ACCUMULATOR_DIMS.get((key, field, array.ndim)))
 
     def write_analysis(
         self, name: str, tree: Mapping[str, Any], params: Mapping[str, Any], version: str
     ) -> None:
-        """Store one analyzer's result (replacing an earlier one of the same name).
-
-        Raises:
-            RunFileError: Writing failed; the capture state is intact, so ``--resume``
-                continues (it reruns the analyses).
-        """
-        try:
-            analysis = self.file.require_group("analysis")
-            tag(analysis, "analysis")
-            if name in analysis:
-                del analysis[name]
-            group = analysis.create_group(name)
-            tag(group, "result")
-            group.attrs["params"] = json.dumps(params)
-            group.attrs["analyzer_version"] = version
-            write_tree(group, tree)
-            self.file.flush()
-        except OSError as exc:
-            raise self._failure(exc, resumable=True) from exc
+        """Keep one analyzer's result for :meth:`finish` (replacing one of the same name)."""
+        self._analysis[name] = (tree, params, version)
 
     def set_attrs(self, **attrs: Any) -> None:
-        _set(self.file, attrs)
+        """Root attributes written by the next checkpoint or :meth:`finish`."""
+        self._extra |= attrs
 
     def finish(self) -> Path:
-        """Mark the run complete and move it to its final path (atomic rename)."""
-        try:
-            self.file.attrs["complete"] = True
-            self.file.attrs["schema"] = SCHEMA_VERSION
-            self.file.close()
-            os.replace(self.partial, self.path)
-        except OSError as exc:
-            raise self._failure(exc, resumable=True) from exc
+        """Write the complete run (capture state, analyses) and move it to its final path.
+
+        Raises:
+            RunFileError: Writing failed; the ``.partial`` file is unchanged, so
+                ``--resume`` continues (it reruns the analyses).
+        """
+
+        def fill(handle: h5py.File) -> None:
+            self._write_root(handle, complete=True, schema=SCHEMA_VERSION)
+            with h5py.File(self.partial, "r") as previous:
+                for key in ("samples", "layers"):
+                    if key in previous:
+                        previous.copy(previous[key], handle, name=key)
+            if self._analysis:
+                analysis = handle.create_group("analysis")
+                tag(analysis, "analysis")
+            for name, (tree, params, version) in self._analysis.items():
+                group = analysis.create_group(encode_name(name))
+                tag(group, "result")
+                group.attrs["params"] = json.dumps(params)
+                group.attrs["analyzer_version"] = version
+                write_tree(group, tree)
+
+        self._replace(self.path, fill)
+        with contextlib.suppress(OSError):
+            self.partial.unlink()
         return self.path
 
     def close(self) -> None:
-        """Close without completing: the ``.partial`` file stays for ``--resume``.
+        """Stop without completing: the ``.partial`` file stays for ``--resume``.
 
-        Called while another error propagates, so a second failure here (the disk is
-        still full) is not raised over the first: what is on disk stays as the last
-        successful flush left it, and the reader judges it.
+        Nothing is open between checkpoints; this only removes a scratch file that a
+        stopped write may have left.
         """
-        if self.file.id.valid:
-            # The error being handled already says that writing failed.
-            with contextlib.suppress(OSError):
-                self.file.flush()
-            with contextlib.suppress(OSError):
-                self.file.close()
+        with contextlib.suppress(OSError):
+            self.scratch.unlink(missing_ok=True)
