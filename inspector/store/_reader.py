@@ -216,6 +216,21 @@ def _one_line(exc: BaseException) -> str:
     return re.sub(r"\s+", " ", str(exc)).strip()
 
 
+def _model_order(
+    values: dict[str, Any], layers: dict[str, Any], meta: dict[str, Any]
+) -> dict[str, Any]:
+    """``values`` keyed by layer path, in the model's order (captured layers, then the
+    recorded module order), whatever order HDF5 listed them in."""
+    rank = {name: i for i, name in enumerate(meta.get("module_order") or [])}
+    first = {name: i for i, name in enumerate(layers)}
+    return dict(
+        sorted(
+            values.items(),
+            key=lambda item: (rank.get(item[0], first.get(item[0], len(rank))), item[0]),
+        )
+    )
+
+
 def read_run(path: str | Path, *, allow_incomplete: bool = False) -> Run:
     """Read a run file.
 
@@ -268,6 +283,8 @@ def read_run(path: str | Path, *, allow_incomplete: bool = False) -> Run:
                     name = decode_name(key)
                     tree = read_tree(group)
                     tree["params"] = json.loads(tree.get("params", "{}"))
+                    if isinstance(tree.get("layers"), dict):  # HDF5 sorts names as strings
+                        tree["layers"] = _model_order(tree["layers"], layers, meta)
                     analysis[name] = tree
     except RunFileError:
         raise

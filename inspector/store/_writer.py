@@ -60,6 +60,49 @@ def _differences(stored: Any, wanted: str) -> str:
     return ", ".join(f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in keys)
 
 
+MAX_STORED_COVARIANCE = 512
+"""Layers wider than this keep only the diagonal of their co-moment, and no CKA sums, in
+a complete run file: their analyses are stored, and a 1536-wide float64 co-moment alone
+is 19 MB per layer. The ``.partial`` file keeps everything (resume needs it)."""
+
+
+def _copy_compact(layers: h5py.Group, handle: h5py.File) -> None:
+    """Copy ``layers`` into ``handle``, compacting the accumulators of wide layers."""
+    target = handle.create_group("layers")
+    for key, value in layers.attrs.items():
+        target.attrs[key] = value
+    for key, group in layers.items():
+        comoment = group.get("moments/comoment")
+        wide = comoment is not None and comoment.ndim == 2
+        wide = wide and comoment.shape[0] > MAX_STORED_COVARIANCE
+        if not wide:
+            layers.copy(group, target, name=key)
+            continue
+        copy = target.create_group(key)
+        for attr, value in group.attrs.items():
+            copy.attrs[attr] = value
+        copy.attrs["compacted"] = (
+            f"{comoment.shape[0]} units > {MAX_STORED_COVARIANCE}: co-moment diagonal only, "
+            "no CKA sums (analyses computed from the full state)"
+        )
+        for child in group:
+            if child == "groups":
+                continue
+            if child != "moments":
+                group.copy(group[child], copy, name=child)
+                continue
+            moments = copy.create_group("moments")
+            for attr, value in group["moments"].attrs.items():
+                moments.attrs[attr] = value
+            for name, dataset in group["moments"].items():
+                data = np.diagonal(dataset[()]).copy() if name == "comoment" else dataset[()]
+                created = moments.create_dataset(name, data=data)
+                for attr, value in dataset.attrs.items():
+                    created.attrs[attr] = value
+                if name == "comoment":
+                    created.dims[0].label = "feature"
+
+
 def partial_path(path: Path) -> Path:
     """Where a run is written until it is complete."""
     return path.with_name(path.name + ".partial")
@@ -330,9 +373,10 @@ class RunWriter:
         def fill(handle: h5py.File) -> None:
             self._write_root(handle, complete=True, schema=SCHEMA_VERSION)
             with h5py.File(self.partial, "r") as previous:
-                for key in ("samples", "layers"):
-                    if key in previous:
-                        previous.copy(previous[key], handle, name=key)
+                if "samples" in previous:
+                    previous.copy(previous["samples"], handle, name="samples")
+                if "layers" in previous:
+                    _copy_compact(previous["layers"], handle)
             if self._analysis:
                 analysis = handle.create_group("analysis")
                 tag(analysis, "analysis")
