@@ -356,3 +356,11 @@ def _volo(context: Context) -> TokenGeometry:
         )  # fmt: skip
     stage = context.match(r"(network\.\d+)\.\d+\.attn").group(1)
     return _map(context, _info_stride(context, stage), "VOLO attention over the stage map")
+
+
+@rule("csatv2")
+def _csatv2(context: Context) -> TokenGeometry:
+    stage = context.match(r"(stages\.\d+)\.\d+\.attn").group(1)
+    if type(context.parent()).__name__ != "TransformerBlock":
+        raise _Unknown(f"{type(context.parent()).__name__} attention has no geometry rule")
+    return _map(context, _info_stride(context, stage), "CSATv2 attention over the stage map")
