@@ -431,6 +431,21 @@ def totals(results: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
     return t
 
 
+def rule_lines() -> list[str]:
+    """One line per geometry rule of ``hooks`` (its docstring), families grouped."""
+    from hooks import _family_rules, _family_rules_more  # noqa: F401  (register the rules)
+    from hooks._families import FAMILY_RULES
+
+    by_rule: dict[Any, list[str]] = {}
+    for family, fn in sorted(FAMILY_RULES.items()):
+        by_rule.setdefault(fn, []).append(family)
+    lines = []
+    for fn, families in by_rule.items():
+        text = " ".join((fn.__doc__ or fn.__name__).split())
+        lines.append(f"- `{'`, `'.join(families)}` — {text}")
+    return lines
+
+
 def write_markdown(results: dict[str, list[dict[str, Any]]], path: Path) -> None:
     t = totals(results)
     rows = []
@@ -479,6 +494,18 @@ def write_markdown(results: dict[str, list[dict[str, Any]]], path: Path) -> None
         " geometry | MAD px | outputs | cost | notes |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
+        "",
+        "## Geometry rules",
+        "",
+        "`hooks` infers token geometry with one rule per module that defines the model class",
+        "(`type(model).__module__`: MobileViT and HaloNet models are built by `byobnet`, DeiT",
+        "and hybrid ViTs by `vision_transformer`), in `hooks/_family_rules*.py`. Any family",
+        "without a rule, and any layer a rule cannot read exactly, is `unknown`",
+        "with the reason — never a guessed grid. Every geometry is checked at run time",
+        "against the query, key and window counts seen. `<vit-like>` applies to non-timm",
+        "models shaped like a timm ViT.",
+        "",
+        *rule_lines(),
         "",
     ]
     path.write_text("\n".join(lines))

@@ -74,6 +74,8 @@ def _class_attention(context: Context, prefix: int, note: str) -> TokenGeometry:
     "<vit-like>",
 )
 def _vit(context: Context) -> TokenGeometry:
+    """ViT / DeiT / BEiT / EVA: global over num_prefix_tokens (class, distillation, registers) +
+    the patch_embed grid at its pixel stride (feat_ratio; hybrid stems included)."""
     context.match(r"blocks\.\d+(\.attn)?")
     prefix = int(getattr(context.model, "num_prefix_tokens", 0) or 0)
     return _global(context, prefix, "patch_embed grid and num_prefix_tokens")
@@ -81,6 +83,8 @@ def _vit(context: Context) -> TokenGeometry:
 
 @rule("cait")
 def _cait(context: Context) -> TokenGeometry:
+    """CaiT: self-attention over the patches only (prefix 0); class attention (class token queries
+    the patch grid)."""
     if context.name.startswith("blocks_token_only."):
         context.match(r"blocks_token_only\.\d+\.attn")
         return _class_attention(context, 1, "CaiT class attention: the class token queries")
@@ -90,6 +94,8 @@ def _cait(context: Context) -> TokenGeometry:
 
 @rule("convit")
 def _convit(context: Context) -> TokenGeometry:
+    """ConViT: GPSA blocks over the patches (the gated patch/positional mixture is captured), MHSA
+    blocks over class token + patches."""
     index = int(context.match(r"blocks\.(\d+)\.attn").group(1))
     local = int(context.model.local_up_to_layer)
     gpsa = type(context.module).__name__ == "GPSA"
@@ -103,6 +109,8 @@ def _convit(context: Context) -> TokenGeometry:
 
 @rule("xcit")
 def _xcit(context: Context) -> TokenGeometry:
+    """XCiT: cross-covariance attention is channel attention (no distance); class-attention blocks:
+    the class token queries the patch grid."""
     if context.name.startswith("cls_attn_blocks."):
         context.match(r"cls_attn_blocks\.\d+\.attn")
         embed = context.model.patch_embed
@@ -126,6 +134,8 @@ def _xcit(context: Context) -> TokenGeometry:
 
 @rule("swin_transformer", "swin_transformer_v2", "swin_transformer_v2_cr")
 def _swin(context: Context) -> TokenGeometry:
+    """Swin v1 / v2 / v2-cr: windows of the block's window_size with its shift, on the stage grid
+    (feature_info stride; odd maps zero-padded at the end)."""
     stage = int(context.match(r"(?:layers|stages)\.(\d+)\.blocks\.\d+\.attn").group(1))
     block = context.parent()
     stride = stage_stride(context.model, stage)
@@ -146,6 +156,8 @@ def _swin(context: Context) -> TokenGeometry:
 
 @rule("pvt_v2")
 def _pvt_v2(context: Context) -> TokenGeometry:
+    """PVT v2: global queries on the stage grid; keys on the sr×sr-reduced grid (or the 7×7
+    adaptive pool of the linear variant, when it divides the grid)."""
     stage = int(context.match(r"stages\.(\d+)\.blocks\.\d+\.attn").group(1))
     stride = stage_stride(context.model, stage)
     grid, fs = grid_of(context.size, stride), fstride(stride)
@@ -169,6 +181,8 @@ def _pvt_v2(context: Context) -> TokenGeometry:
 
 @rule("twins")
 def _twins(context: Context) -> TokenGeometry:
+    """Twins: locally-grouped attention in ws×ws windows; global sub-sampled attention with
+    keys reduced by sr."""
     stage = int(context.match(r"blocks\.(\d+)\.\d+\.attn").group(1))
     stride = stage_stride(context.model, stage)
     grid, fs = grid_of(context.size, stride), fstride(stride)
@@ -195,6 +209,8 @@ def _twins(context: Context) -> TokenGeometry:
 
 @rule("maxxvit")
 def _maxxvit(context: Context) -> TokenGeometry:
+    """MaxViT / CoAtNet: block attention in windows; grid attention dilated (a window of tokens H/G
+    apart); CoAtNet attention global over the stage map."""
     stage = int(context.match(r"stages\.(\d+)\.blocks\.\d+\.\w+(?:\.\w+)?").group(1))
     stride = stage_stride(context.model, stage)
     grid, fs = grid_of(context.size, stride), fstride(stride)
@@ -234,6 +250,8 @@ def _pool_args(pool: nn.Module) -> tuple[object, object, object]:
 
 @rule("mvitv2")
 def _mvitv2(context: Context) -> TokenGeometry:
+    """MViTv2: pooling attention with query and key grids from the pooling arithmetic (stride,
+    kernel, padding: positions of pooled tokens exact)."""
     stage = int(context.match(r"stages\.(\d+)\.blocks\.\d+\.attn").group(1))
     module = context.module
     q_step = pair(_pool_args(module.pool_q)[1]) if module.pool_q is not None else (1, 1)
@@ -278,6 +296,8 @@ def _mvitv2(context: Context) -> TokenGeometry:
 
 @rule("levit")
 def _levit(context: Context) -> TokenGeometry:
+    """LeViT: global over the fixed stage resolution; the downsampling attention's queries
+    subsample the key grid [::2]."""
     found = context.match(r"stages\.(\d+)\.(?:blocks\.\d+\.attn|downsample\.attn_downsample)")
     stage = int(found.group(1))
     model, module = context.model, context.module

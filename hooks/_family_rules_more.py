@@ -54,6 +54,7 @@ _CHANNELS = "channel attention: queries and keys are channels"
 
 @rule("davit")
 def _davit(context: Context) -> TokenGeometry:
+    """DaViT: window attention (block window_size) and channel attention (no distance)."""
     stage = int(context.match(r"stages\.(\d+)\.blocks\.\d+\.\d+\.attn").group(1))
     if type(context.module).__name__.startswith("ChannelAttention"):
         return TokenGeometry(kind="channel-attention", reason=f"DaViT {_CHANNELS}")
@@ -64,18 +65,23 @@ def _davit(context: Context) -> TokenGeometry:
 
 @rule("edgenext")
 def _edgenext(context: Context) -> TokenGeometry:
+    """EdgeNeXt: cross-covariance (channel) attention — no distance."""
     context.match(r"stages\.\d+\.blocks\.\d+\.xca")
     return TokenGeometry(kind="channel-attention", reason=f"EdgeNeXt cross-covariance {_CHANNELS}")
 
 
 @rule("efficientformer", "fastvit", "metaformer")
 def _token_mixer(context: Context) -> TokenGeometry:
+    """EfficientFormer, FastViT, MetaFormer (CAFormer): attention token mixers global over the
+    stage map."""
     stage = int(context.match(r"stages\.(\d+)\.blocks\.\d+\.token_mixer").group(1))
     return _map(context, stage_stride(context.model, stage), "attention over the stage map")
 
 
 @rule("efficientformer_v2")
 def _efficientformer_v2(context: Context) -> TokenGeometry:
+    """EfficientFormerV2: global over the (stride-2 conv) stage map; the downsampling attention's
+    queries on the strided grid over full-resolution keys."""
     found = context.match(r"stages\.(\d+)\.(?:blocks\.\d+\.token_mixer|downsample\.attn)")
     stage, module = int(found.group(1)), context.module
     if type(module).__name__ == "Attention2dDownsample":  # keys: the previous stage's map
@@ -121,6 +127,7 @@ def _efficientformer_v2(context: Context) -> TokenGeometry:
 
 @rule("tiny_vit")
 def _tiny_vit(context: Context) -> TokenGeometry:
+    """TinyViT: window attention with the block window_size (zero-padded at the border)."""
     stage = int(context.match(r"stages\.(\d+)\.blocks\.\d+\.attn").group(1))
     note = "TinyViT window attention (zero-padded windows at the border)"
     return _windows(context, stage_stride(context.model, stage), context.parent().window_size, note)
@@ -128,7 +135,8 @@ def _tiny_vit(context: Context) -> TokenGeometry:
 
 @rule("efficientvit_msra")
 def _efficientvit_msra(context: Context) -> TokenGeometry:
-    """Windows over the stage map; maps after the first come from 3×3 / stride-2 / pad-1
+    """EfficientViT-MSRA: windows over the stage map; maps after the first come from 3×3 /
+    stride-2 / pad-1
     convolutions (``ceil`` sizes, token 0 kept in place), as the model's ``resolution``."""
     stage = int(context.match(r"stages\.(\d+)\.blocks\.\d+\.mixer\.m\.attn").group(1))
     first = next(m for m in context.model.modules() if type(m).__name__ == "LocalWindowAttention")
@@ -148,12 +156,15 @@ def _efficientvit_msra(context: Context) -> TokenGeometry:
 
 @rule("visformer")
 def _visformer(context: Context) -> TokenGeometry:
+    """Visformer: global over the stage map."""
     stage = context.match(r"(stage\d)\.\d+\.attn").group(1)
     return _map(context, _info_stride(context, stage), "Visformer attention over the stage map")
 
 
 @rule("nextvit")
 def _nextvit(context: Context) -> TokenGeometry:
+    """Next-ViT: global; keys averaged over runs of N_ratio row-major tokens — known only when the
+    runs stay within rows."""
     stage = int(context.match(r"stages\.(\d+)\.blocks\.\d+\.e_mhsa").group(1))
     stride = stage_stride(context.model, stage)
     grid = grid_of(context.size, stride)
@@ -175,6 +186,7 @@ def _nextvit(context: Context) -> TokenGeometry:
 
 @rule("nest")
 def _nest(context: Context) -> TokenGeometry:
+    """NesT: attention within the level's non-overlapping blocks (windows)."""
     level = context.match(r"(levels\.\d+)\.transformer_encoder\.\d+\.attn").group(1)
     block = int(context.modules[level].block_size)
     note = "NesT attention within non-overlapping blocks"
@@ -183,6 +195,8 @@ def _nest(context: Context) -> TokenGeometry:
 
 @rule("pit")
 def _pit(context: Context) -> TokenGeometry:
+    """PiT: global over class token(s) + the stage grid from the patch-conv and pooling
+    arithmetic."""
     stage = int(context.match(r"transformers\.(\d+)\.blocks\.\d+\.attn").group(1))
     model = context.model
     conv = model.patch_embed.conv
@@ -255,6 +269,7 @@ def _byobnet(context: Context) -> TokenGeometry:
 
 @rule("vision_transformer_sam")
 def _sam(context: Context) -> TokenGeometry:
+    """SAM ViT: window blocks (window_size, zero-padded) and global blocks over the patch grid."""
     context.match(r"blocks\.\d+\.attn")
     model, block = context.model, context.parent()
     embed = model.patch_embed
@@ -334,6 +349,8 @@ def _crossvit(context: Context) -> TokenGeometry:
 
 @rule("gcvit")
 def _gcvit(context: Context) -> TokenGeometry:
+    """GCViT: local window attention; blocks with global queries are unknown (the queries summarise
+    the whole map)."""
     stage = int(context.match(r"stages\.(\d+)\.blocks\.\d+\.attn").group(1))
     if context.module.use_global:
         raise _Unknown("global query tokens summarise the whole map: they have no position")
@@ -343,6 +360,8 @@ def _gcvit(context: Context) -> TokenGeometry:
 
 @rule("volo")
 def _volo(context: Context) -> TokenGeometry:
+    """VOLO: transformer stages global over the stage map; class attention; outlook attention is
+    unknown (overlapping k×k windows)."""
     if type(context.module).__name__ == "OutlookAttention":
         raise _Unknown("outlook attention: overlapping k×k windows, one per (pooled) position")
     if context.name.startswith("post_network."):
@@ -360,6 +379,7 @@ def _volo(context: Context) -> TokenGeometry:
 
 @rule("csatv2")
 def _csatv2(context: Context) -> TokenGeometry:
+    """CSATv2: attention over the pooled stage map."""
     stage = context.match(r"(stages\.\d+)\.\d+\.attn").group(1)
     if type(context.parent()).__name__ != "TransformerBlock":
         raise _Unknown(f"{type(context.parent()).__name__} attention has no geometry rule")
