@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import re
 
+from torch import nn
+
 from ._families import (
     Context,
     _Unknown,
@@ -384,3 +386,56 @@ def _csatv2(context: Context) -> TokenGeometry:
     if type(context.parent()).__name__ != "TransformerBlock":
         raise _Unknown(f"{type(context.parent()).__name__} attention has no geometry rule")
     return _map(context, _info_stride(context, stage), "CSATv2 attention over the stage map")
+
+
+@rule("hieradet_sam2")
+def _hieradet_sam2(context: Context) -> TokenGeometry:
+    """SAM2 Hiera: window attention (the block's window_size, zero-padded at the border) or
+    global attention on the stage map; at a stage change queries are max-pooled inside each
+    window of the finer map (query window = key window / q_stride)."""
+    index = int(context.match(r"blocks\.(\d+)\.attn").group(1))
+    block = context.parent()
+    ends = sorted(
+        (int(str(d["module"]).split(".")[1]), int(d["reduction"]))
+        for d in context.model.feature_info
+        if str(d.get("module", "")).startswith("blocks.")
+    )
+    stride = next((r for last, r in ends if last >= index), None)
+    if stride is None:
+        raise _Unknown(f"block {index} is after the last feature_info stage")
+    if block.q_stride:
+        return _hiera_pooled(context, block, stride)
+    if not block.is_windowed:
+        return _map(context, stride, "SAM2 Hiera global attention over the stage map")
+    note = "SAM2 Hiera window attention (zero-padded windows at the border)"
+    return _windows(context, stride, block.window_size, note)
+
+
+def _hiera_pooled(context: Context, block: nn.Module, stride: int) -> TokenGeometry:
+    """Keys: windows of the finer map; queries: each window max-pooled by ``q_stride``."""
+    step = pair(block.q_stride)
+    key_stride = (stride // step[0], stride // step[1])
+    keys = grid_of(context.size, key_stride)
+    key_window = pair(block.window_size)
+    pool = context.module.q_pool
+    if not block.is_windowed or pair(pool.kernel_size) != step or pair(pool.stride) != step:
+        raise _Unknown("query pooling other than non-overlapping q_stride blocks")
+    if key_window[0] % step[0] or key_window[1] % step[1]:
+        raise _Unknown(f"key window {key_window} is not a multiple of q_stride {step}")
+    window, offset = pooled(key_window, pool.kernel_size, pool.stride, pool.padding)
+    grid, _ = pooled(keys, pool.kernel_size, pool.stride, pool.padding)  # the real queries
+    key_origin = (key_stride[0] / 2, key_stride[1] / 2)
+    return TokenGeometry(
+        kind="windowed",
+        grid=grid,
+        stride=fstride(stride),
+        window=window,
+        origin=(
+            key_origin[0] + offset[0] * key_stride[0],
+            key_origin[1] + offset[1] * key_stride[1],
+        ),
+        key_window=key_window,
+        key_stride=fstride(key_stride),
+        key_origin=key_origin,
+        reason="SAM2 Hiera stage change: queries max-pooled inside each key window",
+    )

@@ -11,7 +11,9 @@ Kinds:
 - ``global``: every query of the ``grid`` sees every key of the key grid (``key_grid``
   when keys are spatially reduced or pooled, else the query grid).
 - ``windowed``: the map is cut into ``window``-sized blocks (after a cyclic ``shift``);
-  each block is one attention sequence. Token positions are those inside one block.
+  each block is one attention sequence. Token positions are those inside one block. Keys
+  may come from a finer map cut into ``key_window`` blocks (queries pooled inside each
+  window, SAM2 Hiera).
 - ``dilated``: grid attention (MaxViT, MobileViT): one sequence holds a ``window`` of
   tokens spaced ``dilation`` tokens apart, spread over the whole map.
 - ``class-attention``: only the prefix (class) tokens query; keys are the prefix and the
@@ -67,6 +69,8 @@ class TokenGeometry:
         origin: Pixel centre ``(y, x)`` of query token ``(0, 0)``; ``None`` means half a
             stride (the centre of the first patch).
         key_origin: Pixel centre of key token ``(0, 0)``; ``None`` means half a key stride.
+        key_window: Key tokens ``(rows, cols)`` of one ``windowed`` sequence when they differ
+            from the query window (on the ``key_stride`` map).
     """
 
     kind: GeometryKind
@@ -81,6 +85,7 @@ class TokenGeometry:
     dilation: tuple[int, int] | None = None
     origin: tuple[float, float] | None = None
     key_origin: tuple[float, float] | None = None
+    key_window: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.prefix < 0:
@@ -139,7 +144,7 @@ class TokenGeometry:
         """Expected number of key tokens per sequence, prefix included."""
         if self.kind in ("windowed", "dilated"):
             assert self.window is not None
-            return self.prefix + _area(self.window)
+            return self.prefix + _area(self.key_window or self.window)
         keys = self.keys
         return None if keys is None else self.prefix + _area(keys)
 
@@ -193,7 +198,10 @@ class TokenGeometry:
             step = self.dilation or (1, 1)
             stride = (self.stride[0] * step[0], self.stride[1] * step[1])
             queries = _grid_centres(self.window, stride, self.origin)
-            return queries, queries
+            if self.key_window is None:
+                return queries, queries
+            keys = _grid_centres(self.key_window, self.key_stride or stride, self.key_origin)
+            return queries, keys
         queries = _grid_centres(self.grid, self.stride, self.origin)
         if self.key_grid is None and self.key_stride is None and self.key_origin is None:
             return queries, queries

@@ -239,6 +239,23 @@ FAMILIES: dict[str, Family] = {
         {"blocks.0.blocks.1.0.attn": dict(grid=(14, 14), stride=(240 / 14, 240 / 14))},
     ),
     "visformer": Family("visformer_tiny", dict(depth=(1, 1, 1)), 224),
+    "sam2-hiera": Family(
+        "hieradet_small",
+        dict(embed_dim=16, num_heads=1),
+        128,
+        frozenset({"windowed", "global"}),
+        {
+            "blocks.1.attn": dict(  # stage change: 2×2 max-pooled queries in 8×8 key windows
+                grid=(16, 16),
+                window=(4, 4),
+                stride=(8.0, 8.0),
+                origin=(4.0, 4.0),
+                key_window=(8, 8),
+                key_stride=(4.0, 4.0),
+                key_origin=(2.0, 2.0),
+            )
+        },
+    ),
 }
 
 
