@@ -350,7 +350,35 @@ def compare_view(runs: Sequence[Run]) -> reports.CompareReport:
                 sections["pruning"],
             )
         )
-    return reports.CompareReport(tuple(items), notes=_NOTES)
+    return reports.CompareReport(tuple(items), findings=_compare_findings(items), notes=_NOTES)
+
+
+def _compare_findings(items: Sequence[reports.CompareRun]) -> tuple[str, ...]:
+    found = []
+    for item in items:
+        parts = []
+        if item.attention_distance:
+            first, last = item.attention_distance[0], item.attention_distance[-1]
+            parts.append(
+                f"mean head distance {float(np.nanmean(first.head_distance)):.0f} px "
+                f"({first.name}) to {float(np.nanmean(last.head_distance)):.0f} px ({last.name})"
+            )
+        blocks = [e for e in item.erf if e.series != "attention branch"]
+        if blocks:
+            parts.append(
+                f"ERF mean distance {blocks[0].mean_distance:.0f} to "
+                f"{blocks[-1].mean_distance:.0f} px"
+            )
+        removable = [
+            f"{c.max_removable:.0%} of {c.kind}s"
+            for c in item.pruning
+            if c.max_removable is not None
+        ]
+        if removable:
+            parts.append(" and ".join(removable) + " removable at 99 % agreement")
+        if parts:
+            found.append(f"{item.label}: " + "; ".join(parts))
+    return tuple(found)
 
 
 def write_compare_report(runs: Sequence[Run], path: str | Path) -> Path:
