@@ -439,3 +439,68 @@ def _hiera_pooled(context: Context, block: nn.Module, stride: int) -> TokenGeome
         key_origin=key_origin,
         reason="SAM2 Hiera stage change: queries max-pooled inside each key window",
     )
+
+
+def _conv_grid(
+    grid: tuple[int, int], stride: int, conv: object, what: str
+) -> tuple[tuple[int, int], tuple[float, float], tuple[float, float]]:
+    """Grid, pixel stride and pixel origin of the output of a plain ``nn.Conv2d`` /
+    ``nn.AvgPool2d`` over a map at ``stride`` px whose token 0 sits at ``stride / 2``."""
+    if type(conv).__name__ not in ("Conv2d", "AvgPool2d", "MaxPool2d") or isinstance(
+        getattr(conv, "padding", 0), str
+    ):
+        raise _Unknown(f"{what} is a {type(conv).__name__}: its token positions are not modelled")
+    kernel, step, padding = conv.kernel_size, conv.stride, conv.padding  # type: ignore[attr-defined]
+    out, offset = pooled(grid, kernel, step, padding)
+    s = pair(step)
+    origin = (stride * (0.5 + offset[0]), stride * (0.5 + offset[1]))
+    return out, (float(stride * s[0]), float(stride * s[1])), origin
+
+
+@rule("lowformer", "cpubone")
+def _conv_attention(context: Context) -> TokenGeometry:
+    """LowFormer, CPUBone: global attention on the stage map downsampled by the module's
+    strided depthwise convolution (positions from its kernel, stride and padding)."""
+    stage = int(context.match(r"stages\.(\d+)\..*").group(1))
+    stride = _info_stride(context, f"stages.{stage}")
+    grid, fs, origin = _conv_grid(
+        grid_of(context.size, stride), stride, context.module.conv_proj.conv, "conv_proj"
+    )
+    return TokenGeometry(
+        kind="global", grid=grid, stride=fs, origin=origin, reason="conv-downsampled attention"
+    )
+
+
+@rule("mobilenetv3", "mobilenetv5")
+def _multi_query_2d(context: Context) -> TokenGeometry:
+    """MobileNetV4 / V5 multi-query attention: queries on the stage map (avg-pooled by
+    query_strides), one key / value head on the map or its strided depthwise convolution."""
+    stage = int(context.match(r"blocks\.(\d+)\.\d+\.attn").group(1))
+    module = context.module
+    if type(module).__name__ != "MultiQueryAttention2d":
+        raise _Unknown(f"{type(module).__name__} has no geometry rule")
+    ends = sorted(
+        (int(str(d["module"]).split(".")[1]), int(d["reduction"]))
+        for d in context.model.feature_info
+        if str(d.get("module", "")).startswith("blocks.")
+    )
+    stride = next((r for last, r in ends if last >= stage), None)
+    if stride is None:
+        raise _Unknown(f"stage {stage} is after the last feature_info stage")
+    grid = grid_of(context.size, stride)
+    queries = (grid, fstride(stride), (stride / 2, stride / 2))
+    if module.has_query_strides:
+        queries = _conv_grid(grid, stride, module.query.down_pool, "query pooling")
+    keys = queries if module.kv_stride == 1 else (grid, fstride(stride), (stride / 2,) * 2)
+    if module.kv_stride > 1:
+        keys = _conv_grid(grid, stride, module.key.down_conv, "key downsampling")
+    return TokenGeometry(
+        kind="global",
+        grid=queries[0],
+        stride=queries[1],
+        origin=queries[2],  # type: ignore[arg-type]
+        key_grid=keys[0],
+        key_stride=keys[1],
+        key_origin=keys[2],  # type: ignore[arg-type]
+        reason="multi-query attention (one shared key / value head)",
+    )

@@ -84,8 +84,9 @@ def _row_stochastic(x: torch.Tensor) -> bool:
 
 
 # Attention classes whose maps put the head axis right after the batch axis rather than
-# just before ``[query, key]`` (NesT: ``[batch, head, block, query, key]``).
-_HEAD_AFTER_BATCH = frozenset({"timm.models.nest.Attention"})
+# just before ``[query, key]`` (NesT ``[batch, head, block, query, key]``, VOLO outlook
+# ``[batch, head, position, query, key]``).
+_HEAD_AFTER_BATCH = frozenset({"timm.models.nest.Attention", "timm.models.volo.OutlookAttention"})
 
 
 def _as_sequences(
