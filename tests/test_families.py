@@ -1,12 +1,18 @@
 """Integration tier: one tiny model per attention family (``-m families`` selects it).
 
-Each family checks that the captured probabilities are probabilities (rows sum to 1),
-equal the model's own unfused computation where it has one (``fused_attn=False``,
-``attn_drop`` input) on the fused and the unfused path, leave the outputs bit-identical,
-and that the inferred geometry fits the query, key and window counts seen, with the
-values the model defines. Known-answer tests plant a uniform Swin head and check the
-distance from the captured maps against the analytic in-window distance, and check the
-windowed / dilated layouts against timm's own partition functions.
+Each family (ViT with class / distillation / register tokens, BEiT, EVA with rope, Swin
+v1 / v2 / v2-cr, PVT v2 incl. linear, Twins, MaxViT, CoAtNet, MViTv2 with and without
+class token, LeViT, CaiT, ConViT, XCiT, DaViT, TinyViT, EfficientFormerV2,
+EfficientViT-MSRA, MobileViT, NesT, PiT, TNT, CrossViT, Visformer, SAM2 Hiera) checks that
+the captured probabilities are probabilities (rows sum to 1), equal the model's own
+unfused computation where it has one (``fused_attn=False``, ``attn_drop`` input) on the
+fused and the unfused path, leave the outputs bit-identical, that the inferred geometry
+fits the query, key and window counts seen with the values the model defines, and — for
+models with relative-position tables — that the query-key offsets from ``centres()`` are
+the ones the model's own table is indexed by. Known-answer tests plant a uniform Swin head
+and check the distance from the captured maps against the analytic in-window distance
+(shifted windows included), and check windowed / dilated layouts against timm's own
+partition functions.
 """
 
 from __future__ import annotations
@@ -530,3 +536,50 @@ def test_unregistered_family_is_unknown_not_guessed() -> None:
     model.__class__ = Renamed
     geometry = hooks.infer_geometry(model, "blocks.0.attn", module)
     assert geometry.kind == "unknown" and "some_new_family" in geometry.reason
+
+
+def test_geometry_kinds_count_tokens_and_round_trip() -> None:
+    """Per-sequence counts, centres and the file round trip of every geometry kind."""
+    g = hooks.TokenGeometry
+    cases = [
+        # (geometry, queries, keys, sequences per image)
+        (g("global", prefix=1, grid=(4, 6), stride=(16.0, 16.0)), 25, 25, 1),
+        (
+            g("global", grid=(8, 8), stride=(4.0, 4.0), key_grid=(2, 2), key_stride=(16.0, 16.0)),
+            64,
+            4,
+            1,
+        ),
+        (g("windowed", grid=(14, 14), stride=(4.0, 4.0), window=(7, 7), shift=(3, 3)), 49, 49, 4),
+        (g("windowed", grid=(15, 15), stride=(4.0, 4.0), window=(7, 7)), 49, 49, 9),  # padded
+        (
+            g("dilated", grid=(16, 16), stride=(8.0, 8.0), window=(4, 4), dilation=(4, 4)),
+            16,
+            16,
+            16,
+        ),
+        (g("class-attention", prefix=1, key_grid=(14, 14), key_stride=(16.0, 16.0)), 1, 197, 1),
+        (g("channel-attention", reason="channels"), None, None, None),
+    ]
+    for geometry, queries, keys, sequences in cases:
+        assert (geometry.tokens, geometry.key_tokens, geometry.sequences) == (
+            queries,
+            keys,
+            sequences,
+        )
+        assert hooks.TokenGeometry.from_dict(geometry.to_dict()) == geometry
+        if geometry.known:
+            q, k = geometry.centres()
+            assert len(q) + geometry.prefix == queries and len(k) + geometry.prefix == keys
+            assert geometry.mismatch(sequences, queries, keys) is None
+            assert "query tokens" in (geometry.mismatch(sequences, queries + 1, keys) or "")
+            assert "sequences" in (geometry.mismatch(sequences + 1, queries, keys) or "")
+        else:
+            with pytest.raises(ValueError):
+                geometry.centres()
+    dilated = cases[4][0].centres()[0]
+    assert np.allclose(np.diff(dilated[:4, 1]), 32.0)  # 8 px × dilation 4 between sequence tokens
+    with pytest.raises(ValueError, match="window"):
+        g("dilated", grid=(16, 16), stride=(8.0, 8.0), window=(4, 4), dilation=(3, 3))
+    old = {"kind": "global", "prefix": 1, "grid": [2, 2], "stride": [16.0, 16.0], "reason": ""}
+    assert hooks.TokenGeometry.from_dict(old).origin is None  # files written before the new fields
