@@ -205,7 +205,8 @@ def mutated_images(draw: st.DrawFn) -> tuple[str, bytes]:
         st.lists(st.tuples(st.integers(0, len(data) - 1), st.integers(0, 255)), max_size=16)
     ):
         data[position] = value
-    return extension, bytes(data[: draw(st.integers(1, len(data)))])
+    cut = draw(st.one_of(st.just(len(data)), st.integers(1, len(data))))
+    return extension, bytes(data[:cut])
 
 
 IMAGES = st.one_of(

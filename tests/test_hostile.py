@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import base64
 import pickle
+import resource
+import struct
 import sys
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -256,3 +259,49 @@ def test_an_unknown_filter_is_refused_before_hdf5_looks_for_a_plugin(tmp_path: P
         h5py.h5d.create(handle["analysis"].id, b"y", h5py.h5t.NATIVE_DOUBLE, space, dcpl=dcpl)
     with pytest.raises(RunFileError, match="filter 32001"):
         read_run(path)
+
+
+def test_a_dataset_claiming_more_memory_than_the_file_could_hold_is_refused(
+    tmp_path: Path,
+) -> None:
+    """A chunked dataset whose chunks were never written reads as fill values: 80 GB from
+    a 270 KB file, were it read."""
+    path = _copy_of_golden(tmp_path)
+    with h5py.File(path, "r+") as handle:
+        group = handle["analysis/attention_distance"]
+        group.create_dataset("x", shape=(10**10,), dtype="f8", chunks=(1 << 16,))
+    with pytest.raises(RunFileError, match=r"claim .* bytes, more than 2048 times") as info:
+        read_run(path)
+    assert "\n" not in str(info.value)
+
+
+def test_a_string_claiming_gigabytes_is_refused_without_allocating_them(tmp_path: Path) -> None:
+    """libhdf5 allocates the length a variable-length string declares before it finds the
+    data missing (3 GB and 10 s for one attribute, before the reader capped its address
+    space while reading)."""
+    with h5py.File(GOLDEN, "r") as handle:
+        fingerprint = handle.attrs["fingerprint"]
+    length = len(fingerprint.encode() if isinstance(fingerprint, str) else fingerprint)
+    data = bytearray(GOLDEN.read_bytes())
+    # A stored variable-length string is (uint32 length, uint64 heap address, uint32 index).
+    found = [data.find(struct.pack("<IQ", length, address)) for address in _heap_collections(data)]
+    (at,) = [offset for offset in found if offset >= 0]
+    data[at : at + 4] = struct.pack("<I", 0xF000_0000)  # 3.75 GiB
+    path = tmp_path / "bomb.h5"
+    path.write_bytes(bytes(data))
+    before = resource.getrlimit(resource.RLIMIT_AS)
+    started = time.perf_counter()
+    with pytest.raises(RunFileError, match="corrupt") as info:
+        read_run(path)
+    assert time.perf_counter() - started < 5
+    assert "\n" not in str(info.value)
+    assert resource.getrlimit(resource.RLIMIT_AS) == before  # the cap is put back
+
+
+def _heap_collections(data: bytes) -> list[int]:
+    """File offsets of HDF5 global heap collections (signature ``GCOL``)."""
+    offsets, at = [], data.find(b"GCOL")
+    while at >= 0:
+        offsets.append(at)
+        at = data.find(b"GCOL", at + 1)
+    return offsets

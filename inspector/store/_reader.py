@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,12 +150,15 @@ _MAX_ATTRIBUTE_ITEMS = 1 << 16
 """Attributes are scalars or short arrays (dimension labels); more is corruption."""
 
 
-def _check_structure(root: h5py.File) -> None:
+def _check_structure(root: h5py.File) -> int:
     """Refuse what the writer never produces and a hostile file could use, before any
     data is read: soft and external links (they read other files, or loop), objects
     linked twice (cycles), nesting deeper than :data:`_MAX_DEPTH`, virtual or external
     storage, filters other than gzip, shuffle and fletcher32 (HDF5 would load a plugin
     library for them), and types other than numbers, booleans and strings.
+
+    Returns:
+        The bytes its datasets take once read.
 
     Raises:
         ValueError: What was found (the caller adds the file name).
@@ -185,6 +192,7 @@ def _check_structure(root: h5py.File) -> None:
                 stack.append((node, depth + 1))
             else:
                 raise ValueError(f"{group.name}/{name} is a {type(node).__name__}")
+    return claimed
 
 
 def _read_layer(name: str, group: h5py.Group) -> Layer:
@@ -210,6 +218,38 @@ _CORRUPT = (OSError, KeyError, ValueError, TypeError, RuntimeError, OverflowErro
 plain ``RuntimeError`` ("Error iterating over attributes (ran off end of input buffer
 while decoding)"); ``json.JSONDecodeError`` and ``UnicodeDecodeError`` are
 ``ValueError``s."""
+
+
+_HEADROOM = 1 << 30
+"""Address space a read may take beyond what its datasets need (1 GiB)."""
+
+
+@contextmanager
+def _address_space_ceiling(extra: int) -> Iterator[None]:
+    """Cap the process's address space at its current size plus ``extra`` bytes for the
+    duration of the block (Linux; elsewhere, or under a lower limit, nothing changes).
+
+    libhdf5 trusts the length a variable-length string declares (up to 4 GiB each) and
+    allocates it before it finds the data missing: a damaged or hostile 300 KB file took
+    3 GB and 10 s per string. Under the cap the allocation fails at once and the read
+    ends in an error. The previous limit is put back on exit.
+    """
+    statm = Path("/proc/self/statm")
+    if not sys.platform.startswith("linux") or not statm.exists():
+        yield
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    current = int(statm.read_text().split()[0]) * resource.getpagesize()
+    ceiling = current + extra
+    unlimited = resource.RLIM_INFINITY
+    if (soft != unlimited and soft <= ceiling) or (hard != unlimited and hard < ceiling):
+        yield
+        return
+    resource.setrlimit(resource.RLIMIT_AS, (ceiling, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
 def _one_line(exc: BaseException) -> str:
@@ -256,40 +296,48 @@ def read_run(path: str | Path, *, allow_incomplete: bool = False) -> Run:
         raise RunFileError(f"{path} is not a readable HDF5 file ({_one_line(exc)})") from exc
     try:
         with handle:
-            _check_version(path, handle)
-            _check_structure(handle)
-            meta = _decode(read_attrs(handle))
-            complete = bool(meta.pop("complete", False))
-            if not complete and not allow_incomplete:
-                raise RunFileError(
-                    f"{path} is an incomplete run ({meta.get('images_done', 0)} images done); "
-                    "finish it with `inspector analyze ... --resume`"
-                )
-            samples = handle.get("samples")
-            ids = read_tree(samples).get("ids", []) if samples is not None else []
-            labels = samples["labels"][()] if samples is not None else np.zeros(0, np.int64)
-            layers: dict[str, Layer] = {}
-            if "layers" in handle:
-                group = handle["layers"]
-                order = json.loads(group.attrs.get("order", "[]"))
-                # Layers missing from ``order`` (never written by this writer) come last.
-                order += sorted(decode_name(k) for k in group if decode_name(k) not in order)
-                for name in order:
-                    if encode_name(name) in group:
-                        layers[name] = _read_layer(name, group[encode_name(name)])
-            analysis = {}
-            if "analysis" in handle:
-                for key, group in handle["analysis"].items():
-                    name = decode_name(key)
-                    tree = read_tree(group)
-                    tree["params"] = json.loads(tree.get("params", "{}"))
-                    if isinstance(tree.get("layers"), dict):  # HDF5 sorts names as strings
-                        tree["layers"] = _model_order(tree["layers"], layers, meta)
-                    analysis[name] = tree
+            with _address_space_ceiling(_HEADROOM):
+                _check_version(path, handle)
+                claimed = _check_structure(handle)
+            run = _read(path, handle, allow_incomplete, 2 * claimed + path.stat().st_size)
     except RunFileError:
         raise
     except _CORRUPT as exc:
         raise RunFileError(
             f"{path} is corrupt or truncated ({type(exc).__name__}: {_one_line(exc)})"
         ) from exc
+    return run
+
+
+def _read(path: Path, handle: h5py.File, allow_incomplete: bool, needs: int) -> Run:
+    """Everything in ``handle``, its structure checked; ``needs`` bytes of memory."""
+    with _address_space_ceiling(needs + _HEADROOM):
+        meta = _decode(read_attrs(handle))
+        complete = bool(meta.pop("complete", False))
+        if not complete and not allow_incomplete:
+            raise RunFileError(
+                f"{path} is an incomplete run ({meta.get('images_done', 0)} images done); "
+                "finish it with `inspector analyze ... --resume`"
+            )
+        samples = handle.get("samples")
+        ids = read_tree(samples).get("ids", []) if samples is not None else []
+        labels = samples["labels"][()] if samples is not None else np.zeros(0, np.int64)
+        layers: dict[str, Layer] = {}
+        if "layers" in handle:
+            group = handle["layers"]
+            order = json.loads(group.attrs.get("order", "[]"))
+            # Layers missing from ``order`` (never written by this writer) come last.
+            order += sorted(decode_name(k) for k in group if decode_name(k) not in order)
+            for name in order:
+                if encode_name(name) in group:
+                    layers[name] = _read_layer(name, group[encode_name(name)])
+        analysis = {}
+        if "analysis" in handle:
+            for key, group in handle["analysis"].items():
+                name = decode_name(key)
+                tree = read_tree(group)
+                tree["params"] = json.loads(tree.get("params", "{}"))
+                if isinstance(tree.get("layers"), dict):  # HDF5 sorts names as strings
+                    tree["layers"] = _model_order(tree["layers"], layers, meta)
+                analysis[name] = tree
     return Run(path, meta, complete, list(ids), labels, layers, analysis)
