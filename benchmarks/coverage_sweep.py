@@ -9,8 +9,8 @@ found and captured, whether the probabilities are valid (rows sum to 1; equal wi
 input — where one exists, for the fused path too, repeated in float64 when float32
 differs), the geometry per layer (known / not applicable / unknown, with reasons), the
 mean attention distance computed from the captured maps and the geometry, time and peak
-memory. It writes ``docs/coverage.md`` (the raw results go to ``out/coverage/results.json``
-and parameter counts are cached in ``out/coverage/counts.json``, both untracked).
+memory. It writes ``docs/coverage.md``; the raw results (``benchmarks/coverage.json``) and
+the parameter counts (``benchmarks/coverage_counts.json``) are kept for ``--reuse``.
 
 Run on demand (not in CI); on a 2-core machine the whole sweep takes one to two hours::
 
@@ -579,8 +579,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--families", help="comma-separated timm modules (default: all)")
     parser.add_argument("--timeout", type=int, default=900, help="seconds per model")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "coverage.md")
-    parser.add_argument("--json", type=Path, default=REPO / "out" / "coverage" / "results.json")
-    parser.add_argument("--counts", type=Path, default=REPO / "out" / "coverage" / "counts.json")
+    parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "coverage.json")
+    parser.add_argument("--counts", type=Path, default=REPO / "benchmarks" / "coverage_counts.json")
     parser.add_argument(
         "--reuse", action="store_true", help="keep results in --json (all families only)"
     )
