@@ -53,7 +53,7 @@ class Moments:
         mean = x.mean(0)
         centred = x - mean
         m2 = centred.T @ centred if self.has_covariance else (centred * centred).sum(0)
-        self._merge(n, mean.to("cpu", torch.float64), m2.to("cpu", torch.float64))
+        self._merge(n, mean.to("cpu", torch.float64), m2.cpu())
 
     def merge(self, other: Moments) -> Moments:
         """Merge ``other`` into this accumulator (in place) and return it."""
@@ -62,21 +62,44 @@ class Moments:
         self._merge(other.count, other.mean, other.comoment)
         return self
 
-    def _merge(self, n: int, mean: torch.Tensor, m2: torch.Tensor) -> None:
+    def _merge(
+        self, n: int, mean: torch.Tensor, m2: torch.Tensor, offset: torch.Tensor | None = None
+    ) -> None:
+        """Merge a summary of ``n`` rows: float64 ``mean`` and co-moment ``m2`` (any float
+        dtype, CPU) about the mean, or about ``mean - offset`` when ``offset`` is given
+        (then ``m2 - n · offset offsetᵀ`` is the co-moment about the mean).
+
+        The ``[features, features]`` co-moment is updated in place: one pass adding
+        ``m2``, one adding the rank-one (or, with ``offset``, rank-two) correction.
+        """
         if n == 0:
             return
         if self.count == 0:
-            self.count, self.mean, self.comoment = n, mean.clone(), m2.clone()
+            self.count, self.mean = n, mean.clone()
+            self.comoment = m2.to(torch.float64, copy=True)
+            if offset is not None:
+                self._add_outer((offset,), (-n,))
             return
         total = self.count + n
         delta = mean - self.mean
         self.mean = self.mean + delta * (n / total)
         factor = self.count * n / total
-        if self.has_covariance:
-            self.comoment = self.comoment + m2 + torch.outer(delta, delta) * factor
+        self.comoment.add_(m2)
+        if offset is None:
+            self._add_outer((delta,), (factor,))
         else:
-            self.comoment = self.comoment + m2 + delta * delta * factor
+            self._add_outer((delta, offset), (factor, -n))
         self.count = total
+
+    def _add_outer(self, vectors: tuple[torch.Tensor, ...], weights: tuple[float, ...]) -> None:
+        """``comoment += Σ_j weights_j · v_j v_jᵀ`` (only the diagonal without covariance)."""
+        if not self.has_covariance:
+            for vector, weight in zip(vectors, weights, strict=True):
+                self.comoment.add_(vector * vector, alpha=weight)
+            return
+        columns = torch.stack(vectors, 1)  # [features, j]
+        scale = torch.tensor(weights, dtype=columns.dtype)
+        self.comoment.addmm_(columns * scale, columns.T)
 
     def covariance(self, ddof: int = 1) -> np.ndarray:
         """Sample covariance (diagonal only when built without ``covariance``)."""
@@ -132,25 +155,69 @@ class GroupSums:
         self.norms = torch.zeros(groups, groups, dtype=torch.float64)
         self.shift = None if shift is None else shift.detach().to("cpu", torch.float64)
 
-    def update(self, x: torch.Tensor) -> None:
-        """Add the rows of ``x`` (``[rows, groups * size]``)."""
+    def update(self, x: torch.Tensor, moments: Moments | None = None) -> None:
+        """Add the rows of ``x`` (``[rows, groups * size]``).
+
+        The batch is shifted and its products are taken in the rows' own precision
+        (float32 for float32 and half-precision activations, float64 for float64), then
+        added to the float64 sums. After the shift the rows are small next to the
+        offsets that made float32 sums cancel, and one batch's float32 rounding sits
+        orders of magnitude below the estimator's sampling noise; the ``[p, p]``
+        product costs half of what it costs in float64.
+
+        Args:
+            x: The rows.
+            moments: A full-covariance :class:`Moments` over the same columns, updated
+                with the same rows from the same ``Σ x xᵀ`` product (one matrix
+                product instead of two).
+        """
         x = x.detach()
         p = self.groups * self.size
         if x.dim() != 2 or x.shape[1] != p:
             raise ValueError(f"GroupSums.update expects [rows, {p}], got {tuple(x.shape)}")
-        if x.shape[0] == 0:
+        if moments is not None and (moments.features != p or not moments.has_covariance):
+            raise ValueError(f"moments must keep the full covariance of {p} features")
+        n = x.shape[0]
+        if n == 0:
             return
-        # Raw fourth-order sums cancel badly in float32: reduce these batches in float64.
-        x = x.to(torch.float64)
+        work = torch.float64 if x.dtype == torch.float64 else torch.float32
         if self.shift is None:
-            self.shift = x.mean(0).cpu()
-        x = x - self.shift.to(x.device)
-        sq = x.reshape(-1, self.groups, self.size).pow(2).sum(-1)  # [rows, groups]
-        self.count += x.shape[0]
-        self.sum += x.sum(0).cpu()
-        self.cross += (x.T @ x).cpu()
-        self.weighted += (x.T @ sq).cpu()
-        self.norms += (sq.T @ sq).cpu()
+            # The first batch's mean, rounded to the working precision (see _shift_into).
+            self.shift = x.to(work).mean(0, dtype=torch.float64).to(work).to("cpu", torch.float64)
+        # One matrix product gives every sum: the rows extended by their per-group squared
+        # norms and a column of ones, [y, ‖y^g‖², 1], times themselves hold Σ y yᵀ, Σ y ‖y^g‖²,
+        # Σ y and Σ ‖y^h‖² ‖y^g‖² (zero columns pad the width to a multiple of 32, which
+        # BLAS blocks well).
+        g = self.groups
+        width = -(-(p + g + 1) // 32) * 32
+        extended = torch.empty(n, width, dtype=work, device=x.device)
+        y = extended[:, :p]
+        self._shift_into(x, y)
+        torch.sum(y.square().view(n, g, self.size), -1, out=extended[:, p : p + g])
+        extended[:, p + g] = 1
+        extended[:, p + g + 1 :] = 0
+        products = (extended.T @ extended).cpu()
+        gram = products[:p, :p]
+        self.count += n
+        self.sum.add_(products[:p, p + g])
+        self.cross.add_(gram)  # this batch's products in its precision, sums in float64
+        self.weighted.add_(products[:p, p : p + g])
+        self.norms.add_(products[p : p + g, p : p + g])
+        if moments is not None:
+            # The same products about this batch's mean m = shift + d, d = Σ y / n.
+            d = products[:p, p + g].to(torch.float64) / n
+            moments._merge(n, self.shift + d, gram, offset=d)
+
+    def _shift_into(self, x: torch.Tensor, out: torch.Tensor) -> None:
+        """``out = x - shift`` in ``out``'s precision. A shift that precision represents
+        exactly (the default) is subtracted in it: the difference of two float32 numbers,
+        rounded once, is what float64 subtraction and rounding give."""
+        assert self.shift is not None
+        low = self.shift.to(out.dtype)
+        if out.dtype == torch.float64 or torch.equal(low.to(torch.float64), self.shift):
+            torch.sub(x, low.to(x.device), out=out)
+        else:
+            out.copy_(x.to(torch.float64) - self.shift.to(x.device))
 
     def merge(self, other: GroupSums) -> GroupSums:
         if (other.groups, other.size) != (self.groups, self.size):

