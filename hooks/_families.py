@@ -135,6 +135,65 @@ def reduced_keys(grid: Pair, stride: FPair, sr: int) -> dict[str, Any]:
     }
 
 
+def info_stride(context: Context, module: str) -> int:
+    """The ``feature_info`` reduction of the model part named ``module``."""
+    for entry in getattr(context.model, "feature_info", None) or []:
+        if entry.get("module") == module:
+            return int(entry["reduction"])
+    raise _Unknown(f"no feature_info reduction for {module}")
+
+
+def map_geometry(context: Context, stride: int, note: str, **fields: object) -> TokenGeometry:
+    """Global attention over the whole map at ``stride`` px."""
+    grid = grid_of(context.size, stride)
+    resolution = getattr(context.module, "resolution", None)
+    if resolution is not None and pair(resolution) != grid:
+        raise _Unknown(f"module resolution {resolution} differs from the {grid} map at the input")
+    return TokenGeometry(kind="global", grid=grid, stride=fstride(stride), reason=note, **fields)  # type: ignore[arg-type]
+
+
+def window_geometry(context: Context, stride: int, window: object, note: str) -> TokenGeometry:
+    """Non-overlapping ``window`` attention on the map at ``stride`` px."""
+    return TokenGeometry(
+        kind="windowed",
+        grid=grid_of(context.size, stride),
+        stride=fstride(stride),
+        window=pair(window),
+        reason=note,
+    )
+
+
+def conv_grid(
+    grid: tuple[int, int], stride: int, conv: object, what: str
+) -> tuple[tuple[int, int], tuple[float, float], tuple[float, float]]:
+    """Grid, pixel stride and pixel origin of the output of a plain ``nn.Conv2d`` /
+    ``nn.AvgPool2d`` over a map at ``stride`` px whose token 0 sits at ``stride / 2``."""
+    if type(conv).__name__ not in ("Conv2d", "AvgPool2d", "MaxPool2d") or isinstance(
+        getattr(conv, "padding", 0), str
+    ):
+        raise _Unknown(f"{what} is a {type(conv).__name__}: its token positions are not modelled")
+    kernel, step, padding = conv.kernel_size, conv.stride, conv.padding  # type: ignore[attr-defined]
+    out, offset = pooled(grid, kernel, step, padding)
+    s = pair(step)
+    origin = (stride * (0.5 + offset[0]), stride * (0.5 + offset[1]))
+    return out, (float(stride * s[0]), float(stride * s[1])), origin
+
+
+def block_stride(model: nn.Module, index: int) -> int:
+    """Stride of ``blocks.{index}`` for models whose ``feature_info`` names the last block of
+    each stage (``blocks.0``, ``blocks.2``, ...): the reduction of the first entry at or
+    after ``index``."""
+    ends = sorted(
+        (int(str(d["module"]).split(".")[1]), int(d["reduction"]))
+        for d in getattr(model, "feature_info", None) or []
+        if str(d.get("module", "")).startswith("blocks.")
+    )
+    stride = next((r for last, r in ends if last >= index), None)
+    if stride is None:
+        raise _Unknown(f"block {index} is after the last feature_info stage")
+    return stride
+
+
 # -- the registry -------------------------------------------------------------------------
 
 FAMILY_RULES: dict[str, Rule] = {}
@@ -172,7 +231,7 @@ def infer_family_geometry(
         return TokenGeometry.unknown(
             "nn.MultiheadAttention carries no token layout; pass geometry= explicitly"
         )
-    from . import _family_rules, _family_rules_more  # noqa: F401  (register the rules)
+    from . import _family_rules, _family_rules_mixed, _family_rules_more  # noqa: F401
 
     if "AttentionPool" in type(module).__name__:
         return TokenGeometry.unknown(

@@ -1,0 +1,246 @@
+"""The coverage page: per-model summaries, family totals and the markdown of
+``benchmarks/coverage_sweep.py`` (kept apart so the page can be rebuilt from saved
+results without running a model)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+TOLERANCE = 1e-4
+"""Largest allowed difference between captured and reference probabilities."""
+
+
+def _layer_status(info: dict[str, Any]) -> str:
+    if not info.get("captured"):
+        return "not captured"
+    kind = info.get("kind")
+    if kind in ("global", "windowed", "dilated"):
+        return "known"
+    if kind in ("class-attention", "channel-attention"):
+        return "n/a"
+    return "unknown"
+
+
+def _valid(info: dict[str, Any]) -> tuple[str, str]:
+    """``(category, note)`` of one layer's probabilities; categories: ``ok`` (rows sum to 1,
+    equal to the unfused computation), ``no-ref`` (nothing to compare with, or the model
+    applies no probability map to compare), ``off`` (a check failed), ``not-captured``.
+    A float32 difference is not held against the capture when the same comparison in
+    float64 agrees (float32 rounding at large logits, e.g. random weights that blow up)."""
+    if not info.get("captured"):
+        return "not-captured", ""
+    if info.get("negative") or (info.get("rows_err") or 0) > TOLERANCE:
+        return "off", f"rows off by {info.get('rows_err'):.1e}"
+    errors = [info.get(k) for k in ("capture_err", "fused_err") if k in info]
+    numbers = [e for e in errors if isinstance(e, float)]
+    texts = [e for e in errors if isinstance(e, str)]
+    if any(e > TOLERANCE for e in numbers):
+        exact = [info.get(k) for k in ("capture64_err", "fused64_err")]
+        if all(isinstance(e, float) and e <= TOLERANCE for e in exact):
+            return "ok", (
+                f"float32 paths differ by up to {max(numbers):.1e} (large logits); in float64 "
+                f"the capture equals the unfused computation within {max(exact):.1e}"  # type: ignore[type-var]
+            )
+        return "off", f"differs from unfused by {max(numbers):.1e}"
+    failures = [t for t in texts if not t.startswith(UNCOMPARABLE)]
+    if failures:
+        return "off", failures[0]
+    if numbers:
+        return "ok", ""
+    return "no-ref", texts[0] if texts else ""
+
+
+UNCOMPARABLE = "model applies a non-stochastic map"
+
+
+def summarise(result: dict[str, Any]) -> dict[str, Any]:
+    """Per-model counts, the attention status and the notes for the table."""
+    layers = result.get("layers", {})
+    statuses = [_layer_status(i) for i in layers.values()]
+    validity = [_valid(i) for i in layers.values()]
+    mads = [i["mad"] for i in layers.values() if i.get("mad") is not None]
+    notes: list[str] = []
+
+    def note(text: str | None) -> None:
+        if text:
+            text = re.sub(r"\(\d+(?:, \d+)*\)", "(…)", text)  # one note per kind of problem
+            for part in text.split("; "):
+                if part not in notes:
+                    notes.append(part)
+
+    for info, status, (_, text) in zip(layers.values(), statuses, validity, strict=True):
+        note(info.get("reason") if status == "unknown" else None)
+        note(info.get("problem"))
+        note(info.get("mad_error"))
+        note(text)
+    sources = sorted({i.get("source") for i in layers.values() if i.get("source")})
+    if any(s not in ("sdpa", "softmax", "attn_drop") for s in sources):
+        note("probabilities read as: " + ", ".join(sources))
+    if result.get("not_read"):
+        note("modules named like attention not read as attention: " + ", ".join(result["not_read"]))
+    if not result.get("outputs_unchanged", True):
+        note(f"outputs changed by up to {result.get('outputs_max_diff'):.1e}")
+    if not layers:
+        attention = "none"
+    elif "not captured" in statuses:
+        attention = "not captured"
+    elif "unknown" in statuses:
+        attention = "unknown"
+    else:
+        attention = "known" if "known" in statuses else "n/a"
+    return {
+        "known": statuses.count("known"),
+        "na": statuses.count("n/a"),
+        "unknown": statuses.count("unknown"),
+        "not_captured": statuses.count("not captured"),
+        "valid": sum(c == "ok" for c, _ in validity),
+        "no_reference": sum(c == "no-ref" for c, _ in validity),
+        "off": sum(c == "off" for c, _ in validity),
+        "kinds": sorted({i.get("kind", "?") for i in layers.values() if i.get("captured")}),
+        "attention": attention,
+        "mad": (min(mads), max(mads)) if mads else None,
+        "notes": notes,
+    }
+
+
+def _row(family: str, result: dict[str, Any]) -> str:
+    status = result.get("status")
+    params = f"{result['params'] / 1e6:.1f}" if result.get("params") else "?"
+    if status != "ok":
+        error = str(result.get("error", "")).strip().replace("|", "/")[-300:]
+        blank = " | " * 8
+        return (
+            f"| {family} | {result.get('model', '?')} | {params} |{blank}| **{status}**: {error} |"
+        )
+    s = summarise(result)
+    count = len(result["layers"])
+    mad = f"{s['mad'][0]:.0f}–{s['mad'][1]:.0f}" if s["mad"] else ""
+    geometry = (
+        f"{s['known']} / {s['na']} / {s['unknown']} ({', '.join(s['kinds'])})" if count else "—"
+    )
+    probs = f"{s['valid']} ok, {s['no_reference']} no ref, {s['off']} off" if count else "—"
+    notes = "; ".join(s["notes"]).replace("|", "/")
+    return (
+        f"| {family} | {result['model']} | {params} | "
+        f"{result['input_size'][0]}×{result['input_size'][1]} | "
+        f"{result['channels_captured']}/{result.get('channels_auto', '?')} "
+        f"({result['channels_found']}) | "
+        f"{count - s['not_captured']}/{count} | {probs} | {geometry} | {mad} | "
+        f"{'yes' if result['outputs_unchanged'] else '**NO**'} | "
+        f"{result['seconds']} s, {result['peak_mb']} MB | {notes[:600]} |"
+    )
+
+
+def totals(results: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
+    """Family-level totals: channels from the smallest model, attention from the model
+    with attention (the smallest, or the smallest with attention)."""
+    t = dict.fromkeys(
+        ("families", "run", "skipped", "failed", "channels", "attention", "known", "na",
+         "unknown", "not_captured", "off", "changed"), 0,
+    )  # fmt: skip
+    for runs in results.values():
+        t["families"] += 1
+        first = runs[0]
+        if first.get("status") != "ok":
+            t["skipped" if first.get("status") == "skipped" else "failed"] += 1
+            continue
+        t["run"] += 1
+        t["channels"] += first["channels_captured"] > 0
+        ran = [r for r in runs if r.get("status") == "ok"]
+        t["changed"] += any(not r["outputs_unchanged"] for r in ran)
+        attn = next((r for r in reversed(ran) if r["attention_found"]), None)
+        if attn is None:
+            continue
+        s = summarise(attn)
+        t["attention"] += 1
+        t[
+            {"known": "known", "n/a": "na", "unknown": "unknown"}.get(
+                s["attention"], "not_captured"
+            )
+        ] += 1
+        t["off"] += s["off"] > 0
+    return t
+
+
+def rule_lines() -> list[str]:
+    """One line per geometry rule of ``hooks`` (its docstring), families grouped."""
+    from hooks import _family_rules, _family_rules_mixed, _family_rules_more  # noqa: F401
+    from hooks._families import FAMILY_RULES
+
+    by_rule: dict[Any, list[str]] = {}
+    for family, fn in sorted(FAMILY_RULES.items()):
+        by_rule.setdefault(fn, []).append(family)
+    lines = []
+    for fn, families in by_rule.items():
+        text = " ".join((fn.__doc__ or fn.__name__).split())
+        lines.append(f"- `{'`, `'.join(families)}` — {text}")
+    return lines
+
+
+def write_markdown(results: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    t = totals(results)
+    rows = []
+    for family, runs in sorted(results.items()):
+        for index, result in enumerate(runs):
+            rows.append(_row(family if index == 0 else f"{family} (attention)", result))
+    lines = [
+        "# Coverage of timm families",
+        "",
+        "Generated by `benchmarks/coverage_sweep.py` (timm "
+        f"{results and next(iter(results.values()))[0].get('timm', '?')}; random weights, one"
+        " image, CPU). For every timm module (family) its smallest model is captured with",
+        "`hooks.capture`; when that model has no attention, the family's smallest model with",
+        "attention is run too (row *family (attention)*). Attention status per family:",
+        "**known** — every attention layer captured, each with a known token geometry or",
+        "a kind to which distance does not apply; **n/a** — only class or channel attention",
+        "(no spatial query, no distance); **unknown** — some layer has no geometry (reason",
+        "in the notes; no distance is reported for it); **not captured** — some layer gave",
+        "no probabilities (reason in the notes).",
+        "",
+        "## Totals",
+        "",
+        f"- families: {t['families']} — run {t['run']}, skipped {t['skipped']}, "
+        f"failed {t['failed']}",
+        f"- channels captured: {t['channels']} of {t['run']} families run",
+        f"- families with attention: {t['attention']} — captured with known geometry "
+        f"{t['known']}, not applicable {t['na']}, unknown {t['unknown']}, "
+        f"not captured {t['not_captured']}",
+        f"- families with a layer whose probabilities are off (rows ≠ 1 or ≠ the unfused "
+        f"computation): {t['off']}",
+        f"- families whose outputs changed under capture: {t['changed']}",
+        "",
+        "## Per model",
+        "",
+        'Columns: channel layers captured / selected by `channels="auto"` (convolutions and',
+        "MLP hidden layers; in brackets all sites incl. normalisation layers); attention",
+        "layers captured / found;",
+        "probabilities per layer — *ok*: rows sum to 1 and equal the model's unfused",
+        "computation (`fused_attn=False`, `attn_drop` input) within 1e-4 on the default and",
+        "the fused path (in float64 when float32 rounding at large logits exceeds that);",
+        "*no ref*: the module has no unfused `attn_drop` path to compare with, or applies no",
+        "probability map to its values (talking heads; rows still checked); *off*: a check",
+        "failed; geometry known / n/a / unknown per layer (kinds); MAD range",
+        "over layers in px (mean over heads, renormalised over spatial keys, random",
+        "weights); outputs bit-identical under capture; time and peak RSS of the subprocess.",
+        "",
+        "| family | model | M params | input | channels | attention | probabilities |"
+        " geometry | MAD px | outputs | cost | notes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        "## Geometry rules",
+        "",
+        "`hooks` infers token geometry with one rule per module that defines the model class",
+        "(`type(model).__module__`: MobileViT and HaloNet models are built by `byobnet`, DeiT",
+        "and hybrid ViTs by `vision_transformer`), in `hooks/_family_rules*.py`. Any family",
+        "without a rule, and any layer a rule cannot read exactly, is `unknown`",
+        "with the reason — never a guessed grid. Every geometry is checked at run time",
+        "against the query, key and window counts seen. `<vit-like>` applies to non-timm",
+        "models shaped like a timm ViT.",
+        "",
+        *rule_lines(),
+        "",
+    ]
+    path.write_text("\n".join(lines))
