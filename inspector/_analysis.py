@@ -12,7 +12,7 @@ from torch import nn
 
 import hooks
 
-from ._capture_pass import CapturePassResult, state_tree
+from ._capture_pass import CapturePassResult
 from ._images import ImageSet
 from ._options import ALL_ANALYSES, AnalyzeOptions
 from ._passes import erf_layers, erf_pass, importance_pass, pruning_pass
@@ -78,7 +78,7 @@ def run_analyses(
     names = [a for a in ALL_ANALYSES if a in opts.analyses]
     needs = REGISTRY.needs(names)
     cap = captured.capture
-    inputs = layer_inputs(state_tree(cap))
+    inputs = layer_inputs(captured.state())
     timings: dict[str, float] = {}
     erf: dict[str, dict[str, Any]] = {}
     gates: dict[str, Any] = {}

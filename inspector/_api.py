@@ -18,7 +18,7 @@ import hooks
 
 from . import __version__
 from ._analysis import run_analyses
-from ._capture_pass import layer_order, run_capture_pass, state_tree
+from ._capture_pass import layer_order, run_capture_pass
 from ._distributed import gather_capture, world
 from ._errors import InspectorError, RunFileError
 from ._images import ImageSet, model_transform, open_images
@@ -249,9 +249,10 @@ def analyze(
                 ranks.barrier()  # rank 0 analyses and writes
                 return read_run(path)
             captured.ids, captured.labels = ids, labels
+            captured.changed()
             assert writer is not None
-            writer.checkpoint(
-                state_tree(captured.capture),
+            writer.stage(  # no resume in multi-process runs: finish() writes it
+                captured.state(),
                 ids,
                 np.asarray(labels),
                 batches_done=-(-len(ids) // opts.batch_size),

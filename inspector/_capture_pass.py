@@ -124,11 +124,29 @@ def stop_between_batches() -> Iterator[Callable[[], bool]]:
 class CapturePassResult:
     """What the capture pass leaves for the analyses (the capture state, ids, timing)."""
 
-    def __init__(self, capture: hooks.Capture, ids: list[str], labels: list[int], seconds: float):
+    def __init__(
+        self,
+        capture: hooks.Capture,
+        ids: list[str],
+        labels: list[int],
+        seconds: float,
+        state: dict[str, dict[str, Any]] | None = None,
+    ):
         self.capture = capture
         self.ids = ids
         self.labels = labels
         self.seconds = seconds
+        self._state = state
+
+    def state(self) -> dict[str, dict[str, Any]]:
+        """:func:`state_tree` of the capture, taken once (copies of wide covariances
+        are not free); call :meth:`changed` after merging other states into it."""
+        if self._state is None:
+            self._state = state_tree(self.capture)
+        return self._state
+
+    def changed(self) -> None:
+        self._state = None
 
 
 def run_capture_pass(
@@ -221,10 +239,18 @@ def run_capture_pass(
                         state_tree(cap), ids, np.asarray(labels), batches_done=batches, order=order
                     )
                 raise KeyboardInterrupt
-    if writer is not None:
-        writer.checkpoint(
-            state_tree(cap), ids, np.asarray(labels), batches_done=batches, order=order
-        )
+    # The final state goes to disk before the gradient passes only when the last
+    # checkpoint is older than ``checkpoint_seconds`` (or Ctrl-C came after the last
+    # batch): a later crash loses at most that much capture work, as during the pass.
+    # Otherwise finish() writes it: on a few images, a checkpoint of wide covariances
+    # costs more than the pass itself.
+    result = CapturePassResult(cap, ids, labels, time.perf_counter() - began)
+    if writer is not None and batches > writer.batches_done:
+        final = result.state(), ids, np.asarray(labels)
+        if interrupted() or time.perf_counter() - last >= checkpoint_seconds:
+            writer.checkpoint(*final, batches_done=batches, order=order)
+        else:
+            writer.stage(*final, batches_done=batches, order=order)
     if interrupted():  # Ctrl-C after the last batch: the capture is saved, stop here
         raise KeyboardInterrupt
-    return CapturePassResult(cap, ids, labels, time.perf_counter() - began)
+    return result

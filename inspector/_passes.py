@@ -224,8 +224,16 @@ def importance_pass(
         under ``logits`` the unpruned model's output (reused by :func:`pruning_pass`).
     """
     batch = x.shape[0]
-    with torch.no_grad():
-        full = _logits(model, x)
+    gates = {
+        kind: {
+            p: torch.ones(batch, n, device=x.device, requires_grad=True) for p, n in layers.items()
+        }
+        for kind, layers in units.items()
+    }
+    # Gates of 1 leave every value as it is: this forward gives the unpruned logits too.
+    with hooks.gates(model, heads=gates.get("heads"), channels=gates.get("channels")):
+        logits = _logits(model, x)
+    full = logits.detach()
     if not bool(torch.isfinite(full).all()):
         bad = int((~torch.isfinite(full)).any(-1).sum())
         raise ValueError(
@@ -235,14 +243,7 @@ def importance_pass(
     target = full.argmax(-1)
     if labels is not None:
         target = torch.where(labels >= 0, labels.to(target.device), target)
-    gates = {
-        kind: {
-            p: torch.ones(batch, n, device=x.device, requires_grad=True) for p, n in layers.items()
-        }
-        for kind, layers in units.items()
-    }
-    with hooks.gates(model, heads=gates.get("heads"), channels=gates.get("channels")):
-        loss = F.cross_entropy(_logits(model, x), target, reduction="sum")
+    loss = F.cross_entropy(logits, target, reduction="sum")
     flat = [g for layers in gates.values() for g in layers.values()]
     grads = torch.autograd.grad(loss, flat) if flat else ()
     by_gate = {id(g): d for g, d in zip(flat, grads, strict=True)}

@@ -125,7 +125,7 @@ def test_multihead_attention_caller_choice_restored() -> None:
     mha = nn.MultiheadAttention(8, 2, batch_first=True).eval()
     q = torch.randn(1, 5, 8)
     with torch.no_grad(), hooks.capture(mha, channels=None):
-        out, weights = mha(q, q, q, need_weights=False)
+        _, weights = mha(q, q, q, need_weights=False)
         _, averaged = mha(q, q, q)
     assert weights is None
     assert averaged is not None and averaged.shape == (1, 5, 5)
@@ -224,7 +224,8 @@ def test_head_gates_ones_change_nothing_and_zero_removes_a_head() -> None:
     x = model_input(model)
     with torch.no_grad():
         reference = model(x)
-        with hooks.gates(model, heads={"blocks.0.attn": torch.ones(model.blocks[0].attn.num_heads)}):
+        ones = {"blocks.0.attn": torch.ones(model.blocks[0].attn.num_heads)}
+        with hooks.gates(model, heads=ones):
             same = model(x)
     torch.testing.assert_close(same, reference)
 

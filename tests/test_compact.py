@@ -30,3 +30,15 @@ def test_wide_layers_are_compacted_at_finish(
     redundancy = run.analysis["channel_redundancy"]["layers"]["blocks.0.mlp.fc2"]
     assert 0 < redundancy["redundancy"] < 1 and redundancy["grouped_cka"].shape == (6, 6)
     assert not (tmp_path / "run.h5.partial").exists()
+    # That run was short: finish() compacted the state it kept in memory. Checkpointed
+    # after every batch, finish() compacts the .partial file's copy: the same file.
+    checkpointed = analyze(
+        "test_vit", out=tmp_path / "checkpointed.h5", weights="random", limit=2,
+        report=False, progress=False, analyses=FAST, checkpoint_seconds=0,
+    )  # fmt: skip
+    assert list(checkpointed.layers) == list(run.layers)
+    for name, layer in run.layers.items():
+        other = checkpointed.layers[name]
+        assert other.attrs == layer.attrs and (other.groups is None) == (layer.groups is None)
+        for key, value in (layer.moments or {}).items():
+            np.testing.assert_array_equal(other.moments[key], value, err_msg=f"{name} {key}")

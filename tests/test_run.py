@@ -203,3 +203,38 @@ def _assert_json_attrs_listed(name: str, node: h5py.Group | h5py.Dataset) -> Non
         except ValueError:
             continue
         assert key in JSON_ATTRS, f"{name}: attribute {key!r} holds JSON the reader leaves as text"
+
+
+def test_a_short_pass_is_written_by_finish_with_the_same_numbers(
+    tmp_path: Path, full_run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the CLI's 30 s checkpoint interval, a pass shorter than that writes no
+    capture checkpoint before the analyses: finish() writes the state kept in memory,
+    and the run file equals the one checkpointed after every batch."""
+    from inspector.store import _writer
+
+    checkpoints: list[int] = []
+    real = _writer.RunWriter.checkpoint
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> None:
+        checkpoints.append(kwargs["batches_done"])
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(_writer.RunWriter, "checkpoint", counting)
+    staged = analyze(
+        "test_vit", out=tmp_path, options=OPTIONS.replace(checkpoint_seconds=3600)
+    )
+    assert checkpoints == []
+    assert staged.complete and not partial_path(staged.path).exists()
+    assert staged.meta["batches_done"] == full_run.meta["batches_done"] == 3
+    assert staged.sample_ids == full_run.sample_ids
+    assert list(staged.layers) == list(full_run.layers)
+    for name, layer in full_run.layers.items():
+        other = staged.layers[name]
+        assert other.attrs == layer.attrs, name
+        _assert_same(layer.summaries, other.summaries, f"{name}/summaries")
+        _assert_same(layer.moments or {}, other.moments or {}, f"{name}/moments")
+        _assert_same(layer.groups or {}, other.groups or {}, f"{name}/groups")
+        if layer.maps is not None:
+            np.testing.assert_array_equal(other.maps, layer.maps, err_msg=name)
+    _assert_same(full_run.analysis, staged.analysis, "analysis")

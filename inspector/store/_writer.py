@@ -66,6 +66,26 @@ a complete run file: their analyses are stored, and a 1536-wide float64 co-momen
 is 19 MB per layer. The ``.partial`` file keeps everything (resume needs it)."""
 
 
+def _compacted_note(units: int) -> str:
+    return (
+        f"{units} units > {MAX_STORED_COVARIANCE}: co-moment diagonal only, "
+        "no CKA sums (analyses computed from the full state)"
+    )
+
+
+def _compact(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """One layer's in-memory capture state as :func:`_copy_compact` stores it."""
+    moments = data.get("moments")
+    comoment = None if moments is None else np.asarray(moments["comoment"])
+    if comoment is None or comoment.ndim != 2 or comoment.shape[0] <= MAX_STORED_COVARIANCE:
+        return data
+    return {
+        **{key: value for key, value in data.items() if key != "groups"},
+        "attrs": {**data["attrs"], "compacted": _compacted_note(comoment.shape[0])},
+        "moments": {**moments, "comoment": np.diagonal(comoment).copy()},
+    }
+
+
 def _copy_compact(layers: h5py.Group, handle: h5py.File) -> None:
     """Copy ``layers`` into ``handle``, compacting the accumulators of wide layers."""
     target = handle.create_group("layers")
@@ -81,10 +101,7 @@ def _copy_compact(layers: h5py.Group, handle: h5py.File) -> None:
         copy = target.create_group(key)
         for attr, value in group.attrs.items():
             copy.attrs[attr] = value
-        copy.attrs["compacted"] = (
-            f"{comoment.shape[0]} units > {MAX_STORED_COVARIANCE}: co-moment diagonal only, "
-            "no CKA sums (analyses computed from the full state)"
-        )
+        copy.attrs["compacted"] = _compacted_note(comoment.shape[0])
         for child in group:
             if child == "groups":
                 continue
@@ -167,6 +184,7 @@ class RunWriter:
         self._meta = dict(meta)
         self._extra: dict[str, Any] = {}
         self._analysis: dict[str, tuple[Mapping[str, Any], Mapping[str, Any], str]] = {}
+        self._staged: tuple[Any, ...] | None = None
         self.resumed = False
         try:
             self.scratch.unlink(missing_ok=True)  # left by a process stopped mid-write
@@ -303,20 +321,51 @@ class RunWriter:
 
         def fill(handle: h5py.File) -> None:
             self._write_root(handle, **counters)
-            samples = handle.create_group("samples")
-            tag(samples, "samples")
-            write_strings(samples, "ids", ids, "sample")
-            labels_array = np.asarray(labels, np.int64)
-            write_array(samples, "labels", labels_array, ("sample",), resizable=True)
-            root = handle.create_group("layers")
-            tag(root, "layers")
-            root.attrs["order"] = json.dumps(order)
-            with h5py.File(self.partial, "r") as previous:
-                for name, data in layers.items():
-                    self._write_layer(root, name, data, previous)
+            self._write_capture(handle, layers, ids, labels, order)
 
         self._replace(self.partial, fill)
         self._root |= counters
+        self._staged = None
+
+    def stage(
+        self,
+        layers: Mapping[str, Mapping[str, Any]],
+        ids: list[str],
+        labels: np.ndarray,
+        *,
+        batches_done: int,
+        order: list[str],
+    ) -> None:
+        """Keep the final capture state for :meth:`finish` without a checkpoint.
+
+        The ``.partial`` file keeps the last checkpoint: a crash before :meth:`finish`
+        loses the batches after it, as a crash during the pass would. Arguments as for
+        :meth:`checkpoint`.
+        """
+        self._staged = (layers, ids, labels, order)
+        self._root |= {"batches_done": batches_done, "images_done": len(ids)}
+
+    def _write_capture(
+        self,
+        handle: h5py.File,
+        layers: Mapping[str, Mapping[str, Any]],
+        ids: list[str],
+        labels: np.ndarray,
+        order: list[str],
+    ) -> None:
+        """``samples/`` and ``layers/`` of a capture state (maps of the first images are
+        copied from the last checkpoint when it holds them already)."""
+        samples = handle.create_group("samples")
+        tag(samples, "samples")
+        write_strings(samples, "ids", ids, "sample")
+        labels_array = np.asarray(labels, np.int64)
+        write_array(samples, "labels", labels_array, ("sample",), resizable=True)
+        root = handle.create_group("layers")
+        tag(root, "layers")
+        root.attrs["order"] = json.dumps(order)
+        with h5py.File(self.partial, "r") as previous:
+            for name, data in layers.items():
+                self._write_layer(root, name, data, previous)
 
     def _write_layer(
         self, root: h5py.Group, name: str, data: Mapping[str, Any], previous: h5py.File
@@ -372,11 +421,16 @@ class RunWriter:
 
         def fill(handle: h5py.File) -> None:
             self._write_root(handle, complete=True, schema=SCHEMA_VERSION)
-            with h5py.File(self.partial, "r") as previous:
-                if "samples" in previous:
-                    previous.copy(previous["samples"], handle, name="samples")
-                if "layers" in previous:
-                    _copy_compact(previous["layers"], handle)
+            if self._staged is not None:
+                layers, ids, labels, order = self._staged
+                compact = {name: _compact(data) for name, data in layers.items()}
+                self._write_capture(handle, compact, ids, labels, order)
+            else:
+                with h5py.File(self.partial, "r") as previous:
+                    if "samples" in previous:
+                        previous.copy(previous["samples"], handle, name="samples")
+                    if "layers" in previous:
+                        _copy_compact(previous["layers"], handle)
             if self._analysis:
                 analysis = handle.create_group("analysis")
                 tag(analysis, "analysis")
