@@ -209,19 +209,27 @@ def importance_pass(
     units: Mapping[str, Mapping[str, int]],
     labels: torch.Tensor | None = None,
     *,
-    ablate: int = 5,
+    ablate: int = 6,
+    ablation_images: int = 4,
 ) -> dict[str, dict[str, Any]]:
     """Gate-gradient importance (METRICS.md §5): ``|∂L/∂ξ_u|`` per image, with ``L`` the
     cross-entropy of the model's own top-1 (or the label where known), plus true
     single-unit ablation of up to ``ablate`` units per kind for validation.
+
+    The validation compares, unit by unit, the mean gate gradient with the mean |ΔL| of
+    removing the unit over the same images. That comparison is paired image by image, so
+    it needs few images but units across the whole range of importance: the units are
+    picked at evenly spaced ranks of their gradient, and each ablation (one forward per
+    unit) runs on the first ``ablation_images`` images only.
 
     Args:
         units: ``{"heads": {path: heads}, "channels": {path: channels}}``.
 
     Returns:
         Per kind: ``raw`` ``{path: [sample, unit]}``, ``ablation`` (``layers``, ``units``,
-        ``gradient`` mean |∂L/∂ξ|, ``delta`` mean |ΔL| when the unit's gate is 0); and
-        under ``logits`` the unpruned model's output (reused by :func:`pruning_pass`).
+        ``gradient`` mean |∂L/∂ξ|, ``delta`` mean |ΔL| when the unit's gate is 0, both
+        over the first ``images`` images); and under ``logits`` the unpruned model's
+        output (reused by :func:`pruning_pass`).
     """
     batch = x.shape[0]
     gates = {
@@ -247,24 +255,26 @@ def importance_pass(
     flat = [g for layers in gates.values() for g in layers.values()]
     grads = torch.autograd.grad(loss, flat) if flat else ()
     by_gate = {id(g): d for g, d in zip(flat, grads, strict=True)}
+    seen = min(batch, max(1, ablation_images))
     with torch.no_grad():
-        base = F.cross_entropy(full, target, reduction="none")
+        base = F.cross_entropy(full[:seen], target[:seen], reduction="none")
     out: dict[str, Any] = {"logits": full}
     for kind, layers in gates.items():
         raw = {p: by_gate[id(g)].abs().cpu().numpy() for p, g in layers.items()}
         everything = [(p, u) for p, n in units[kind].items() for u in range(n)]
-        picks = np.unique(np.linspace(0, len(everything) - 1, min(ablate, len(everything))).round())
+        gradient = np.array([raw[p][:seen, u].mean() for p, u in everything])
+        ranked = np.argsort(gradient, kind="stable")
+        spots = np.linspace(0, len(everything) - 1, min(ablate, len(everything))).round()
         rows = []
-        for index in picks.astype(int):
+        for index in ranked[np.unique(spots).astype(int)]:
             path, unit = everything[index]
             gate = torch.ones(units[kind][path], device=x.device)
             gate[unit] = 0
             key = "heads" if kind == "heads" else "channels"
             with torch.inference_mode(), hooks.gates(model, **{key: {path: gate}}):
-                ablated = F.cross_entropy(_logits(model, x), target, reduction="none")
-            rows.append(
-                (path, unit, float(raw[path][:, unit].mean()), float((ablated - base).abs().mean()))
-            )
+                logits = _logits(model, x[:seen])
+                ablated = F.cross_entropy(logits, target[:seen], reduction="none")
+            rows.append((path, unit, float(gradient[index]), float((ablated - base).abs().mean())))
         out[kind] = {
             "raw": raw,
             "ablation": {
@@ -272,6 +282,7 @@ def importance_pass(
                 "units": np.array([r[1] for r in rows], dtype=np.int64),
                 "gradient": np.array([r[2] for r in rows]),
                 "delta": np.array([r[3] for r in rows]),
+                "images": seen,
             },
         }
     return out

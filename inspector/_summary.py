@@ -76,10 +76,19 @@ def print_summary(run: Run) -> None:
             f"{_num(row['redundancy'], 2):>6}"
         )
     pruning = run.analysis.get("pruning_curve", {}).get("summary", {})
+    checks = run.analysis.get("importance", {}).get("summary", {})
     for kind, data in pruning.items():
         fraction = float(data.get("prunable_fraction", math.nan))
         units = data.get("units")
-        print(f"{kind}: {fraction:.0%} removable at >= 99% top-1 agreement ({units} units)")
+        line = f"{kind}: {fraction:.0%} removable at >= 99% top-1 agreement ({units} units)"
+        check = checks.get(kind, {})
+        rho = float(check.get("spearman_vs_ablation", math.nan))
+        if not math.isnan(rho):
+            line += (
+                f"; gate gradient vs true ablation: Spearman {rho:.2f} "
+                f"over {check.get('ablation_units')} units"
+            )
+        print(line)
 
 
 def describe(path: str | Path) -> str:

@@ -381,8 +381,13 @@ def test_gate_gradient_ranks_heads_like_true_ablation() -> None:
     assert relative.max() < 0.1
     assert rho >= 0.9
     # The ablation rows are the pass's own gate gradients, unit by unit.
+    # over the images the ablations ran on (the first 4 by default).
+    seen = ablation["images"]
+    assert seen == 4 < len(x)
     for path, unit, value in zip(ablation["layers"], ablation["units"], gradient, strict=True):
-        assert value == pytest.approx(result["raw"][path][:, unit].mean(), rel=1e-12)
+        assert value == pytest.approx(result["raw"][path][:seen, unit].mean(), rel=1e-12)
+    # Units are picked at evenly spaced ranks of their gradient: here all 12, in order.
+    assert (np.diff(gradient) >= 0).all()
 
 
 def test_per_sample_gate_gradients_equal_activation_times_gradient() -> None:

@@ -129,7 +129,9 @@ def test_trained_vit_gate_gradient_ranks_heads_like_ablation(trained_vit_path: P
     transform, _ = model_transform(model)
     x, _, labels = next(open_images("builtin", transform).batches(16))
     units = {f"blocks.{i}.attn": 3 for i in range(12)}
-    ablation = importance_pass(model, x, {"heads": units}, labels, ablate=36)["heads"]["ablation"]
+    ablation = importance_pass(
+        model, x, {"heads": units}, labels, ablate=36, ablation_images=len(x)
+    )["heads"]["ablation"]
     assert len(ablation["gradient"]) == 36
     rho = spearman(ablation["gradient"], ablation["delta"])
     print(f"trained ViT-Ti, 36 heads: Spearman {rho:.4f}")

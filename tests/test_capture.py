@@ -49,8 +49,11 @@ def test_probabilities_equal_timm_unfused_attention(name: str) -> None:
     x = model_input(model)
     assert all(getattr(m, "fused_attn", True) for m in model.modules())
     seen: dict[str, torch.Tensor] = {}
-    with torch.no_grad(), hooks.capture(
-        model, channels=None, on_attention=lambda n, p: seen.__setitem__(n, p.clone())
+    with (
+        torch.no_grad(),
+        hooks.capture(
+            model, channels=None, on_attention=lambda n, p: seen.__setitem__(n, p.clone())
+        ),
     ):
         model(x)
     reference = unfused_probabilities(model, x)

@@ -221,9 +221,7 @@ def test_a_short_pass_is_written_by_finish_with_the_same_numbers(
         real(self, *args, **kwargs)
 
     monkeypatch.setattr(_writer.RunWriter, "checkpoint", counting)
-    staged = analyze(
-        "test_vit", out=tmp_path, options=OPTIONS.replace(checkpoint_seconds=3600)
-    )
+    staged = analyze("test_vit", out=tmp_path, options=OPTIONS.replace(checkpoint_seconds=3600))
     assert checkpoints == []
     assert staged.complete and not partial_path(staged.path).exists()
     assert staged.meta["batches_done"] == full_run.meta["batches_done"] == 3

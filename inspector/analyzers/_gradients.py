@@ -95,6 +95,7 @@ class Importance:
                     spearman(gradient, delta) if gradient.size > 2 and finite else np.nan
                 ),
                 "ablation_units": int(gradient.size),
+                "ablation_images": int(ablation.get("images", 0)),
                 "ablation_gradient": gradient,
                 "ablation_delta": delta,
             }
