@@ -117,3 +117,15 @@ def test_group_sums_of_float32_rows_equal_float64_within_float32_rounding() -> N
         expected = getattr(double, key).numpy()
         scale = np.abs(expected).max()
         np.testing.assert_allclose(getattr(single, key).numpy(), expected, atol=1e-6 * scale)
+
+
+@pytest.mark.parametrize("width", [100, 256, 1000, 1568])
+def test_symmetric_gram_is_the_full_product_and_exactly_symmetric(width: int) -> None:
+    """The blocked product the capture uses for wide layers (upper-triangle panels)."""
+    from hooks._accumulate import symmetric_gram
+
+    a = torch.randn(300, width, generator=torch.Generator().manual_seed(width))
+    gram = symmetric_gram(a)
+    assert torch.equal(gram, gram.T)
+    exact = a.double().T @ a.double()
+    torch.testing.assert_close(gram.double(), exact, rtol=0, atol=1e-3)
