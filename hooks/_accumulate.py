@@ -9,6 +9,7 @@ reduced in their own dtype after centring (cheap, accurate) and merged in float6
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 
 import numpy as np
@@ -29,7 +30,7 @@ def symmetric_gram(a: torch.Tensor, panels: int = 4) -> torch.Tensor:
         return a.T @ a
     edges = [round(width * i / panels / 32) * 32 for i in range(panels)] + [width]
     out = torch.empty(width, width, dtype=a.dtype, device=a.device)
-    for start, stop in zip(edges[:-1], edges[1:], strict=True):
+    for start, stop in itertools.pairwise(edges):
         rows, rest = slice(start, stop), slice(start, width)
         torch.mm(a[:, rows].T, a[:, rest], out=out[rows, rest])
         out[rest, rows] = out[rows, rest].T

@@ -47,6 +47,13 @@ class CaptureOptions:
         geometry: Geometry overrides by glob over attention paths.
         on_attention: Called as ``fn(path, probs)`` with every batch's detached
             probabilities ``[sequence, head, query, key]``, for users' own reductions.
+        exact_outputs: Let the fused ``scaled_dot_product_attention`` kernel compute
+            every attention output, so that the model's outputs are bit-identical with
+            and without capture. ``False`` answers a call without dropout and outside
+            autograd from the probabilities the capture computes anyway (``probs @ v``):
+            the attention is computed once instead of twice, and outputs equal the
+            unfused computation (timm's ``fused_attn=False``) to float32 rounding.
+            ``inspector analyze`` uses ``False`` (its capture pass keeps no outputs).
     """
 
     attention: str | Sequence[str] | None = "*"
@@ -60,6 +67,7 @@ class CaptureOptions:
     summaries: Mapping[str, Summary] = field(default_factory=lambda: _EMPTY)
     geometry: Mapping[str, TokenGeometry] = field(default_factory=lambda: _EMPTY)
     on_attention: Callable[[str, torch.Tensor], None] | None = None
+    exact_outputs: bool = True
 
     def __post_init__(self) -> None:
         if self.keep_maps < 0:
@@ -329,6 +337,7 @@ class Capture:
                     on_probs=self._on_probs(record),
                     on_heads=self._on_heads(record) if self.options.head_moments else None,
                     on_problem=record.note,
+                    exact_outputs=self.options.exact_outputs,
                 )
                 self._taps.append(tap)
                 self._handles.extend(tap.attach())

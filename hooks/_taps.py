@@ -69,6 +69,24 @@ def sdpa_probabilities(
     return logits.softmax(dim=-1)
 
 
+_SDPA_ARGS = tuple(inspect.signature(sdpa_probabilities).parameters)
+
+
+def _dropout(args: tuple, kwargs: dict) -> bool:
+    bound = dict(zip(_SDPA_ARGS, args, strict=False)) | kwargs
+    return bool(bound.get("dropout_p", 0.0))
+
+
+def _apply(probs: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor:
+    """``probs @ value`` as ``scaled_dot_product_attention`` returns it (value's dtype,
+    grouped-query values repeated over their query heads)."""
+    bound = dict(zip(_SDPA_ARGS, args, strict=False)) | kwargs
+    value = bound["value"]
+    if probs.size(-3) != value.size(-3):  # enable_gqa
+        value = value.repeat_interleave(probs.size(-3) // value.size(-3), dim=-3)
+    return (probs @ value.to(probs.dtype)).to(value.dtype)
+
+
 def _output_projection(module: nn.Module) -> torch.Tensor | None:
     for child in ("proj", "out_proj", "o_proj"):
         layer = getattr(module, child, None)
@@ -160,12 +178,15 @@ class _Mode(TorchFunctionMode):
         kwargs = kwargs or {}
         tap = self.tap
         if func is _SDPA:
-            out = func(*args, **kwargs)
             self.saw_sdpa = True
-            if tap.on_probs is not None:
-                with torch.no_grad():
-                    self.sdpa.append(sdpa_probabilities(*args, **kwargs).detach())
-            return out
+            if tap.on_probs is None:
+                return func(*args, **kwargs)
+            with torch.no_grad():
+                probs = sdpa_probabilities(*args, **kwargs).detach()
+            self.sdpa.append(probs)
+            if tap.exact_outputs or torch.is_grad_enabled() or _dropout(args, kwargs):
+                return func(*args, **kwargs)
+            return _apply(probs, args, kwargs)
         if func in _SOFTMAX and tap.on_probs is not None and not self.saw_sdpa:
             out = func(*args, **kwargs)
             dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
@@ -203,8 +224,10 @@ class AttentionTap:
         on_heads: HeadsFn | None = None,
         gate: torch.Tensor | None = None,
         on_problem: Callable[[str], None] | None = None,
+        exact_outputs: bool = True,
     ) -> None:
         self.module = module
+        self.exact_outputs = exact_outputs
         self.on_probs = on_probs
         self.on_heads = on_heads
         self.on_problem = on_problem

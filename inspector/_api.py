@@ -126,6 +126,7 @@ def _capture_options(net: nn.Module, opts: AnalyzeOptions) -> hooks.CaptureOptio
         group_size=group,
         summaries=attention_summaries(),
         geometry=opts.geometry,
+        exact_outputs=False,  # the capture pass discards outputs: attention computed once
     )
 
 

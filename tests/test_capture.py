@@ -83,6 +83,45 @@ def test_outputs_identical_with_and_without_capture(make) -> None:  # type: igno
     assert cap.channels and all(r.moments is not None for r in cap.channels.values())
 
 
+@pytest.mark.parametrize("name", VITS)
+def test_inexact_outputs_compute_attention_once_and_equal_the_unfused_model(name: str) -> None:
+    """``exact_outputs=False`` answers the fused call with ``probs @ v``: the outputs are
+    timm's unfused computation (to float32 rounding) and the kernel is not called; with
+    autograd on, the kernel runs as with ``exact_outputs=True``."""
+    model = tiny_model(name)
+    x = model_input(model)
+    calls: list[int] = []
+    real = hooks._taps._SDPA
+
+    class Counting(torch.overrides.TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            if func is real:
+                calls.append(1)
+            return func(*args, **(kwargs or {}))
+
+    opts = hooks.CaptureOptions(channels=None, keep_maps=2, exact_outputs=False)
+    with torch.no_grad():
+        fused = model(x)
+        with hooks.capture(model, opts) as cap, Counting():
+            cheap = model(x)
+    blocks = len(cap.attention)
+    assert blocks >= 2 and calls == []  # the mode below ours never sees the kernel call
+    for module in model.modules():
+        if hasattr(module, "fused_attn"):
+            module.fused_attn = False
+    with torch.no_grad():
+        unfused = model(x)
+    torch.testing.assert_close(cheap, unfused, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(cheap, fused, atol=1e-5, rtol=1e-5)
+    for module in model.modules():
+        if hasattr(module, "fused_attn"):
+            module.fused_attn = True
+    with hooks.capture(model, opts), Counting():
+        exact = model(x)  # autograd on: outputs must carry the kernel's gradient
+    assert len(calls) == blocks
+    assert torch.equal(exact.detach(), fused)
+
+
 def test_sequential_cnn_channels_equal_numpy_covariance() -> None:
     model = sequential_cnn()
     x = torch.randn(3, 3, 12, 12, dtype=torch.float64)
