@@ -105,8 +105,10 @@ def _selector(
         rows, cols = geometry.grid
         r, c = rows // 2, cols // 2
         token = geometry.prefix + r * cols + c
-        sy, sx = geometry.stride
-        centre = ((r + 0.5) * sy - 0.5, (c + 0.5) * sx - 0.5)
+        # The geometry's token centres (its origin included: MViTv2, LeViT) are in
+        # continuous pixel coordinates; the ERF map's are pixel indices, half a pixel less.
+        y, x = geometry.centres()[0][r * cols + c]
+        centre = (float(y) - 0.5, float(x) - 0.5)
 
         def pick_token(out: Any, token: int = token) -> torch.Tensor:
             y = _first_tensor(out)

@@ -521,3 +521,23 @@ def test_prunable_fraction_stops_at_the_first_step_below_threshold() -> None:
     assert result.summary["heads"]["prunable_fraction"] == pytest.approx(0.2)
     assert largest_prunable_fraction(fractions, np.ones(11)) == 1.0
     assert largest_prunable_fraction(fractions, np.r_[0.9, np.ones(10)]) == 0.0
+
+
+def test_erf_centre_of_a_token_layer_follows_its_geometry_origin() -> None:
+    """The ERF centre of a token layer is the centre token's pixel position as the
+    geometry places it (the origin of MViTv2/LeViT-like grids included), in the map's
+    pixel-index coordinates; with the default origin, the patch convention."""
+    from inspector._passes import _selector
+
+    grid = hooks.TokenGeometry(kind="global", prefix=1, grid=(4, 6), stride=(16.0, 16.0))
+    pick, centre, note = _selector((2, 25, 8), (64, 96), grid)
+    assert centre == pytest.approx(((2 + 0.5) * 16 - 0.5, (3 + 0.5) * 16 - 0.5))
+    assert "token 16" in note  # 1 prefix + row 2 · 6 columns + column 3
+    y = torch.zeros(2, 25, 8)
+    y[:, 16] = 1.0
+    assert torch.equal(pick(y), torch.full((2,), 8.0))
+    shifted = hooks.TokenGeometry(
+        kind="global", prefix=1, grid=(4, 6), stride=(16.0, 16.0), origin=(3.0, 5.0)
+    )
+    _, centre, _ = _selector((2, 25, 8), (64, 96), shifted)
+    assert centre == pytest.approx((3.0 + 2 * 16 - 0.5, 5.0 + 3 * 16 - 0.5))
