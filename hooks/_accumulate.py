@@ -18,6 +18,10 @@ import torch
 __all__ = ["GroupSums", "Moments"]
 
 
+def _array(x: torch.Tensor, copy: bool) -> np.ndarray:
+    return x.numpy().copy() if copy else x.numpy()
+
+
 def symmetric_gram(a: torch.Tensor, panels: int = 4) -> torch.Tensor:
     """``aᵀa`` for ``a`` ``[rows, width]``, computing only the upper triangle's blocks.
 
@@ -127,12 +131,17 @@ class Moments:
             raise ValueError(f"covariance needs more than {ddof} rows, have {self.count}")
         return (self.comoment / (self.count - ddof)).numpy()
 
-    def state(self) -> dict[str, np.ndarray]:
-        """Plain arrays that :meth:`from_state` turns back into an accumulator."""
+    def state(self, copy: bool = True) -> dict[str, np.ndarray]:
+        """Plain arrays that :meth:`from_state` turns back into an accumulator.
+
+        Args:
+            copy: ``False`` returns views of the live sums (no copy of a wide co-moment),
+                valid until the next update: for writing them out at once.
+        """
         return {
             "count": np.asarray(self.count, dtype=np.int64),
-            "mean": self.mean.numpy().copy(),
-            "comoment": self.comoment.numpy().copy(),
+            "mean": _array(self.mean, copy),
+            "comoment": _array(self.comoment, copy),
         }
 
     @classmethod
@@ -300,16 +309,16 @@ class GroupSums:
         )
         return out
 
-    def state(self) -> dict[str, np.ndarray]:
+    def state(self, copy: bool = True) -> dict[str, np.ndarray]:
+        """Plain arrays that :meth:`from_state` turns back into sums (``copy`` as for
+        :meth:`Moments.state`)."""
         return {
             "count": np.asarray(self.count, dtype=np.int64),
-            "sum": self.sum.numpy().copy(),
-            "cross": self.cross.numpy().copy(),
-            "weighted": self.weighted.numpy().copy(),
-            "norms": self.norms.numpy().copy(),
-            "shift": (torch.zeros_like(self.sum) if self.shift is None else self.shift)
-            .numpy()
-            .copy(),
+            "sum": _array(self.sum, copy),
+            "cross": _array(self.cross, copy),
+            "weighted": _array(self.weighted, copy),
+            "norms": _array(self.norms, copy),
+            "shift": _array(torch.zeros_like(self.sum) if self.shift is None else self.shift, copy),
         }
 
     @classmethod

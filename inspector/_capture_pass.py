@@ -32,8 +32,13 @@ def layer_order(model: nn.Module, names: list[str]) -> list[str]:
     return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
 
 
-def state_tree(cap: hooks.Capture) -> dict[str, dict[str, Any]]:
-    """Plain arrays of everything the capture holds, per layer, for the run file."""
+def state_tree(cap: hooks.Capture, copy: bool = True) -> dict[str, dict[str, Any]]:
+    """Plain arrays of everything the capture holds, per layer, for the run file.
+
+    Args:
+        copy: ``False`` gives views of the live accumulators instead of copies (a
+            checkpoint written at once needs no second copy of every covariance).
+    """
     out: dict[str, dict[str, Any]] = {}
     for name, record in cap.attention.items():
         out[name] = {
@@ -46,8 +51,8 @@ def state_tree(cap: hooks.Capture) -> dict[str, dict[str, Any]]:
             },
             "summaries": {k: record.summary(k) for k in record.summaries},
             "maps": record.maps_array() if record.maps else None,
-            "moments": record.moments.state() if record.moments else None,
-            "groups": record.groups.state() if record.groups else None,
+            "moments": record.moments.state(copy) if record.moments else None,
+            "groups": record.groups.state(copy) if record.groups else None,
         }
     for name, channel in cap.channels.items():
         site = channel.site
@@ -59,8 +64,8 @@ def state_tree(cap: hooks.Capture) -> dict[str, dict[str, Any]]:
                 "images": channel.images,
                 "nonfinite_batches": channel.nonfinite,
             },
-            "moments": channel.moments.state() if channel.moments else None,
-            "groups": channel.groups.state() if channel.groups else None,
+            "moments": channel.moments.state(copy) if channel.moments else None,
+            "groups": channel.groups.state(copy) if channel.groups else None,
         }
     return out
 
@@ -192,6 +197,12 @@ def run_capture_pass(
     order = layer_order(model, [*cap.attention, *cap.channels])
     began = time.perf_counter()
     last = began
+
+    def save() -> None:
+        assert writer is not None  # a checkpoint in the pass: views, written at once
+        state = state_tree(cap, copy=False)
+        writer.checkpoint(state, ids, np.asarray(labels), batches_done=batches, order=order)
+
     with (
         stop_between_batches() as interrupted,
         cap,
@@ -225,19 +236,15 @@ def run_capture_pass(
             batches += 1
             bar.update(len(batch_ids))
             now = time.perf_counter()
-            saved = False
-            if writer is not None and now - last >= checkpoint_seconds:
-                writer.checkpoint(
-                    state_tree(cap), ids, np.asarray(labels), batches_done=batches, order=order
-                )
-                last, saved = now, True
+            saved = writer is not None and now - last >= checkpoint_seconds
+            if saved:
+                save()
+                last = now
             if after_batch is not None:
                 after_batch(batches)
             if interrupted():
                 if writer is not None and not saved:
-                    writer.checkpoint(
-                        state_tree(cap), ids, np.asarray(labels), batches_done=batches, order=order
-                    )
+                    save()
                 raise KeyboardInterrupt
     # The final state goes to disk before the gradient passes only when the last
     # checkpoint is older than ``checkpoint_seconds`` (or Ctrl-C came after the last

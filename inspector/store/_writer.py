@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import errno
 import json
 import os
@@ -35,6 +37,28 @@ def os_reason(exc: BaseException) -> str:
     if code == errno.ENOSPC or "No space left" in text:
         return "disk full (no space left on device)"
     return message.splitlines()[0] if message else type(exc).__name__
+
+
+def _load_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_MALLOC_TRIM = _load_trim()
+
+
+def release_freed_memory() -> None:
+    """Give the memory freed after a checkpoint back to the operating system.
+
+    glibc raises its mmap threshold after large blocks are freed, so the next copies of
+    wide covariances land on heaps that keep the freed pages: without this, peak memory
+    grew by a fifth between 64 and 512 images of ``deit_small`` (the longer run writes
+    checkpoints). ``malloc_trim`` is glibc's; elsewhere this does nothing.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def _set(node: h5py.Group, attrs: Mapping[str, Any]) -> None:
@@ -326,6 +350,7 @@ class RunWriter:
         self._replace(self.partial, fill)
         self._root |= counters
         self._staged = None
+        release_freed_memory()
 
     def stage(
         self,
