@@ -127,7 +127,7 @@ def peer_cases(
 
 def check(name: str, probs: torch.Tensor, reference: torch.Tensor) -> None:
     """A peer's block-0 probabilities equal inspector's kept (float16) maps."""
-    got = probs[: reference.shape[0]].float()
+    got = probs[: reference.shape[0]].float().cpu()
     difference = float((got - reference.float()).abs().max())
     if difference > 2e-3:
         raise SystemExit(f"{name}: block-0 maps differ from inspector's by {difference:.2e}")
@@ -135,12 +135,17 @@ def check(name: str, probs: torch.Tensor, reference: torch.Tensor) -> None:
 
 
 def measure(
-    name: str, batch: int, repeats: int, peers: bool, clock: str = "wall"
+    name: str,
+    batch: int,
+    repeats: int,
+    peers: bool,
+    clock: str = "wall",
+    device: str = "cpu",
 ) -> tuple[list[list[str]], dict[str, list[float]]]:
     torch.manual_seed(0)
-    model = timm.create_model(name, pretrained=False).eval()
+    model = timm.create_model(name, pretrained=False).eval().to(device)
     size = model.pretrained_cfg.get("input_size", (3, 224, 224))
-    x = torch.randn(batch, *size, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(batch, *size, generator=torch.Generator().manual_seed(1)).to(device)
     options = _capture_options(model, AnalyzeOptions())
     running = hooks.capture(model, options)
 
@@ -207,16 +212,28 @@ def measure(
         reference = torch.from_numpy(first.maps_array()[: options.keep_maps])
         cases |= peer_cases(model, x, reference)
     _timing.log(f"{name}: {len(cases)} cases, {repeats} rounds")
+    if x.device.type == "cuda":  # kernels run asynchronously: time until they finish
+        cases = {case: _synchronised(fn) for case, fn in cases.items()}
     times = _timing.interleaved(cases, repeats=repeats, clock=clock, log=_timing.log)
     ratios = _timing.ratios(times, "plain fused forward")
     rows = [[name, case, _timing.spread(ratios[case])] for case in cases]
     return rows, ratios
 
 
+def _synchronised(fn: Callable[[], object]) -> Callable[[], object]:
+    def timed() -> object:
+        out = fn()
+        torch.cuda.synchronize()
+        return out
+
+    return timed
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated timm names")
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds per model")
     parser.add_argument(
         "--peers",
@@ -230,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
     rows: list[list[str]] = []
     for name in args.models.split(","):
         peers = args.peers if args.peers is not None else name.startswith("deit_small")
-        got, _ = measure(name, args.batch, args.repeats, peers, args.clock)
+        got, _ = measure(name, args.batch, args.repeats, peers, args.clock, args.device)
         rows += got
     print(_timing.machine())
     print(f"batch {args.batch}, {args.repeats} rounds, {how}; ratio to the plain fused forward")
