@@ -305,3 +305,57 @@ def _heap_collections(data: bytes) -> list[int]:
         offsets.append(at)
         at = data.find(b"GCOL", at + 1)
     return offsets
+
+
+HEAP_LOOP = Path(__file__).resolve().parent / "data" / "golden-run-1.0-heap-loop.bin"
+"""Bytes 2751–4743 of a run file the fuzzer made (tests/test_fuzz.py): the golden file
+with another part of itself copied over its first global heap collection, leaving a
+free-space entry of size 0 there. libhdf5 walks a collection object by object, and
+that entry makes the walk stand still: reading any string attribute never returned."""
+
+
+def test_a_global_heap_that_would_hang_libhdf5_is_refused(tmp_path: Path) -> None:
+    import subprocess
+
+    golden = (Path(__file__).resolve().parent / "data" / "golden-run-1.0.h5").read_bytes()
+    damaged = tmp_path / "heap-loop.h5"
+    damaged.write_bytes(golden[:2751] + HEAP_LOOP.read_bytes() + golden[4744:])
+    # In a child process: if the check broke, libhdf5's loop would hang this test run.
+    script = (
+        "import sys\nfrom inspector import RunFileError\nfrom inspector.store import read_run\n"
+        "try:\n    read_run(sys.argv[1], allow_incomplete=True)\n"
+        "except RunFileError as exc:\n    print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(damaged)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == (
+        f"{damaged} is corrupt (global heap at byte 2048: "
+        "a free-space entry of size 0 at byte 2856)"
+    )
+
+
+def test_global_heap_walk_accepts_real_files_and_finds_a_standing_walk(tmp_path: Path) -> None:
+    from inspector.store._heap import global_heap_problem
+
+    golden = (Path(__file__).resolve().parent / "data" / "golden-run-1.0.h5").read_bytes()
+    assert golden.count(b"GCOL") == 3
+    path = tmp_path / "run.h5"
+    path.write_bytes(golden)
+    assert global_heap_problem(path) is None
+    # A collection whose first object is a free-space entry (index 0) of size 0.
+    collection = b"GCOL\x01\x00\x00\x00" + struct.pack("<Q", 4096)
+    collection += struct.pack("<HHIQ", 0, 0, 0, 0) + bytes(4096 - 32)
+    path.write_bytes(b"\x00" * 100 + collection + b"tail")
+    assert global_heap_problem(path) == (
+        "global heap at byte 100: a free-space entry of size 0 at byte 116"
+    )
+    # The same with a real object first and the free space after it: the walk ends.
+    collection = b"GCOL\x01\x00\x00\x00" + struct.pack("<Q", 4096)
+    collection += struct.pack("<HHIQ", 1, 1, 0, 5) + b"hello\x00\x00\x00"
+    collection += struct.pack("<HHIQ", 0, 0, 0, 4096 - 16 - 24) + bytes(4096 - 16 - 24 - 16)
+    path.write_bytes(collection)
+    assert global_heap_problem(path) is None
+    path.write_bytes(b"")
+    assert global_heap_problem(path) is None

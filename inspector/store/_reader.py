@@ -18,6 +18,7 @@ import numpy as np
 
 from .._errors import RunFileError
 from ._encode import decode_name, encode_name, read_attrs, read_tree
+from ._heap import global_heap_problem
 from ._schema import ENCODING_TYPE, ENCODING_VERSION, JSON_ATTRS, SCHEMA_VERSION, TYPE
 
 __all__ = ["Layer", "Run", "read_run"]
@@ -290,6 +291,12 @@ def read_run(path: str | Path, *, allow_incomplete: bool = False) -> Run:
         raise RunFileError(f"no run file at {path}{hint}")
     if path.is_dir():
         raise RunFileError(f"{path} is a folder, not a run file")
+    try:
+        problem = global_heap_problem(path)
+    except OSError as exc:
+        raise RunFileError(f"cannot read {path} ({_one_line(exc)})") from exc
+    if problem is not None:  # libhdf5 would never return from reading its strings
+        raise RunFileError(f"{path} is corrupt ({problem})")
     try:
         handle = h5py.File(path, "r")
     except (OSError, RuntimeError, ValueError) as exc:
