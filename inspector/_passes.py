@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from captum.attr import NeuronGradient
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -189,6 +188,8 @@ def erf_pass(
             except RuntimeError:  # a tensor saved for backward was modified in place
                 grads = None
         if grads is None:
+            from captum.attr import NeuronGradient  # rarely needed; importing it costs 0.7 s
+
             grads = NeuronGradient(model, modules[name]).attribute(
                 x.detach().clone().requires_grad_(True), neuron_selector=pick
             )
