@@ -88,6 +88,23 @@ def _assert_same(a: Any, b: Any, where: str) -> None:
         assert a == b, where
 
 
+def _assert_same_run(expected: Run, got: Run) -> None:
+    """The same batches, samples, layers (attributes, summaries, accumulators, maps) and
+    analyses (arrays to 1e-12)."""
+    assert got.meta["batches_done"] == expected.meta["batches_done"] == 3
+    assert got.sample_ids == expected.sample_ids
+    assert list(got.layers) == list(expected.layers)
+    for name, layer in expected.layers.items():
+        other = got.layers[name]
+        assert other.attrs == layer.attrs, name
+        _assert_same(layer.summaries, other.summaries, f"{name}/summaries")
+        _assert_same(layer.moments or {}, other.moments or {}, f"{name}/moments")
+        _assert_same(layer.groups or {}, other.groups or {}, f"{name}/groups")
+        if layer.maps is not None:
+            np.testing.assert_array_equal(other.maps, layer.maps, err_msg=name)
+    _assert_same(expected.analysis, got.analysis, "analysis")
+
+
 def test_interrupted_run_leaves_only_an_incomplete_partial(interrupted: Interruption) -> None:
     assert not interrupted.final_existed
     partial = interrupted.snapshot
@@ -118,19 +135,8 @@ def test_resume_gives_the_numbers_of_an_uninterrupted_run(
     resumed = analyze("test_vit", out=path.parent, options=OPTIONS.replace(resume=True))
     assert resumed.complete and resumed.path == path
     assert not partial_path(path).exists()
-    assert resumed.meta["batches_done"] == full_run.meta["batches_done"] == 3
-    assert resumed.sample_ids == full_run.sample_ids
-    assert list(resumed.layers) == list(full_run.layers)
-    for name, layer in full_run.layers.items():
-        other = resumed.layers[name]
-        assert other.attrs == layer.attrs, name
-        _assert_same(layer.summaries, other.summaries, f"{name}/summaries")
-        _assert_same(layer.moments or {}, other.moments or {}, f"{name}/moments")
-        _assert_same(layer.groups or {}, other.groups or {}, f"{name}/groups")
-        if layer.maps is not None:
-            np.testing.assert_array_equal(other.maps, layer.maps, err_msg=name)
+    _assert_same_run(full_run, resumed)
     assert set(resumed.analysis) == set(ANALYSES)
-    _assert_same(full_run.analysis, resumed.analysis, "analysis")
     started = read_run(interrupted.snapshot, allow_incomplete=True).meta["created"]
     assert resumed.meta["created"] == started  # when the interrupted run began
 
@@ -224,15 +230,4 @@ def test_a_short_pass_is_written_by_finish_with_the_same_numbers(
     staged = analyze("test_vit", out=tmp_path, options=OPTIONS.replace(checkpoint_seconds=3600))
     assert checkpoints == []
     assert staged.complete and not partial_path(staged.path).exists()
-    assert staged.meta["batches_done"] == full_run.meta["batches_done"] == 3
-    assert staged.sample_ids == full_run.sample_ids
-    assert list(staged.layers) == list(full_run.layers)
-    for name, layer in full_run.layers.items():
-        other = staged.layers[name]
-        assert other.attrs == layer.attrs, name
-        _assert_same(layer.summaries, other.summaries, f"{name}/summaries")
-        _assert_same(layer.moments or {}, other.moments or {}, f"{name}/moments")
-        _assert_same(layer.groups or {}, other.groups or {}, f"{name}/groups")
-        if layer.maps is not None:
-            np.testing.assert_array_equal(other.maps, layer.maps, err_msg=name)
-    _assert_same(full_run.analysis, staged.analysis, "analysis")
+    _assert_same_run(full_run, staged)
