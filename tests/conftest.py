@@ -1,13 +1,19 @@
-"""Shared fixtures: tiny real models, the shared folder beside the checkout."""
+"""Shared fixtures and helpers: tiny real models, the shared folder beside the checkout, an HTML
+parser for reports, run-file comparisons."""
 
 from __future__ import annotations
 
+from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import timm
 import torch
 from torch import nn
+
+from inspector.store import Run
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -64,3 +70,54 @@ def trained_vit_path() -> Path:
     if not TRAINED_VIT.exists():
         pytest.skip(f"trained ViT-Ti weights not found at {TRAINED_VIT} (only in the dev sandbox)")
     return TRAINED_VIT
+
+
+class Page(HTMLParser):
+    """Start tags with their attributes, and the text, of an HTML page."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def assert_same(a: Any, b: Any, where: str) -> None:
+    """Nested dicts of arrays and scalars equal (floats to 1e-12, NaN equal to NaN)."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), (where, set(a) ^ set(b))
+        for key in a:
+            assert_same(a[key], b[key], f"{where}/{key}")
+    elif isinstance(a, np.ndarray) and a.dtype.kind == "f":
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-12, equal_nan=True, err_msg=where)
+    elif isinstance(a, np.ndarray):
+        np.testing.assert_array_equal(b, a, err_msg=where)
+    elif isinstance(a, float) and np.isnan(a):
+        assert np.isnan(b), where
+    else:
+        assert a == b, where
+
+
+def assert_same_run(expected: Run, got: Run) -> None:
+    """Per-image summaries, maps, moments, CKA sums and analysis arrays all equal."""
+    assert got.complete
+    assert got.sample_ids == expected.sample_ids
+    np.testing.assert_array_equal(got.labels, expected.labels)
+    assert got.meta["batches_done"] == expected.meta["batches_done"]
+    assert list(got.layers) == list(expected.layers)
+    for name, layer in expected.layers.items():
+        other = got.layers[name]
+        assert other.attrs == layer.attrs, name
+        assert_same(layer.summaries, other.summaries, f"{name}/summaries")
+        assert_same(layer.moments or {}, other.moments or {}, f"{name}/moments")
+        assert_same(layer.groups or {}, other.groups or {}, f"{name}/groups")
+        if layer.maps is not None:
+            np.testing.assert_array_equal(other.maps, layer.maps, err_msg=name)
+    assert set(got.analysis) == set(expected.analysis)
+    assert_same(expected.analysis, got.analysis, "analysis")

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import h5py
-import numpy as np
 import pytest
 import torch
+from conftest import assert_same_run
 from fault_child import CLI_ARGS, OPTIONS
 from torch import nn
 from torch.utils.data import Dataset
@@ -43,41 +43,6 @@ CHILD = Path(__file__).resolve().parent / "fault_child.py"
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-
-def _same(a: Any, b: Any, where: str) -> None:
-    """Nested dicts of arrays and scalars equal (floats to 1e-12, NaN equal to NaN)."""
-    if isinstance(a, dict):
-        assert isinstance(b, dict) and set(a) == set(b), (where, set(a) ^ set(b))
-        for key in a:
-            _same(a[key], b[key], f"{where}/{key}")
-    elif isinstance(a, np.ndarray) and a.dtype.kind == "f":
-        np.testing.assert_allclose(b, a, rtol=0, atol=1e-12, equal_nan=True, err_msg=where)
-    elif isinstance(a, np.ndarray):
-        np.testing.assert_array_equal(b, a, err_msg=where)
-    elif isinstance(a, float) and np.isnan(a):
-        assert np.isnan(b), where
-    else:
-        assert a == b, where
-
-
-def assert_same_run(expected: Run, got: Run) -> None:
-    """Per-image summaries, maps, moments, CKA sums and analysis arrays all equal."""
-    assert got.complete
-    assert got.sample_ids == expected.sample_ids
-    np.testing.assert_array_equal(got.labels, expected.labels)
-    assert got.meta["batches_done"] == expected.meta["batches_done"]
-    assert list(got.layers) == list(expected.layers)
-    for name, layer in expected.layers.items():
-        other = got.layers[name]
-        assert other.attrs == layer.attrs, name
-        _same(layer.summaries, other.summaries, f"{name}/summaries")
-        _same(layer.moments or {}, other.moments or {}, f"{name}/moments")
-        _same(layer.groups or {}, other.groups or {}, f"{name}/groups")
-        if layer.maps is not None:
-            np.testing.assert_array_equal(other.maps, layer.maps, err_msg=name)
-    assert set(got.analysis) == set(expected.analysis)
-    _same(expected.analysis, got.analysis, "analysis")
 
 
 def _attrs(path: Path) -> dict[str, Any]:

@@ -12,7 +12,6 @@ import resource
 import struct
 import sys
 import time
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
@@ -21,6 +20,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import Page
 from torch import nn
 
 import hooks
@@ -33,22 +33,6 @@ GOLDEN = Path(__file__).resolve().parent / "data" / "golden-run-1.0.h5"
 EVIL_MODEL = "<script>alert('model')</script>Net"
 EVIL_ATTENTION = "<script>alert('layer')</script>"  # a '/' too: one HDF5 name, not two
 EVIL_CONV = "<img src=x onerror=alert(2)>"
-
-
-class Page(HTMLParser):
-    """Start tags with their attributes, and the text, of an HTML page."""
-
-    def __init__(self, html: str) -> None:
-        super().__init__(convert_charrefs=True)
-        self.tags: list[tuple[str, dict[str, str | None]]] = []
-        self.text: list[str] = []
-        self.feed(html)
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.tags.append((tag, dict(attrs)))
-
-    def handle_data(self, data: str) -> None:
-        self.text.append(data)
 
 
 def assert_inert(html: str, *literals: str) -> None:

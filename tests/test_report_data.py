@@ -5,11 +5,11 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import Page
 from PIL import Image
 from torch import nn
 
@@ -24,22 +24,8 @@ FAST = ("attention_distance", "attention_entropy", "head_redundancy", "channel_r
         "receptive_field", "importance", "pruning_curve")  # fmt: skip
 
 
-class Elements(HTMLParser):
-    def __init__(self, html: str) -> None:
-        super().__init__(convert_charrefs=True)
-        self.tags: list[tuple[str, dict[str, str | None]]] = []
-        self.text: list[str] = []
-        self.feed(html)
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.tags.append((tag, dict(attrs)))
-
-    def handle_data(self, data: str) -> None:
-        self.text.append(data)
-
-
 def assert_inert(html: str, literal: str) -> None:
-    page = Elements(html)
+    page = Page(html)
     assert not [t for t, a in page.tags if any(k.startswith("on") for k in a)], "event handler"
     assert not [a for t, a in page.tags if t == "script"], "script element"
     assert literal in "".join(page.text), f"{literal!r} not shown as text"

@@ -11,6 +11,7 @@ from typing import Any
 import h5py
 import numpy as np
 import pytest
+from conftest import assert_same_run
 
 from inspector import RunFileError
 from inspector._api import analyze
@@ -72,39 +73,6 @@ def interrupted(tmp_path_factory: pytest.TempPathFactory) -> Interruption:
     return Interruption(path, path.exists(), snapshot)
 
 
-def _assert_same(a: Any, b: Any, where: str) -> None:
-    """Nested dicts of arrays and scalars equal (arrays to 1e-12, NaN equal to NaN)."""
-    if isinstance(a, dict):
-        assert isinstance(b, dict) and set(a) == set(b), (where, set(a) ^ set(b))
-        for key in a:
-            _assert_same(a[key], b[key], f"{where}/{key}")
-    elif isinstance(a, np.ndarray) and a.dtype.kind == "f":
-        np.testing.assert_allclose(b, a, rtol=0, atol=1e-12, equal_nan=True, err_msg=where)
-    elif isinstance(a, np.ndarray):
-        np.testing.assert_array_equal(b, a, err_msg=where)
-    elif isinstance(a, float) and np.isnan(a):
-        assert np.isnan(b), where
-    else:
-        assert a == b, where
-
-
-def _assert_same_run(expected: Run, got: Run) -> None:
-    """The same batches, samples, layers (attributes, summaries, accumulators, maps) and
-    analyses (arrays to 1e-12)."""
-    assert got.meta["batches_done"] == expected.meta["batches_done"] == 3
-    assert got.sample_ids == expected.sample_ids
-    assert list(got.layers) == list(expected.layers)
-    for name, layer in expected.layers.items():
-        other = got.layers[name]
-        assert other.attrs == layer.attrs, name
-        _assert_same(layer.summaries, other.summaries, f"{name}/summaries")
-        _assert_same(layer.moments or {}, other.moments or {}, f"{name}/moments")
-        _assert_same(layer.groups or {}, other.groups or {}, f"{name}/groups")
-        if layer.maps is not None:
-            np.testing.assert_array_equal(other.maps, layer.maps, err_msg=name)
-    _assert_same(expected.analysis, got.analysis, "analysis")
-
-
 def test_interrupted_run_leaves_only_an_incomplete_partial(interrupted: Interruption) -> None:
     assert not interrupted.final_existed
     partial = interrupted.snapshot
@@ -135,7 +103,8 @@ def test_resume_gives_the_numbers_of_an_uninterrupted_run(
     resumed = analyze("test_vit", out=path.parent, options=OPTIONS.replace(resume=True))
     assert resumed.complete and resumed.path == path
     assert not partial_path(path).exists()
-    _assert_same_run(full_run, resumed)
+    assert resumed.meta["batches_done"] == full_run.meta["batches_done"] == 3
+    assert_same_run(full_run, resumed)
     assert set(resumed.analysis) == set(ANALYSES)
     started = read_run(interrupted.snapshot, allow_incomplete=True).meta["created"]
     assert resumed.meta["created"] == started  # when the interrupted run began
@@ -230,4 +199,5 @@ def test_a_short_pass_is_written_by_finish_with_the_same_numbers(
     staged = analyze("test_vit", out=tmp_path, options=OPTIONS.replace(checkpoint_seconds=3600))
     assert checkpoints == []
     assert staged.complete and not partial_path(staged.path).exists()
-    _assert_same_run(full_run, staged)
+    assert staged.meta["batches_done"] == full_run.meta["batches_done"] == 3
+    assert_same_run(full_run, staged)
