@@ -1,5 +1,5 @@
 """Cost of the analysis passes per layer: gradient ERF, gate-gradient importance and
-pruning curves (``inspector._passes``), in units of one plain forward of the same batch.
+pruning curves (``inspector.pipeline``), in units of one plain forward of the same batch.
 
 The layers and units are the ones ``inspector analyze`` uses: ERF layers from
 ``erf_layers`` (blocks and attention branches; convolutions for plain CNNs), head and
@@ -39,10 +39,15 @@ import torch
 sys.path.insert(0, str(_timing.REPO))
 
 import hooks
-from inspector._analysis import _units
-from inspector._api import _capture_options
 from inspector._options import AnalyzeOptions
-from inspector._passes import erf_layers, erf_pass, importance_pass, pruning_pass
+from inspector.pipeline import (
+    capture_options,
+    erf_layers,
+    erf_pass,
+    gate_units,
+    importance_pass,
+    pruning_pass,
+)
 
 MODELS = ("deit_small_patch16_224", "resnet50")
 
@@ -52,9 +57,9 @@ def measure(name: str, images: int, repeats: int, clock: str = "wall") -> list[l
     model = timm.create_model(name, pretrained=False).eval()
     size = model.pretrained_cfg.get("input_size", (3, 224, 224))
     x = torch.randn(images, *size, generator=torch.Generator().manual_seed(1))
-    with hooks.capture(model, _capture_options(model, AnalyzeOptions())) as cap, torch.no_grad():
+    with hooks.capture(model, capture_options(model, AnalyzeOptions())) as cap, torch.no_grad():
         model(x[:2])
-    units = _units(cap)
+    units = gate_units(hooks.gateable_heads(model), cap.state())
     geometry = {n: r.geometry for n, r in cap.attention.items()}
     layers = erf_layers(model, list(cap.attention), list(cap.channels))
     measured = len(erf_pass(model, x[:1], layers, geometry, progress=False)[0])

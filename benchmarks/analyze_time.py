@@ -33,17 +33,19 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from inspector import _analysis, _api, report_data  # noqa: E402
+from inspector import _api, report_data  # noqa: E402
 from inspector._options import AnalyzeOptions  # noqa: E402
+from inspector.pipeline import _analyses, _capture  # noqa: E402
+from inspector.store import RunWriter  # noqa: E402
 
 PASSES = ("capture", "receptive_field", "importance", "pruning", "analyzers", "total")
 TARGET_SECONDS = 60.0
 # The function behind each pass, where analyze() looks it up.
 PASS_FUNCTIONS = (
-    (_api, "run_capture_pass", "capture"),
-    (_analysis, "erf_pass", "receptive_field"),
-    (_analysis, "importance_pass", "importance"),
-    (_analysis, "pruning_pass", "pruning"),
+    (_capture, "run_capture_pass", "capture"),
+    (_analyses, "erf_pass", "receptive_field"),
+    (_analyses, "importance_pass", "importance"),
+    (_analyses, "pruning_pass", "pruning"),
 )
 
 
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             timed = _cpu_timed(getattr(module, attribute), name, cpu)
             patches.enter_context(mock.patch.object(module, attribute, timed))
         for module, attribute, name in (
-            (_api.RunWriter, "finish", "write run file"),
+            (RunWriter, "finish", "write run file"),
             (_api, "read_run", "read it back"),
             (report_data, "write_run_report", "report"),
         ):

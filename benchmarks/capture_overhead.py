@@ -2,7 +2,7 @@
 against other tools capturing the same attention probabilities.
 
 The capture pass is what ``inspector analyze`` runs per batch: ``hooks.capture`` with
-the options ``analyze`` builds (``inspector._api._capture_options`` with the default
+the options ``analyze`` builds (``inspector.pipeline.capture_options`` with the default
 ``AnalyzeOptions``: every attention module with the five per-image per-head summaries
 of ``inspector._summaries.attention_summaries()``, per-head context moments and CKA sums,
 channel moments of every convolution and MLP hidden layer on ``positions=64`` sampled
@@ -55,8 +55,8 @@ from torch import nn
 sys.path.insert(0, str(_timing.REPO))
 
 import hooks
-from inspector._api import _capture_options
 from inspector._options import AnalyzeOptions
+from inspector.pipeline import capture_options
 
 MODELS = ("deit_small_patch16_224", "resnet50", "swin_tiny_patch4_window7_224")
 
@@ -146,7 +146,7 @@ def measure(
     model = timm.create_model(name, pretrained=False).eval().to(device)
     size = model.pretrained_cfg.get("input_size", (3, 224, 224))
     x = torch.randn(batch, *size, generator=torch.Generator().manual_seed(1)).to(device)
-    options = _capture_options(model, AnalyzeOptions())
+    options = capture_options(model, AnalyzeOptions())
     running = hooks.capture(model, options)
 
     def plain() -> torch.Tensor:

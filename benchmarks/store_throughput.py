@@ -1,7 +1,7 @@
 """Run-file write throughput: ``inspector.store.RunWriter.checkpoint`` against raw h5py
 writes of the same arrays.
 
-The layer trees are real: ``state_tree`` of a capture pass (the options ``inspector
+The layer trees are real: the capture state of a pass (the options ``inspector
 analyze`` uses) over one batch of random images through a randomly initialised model,
 so they hold what a checkpoint holds: per-image summaries, float16 first-K maps,
 moment and CKA-sum accumulators (float64; most of the bytes).
@@ -47,23 +47,23 @@ import torch
 sys.path.insert(0, str(_timing.REPO))
 
 import hooks
-from inspector._api import _capture_options
-from inspector._capture_pass import layer_order, state_tree
 from inspector._options import AnalyzeOptions
+from inspector.pipeline import capture_options, layer_order
 from inspector.store import RunWriter
 
 MODELS = ("deit_small_patch16_224", "resnet50")
 
 
 def layer_tree(name: str, images: int) -> tuple[dict[str, Any], list[str]]:
-    """``state_tree`` of a capture pass over ``images`` random images, and layer order."""
+    """The capture state (``CaptureState.to_tree``) of a pass over ``images`` random
+    images, and the layer order."""
     torch.manual_seed(0)
     model = timm.create_model(name, pretrained=False).eval()
     size = model.pretrained_cfg.get("input_size", (3, 224, 224))
     x = torch.randn(images, *size, generator=torch.Generator().manual_seed(1))
-    with hooks.capture(model, _capture_options(model, AnalyzeOptions())) as cap, torch.no_grad():
+    with hooks.capture(model, capture_options(model, AnalyzeOptions())) as cap, torch.no_grad():
         model(x)
-    tree = state_tree(cap)
+    tree = cap.state().to_tree()
     return tree, layer_order(model, list(tree))
 
 

@@ -14,13 +14,23 @@ from ._capture import Summary as Summary
 from ._capture import capture as capture
 from ._discovery import ChannelSite as ChannelSite
 from ._discovery import find_attention as find_attention
+from ._discovery import find_blocks as find_blocks
 from ._discovery import find_channels as find_channels
+from ._discovery import gateable_heads as gateable_heads
+from ._discovery import head_width as head_width
+from ._discovery import match_names as match_names
+from ._discovery import output_projection as output_projection
 from ._errors import CaptureError as CaptureError
 from ._errors import HookError as HookError
 from ._errors import SelectionError as SelectionError
 from ._gates import gates as gates
 from ._geometry import TokenGeometry as TokenGeometry
 from ._geometry import infer_geometry as infer_geometry
+from ._probe import Probe as Probe
+from ._probe import first_tensor as first_tensor
+from ._probe import probe as probe
+from ._state import CaptureState as CaptureState
+from ._state import LayerState as LayerState
 from ._taps import sdpa_probabilities as sdpa_probabilities
 
 __all__ = [
@@ -28,18 +38,28 @@ __all__ = [
     "Capture",
     "CaptureError",
     "CaptureOptions",
+    "CaptureState",
     "ChannelRecord",
     "ChannelSite",
     "GroupSums",
     "HookError",
+    "LayerState",
     "Moments",
+    "Probe",
     "SelectionError",
     "Summary",
     "TokenGeometry",
     "capture",
     "find_attention",
+    "find_blocks",
     "find_channels",
+    "first_tensor",
+    "gateable_heads",
     "gates",
+    "head_width",
     "infer_geometry",
+    "match_names",
+    "output_projection",
+    "probe",
     "sdpa_probabilities",
 ]

@@ -17,6 +17,7 @@ from ._accumulate import GroupSums, Moments
 from ._discovery import ChannelSite, find_attention, find_channels, match_names
 from ._errors import CaptureError
 from ._geometry import TokenGeometry, infer_geometry
+from ._state import CaptureState
 from ._taps import AttentionTap, ChannelTap
 
 __all__ = ["AttentionRecord", "Capture", "CaptureOptions", "ChannelRecord", "Summary", "capture"]
@@ -358,6 +359,10 @@ class Capture:
 
     def __exit__(self, *exc: object) -> None:
         self._remove()
+
+    def state(self, *, copy: bool = True) -> CaptureState:
+        """Everything gathered so far as plain arrays (see :class:`CaptureState`)."""
+        return CaptureState.of(self, copy=copy)
 
     def _remove(self) -> None:
         try:

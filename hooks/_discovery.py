@@ -20,8 +20,12 @@ from ._errors import SelectionError
 __all__ = [
     "ChannelSite",
     "find_attention",
+    "find_blocks",
     "find_channels",
+    "gateable_heads",
+    "head_width",
     "match_names",
+    "output_projection",
 ]
 
 ChannelKind = Literal["conv", "norm", "mlp"]
@@ -82,6 +86,60 @@ def find_attention(model: nn.Module) -> dict[str, nn.Module]:
             (other != name and other.startswith(name + ".")) or (not name and other)
             for other in found
         )
+    }
+
+
+# Residual blocks by class name: timm's ``*Block`` (ViT, Swin, ConvNeXt, ...), ResNet's
+# ``Bottleneck`` / ``BasicBlock``, MobileNet/EfficientNet ``InvertedResidual`` and
+# ``DepthwiseSeparableConv``.
+_BLOCK_SUFFIXES = (
+    "Block",
+    "Bottleneck",
+    "BasicBlock",
+    "InvertedResidual",
+    "DepthwiseSeparableConv",
+)
+
+
+def find_blocks(model: nn.Module) -> list[str]:
+    """Paths of the outermost residual blocks of ``model``, in model order (classes named
+    ``*Block``, ``*Bottleneck``, ``*BasicBlock``, ``*InvertedResidual``,
+    ``*DepthwiseSeparableConv``); empty for a model without such blocks."""
+    blocks = [
+        n for n, m in model.named_modules() if n and type(m).__name__.endswith(_BLOCK_SUFFIXES)
+    ]
+    return [n for n in blocks if not any(n.startswith(b + ".") for b in blocks if b != n)]
+
+
+def output_projection(module: nn.Module) -> nn.Linear | None:
+    """The linear output projection of an attention module (``proj``, ``out_proj`` or
+    ``o_proj``), whose input is the per-head context ``[..., head * head_dim]``."""
+    for child in ("proj", "out_proj", "o_proj"):
+        layer = getattr(module, child, None)
+        if isinstance(layer, nn.Linear):
+            return layer
+    return None
+
+
+def head_width(module: nn.Module) -> int | None:
+    """Width of one head's context (``head_dim``): the output projection's input width
+    divided by the number of heads; ``None`` when it has no such projection."""
+    projection = output_projection(module)
+    heads = getattr(module, "num_heads", None)
+    if projection is None or not isinstance(heads, int) or heads < 1:
+        return None
+    width, rest = divmod(projection.in_features, heads)
+    return width if rest == 0 else None
+
+
+def gateable_heads(model: nn.Module) -> dict[str, int]:
+    """Attention modules whose heads ``hooks.gates`` can scale, with their head counts:
+    those with a linear output projection, except ``nn.MultiheadAttention`` (its
+    projection runs inside ``F.multi_head_attention_forward``)."""
+    return {
+        name: int(module.num_heads)
+        for name, module in find_attention(model).items()
+        if not isinstance(module, nn.MultiheadAttention) and output_projection(module) is not None
     }
 
 

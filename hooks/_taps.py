@@ -26,6 +26,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.hooks import RemovableHandle
 
+from ._discovery import output_projection
 from ._errors import CaptureError
 
 __all__ = ["AttentionTap", "ChannelTap", "sdpa_probabilities"]
@@ -88,11 +89,8 @@ def _apply(probs: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor:
 
 
 def _output_projection(module: nn.Module) -> torch.Tensor | None:
-    for child in ("proj", "out_proj", "o_proj"):
-        layer = getattr(module, child, None)
-        if isinstance(layer, nn.Linear):
-            return layer.weight
-    return None
+    layer = output_projection(module)
+    return None if layer is None else layer.weight
 
 
 def _row_stochastic(x: torch.Tensor) -> bool:

@@ -1,4 +1,11 @@
-"""Options of a run, validated once (frozen dataclasses, STYLE rule 9)."""
+"""Options of a run, grouped and validated once (frozen dataclasses, STYLE rule 9).
+
+Three groups: :class:`CaptureSettings` (what the capture pass reads), :class:`PassSettings`
+(which analyses run, on how many images the gradient passes run) and :class:`RunSettings`
+(model weights, images, device, files, progress). :class:`AnalyzeOptions` holds one of
+each and also takes their fields flat, as the command line gives them:
+``AnalyzeOptions(limit=4, analyses=("attention_distance",))``.
+"""
 
 from __future__ import annotations
 
@@ -9,21 +16,22 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from ._errors import InspectorError
+from .analyzers import REGISTRY
 
 if TYPE_CHECKING:  # hooks imports torch: keep `inspector --version` and `info` quick
     from hooks import TokenGeometry
 
-__all__ = ["ALL_ANALYSES", "AnalyzeOptions"]
+__all__ = [
+    "ALL_ANALYSES",
+    "AnalyzeOptions",
+    "CaptureSettings",
+    "PassSettings",
+    "RunSettings",
+    "parse_analyses",
+]
 
-ALL_ANALYSES = (
-    "attention_distance",
-    "attention_entropy",
-    "receptive_field",
-    "head_redundancy",
-    "channel_redundancy",
-    "importance",
-    "pruning_curve",
-)
+ALL_ANALYSES: tuple[str, ...] = tuple(REGISTRY)
+"""Every registered analyzer, in the registry's (and the report's) order."""
 
 
 def _fail(message: str) -> None:
@@ -31,28 +39,70 @@ def _fail(message: str) -> None:
 
 
 @dataclass(frozen=True)
-class AnalyzeOptions:
-    """How ``inspector analyze`` runs.
+class CaptureSettings:
+    """What the capture pass reads.
 
     Attributes:
-        weights: ``auto``, ``pretrained``, ``random`` or a weights file (timm names only).
-        limit: Use at most this many images.
-        batch_size: Images per forward pass.
-        seed: Seeds random initialisation and a ``limit`` subset of a folder.
-        device: ``auto``, ``cpu`` or ``cuda``.
         layers: Globs over layer paths restricting attention and channel layers.
-        analyses: Analyzer names to run (default: all).
         keep_maps: Attention maps kept for the first this many images.
         positions: Tokens / positions per image sampled for the moment accumulators.
-        erf_images: Images used by the gradient passes (ERF, importance, pruning).
-        resume: Continue an interrupted run's ``.partial`` file.
-        report: Write the HTML report next to the run file.
-        checkpoint_seconds: Minimum time between checkpoints of the capture state.
-        progress: Show progress bars.
+        batch_size: Images per forward pass.
         autocast: Run the capture pass under ``torch.autocast`` (bfloat16 on CPU, float16
             on CUDA); probabilities are still computed in float32 from the autocast
             ``q``/``k``. The gradient and ablation passes stay in float32.
         geometry: Token geometry by glob, for models whose geometry cannot be inferred.
+    """
+
+    layers: str | tuple[str, ...] | None = None
+    keep_maps: int = 8
+    positions: int = 64
+    batch_size: int = 16
+    autocast: bool = False
+    geometry: Mapping[str, TokenGeometry] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            _fail(f"--batch-size {self.batch_size} must be at least 1")
+        if self.keep_maps < 0 or self.positions < 1:
+            _fail("keep_maps must be >= 0 and positions >= 1")
+
+
+@dataclass(frozen=True)
+class PassSettings:
+    """Which analyses run and what the model passes after the capture use.
+
+    Attributes:
+        analyses: Analyzer names to run (default: all registered).
+        erf_images: Images used by the gradient passes (ERF, importance, pruning).
+    """
+
+    analyses: tuple[str, ...] = ALL_ANALYSES
+    erf_images: int = 16
+
+    def __post_init__(self) -> None:
+        unknown = [a for a in self.analyses if a not in REGISTRY]
+        if unknown:
+            _fail(
+                f"unknown analysis {', '.join(map(repr, unknown))}; choose from "
+                f"{', '.join(ALL_ANALYSES)}"
+            )
+        if self.erf_images < 1:
+            _fail("erf_images must be >= 1")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Model weights, images, device, files and progress.
+
+    Attributes:
+        weights: ``auto``, ``pretrained``, ``random`` or a weights file (timm names only).
+        limit: Use at most this many images.
+        seed: Seeds random initialisation and chooses the ``limit`` subset of the images.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        resume: Continue an interrupted run's ``.partial`` file.
+        report: Write the HTML report next to the run file.
+        checkpoint_seconds: Minimum time between checkpoints of the capture state.
+        progress: Show progress bars.
         _after_batch: Private test seam: called with the number of capture batches done
             after each batch (and its checkpoint, if one was due); the resume tests raise
             from it to interrupt a run. Not part of the fingerprint, the repr or equality.
@@ -60,40 +110,79 @@ class AnalyzeOptions:
 
     weights: str = "auto"
     limit: int | None = None
-    batch_size: int = 16
     seed: int = 0
     device: str = "auto"
-    layers: str | tuple[str, ...] | None = None
-    analyses: tuple[str, ...] = ALL_ANALYSES
-    keep_maps: int = 8
-    positions: int = 64
-    erf_images: int = 16
     resume: bool = False
     report: bool = True
     checkpoint_seconds: float = 30.0
     progress: bool = True
-    autocast: bool = False
-    geometry: Mapping[str, TokenGeometry] = field(default_factory=lambda: MappingProxyType({}))
     _after_batch: Callable[[int], None] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.limit is not None and (isinstance(self.limit, bool) or self.limit < 1):
             _fail(f"--limit {self.limit} is not a positive number of images; use --limit 1 or more")
-        if self.batch_size < 1:
-            _fail(f"--batch-size {self.batch_size} must be at least 1")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             _fail(f"--device {self.device!r} is not one of auto, cpu, cuda")
-        unknown = [a for a in self.analyses if a not in ALL_ANALYSES]
-        if unknown:
-            _fail(
-                f"unknown analysis {', '.join(map(repr, unknown))}; choose from "
-                f"{', '.join(ALL_ANALYSES)}"
+
+
+_GROUPS = {"capture": CaptureSettings, "passes": PassSettings, "run": RunSettings}
+_FIELD_GROUP = {f.name: g for g, cls in _GROUPS.items() for f in dataclasses.fields(cls)}
+
+
+@dataclass(frozen=True, init=False)
+class AnalyzeOptions:
+    """How ``inspector analyze`` runs: three groups of settings.
+
+    Give the groups (``capture=CaptureSettings(...)``), or their fields flat
+    (``AnalyzeOptions(limit=4, keep_maps=0)``); read them either way (``opts.run.limit``
+    or ``opts.limit``).
+
+    Attributes:
+        capture: What the capture pass reads.
+        passes: Which analyses run; images of the gradient passes.
+        run: Weights, images, device, files, progress.
+    """
+
+    capture: CaptureSettings
+    passes: PassSettings
+    run: RunSettings
+
+    def __init__(
+        self,
+        *,
+        capture: CaptureSettings | None = None,
+        passes: PassSettings | None = None,
+        run: RunSettings | None = None,
+        **fields: Any,
+    ) -> None:
+        given = {"capture": capture, "passes": passes, "run": run}
+        changes: dict[str, dict[str, Any]] = {g: {} for g in _GROUPS}
+        for name, value in fields.items():
+            group = _FIELD_GROUP.get(name)
+            if group is None:
+                raise TypeError(
+                    f"AnalyzeOptions got an unknown option {name!r}; options: "
+                    f"{', '.join(sorted(n for n in _FIELD_GROUP if not n.startswith('_')))}"
+                )
+            changes[group][name] = value
+        for group, cls in _GROUPS.items():
+            base = given[group]
+            value = (
+                dataclasses.replace(base, **changes[group])
+                if base is not None
+                else cls(**changes[group])
             )
-        if self.keep_maps < 0 or self.positions < 1 or self.erf_images < 1:
-            _fail("keep_maps must be >= 0, positions and erf_images >= 1")
+            object.__setattr__(self, group, value)
+
+    def __getattr__(self, name: str) -> Any:
+        group = _FIELD_GROUP.get(name)
+        if group is None:
+            raise AttributeError(f"AnalyzeOptions has no option {name!r}")
+        return getattr(object.__getattribute__(self, group), name)
 
     def replace(self, **changes: Any) -> AnalyzeOptions:
-        return dataclasses.replace(self, **changes)
+        """A copy with some fields (flat names or whole groups) changed."""
+        return AnalyzeOptions(capture=self.capture, passes=self.passes, run=self.run, **changes)
 
     def fingerprint(self) -> dict[str, Any]:
         """What must match for a resumed run to continue this one."""

@@ -62,16 +62,18 @@ def main(argv: list[str]) -> int:
 
         analyze("test_vit", out=out, options=OPTIONS.replace(_after_batch=announcer(go)))
         return 0
-    import inspector._api as api
+    import dataclasses
+
     from inspector._cli import main as cli
+    from inspector.pipeline import _capture
 
-    real = api.run_capture_pass
+    real = _capture.run_capture_pass
 
-    def with_seam(*args: Any, **kwargs: Any) -> Any:
-        kwargs["after_batch"] = announcer(go)
-        return real(*args, **kwargs)
+    def with_seam(model: Any, plan: Any, *args: Any, **kwargs: Any) -> Any:
+        options = plan.options.replace(_after_batch=announcer(go))
+        return real(model, dataclasses.replace(plan, options=options), *args, **kwargs)
 
-    api.run_capture_pass = with_seam  # the CLI exposes no seam; thread it in here
+    _capture.run_capture_pass = with_seam  # the CLI exposes no seam; thread it in here
     return cli([*CLI_ARGS, "--out", out])
 
 

@@ -24,12 +24,12 @@ import hooks
 from inspector._api import analyze
 from inspector._images import model_transform, open_images
 from inspector._options import AnalyzeOptions
-from inspector._passes import erf_layers, erf_pass, importance_pass
 from inspector.analyzers import AnalysisInputs, LayerInput
 from inspector.analyzers._attention import AttentionDistance
 from inspector.analyzers._erf import erf_axis_std
 from inspector.analyzers._gradients import PruningCurve
 from inspector.analyzers._importance import largest_prunable_fraction, spearman
+from inspector.pipeline import erf_layers, erf_pass, importance_pass
 
 UNIFORM_14x14_PX = 116.492227  # METRICS.md §1: uniform over 196 patches of 16 px
 
@@ -527,7 +527,7 @@ def test_erf_centre_of_a_token_layer_follows_its_geometry_origin() -> None:
     """The ERF centre of a token layer is the centre token's pixel position as the
     geometry places it (the origin of MViTv2/LeViT-like grids included), in the map's
     pixel-index coordinates; with the default origin, the patch convention."""
-    from inspector._passes import _selector
+    from inspector.pipeline._gradients import _selector
 
     grid = hooks.TokenGeometry(kind="global", prefix=1, grid=(4, 6), stride=(16.0, 16.0))
     pick, centre, note = _selector((2, 25, 8), (64, 96), grid)

@@ -21,9 +21,9 @@ from PIL import Image
 from inspector._api import analyze
 from inspector._images import builtin_images_dir, model_transform, open_images
 from inspector._options import AnalyzeOptions
-from inspector._passes import importance_pass
 from inspector.analyzers._geometry import distance_matrix, token_centres
 from inspector.analyzers._importance import spearman
+from inspector.pipeline import importance_pass
 
 ARCH = "vit_tiny_patch16_224"
 

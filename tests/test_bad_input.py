@@ -27,12 +27,13 @@ from torch.utils.data import Dataset
 import hooks
 from inspector import ImageError, InspectorError, RunFileError
 from inspector import _images as images_module
-from inspector._api import _output_path, analyze
+from inspector._api import analyze
 from inspector._cli import main
 from inspector._images import model_transform, open_images
 from inspector.analyzers import AnalysisInputs, LayerInput
 from inspector.analyzers._attention import AttentionDistance
 from inspector.analyzers._gradients import Importance
+from inspector.pipeline import output_path as _output_path
 from inspector.store import RunWriter, read_run
 
 GOLDEN = Path(__file__).resolve().parent / "data" / "golden-run-1.0.h5"

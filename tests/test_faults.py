@@ -9,6 +9,7 @@ lists each guarantee with its test.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import resource
@@ -29,12 +30,11 @@ from fault_child import CLI_ARGS, OPTIONS
 from torch import nn
 from torch.utils.data import Dataset
 
-import inspector._api as api
 from inspector import RunFileError
 from inspector._api import analyze
-from inspector._capture_pass import stop_between_batches
 from inspector._cli import main
 from inspector._options import AnalyzeOptions
+from inspector.pipeline import _capture, stop_between_batches
 from inspector.store import Run, partial_path, read_run
 from inspector.store import _writer as writer_module
 from inspector.store._writer import scratch_path
@@ -63,12 +63,13 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Run:
 @pytest.fixture
 def checkpoint_every_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI checkpoints every 30 s; make it checkpoint after every batch."""
-    real = api.run_capture_pass
+    real = _capture.run_capture_pass
 
-    def every_batch(*args: Any, **kwargs: Any) -> Any:
-        return real(*args, **{**kwargs, "checkpoint_seconds": 0})
+    def every_batch(model: Any, plan: Any, *args: Any, **kwargs: Any) -> Any:
+        options = plan.options.replace(checkpoint_seconds=0)
+        return real(model, dataclasses.replace(plan, options=options), *args, **kwargs)
 
-    monkeypatch.setattr(api, "run_capture_pass", every_batch)
+    monkeypatch.setattr(_capture, "run_capture_pass", every_batch)
 
 
 # -- SIGKILL and SIGINT in child processes --------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,17 @@ OPTIONS = AnalyzeOptions(
     progress=False,
 )
 BUILTIN = sorted(p.name for p in builtin_images_dir().glob("*.jpg"))
+
+
+def seeded_subset(ids: list[str], limit: int, seed: int) -> list[str]:
+    """What ``--limit`` with ``--seed`` picks: the first ``limit`` of a seeded shuffle,
+    in file order."""
+    order = list(range(len(ids)))
+    random.Random(seed).shuffle(order)
+    return [ids[i] for i in sorted(order[:limit])]
+
+
+SUBSET = seeded_subset(BUILTIN, OPTIONS.limit, OPTIONS.seed)
 
 
 class Interrupted(Exception):
@@ -85,7 +97,7 @@ def test_interrupted_run_leaves_only_an_incomplete_partial(interrupted: Interrup
     with pytest.raises(RunFileError, match="incomplete run"):
         read_run(partial)
     run = read_run(partial, allow_incomplete=True)
-    assert run.sample_ids == BUILTIN[:4]
+    assert run.sample_ids == SUBSET[:4]
     assert all(layer.attrs["images"] == 4 for layer in run.layers.values())
 
 
@@ -125,7 +137,7 @@ def test_run_file_root(full_run: Run) -> None:
     assert meta["created"].endswith("+00:00")  # UTC
     assert meta["images_done"] == 6 and meta["images_skipped"] == 0
     assert meta["schema"] == SCHEMA_VERSION
-    assert full_run.sample_ids == BUILTIN[:6]
+    assert full_run.sample_ids == SUBSET
     assert len(BUILTIN) == 9
 
 
@@ -201,3 +213,18 @@ def test_a_short_pass_is_written_by_finish_with_the_same_numbers(
     assert staged.complete and not partial_path(staged.path).exists()
     assert staged.meta["batches_done"] == full_run.meta["batches_done"] == 3
     assert_same_run(full_run, staged)
+
+
+def test_the_seed_chooses_the_limit_subset(tmp_path: Path) -> None:
+    """``--seed`` picks which ``--limit`` images run: another seed, other images; the same
+    seed, the same images."""
+    options = OPTIONS.replace(limit=3, analyses=("attention_distance",), checkpoint_seconds=60)
+    picked = {
+        (seed, n): analyze(
+            "test_vit", out=tmp_path / f"{seed}-{n}", options=options.replace(seed=seed)
+        ).sample_ids
+        for seed, n in ((1, 0), (2, 0), (1, 1))
+    }
+    assert picked[1, 0] == picked[1, 1] == seeded_subset(BUILTIN, 3, 1)
+    assert picked[2, 0] == seeded_subset(BUILTIN, 3, 2)
+    assert picked[1, 0] != picked[2, 0]

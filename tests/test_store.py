@@ -51,7 +51,7 @@ def _groups(width: int, groups: int, rng: np.random.Generator) -> dict[str, np.n
 
 
 def _layers(images: int, seed: int = 0) -> dict[str, dict[str, Any]]:
-    """Capture state as :func:`inspector._capture_pass.state_tree` gives it."""
+    """Capture state as :meth:`hooks.CaptureState.to_tree` gives it."""
     rng = np.random.default_rng(seed)
     out: dict[str, dict[str, Any]] = {}
     for name in ("blocks.10.attn", "blocks.2.attn"):  # not in model order on purpose

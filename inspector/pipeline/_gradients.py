@@ -20,27 +20,18 @@ from ._pixel_map import PixelMap, pixel_maps
 
 __all__ = ["erf_layers", "erf_pass", "importance_pass", "pruning_pass"]
 
-_BLOCK_SUFFIXES = (
-    "Block",
-    "Bottleneck",
-    "BasicBlock",
-    "InvertedResidual",
-    "DepthwiseSeparableConv",
-)
-
 
 def erf_layers(
     model: nn.Module, attention: Sequence[str], channels: Sequence[str]
 ) -> list[tuple[str, str]]:
     """``(path, branch)`` of every layer whose ERF is measured, in model order.
 
-    Blocks (post-residual: classes named ``*Block``, ``*Bottleneck``, ...) and, inside a
-    block, its attention module (the attention branch before the residual). Models with
-    no such blocks (a plain ``nn.Sequential`` CNN) use their convolutions.
+    Blocks (post-residual, :func:`hooks.find_blocks`) and, inside a block, its attention
+    module (the attention branch before the residual). Models with no such blocks (a
+    plain ``nn.Sequential`` CNN) use their convolutions.
     """
     modules = list(model.named_modules())
-    blocks = [n for n, m in modules if n and type(m).__name__.endswith(_BLOCK_SUFFIXES)]
-    blocks = [n for n in blocks if not any(n.startswith(b + ".") for b in blocks if b != n)]
+    blocks = set(hooks.find_blocks(model))
     attention_set = set(attention)
     out: list[tuple[str, str]] = []
     for name, _ in modules:
@@ -52,14 +43,6 @@ def erf_layers(
         conv = set(channels)
         out = [(n, "conv") for n, m in modules if n in conv and isinstance(m, nn.Conv2d)]
     return out
-
-
-def _first_tensor(output: Any) -> torch.Tensor | None:
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-        return output[0]
-    return None
 
 
 def _selector(
@@ -92,7 +75,7 @@ def _selector(
         note += f", centre {how}"
 
         def pick(out: Any, r: int = r, c: int = c) -> torch.Tensor:
-            y = _first_tensor(out)
+            y = hooks.first_tensor(out)
             assert y is not None
             return (y[:, r, c, :] if nhwc else y[:, :, r, c]).sum(-1)
 
@@ -110,7 +93,7 @@ def _selector(
         centre = (float(y) - 0.5, float(x) - 0.5)
 
         def pick_token(out: Any, token: int = token) -> torch.Tensor:
-            y = _first_tensor(out)
+            y = hooks.first_tensor(out)
             assert y is not None
             return y[:, token, :].sum(-1)
 
@@ -139,25 +122,10 @@ def erf_pass(
         per skipped layer the reason.
     """
     modules = dict(model.named_modules())
-    outputs: dict[str, torch.Tensor] = {}
-    versions: dict[str, int] = {}
-    handles = []
-    for name, _ in layers:
-
-        def keep(m: nn.Module, args: tuple, output: Any, name: str = name) -> None:
-            tensor = _first_tensor(output)
-            if tensor is not None and name not in outputs:
-                outputs[name] = tensor
-                versions[name] = tensor._version
-
-        handles.append(modules[name].register_forward_hook(keep))
     inputs = x.detach().clone().requires_grad_(True)
-    try:
-        with torch.enable_grad():
-            model(inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
+    with torch.enable_grad(), hooks.probe(model, [name for name, _ in layers]) as kept:
+        model(inputs)
+    outputs = kept.outputs
     results: dict[str, dict[str, Any]] = {}
     skipped: dict[str, str] = {}
     input_hw = (int(x.shape[-2]), int(x.shape[-1]))
@@ -182,7 +150,7 @@ def erf_pass(
         # and its autograd history without any error: its gradient would be that of the
         # rewritten values. captum's NeuronGradient reads a copy taken in the hook.
         grads = None
-        if output._version == versions[name]:
+        if not kept.modified(name):
             try:
                 (grads,) = torch.autograd.grad(pick(output).sum(), inputs, retain_graph=True)
             except RuntimeError:  # a tensor saved for backward was modified in place

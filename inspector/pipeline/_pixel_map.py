@@ -18,6 +18,8 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.weak import WeakIdKeyDictionary
 
+import hooks
+
 __all__ = ["PixelMap", "pixel_maps"]
 
 PixelMap = tuple[float, float, float, float, int, int]
@@ -127,23 +129,8 @@ def pixel_maps(model: nn.Module, image: torch.Tensor, names: Sequence[str]) -> d
         image: Input batch ``[sample, channel, y, x]``.
         names: Module paths whose outputs are wanted.
     """
-    modules = dict(model.named_modules())
-    kept: dict[str, torch.Tensor] = {}
-    handles = []
-    for name in names:
-
-        def keep(m: nn.Module, args: tuple, output: Any, name: str = name) -> None:
-            tensor = output[0] if isinstance(output, (tuple, list)) and output else output
-            if isinstance(tensor, torch.Tensor) and name not in kept:
-                kept[name] = tensor
-
-        handles.append(modules[name].register_forward_hook(keep))
     probe = image[:1].detach().clone()
     trace = _Trace(probe)
-    try:
-        with torch.no_grad(), trace:
-            model(probe)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return {name: trace.maps[t] for name, t in kept.items() if t in trace.maps}
+    with torch.no_grad(), hooks.probe(model, names) as kept, trace:
+        model(probe)
+    return {name: trace.maps[t] for name, t in kept.outputs.items() if t in trace.maps}

@@ -1,0 +1,239 @@
+"""The capture state as plain arrays: one type for checkpoints, resume, ranks and analyses.
+
+A :class:`Capture` accumulates in torch; :class:`CaptureState` is the same content as
+numpy arrays per layer, in the run file's layout (``to_tree``), mergeable exactly
+(Chan's update for moments, re-expression about one shift for CKA sums), and able to
+seed a new capture so that it continues where the state left off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import numpy as np
+import torch
+
+from ._accumulate import GroupSums, Moments
+from ._geometry import TokenGeometry
+
+if TYPE_CHECKING:
+    from ._capture import Capture
+
+__all__ = ["CaptureState", "LayerState"]
+
+
+class _LayerLike(Protocol):
+    name: str
+    kind: str
+    attrs: Mapping[str, Any]
+    summaries: Mapping[str, np.ndarray]
+    maps: np.ndarray | None
+    moments: Mapping[str, np.ndarray] | None
+    groups: Mapping[str, np.ndarray] | None
+
+
+@dataclass(frozen=True)
+class LayerState:
+    """What a capture gathered for one layer, as plain arrays.
+
+    Attributes:
+        name: Module path.
+        kind: ``attention`` or ``channel``.
+        attrs: ``images`` and ``nonfinite_batches``; attention layers ``heads`` and
+            ``geometry`` (:meth:`TokenGeometry.to_dict`); channel layers ``channels``
+            and ``site`` (``kind``, ``point``, ``channel_axis``).
+        summaries: Per-image summaries ``[sample, head]`` by name (attention layers).
+        maps: First-K attention maps (float16) ``[sample, head, query, key]``, or None.
+        moments: :meth:`Moments.state`, or None.
+        groups: :meth:`GroupSums.state`, or None.
+    """
+
+    name: str
+    kind: Literal["attention", "channel"]
+    attrs: Mapping[str, Any]
+    summaries: Mapping[str, np.ndarray] = field(default_factory=dict)
+    maps: np.ndarray | None = None
+    moments: Mapping[str, np.ndarray] | None = None
+    groups: Mapping[str, np.ndarray] | None = None
+
+    @property
+    def geometry(self) -> TokenGeometry | None:
+        """The attention layer's token geometry (None for channel layers)."""
+        found = self.attrs.get("geometry")
+        return TokenGeometry.from_dict(found) if found else None
+
+    def to_tree(self) -> dict[str, Any]:
+        """The run file's per-layer form (``attrs`` with ``kind``, then the arrays)."""
+        tree: dict[str, Any] = {"attrs": {"kind": self.kind, **self.attrs}}
+        if self.kind == "attention":
+            tree["summaries"] = dict(self.summaries)
+            tree["maps"] = self.maps
+        tree["moments"] = dict(self.moments) if self.moments is not None else None
+        tree["groups"] = dict(self.groups) if self.groups is not None else None
+        return tree
+
+    def merge(self, other: LayerState, *, keep_maps: int) -> LayerState:
+        """This layer's state followed by ``other``'s (same layer, later images).
+
+        Summaries are concatenated, maps kept for the first ``keep_maps`` images, counts
+        added, accumulators merged exactly; a geometry found unknown in either part is
+        unknown in the merge.
+        """
+        if (other.name, other.kind) != (self.name, self.kind):
+            raise ValueError(f"cannot merge {other.kind} {other.name} into {self.kind} {self.name}")
+        attrs = dict(self.attrs)
+        attrs["images"] = int(self.attrs.get("images", 0)) + int(other.attrs.get("images", 0))
+        attrs["nonfinite_batches"] = int(self.attrs.get("nonfinite_batches", 0)) + int(
+            other.attrs.get("nonfinite_batches", 0)
+        )
+        if self.kind == "channel":
+            attrs["channels"] = self.attrs.get("channels") or other.attrs.get("channels")
+        mine, theirs = self.geometry, other.geometry
+        if mine is not None and theirs is not None and mine.known and not theirs.known:
+            attrs["geometry"] = theirs.to_dict()
+        summaries = {
+            key: np.concatenate([self.summaries[key], other.summaries[key]])
+            if key in self.summaries and key in other.summaries
+            else self.summaries.get(key, other.summaries.get(key))
+            for key in [*self.summaries, *(k for k in other.summaries if k not in self.summaries)]
+        }
+        return replace(
+            self,
+            attrs=attrs,
+            summaries=summaries,
+            maps=_merge_maps(self.maps, other.maps, keep_maps),
+            moments=_merge_state(self.moments, other.moments, Moments),
+            groups=_merge_state(self.groups, other.groups, GroupSums),
+        )
+
+
+def _merge_maps(a: np.ndarray | None, b: np.ndarray | None, keep: int) -> np.ndarray | None:
+    if b is None or not len(b):
+        return a
+    if a is None or not len(a):
+        return b[:keep]
+    room = keep - len(a)
+    return np.concatenate([a, b[:room]]) if room > 0 else a
+
+
+def _merge_state(
+    a: Mapping[str, np.ndarray] | None, b: Mapping[str, np.ndarray] | None, kind: Any
+) -> dict[str, np.ndarray] | None:
+    if b is None:
+        return None if a is None else dict(a)
+    if a is None:
+        return dict(b)
+    return kind.from_state(a).merge(kind.from_state(b)).state()
+
+
+@dataclass(frozen=True)
+class CaptureState:
+    """Every layer's :class:`LayerState`, in model order."""
+
+    layers: Mapping[str, LayerState]
+
+    @classmethod
+    def of(cls, cap: Capture, *, copy: bool = True) -> CaptureState:
+        """The state of ``cap``'s records.
+
+        Args:
+            copy: ``False`` gives views of the live accumulators instead of copies (for
+                a checkpoint written at once: no second copy of every covariance).
+        """
+        layers: dict[str, LayerState] = {}
+        for name, record in cap.attention.items():
+            layers[name] = LayerState(
+                name,
+                "attention",
+                {
+                    "heads": record.heads,
+                    "geometry": record.geometry.to_dict(),
+                    "images": record.images,
+                    "nonfinite_batches": record.nonfinite,
+                },
+                summaries={k: record.summary(k) for k in record.summaries},
+                maps=record.maps_array() if record.maps else None,
+                moments=record.moments.state(copy) if record.moments else None,
+                groups=record.groups.state(copy) if record.groups else None,
+            )
+        for name, channel in cap.channels.items():
+            site = channel.site
+            layers[name] = LayerState(
+                name,
+                "channel",
+                {
+                    "channels": channel.channels,
+                    "site": {
+                        "kind": site.kind,
+                        "point": site.point,
+                        "channel_axis": site.channel_axis,
+                    },
+                    "images": channel.images,
+                    "nonfinite_batches": channel.nonfinite,
+                },
+                moments=channel.moments.state(copy) if channel.moments else None,
+                groups=channel.groups.state(copy) if channel.groups else None,
+            )
+        return cls(layers)
+
+    @classmethod
+    def from_layers(cls, layers: Iterable[_LayerLike]) -> CaptureState:
+        """From objects with the same attributes (e.g. the layers of a run file)."""
+        return cls(
+            {
+                layer.name: LayerState(
+                    layer.name,
+                    "attention" if layer.kind == "attention" else "channel",
+                    dict(layer.attrs),
+                    dict(layer.summaries or {}),
+                    layer.maps,
+                    layer.moments,
+                    layer.groups,
+                )
+                for layer in layers
+            }
+        )
+
+    def to_tree(self) -> dict[str, dict[str, Any]]:
+        """Per-layer trees in the run file's layout."""
+        return {name: layer.to_tree() for name, layer in self.layers.items()}
+
+    def images(self) -> int:
+        """The most images any layer saw."""
+        return max((int(s.attrs.get("images", 0)) for s in self.layers.values()), default=0)
+
+    def merge(self, other: CaptureState, *, keep_maps: int) -> CaptureState:
+        """This state followed by ``other``'s (later images, e.g. the next rank's shard)."""
+        merged = dict(self.layers)
+        for name, layer in other.layers.items():
+            merged[name] = (
+                merged[name].merge(layer, keep_maps=keep_maps) if name in merged else layer
+            )
+        return CaptureState(merged)
+
+    def restore(self, cap: Capture) -> None:
+        """Seed ``cap``'s records with this state, so that a new pass continues it."""
+        for name, layer in self.layers.items():
+            if layer.kind == "attention" and name in cap.attention:
+                record = cap.attention[name]
+                geometry = layer.geometry
+                if geometry is not None:
+                    record.geometry = geometry
+                record.images = int(layer.attrs["images"])
+                record.nonfinite = int(layer.attrs.get("nonfinite_batches", 0))
+                record.summaries = {k: [torch.from_numpy(v)] for k, v in layer.summaries.items()}
+                record.maps = [torch.from_numpy(layer.maps)] if layer.maps is not None else []
+                if layer.moments is not None and layer.groups is not None:
+                    record.moments = Moments.from_state(layer.moments)
+                    record.groups = GroupSums.from_state(layer.groups)
+            elif layer.kind == "channel" and name in cap.channels:
+                channel = cap.channels[name]
+                channel.channels = int(layer.attrs["channels"])
+                channel.images = int(layer.attrs["images"])
+                channel.nonfinite = int(layer.attrs.get("nonfinite_batches", 0))
+                if layer.moments is not None:
+                    channel.moments = Moments.from_state(layer.moments)
+                if layer.groups is not None:
+                    channel.groups = GroupSums.from_state(layer.groups)

@@ -1,0 +1,92 @@
+"""Resolve what a run is given: the device, the model (and its weights), the images."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._errors import InspectorError
+from .._images import ImageSet, model_transform, open_images
+from .._models import create_model, resolve_model_name
+from .._options import AnalyzeOptions
+
+__all__ = ["Resolved", "resolve", "resolve_device"]
+
+logger = logging.getLogger("inspector")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InspectorError(f"--device {name} asked for, but torch sees no CUDA device")
+    return torch.device(name)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The model on its device, what resolving it found, and the images.
+
+    Attributes:
+        model: In eval mode, on ``device``.
+        info: ``model`` (its name), ``model_requested``, ``resolution``, weights source,
+            reason and path (root attributes of the run file).
+        images: The images, the ``--limit`` subset chosen with the seed.
+        data_config: timm's preprocessing of the model.
+        device: Where the model runs.
+    """
+
+    model: nn.Module
+    info: dict[str, Any]
+    images: ImageSet
+    data_config: dict[str, Any]
+    device: torch.device
+
+
+def _model(model: str | nn.Module, opts: AnalyzeOptions) -> tuple[nn.Module, dict[str, Any]]:
+    if isinstance(model, nn.Module):
+        info = {
+            "model": type(model).__name__,
+            "model_requested": type(model).__name__,
+            "resolution": "custom module",
+            "weights_source": "given",
+            "weights_reason": "a module passed to the API, with the weights it holds",
+        }
+        return model.eval(), info
+    if not isinstance(model, str):
+        raise InspectorError(
+            f"model must be a timm name or a torch.nn.Module, got {type(model).__name__}"
+        )
+    resolution = resolve_model_name(model)
+    if resolution.how == "alias":
+        others = ", ".join(resolution.alternatives[:4]) or "none"
+        logger.info("resolved %r to %s (alternatives: %s)", model, resolution.name, others)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(opts.seed)
+        net, weights = create_model(resolution.name, opts.weights)
+    info = {
+        "model": resolution.name,
+        "model_requested": model,
+        "resolution": resolution.how,
+        "alternatives": list(resolution.alternatives),
+        "weights_source": weights.source,
+        "weights_reason": weights.reason,
+        "weights_path": weights.path or "",
+    }
+    return net.eval(), info
+
+
+def resolve(model: str | nn.Module, images: Any, opts: AnalyzeOptions) -> Resolved:
+    """The device, the model with its weights, and the seeded image subset."""
+    device = resolve_device(opts.device)
+    net, info = _model(model, opts)
+    net = net.to(device)
+    transform, data_config = model_transform(net)
+    image_set = open_images(images, transform, opts.limit, seed=opts.seed)
+    for line in image_set.warnings:
+        logger.warning(line)
+    return Resolved(net, info, image_set, data_config, device)
