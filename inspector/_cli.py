@@ -60,7 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("--out", default="inspector-runs", help="output folder or .h5 path")
     analyze.add_argument("--no-report", action="store_true", help="do not write the HTML report")
     analyze.add_argument("--resume", action="store_true", help="continue an interrupted run")
-    analyze.add_argument("--seed", type=int, default=0)
+    analyze.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seeds random initialisation and picks which --limit images run (default: 0)",
+    )
     analyze.add_argument("--keep-maps", type=int, default=8, help="attention maps kept (images)")
     analyze.add_argument("--quiet", action="store_true", help="no progress bars")
     analyze.add_argument(
