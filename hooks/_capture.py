@@ -17,7 +17,7 @@ from ._accumulate import GroupSums, Moments
 from ._discovery import ChannelSite, find_attention, find_channels, match_names
 from ._errors import CaptureError
 from ._geometry import TokenGeometry, infer_geometry
-from ._state import CaptureState
+from ._state import CaptureState, LayerState
 from ._taps import AttentionTap, ChannelTap
 
 __all__ = ["AttentionRecord", "Capture", "CaptureOptions", "ChannelRecord", "Summary", "capture"]
@@ -361,8 +361,73 @@ class Capture:
         self._remove()
 
     def state(self, *, copy: bool = True) -> CaptureState:
-        """Everything gathered so far as plain arrays (see :class:`CaptureState`)."""
-        return CaptureState.of(self, copy=copy)
+        """Everything gathered so far as plain arrays (see :class:`CaptureState`).
+
+        Args:
+            copy: ``False`` gives views of the live accumulators instead of copies (for
+                a checkpoint written at once: no second copy of every covariance).
+        """
+        layers: dict[str, LayerState] = {}
+        for name, record in self.attention.items():
+            layers[name] = LayerState(
+                name,
+                "attention",
+                {
+                    "heads": record.heads,
+                    "geometry": record.geometry.to_dict(),
+                    "images": record.images,
+                    "nonfinite_batches": record.nonfinite,
+                },
+                summaries={k: record.summary(k) for k in record.summaries},
+                maps=record.maps_array() if record.maps else None,
+                moments=record.moments.state(copy) if record.moments else None,
+                groups=record.groups.state(copy) if record.groups else None,
+            )
+        for name, channel in self.channels.items():
+            site = channel.site
+            layers[name] = LayerState(
+                name,
+                "channel",
+                {
+                    "channels": channel.channels,
+                    "site": {
+                        "kind": site.kind,
+                        "point": site.point,
+                        "channel_axis": site.channel_axis,
+                    },
+                    "images": channel.images,
+                    "nonfinite_batches": channel.nonfinite,
+                },
+                moments=channel.moments.state(copy) if channel.moments else None,
+                groups=channel.groups.state(copy) if channel.groups else None,
+            )
+        return CaptureState(layers)
+
+    def restore(self, state: CaptureState) -> None:
+        """Seed the records with ``state`` (e.g. a checkpoint), so that this capture
+        continues it: later batches add to its counts, summaries and accumulators."""
+        for name, layer in state.layers.items():
+            if layer.kind == "attention" and name in self.attention:
+                record = self.attention[name]
+                geometry = layer.geometry
+                if geometry is not None:
+                    record.geometry = geometry
+                record.images = int(layer.attrs["images"])
+                record.nonfinite = int(layer.attrs.get("nonfinite_batches", 0))
+                record.summaries = {k: [torch.from_numpy(v)] for k, v in layer.summaries.items()}
+                record.maps = [torch.from_numpy(layer.maps)] if layer.maps is not None else []
+                if layer.moments is not None and layer.groups is not None:
+                    record.moments = Moments.from_state(layer.moments)
+                    record.groups = GroupSums.from_state(layer.groups)
+            elif layer.kind == "channel" and name in self.channels:
+                channel = self.channels[name]
+                channel.channels = int(layer.attrs["channels"])
+                channel.images = int(layer.attrs["images"])
+                channel.nonfinite = int(layer.attrs.get("nonfinite_batches", 0))
+                if layer.moments is not None:
+                    channel.moments = Moments.from_state(layer.moments)
+                if layer.groups is not None:
+                    channel.groups = GroupSums.from_state(layer.groups)
 
     def _remove(self) -> None:
         try:

@@ -1,25 +1,21 @@
 """The capture state as plain arrays: one type for checkpoints, resume, ranks and analyses.
 
-A :class:`Capture` accumulates in torch; :class:`CaptureState` is the same content as
-numpy arrays per layer, in the run file's layout (``to_tree``), mergeable exactly
-(Chan's update for moments, re-expression about one shift for CKA sums), and able to
-seed a new capture so that it continues where the state left off.
+A :class:`~hooks.Capture` accumulates in torch; :class:`CaptureState` is the same content
+as numpy arrays per layer (``Capture.state()``), in the run file's layout (``to_tree``),
+mergeable exactly (Chan's update for moments, re-expression about one shift for CKA
+sums); ``Capture.restore(state)`` seeds a new capture so that it continues the state.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
-import torch
 
 from ._accumulate import GroupSums, Moments
 from ._geometry import TokenGeometry
-
-if TYPE_CHECKING:
-    from ._capture import Capture
 
 __all__ = ["CaptureState", "LayerState"]
 
@@ -135,50 +131,6 @@ class CaptureState:
     layers: Mapping[str, LayerState]
 
     @classmethod
-    def of(cls, cap: Capture, *, copy: bool = True) -> CaptureState:
-        """The state of ``cap``'s records.
-
-        Args:
-            copy: ``False`` gives views of the live accumulators instead of copies (for
-                a checkpoint written at once: no second copy of every covariance).
-        """
-        layers: dict[str, LayerState] = {}
-        for name, record in cap.attention.items():
-            layers[name] = LayerState(
-                name,
-                "attention",
-                {
-                    "heads": record.heads,
-                    "geometry": record.geometry.to_dict(),
-                    "images": record.images,
-                    "nonfinite_batches": record.nonfinite,
-                },
-                summaries={k: record.summary(k) for k in record.summaries},
-                maps=record.maps_array() if record.maps else None,
-                moments=record.moments.state(copy) if record.moments else None,
-                groups=record.groups.state(copy) if record.groups else None,
-            )
-        for name, channel in cap.channels.items():
-            site = channel.site
-            layers[name] = LayerState(
-                name,
-                "channel",
-                {
-                    "channels": channel.channels,
-                    "site": {
-                        "kind": site.kind,
-                        "point": site.point,
-                        "channel_axis": site.channel_axis,
-                    },
-                    "images": channel.images,
-                    "nonfinite_batches": channel.nonfinite,
-                },
-                moments=channel.moments.state(copy) if channel.moments else None,
-                groups=channel.groups.state(copy) if channel.groups else None,
-            )
-        return cls(layers)
-
-    @classmethod
     def from_layers(cls, layers: Iterable[_LayerLike]) -> CaptureState:
         """From objects with the same attributes (e.g. the layers of a run file)."""
         return cls(
@@ -212,28 +164,3 @@ class CaptureState:
                 merged[name].merge(layer, keep_maps=keep_maps) if name in merged else layer
             )
         return CaptureState(merged)
-
-    def restore(self, cap: Capture) -> None:
-        """Seed ``cap``'s records with this state, so that a new pass continues it."""
-        for name, layer in self.layers.items():
-            if layer.kind == "attention" and name in cap.attention:
-                record = cap.attention[name]
-                geometry = layer.geometry
-                if geometry is not None:
-                    record.geometry = geometry
-                record.images = int(layer.attrs["images"])
-                record.nonfinite = int(layer.attrs.get("nonfinite_batches", 0))
-                record.summaries = {k: [torch.from_numpy(v)] for k, v in layer.summaries.items()}
-                record.maps = [torch.from_numpy(layer.maps)] if layer.maps is not None else []
-                if layer.moments is not None and layer.groups is not None:
-                    record.moments = Moments.from_state(layer.moments)
-                    record.groups = GroupSums.from_state(layer.groups)
-            elif layer.kind == "channel" and name in cap.channels:
-                channel = cap.channels[name]
-                channel.channels = int(layer.attrs["channels"])
-                channel.images = int(layer.attrs["images"])
-                channel.nonfinite = int(layer.attrs.get("nonfinite_batches", 0))
-                if layer.moments is not None:
-                    channel.moments = Moments.from_state(layer.moments)
-                if layer.groups is not None:
-                    channel.groups = GroupSums.from_state(layer.groups)

@@ -171,7 +171,7 @@ def test_state_round_trips_and_restores_into_a_capture_that_continues() -> None:
     _assert_states_equal(again, half)
     options = capture_options(model, AnalyzeOptions(keep_maps=3, positions=1000))
     cap = hooks.capture(model, options)
-    again.restore(cap)
+    cap.restore(again)
     with torch.no_grad(), cap:
         model(x[4:])
     _assert_states_equal(cap.state(), whole)

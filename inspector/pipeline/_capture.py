@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -103,28 +104,14 @@ def run_capture_pass(
         shard: Image positions ``[start, stop)`` of this process; all when ``None``.
     """
     opts = plan.options
-    images, device = plan.images, plan.device
     cap = hooks.capture(model, plan.capture)
-    ids: list[str] = []
-    labels: list[int] = []
-    batches = 0
+    done = _Done(writer, layer_order(model, [*cap.attention, *cap.channels]))
     if partial is not None and writer is not None:
-        hooks.CaptureState.from_layers(partial.layers.values()).restore(cap)
-        ids, labels = list(partial.sample_ids), [int(v) for v in partial.labels]
-        batches = writer.batches_done
-    first, stop = shard if shard is not None else (0, len(images))
-    position = {image_id: i for i, image_id in enumerate(images.ids)}
-    start = position[ids[-1]] + 1 if ids else first
-    order = layer_order(model, [*cap.attention, *cap.channels])
+        cap.restore(hooks.CaptureState.from_layers(partial.layers.values()))
+        done.resume(partial, writer.batches_done)
+    first, stop = shard if shard is not None else (0, len(plan.images))
+    start = plan.images.ids.index(done.ids[-1]) + 1 if done.ids else first
     began = time.perf_counter()
-    last = began
-
-    def save(state: hooks.CaptureState) -> None:
-        assert writer is not None
-        writer.checkpoint(
-            state.to_tree(), ids, np.asarray(labels), batches_done=batches, order=order
-        )
-
     with (
         stop_between_batches() as interrupted,
         cap,
@@ -137,50 +124,96 @@ def run_capture_pass(
             disable=not (opts.progress and plan.leader),
         ) as bar,
     ):
-        for batch, batch_ids, batch_labels in images.batches(opts.batch_size, start):
-            inside = sum(1 for i in batch_ids if position[i] < stop)
-            if inside == 0:
-                break
-            if inside < len(batch_ids):  # the shard ends inside this batch
-                batch, batch_ids, batch_labels = (
-                    batch[:inside],
-                    batch_ids[:inside],
-                    batch_labels[:inside],
-                )
-            if opts.autocast:
-                dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-                with torch.autocast(device.type, dtype=dtype):
-                    model(batch.to(device))
-            else:
-                model(batch.to(device))
-            ids.extend(batch_ids)
-            labels.extend(int(v) for v in batch_labels)
-            batches += 1
+        for batch, batch_ids, batch_labels in _shard(plan, start, stop):
+            _forward(model, batch, plan.device, opts.autocast)
+            done.add(batch_ids, batch_labels)
             bar.update(len(batch_ids))
-            now = time.perf_counter()
-            saved = writer is not None and now - last >= opts.checkpoint_seconds
+            saved = done.due(opts.checkpoint_seconds)
             if saved:  # views of the live accumulators, written at once
-                save(cap.state(copy=False))
-                last = now
+                done.checkpoint(cap.state(copy=False))
             if opts._after_batch is not None:
-                opts._after_batch(batches)
+                opts._after_batch(done.batches)
             if interrupted():
                 if writer is not None and not saved:
-                    save(cap.state(copy=False))
+                    done.checkpoint(cap.state(copy=False))
                 raise KeyboardInterrupt
-    # The final state goes to disk before the gradient passes only when the last
-    # checkpoint is older than ``checkpoint_seconds`` (or Ctrl-C came after the last
-    # batch): a later crash loses at most that much capture work, as during the pass.
-    # Otherwise finish() writes it: on a few images, a checkpoint of wide covariances
-    # costs more than the pass itself.
-    result = CaptureInput(cap.state(), tuple(ids), tuple(labels), time.perf_counter() - began)
-    if writer is not None and batches > writer.batches_done:
-        if interrupted() or time.perf_counter() - last >= opts.checkpoint_seconds:
-            save(result.state)
-        else:
-            writer.stage(
-                result.state.to_tree(), ids, np.asarray(labels), batches_done=batches, order=order
-            )
+    result = CaptureInput(
+        cap.state(), tuple(done.ids), tuple(done.labels), time.perf_counter() - began
+    )
+    done.close(result.state, opts.checkpoint_seconds, force=interrupted())
     if interrupted():  # Ctrl-C after the last batch: the capture is saved, stop here
         raise KeyboardInterrupt
     return result
+
+
+def _shard(plan: Plan, start: int, stop: int) -> Iterator[tuple[torch.Tensor, list[str], Any]]:
+    """The plan's batches from image position ``start``, cut at ``stop`` (a shard's end)."""
+    position = {image_id: i for i, image_id in enumerate(plan.images.ids)}
+    for batch, ids, labels in plan.images.batches(plan.options.batch_size, start):
+        inside = sum(1 for i in ids if position[i] < stop)
+        if inside == 0:
+            return
+        yield batch[:inside], ids[:inside], labels[:inside]
+
+
+def _forward(model: nn.Module, batch: torch.Tensor, device: torch.device, autocast: bool) -> None:
+    if autocast:
+        dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+        with torch.autocast(device.type, dtype=dtype):
+            model(batch.to(device))
+    else:
+        model(batch.to(device))
+
+
+class _Done:
+    """The images a capture pass has done, and its checkpoints into the writer."""
+
+    def __init__(self, writer: RunWriter | None, order: list[str]) -> None:
+        self.writer = writer
+        self.order = order
+        self.ids: list[str] = []
+        self.labels: list[int] = []
+        self.batches = 0
+        self.last = time.perf_counter()
+
+    def resume(self, partial: Run, batches: int) -> None:
+        self.ids = list(partial.sample_ids)
+        self.labels = [int(v) for v in partial.labels]
+        self.batches = batches
+
+    def add(self, ids: list[str], labels: Any) -> None:
+        self.ids.extend(ids)
+        self.labels.extend(int(v) for v in labels)
+        self.batches += 1
+
+    def due(self, seconds: float) -> bool:
+        return self.writer is not None and time.perf_counter() - self.last >= seconds
+
+    def checkpoint(self, state: hooks.CaptureState) -> None:
+        assert self.writer is not None
+        self.writer.checkpoint(
+            state.to_tree(),
+            self.ids,
+            np.asarray(self.labels),
+            batches_done=self.batches,
+            order=self.order,
+        )
+        self.last = time.perf_counter()
+
+    def close(self, state: hooks.CaptureState, seconds: float, *, force: bool) -> None:
+        """Hand the final state to the writer.
+
+        It goes to disk before the gradient passes only when the last checkpoint is older
+        than ``seconds`` (or Ctrl-C came after the last batch): a later crash loses at
+        most that much capture work, as during the pass. Otherwise ``finish()`` writes
+        it: on a few images, a checkpoint of wide covariances costs more than the pass.
+        """
+        if self.writer is None or self.batches <= self.writer.batches_done:
+            return
+        if force or self.due(seconds):
+            self.checkpoint(state)
+        else:
+            labels = np.asarray(self.labels)
+            self.writer.stage(
+                state.to_tree(), self.ids, labels, batches_done=self.batches, order=self.order
+            )
