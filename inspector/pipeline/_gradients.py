@@ -227,36 +227,54 @@ def importance_pass(
     grads = torch.autograd.grad(loss, flat) if flat else ()
     by_gate = {id(g): d for g, d in zip(flat, grads, strict=True)}
     seen = min(batch, max(1, ablation_images))
-    with torch.no_grad():
-        base = F.cross_entropy(full[:seen], target[:seen], reduction="none")
     out: dict[str, Any] = {"logits": full}
     for kind, layers in gates.items():
         raw = {p: by_gate[id(g)].abs().cpu().numpy() for p, g in layers.items()}
-        everything = [(p, u) for p, n in units[kind].items() for u in range(n)]
+        check = _AblationCheck(model, x[:seen], target[:seen], full[:seen])
+        out[kind] = {"raw": raw, "ablation": check.run(kind, units[kind], raw, ablate)}
+    return out
+
+
+class _AblationCheck:
+    """True single-unit ablation of a few units, to validate their gate gradients."""
+
+    def __init__(
+        self, model: nn.Module, x: torch.Tensor, target: torch.Tensor, full: torch.Tensor
+    ) -> None:
+        self.model, self.x, self.target = model, x, target
+        with torch.no_grad():
+            self.base = F.cross_entropy(full, target, reduction="none")
+
+    def run(
+        self, kind: str, units: Mapping[str, int], raw: Mapping[str, np.ndarray], ablate: int
+    ) -> dict[str, Any]:
+        """Ablate up to ``ablate`` units at evenly spaced ranks of their mean gradient."""
+        seen = self.x.shape[0]
+        everything = [(p, u) for p, n in units.items() for u in range(n)]
         gradient = np.array([raw[p][:seen, u].mean() for p, u in everything])
         ranked = np.argsort(gradient, kind="stable")
         spots = np.linspace(0, len(everything) - 1, min(ablate, len(everything))).round()
         rows = []
         for index in ranked[np.unique(spots).astype(int)]:
             path, unit = everything[index]
-            gate = torch.ones(units[kind][path], device=x.device)
-            gate[unit] = 0
-            key = "heads" if kind == "heads" else "channels"
-            with torch.inference_mode(), hooks.gates(model, **{key: {path: gate}}):
-                logits = _logits(model, x[:seen])
-                ablated = F.cross_entropy(logits, target[:seen], reduction="none")
-            rows.append((path, unit, float(gradient[index]), float((ablated - base).abs().mean())))
-        out[kind] = {
-            "raw": raw,
-            "ablation": {
-                "layers": [r[0] for r in rows],
-                "units": np.array([r[1] for r in rows], dtype=np.int64),
-                "gradient": np.array([r[2] for r in rows]),
-                "delta": np.array([r[3] for r in rows]),
-                "images": seen,
-            },
+            rows.append((path, unit, float(gradient[index]), self._delta(kind, units, path, unit)))
+        return {
+            "layers": [r[0] for r in rows],
+            "units": np.array([r[1] for r in rows], dtype=np.int64),
+            "gradient": np.array([r[2] for r in rows]),
+            "delta": np.array([r[3] for r in rows]),
+            "images": seen,
         }
-    return out
+
+    def _delta(self, kind: str, units: Mapping[str, int], path: str, unit: int) -> float:
+        """Mean |ΔL| over the images when ``unit`` of ``path`` is removed (gate 0)."""
+        gate = torch.ones(units[path], device=self.x.device)
+        gate[unit] = 0
+        key = "heads" if kind == "heads" else "channels"
+        with torch.inference_mode(), hooks.gates(self.model, **{key: {path: gate}}):
+            logits = _logits(self.model, self.x)
+            ablated = F.cross_entropy(logits, self.target, reduction="none")
+        return float((ablated - self.base).abs().mean())
 
 
 def pruning_pass(

@@ -117,6 +117,30 @@ def capture_options(net: nn.Module, opts: AnalyzeOptions) -> hooks.CaptureOption
     )
 
 
+def _meta(
+    net: nn.Module,
+    info: Mapping[str, Any],
+    images: ImageSet,
+    data_config: Mapping[str, Any],
+    opts: AnalyzeOptions,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Root attributes of the run file."""
+    return {
+        "tool": "inspector",
+        "tool_version": __version__,
+        "timm_version": timm.__version__,
+        "torch_version": torch.__version__,
+        **info,
+        "input_size": list(data_config["input_size"]),
+        "data_config": {k: v for k, v in data_config.items() if k != "crop_mode"},
+        "images_source": images.source,
+        "module_order": [n for n, _ in net.named_modules() if n],
+        "device": str(device),
+        "options": dict(opts.fingerprint()) | {"analyses": list(opts.analyses)},
+    }
+
+
 def make_plan(
     net: nn.Module,
     info: Mapping[str, Any],
@@ -157,19 +181,7 @@ def make_plan(
         sort_keys=True,
         default=str,
     )
-    meta = {
-        "tool": "inspector",
-        "tool_version": __version__,
-        "timm_version": timm.__version__,
-        "torch_version": torch.__version__,
-        **info,
-        "input_size": list(data_config["input_size"]),
-        "data_config": {k: v for k, v in data_config.items() if k != "crop_mode"},
-        "images_source": images.source,
-        "module_order": [n for n, _ in net.named_modules() if n],
-        "device": str(device),
-        "options": dict(opts.fingerprint()) | {"analyses": list(opts.analyses)},
-    }
+    meta = _meta(net, info, images, data_config, opts, device)
     return Plan(
         analyses=analyses,
         passes=passes,
