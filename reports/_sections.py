@@ -4,7 +4,7 @@ Every section of a report page is declared once, by a :class:`SectionSpec`: its
 id (the HTML anchor), its title (heading and table-of-contents entry), the view
 fields it reads, when it counts as measured, a builder that turns the view into
 the context of its partial template (figures, notes), and that partial
-(``templates/sections/<id>.html.j2``). A :class:`SectionList` holds the specs of
+(``templates/section-<id>.html.j2``). A :class:`SectionList` holds the specs of
 one kind of page in display order; the renderer and the page templates loop over
 it and know no section by name. The lists themselves are in
 :mod:`reports._sections_run` and :mod:`reports._sections_compare`.
@@ -70,8 +70,9 @@ class SectionSpec(Generic[V]):
             means "some field in ``reads`` holds data". A section that is not measured
             shows ``empty_note`` instead of its partial.
         template: The partial, relative to ``templates/``; defaults to
-            ``sections/<id>.html.j2``. It sees ``view`` (the whole view model), ``ctx``
-            and ``section``.
+            ``section-<id>.html.j2`` (beside the page templates: the package data
+            ``templates/*`` ships no subfolder). It sees ``view`` (the whole view model),
+            ``ctx`` and ``section``.
         empty_note: What a section that is not measured says; empty for the generic
             sentence ("Not measured in this run: ...").
         toc_tag: Tag after a not-measured section's table-of-contents entry.
@@ -99,7 +100,7 @@ class SectionSpec(Generic[V]):
             )
         object.__setattr__(self, "reads", reads)
         if not self.template:
-            object.__setattr__(self, "template", f"sections/{self.id}.html.j2")
+            object.__setattr__(self, "template", f"section-{self.id}.html.j2")
 
     def data(self, view: V) -> dict[str, object]:
         """The fields this section reads from ``view``, by path (a dotted path gives a tuple)."""

@@ -1,8 +1,8 @@
 """The sections of a comparison report, in display order, and their builders.
 
 The findings and method-notes partials are shared with the run report; the
-others are ``templates/sections/runs.html.j2`` and
-``templates/sections/compare-<id>.html.j2``.
+others are ``templates/section-runs.html.j2`` and
+``templates/section-compare-<id>.html.j2``.
 """
 
 from __future__ import annotations
@@ -82,14 +82,14 @@ COMPARE_SECTIONS = SectionList(
             "Interaction distance vs depth",
             reads=("runs.attention_distance", "runs.erf"),
             build=lambda view: {"figure": compare_distance_figure(view.runs)},
-            template="sections/compare-distance.html.j2",
+            template="section-compare-distance.html.j2",
         ),
         Spec(
             "redundancy",
             "Redundancy vs depth",
             reads="runs.redundancy",
             build=lambda view: {"figure": compare_redundancy_figure(view.runs)},
-            template="sections/compare-redundancy.html.j2",
+            template="section-compare-redundancy.html.j2",
         ),
         Spec(
             "pruning",
@@ -97,7 +97,7 @@ COMPARE_SECTIONS = SectionList(
             reads="runs.pruning",
             build=lambda view: {"figure": compare_pruning_figure(view.runs)},
             measured=_any_removable,
-            template="sections/compare-pruning.html.j2",
+            template="section-compare-pruning.html.j2",
         ),
         Spec(
             "numbers",
@@ -105,7 +105,7 @@ COMPARE_SECTIONS = SectionList(
             reads=("tables", "runs"),
             build=_tables,
             measured=_always,
-            template="sections/compare-numbers.html.j2",
+            template="section-compare-numbers.html.j2",
             toc_tag="none",
         ),
         Spec(

@@ -1,7 +1,7 @@
 """The sections of a run report, in display order, and their builders.
 
 Each builder turns the :class:`~reports.RunReport` into the context of its
-partial (``templates/sections/<id>.html.j2``): the figures, drawn by the figure
+partial (``templates/section-<id>.html.j2``): the figures, drawn by the figure
 functions, and a note on what was left out. Galleries are capped to keep a
 report small, and the page says so.
 """
