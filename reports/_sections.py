@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from ._checks import set_field
 from ._errors import ReportError
 
 __all__ = ["Context", "Section", "SectionList", "SectionSpec", "no_context"]
@@ -46,12 +47,6 @@ def _has_data(obj: object, path: str) -> bool:
     if not rest:
         return bool(value)
     return any(_has_data(item, rest) for item in value)
-
-
-def _read(obj: object, path: str) -> object:
-    head, _, rest = path.partition(".")
-    value = getattr(obj, head)
-    return value if not rest else tuple(_read(item, rest) for item in value)
 
 
 @dataclass(frozen=True)
@@ -98,13 +93,9 @@ class SectionSpec(Generic[V]):
             raise ReportError(
                 f"section {self.id!r}: reads must name the view fields it shows, got {self.reads!r}"
             )
-        object.__setattr__(self, "reads", reads)
+        set_field(self, "reads", reads)
         if not self.template:
-            object.__setattr__(self, "template", f"section-{self.id}.html.j2")
-
-    def data(self, view: V) -> dict[str, object]:
-        """The fields this section reads from ``view``, by path (a dotted path gives a tuple)."""
-        return {path: _read(view, path) for path in self.reads}
+            set_field(self, "template", f"section-{self.id}.html.j2")
 
     def is_measured(self, view: V) -> bool:
         """Whether the section has anything to show for ``view``."""
@@ -196,7 +187,7 @@ class SectionList(Generic[V]):
 
     def __post_init__(self) -> None:
         specs = tuple(self.specs)
-        object.__setattr__(self, "specs", specs)
+        set_field(self, "specs", specs)
         seen: set[str] = set()
         for spec in specs:
             if spec.id in seen:
