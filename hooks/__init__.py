@@ -19,9 +19,9 @@ from ._errors import CaptureError as CaptureError
 from ._errors import HookError as HookError
 from ._errors import SelectionError as SelectionError
 from ._gates import gates as gates
-from ._geometry import TokenGeometry as TokenGeometry
-from ._geometry import infer_geometry as infer_geometry
 from ._taps import sdpa_probabilities as sdpa_probabilities
+from .geometry import TokenGeometry as TokenGeometry
+from .geometry import infer_geometry as infer_geometry
 
 __all__ = [
     "AttentionRecord",

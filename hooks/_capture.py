@@ -16,8 +16,8 @@ from torch.utils.hooks import RemovableHandle
 from ._accumulate import GroupSums, Moments
 from ._discovery import ChannelSite, find_attention, find_channels, match_names
 from ._errors import CaptureError
-from ._geometry import TokenGeometry, infer_geometry
 from ._taps import AttentionTap, ChannelTap
+from .geometry import TokenGeometry, infer_geometry
 
 __all__ = ["AttentionRecord", "Capture", "CaptureOptions", "ChannelRecord", "Summary", "capture"]
 

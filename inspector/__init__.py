@@ -9,8 +9,7 @@ from ._errors import InspectorError as InspectorError
 from ._errors import ModelNotFoundError as ModelNotFoundError
 from ._errors import RunFileError as RunFileError
 from ._errors import WeightsError as WeightsError
-
-__version__ = "0.1.0"
+from ._version import __version__ as __version__
 
 if TYPE_CHECKING:
     from ._api import analyze as analyze

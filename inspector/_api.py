@@ -16,7 +16,6 @@ from torch import nn
 
 import hooks
 
-from . import __version__
 from ._analysis import run_analyses
 from ._capture_pass import layer_order, run_capture_pass
 from ._distributed import gather_capture, world
@@ -25,6 +24,7 @@ from ._images import ImageSet, model_transform, open_images
 from ._models import create_model, resolve_model_name
 from ._options import AnalyzeOptions
 from ._summaries import attention_summaries
+from ._version import __version__
 from .store import Run, RunWriter, partial_path, read_run
 
 __all__ = ["analyze", "open_run", "resolve_device"]

@@ -10,9 +10,9 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
 from ._errors import InspectorError
 from ._options import ALL_ANALYSES, AnalyzeOptions, parse_analyses
+from ._version import __version__
 
 __all__ = ["main"]
 
