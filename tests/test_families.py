@@ -96,6 +96,36 @@ EXPECT: dict[str, dict[str, dict[str, Any]]] = {
     "pit": {"transformers.0.blocks.0.attn": dict(prefix=1, grid=(27, 27), stride=(8.0, 8.0))},
     "tnt": {"blocks.0.attn_in": dict(grid=(56, 56), window=(4, 4), stride=(4.0, 4.0))},
     "crossvit": {"blocks.0.blocks.1.0.attn": dict(grid=(14, 14), stride=(240 / 14, 240 / 14))},
+    "samvit": {
+        "blocks.0.attn": dict(kind="windowed", grid=(4, 4), stride=(16.0, 16.0), window=(2, 2)),
+        "blocks.1.attn": dict(kind="global", grid=(4, 4), stride=(16.0, 16.0)),
+    },
+    "gcvit": {
+        "stages.1.blocks.1.attn": dict(kind="unknown"),  # global queries: no position
+        "stages.2.blocks.0.attn": dict(grid=(14, 14), window=(14, 14), stride=(16.0, 16.0)),
+    },
+    "volo": {
+        "network.0.0.attn": dict(kind="unknown"),  # outlook attention
+        "post_network.0.attn": dict(kind="class-attention", key_grid=(4, 4)),
+    },
+    "nextvit": {
+        "stages.1.blocks.0.e_mhsa": dict(kind="unknown"),  # runs of 16 keys wrap rows of 8
+        "stages.2.blocks.4.e_mhsa": dict(  # runs of 4 keys along rows of 4
+            grid=(4, 4), key_grid=(4, 1), key_stride=(16.0, 64.0)
+        ),
+    },
+    "lowformer": {  # 8×8 map at 16 px through a 3×3 / stride-2 / pad-1 conv: token i over 2i
+        "stages.2.1.attn.main.1": dict(grid=(4, 4), stride=(32.0, 32.0), origin=(8.0, 8.0))
+    },
+    "mobilenetv4-hybrid": {  # keys: 3×3 / stride-2 / pad-1 depthwise conv of the 4×4 map
+        "blocks.2.4.attn": dict(
+            grid=(4, 4),
+            stride=(16.0, 16.0),
+            key_grid=(2, 2),
+            key_stride=(32.0, 32.0),
+            key_origin=(8.0, 8.0),
+        )
+    },
     "sam2-hiera": {
         "blocks.1.attn": dict(  # stage change: 2×2 max-pooled queries in 8×8 key windows
             grid=(16, 16),

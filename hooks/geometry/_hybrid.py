@@ -84,7 +84,15 @@ def _byobnet(context: Context) -> TokenGeometry:
 @RULES.register(
     "edgenext",
     attention="hybrid",
-    configs=[],
+    configs=[
+        TinyConfig(
+            "edgenext",
+            "edgenext_xx_small",
+            dict(depths=(1, 1, 1, 1)),
+            64,
+            frozenset({"channel-attention"}),
+        ),
+    ],
 )
 def _edgenext(context: Context) -> TokenGeometry:
     """EdgeNeXt: cross-covariance (channel) attention — no distance."""
@@ -97,7 +105,14 @@ def _edgenext(context: Context) -> TokenGeometry:
     "fastvit",
     "metaformer",
     attention="hybrid",
-    configs=[],
+    configs=[
+        TinyConfig(
+            "efficientformer",
+            "efficientformer_l1",
+            dict(depths=(1, 1, 1, 1), embed_dims=(16, 32, 48, 64)),
+            224,
+        ),
+    ],
 )
 def _token_mixer(context: Context) -> TokenGeometry:
     """EfficientFormer, FastViT, MetaFormer (CAFormer): attention token mixers global over the
@@ -167,7 +182,14 @@ def _efficientformer_v2(context: Context) -> TokenGeometry:
 @RULES.register(
     "csatv2",
     attention="hybrid",
-    configs=[],
+    configs=[
+        TinyConfig(
+            "csatv2",
+            "csatv2",
+            dict(dims=(16, 32, 48, 64), depths=(1, 1, 1, 1), transformer_depths=(0, 0, 1, 1)),
+            128,
+        ),
+    ],
 )
 def _csatv2(context: Context) -> TokenGeometry:
     """CSATv2: attention over the pooled stage map."""
@@ -181,7 +203,15 @@ def _csatv2(context: Context) -> TokenGeometry:
     "lowformer",
     "cpubone",
     attention="hybrid",
-    configs=[],
+    configs=[
+        TinyConfig(
+            "lowformer",
+            "lowformer_b0",
+            dict(width_list=(8, 16, 32, 64, 128), depth_list=(0, 1, 1, 1, 1)),
+            128,
+        ),
+        TinyConfig("cpubone", "cpubone_nano", size=128, kinds=frozenset({"global", "unknown"})),
+    ],
 )
 def _conv_attention(context: Context) -> TokenGeometry:
     """LowFormer, CPUBone: global attention on the stage map downsampled by the module's
@@ -200,7 +230,9 @@ def _conv_attention(context: Context) -> TokenGeometry:
     "mobilenetv3",
     "mobilenetv5",
     attention="hybrid",
-    configs=[],
+    configs=[
+        TinyConfig("mobilenetv4-hybrid", "mobilenetv4_hybrid_medium_075", size=64),
+    ],
 )
 def _multi_query_2d(context: Context) -> TokenGeometry:
     """MobileNetV4 / V5 multi-query attention: queries on the stage map (avg-pooled by

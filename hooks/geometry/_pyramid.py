@@ -244,7 +244,15 @@ def _pit(context: Context) -> TokenGeometry:
 @RULES.register(
     "nextvit",
     attention="pyramid",
-    configs=[],
+    configs=[
+        TinyConfig(
+            "nextvit",
+            "nextvit_small",
+            dict(depths=(1, 1, 5, 1)),
+            64,
+            frozenset({"global", "unknown"}),
+        ),
+    ],
 )
 def _nextvit(context: Context) -> TokenGeometry:
     """Next-ViT: global; keys averaged over runs of N_ratio row-major tokens — known only when the
@@ -286,7 +294,20 @@ def _visformer(context: Context) -> TokenGeometry:
 @RULES.register(
     "volo",
     attention="pyramid",
-    configs=[],
+    configs=[
+        TinyConfig(
+            "volo",
+            "volo:VOLO",  # volo_* fix their widths: build the class
+            dict(
+                layers=(1, 1, 1, 1),
+                embed_dims=(32, 64, 64, 64),
+                num_heads=(1, 2, 2, 2),
+                img_size=64,
+            ),
+            64,
+            frozenset({"global", "class-attention", "unknown"}),
+        ),
+    ],
 )
 def _volo(context: Context) -> TokenGeometry:
     """VOLO: transformer stages global over the stage map; class attention; outlook attention is

@@ -80,7 +80,22 @@ def _swin(context: Context) -> TokenGeometry:
 @RULES.register(
     "vision_transformer_sam",
     attention="windowed",
-    configs=[],
+    configs=[
+        TinyConfig(
+            "samvit",
+            "samvit_base_patch16_224",
+            dict(
+                depth=2,
+                embed_dim=32,
+                num_heads=2,
+                img_size=64,
+                window_size=2,
+                global_attn_indexes=(1,),
+            ),
+            64,
+            frozenset({"windowed", "global"}),
+        ),
+    ],
 )
 def _sam(context: Context) -> TokenGeometry:
     """SAM ViT: window blocks (window_size, zero-padded) and global blocks over the patch grid."""
@@ -145,7 +160,15 @@ def _maxxvit(context: Context) -> TokenGeometry:
 @RULES.register(
     "gcvit",
     attention="windowed",
-    configs=[],
+    configs=[
+        TinyConfig(
+            "gcvit",
+            "gcvit:GlobalContextVit",  # gcvit_* fix their depths: build the class
+            dict(depths=(1, 2, 1, 1), embed_dim=16, num_heads=(1, 2, 4, 8), img_size=224),
+            224,
+            frozenset({"windowed", "unknown"}),
+        ),
+    ],
 )
 def _gcvit(context: Context) -> TokenGeometry:
     """GCViT: local window attention; blocks with global queries are unknown (the queries summarise
