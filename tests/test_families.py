@@ -1,9 +1,12 @@
-"""Integration tier: one tiny model per attention family (``-m families`` selects it).
+"""Integration tier: tiny models of every attention family (``-m families`` selects it).
 
-Each family (ViT with class / distillation / register tokens, BEiT, EVA with rope, Swin
-v1 / v2 / v2-cr, PVT v2 incl. linear, Twins, MaxViT, CoAtNet, MViTv2 with and without
-class token, LeViT, CaiT, ConViT, XCiT, DaViT, TinyViT, EfficientFormerV2,
-EfficientViT-MSRA, MobileViT, NesT, PiT, TNT, CrossViT, Visformer, SAM2 Hiera) checks that
+The models are the tiny timm configs each geometry rule of ``hooks.geometry.RULES``
+declares (a rule without one fails ``test_every_rule_declares_a_tiny_config``). Each
+(ViT with class / distillation / register tokens, BEiT, EVA with rope, Swin v1 / v2 /
+v2-cr, PVT v2 incl. linear, Twins, MaxViT, CoAtNet, MViTv2 with and without class token,
+LeViT, CaiT, ConViT, XCiT, DaViT, TinyViT, EfficientFormer and V2, EfficientViT-MSRA,
+MobileViT, NesT, PiT, TNT, CrossViT, Visformer, SAM2 Hiera, SAM ViT, GCViT, VOLO,
+Next-ViT, EdgeNeXt, CSATv2, LowFormer, CPUBone, MobileNetV4 hybrid) checks that
 the captured probabilities are probabilities (rows sum to 1), equal the model's own
 unfused computation where it has one (``fused_attn=False``, ``attn_drop`` input) on the
 fused and the unfused path, leave the outputs bit-identical, that the inferred geometry

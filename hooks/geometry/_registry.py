@@ -119,7 +119,7 @@ class TinyConfig:
 
     id: str
     model: str
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    kwargs: Mapping[str, Any] = field(default_factory=dict, hash=False)
     size: int | None = None
     kinds: frozenset[GeometryKind] = frozenset({"global"})
 
