@@ -1,7 +1,8 @@
 """Capture per-head attention, per-head outputs and channel activations from any model.
 
 Everything is scoped: hooks live inside a context manager and are removed on exit,
-also when the forward raises. Fused attention stays on; see ``hooks._taps``.
+also when the forward raises. Fused attention stays on; see ``hooks._taps``. Token
+geometry is inferred by per-family rules, an extension point: see :mod:`hooks.geometry`.
 """
 
 from ._accumulate import GroupSums as GroupSums

@@ -15,7 +15,7 @@ Rules are keyed by timm family: the module that defines the model class
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, get_args
@@ -221,7 +221,7 @@ class RuleRegistry:
         self,
         *families: str,
         attention: AttentionKind,
-        configs: tuple[TinyConfig, ...] | list[TinyConfig] = (),
+        configs: Sequence[TinyConfig] = (),
         name: str | None = None,
     ) -> Callable[[RuleFunction], RuleFunction]:
         """Decorator: register the decorated function as the rule of ``families``.
