@@ -165,17 +165,14 @@ def totals(results: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
 
 
 def rule_lines() -> list[str]:
-    """One line per geometry rule of ``hooks`` (its docstring), families grouped."""
-    from hooks import _family_rules, _family_rules_mixed, _family_rules_more  # noqa: F401
-    from hooks._families import FAMILY_RULES
+    """One line per geometry rule of ``hooks.geometry.RULES`` (its families, kind of
+    attention and docstring), in the order of their first family."""
+    from hooks.geometry import RULES
 
-    by_rule: dict[Any, list[str]] = {}
-    for family, fn in sorted(FAMILY_RULES.items()):
-        by_rule.setdefault(fn, []).append(family)
     lines = []
-    for fn, families in by_rule.items():
-        text = " ".join((fn.__doc__ or fn.__name__).split())
-        lines.append(f"- `{'`, `'.join(families)}` — {text}")
+    for rule in sorted(RULES, key=lambda r: sorted(r.families)[0]):
+        families = "`, `".join(sorted(rule.families))
+        lines.append(f"- `{families}` ({rule.attention}) — {rule.summary}")
     return lines
 
 
@@ -234,7 +231,9 @@ def write_markdown(results: dict[str, list[dict[str, Any]]], path: Path) -> None
         "",
         "`hooks` infers token geometry with one rule per module that defines the model class",
         "(`type(model).__module__`: MobileViT and HaloNet models are built by `byobnet`, DeiT",
-        "and hybrid ViTs by `vision_transformer`), in `hooks/_family_rules*.py`. Any family",
+        "and hybrid ViTs by `vision_transformer`), registered in `hooks.geometry.RULES` and",
+        "grouped by kind of attention (`hooks/geometry/_plain.py`, `_windowed.py`,",
+        "`_pyramid.py`, `_hybrid.py`). Any family",
         "without a rule, and any layer a rule cannot read exactly, is `unknown`",
         "with the reason — never a guessed grid. Every geometry is checked at run time",
         "against the query, key and window counts seen. `<vit-like>` applies to non-timm",

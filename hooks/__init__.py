@@ -1,7 +1,8 @@
 """Capture per-head attention, per-head outputs and channel activations from any model.
 
 Everything is scoped: hooks live inside a context manager and are removed on exit,
-also when the forward raises. Fused attention stays on; see ``hooks._taps``.
+also when the forward raises. Fused attention stays on; see ``hooks._taps``. Token
+geometry is inferred by per-family rules, an extension point: see :mod:`hooks.geometry`.
 """
 
 from ._accumulate import GroupSums as GroupSums
@@ -24,14 +25,14 @@ from ._errors import CaptureError as CaptureError
 from ._errors import HookError as HookError
 from ._errors import SelectionError as SelectionError
 from ._gates import gates as gates
-from ._geometry import TokenGeometry as TokenGeometry
-from ._geometry import infer_geometry as infer_geometry
 from ._probe import Probe as Probe
 from ._probe import first_tensor as first_tensor
 from ._probe import probe as probe
 from ._state import CaptureState as CaptureState
 from ._state import LayerState as LayerState
 from ._taps import sdpa_probabilities as sdpa_probabilities
+from .geometry import TokenGeometry as TokenGeometry
+from .geometry import infer_geometry as infer_geometry
 
 __all__ = [
     "AttentionRecord",

@@ -16,9 +16,9 @@ from torch.utils.hooks import RemovableHandle
 from ._accumulate import GroupSums, Moments
 from ._discovery import ChannelSite, find_attention, find_channels, match_names
 from ._errors import CaptureError
-from ._geometry import TokenGeometry, infer_geometry
 from ._state import CaptureState, LayerState
 from ._taps import AttentionTap, ChannelTap
+from .geometry import TokenGeometry, infer_geometry
 
 __all__ = ["AttentionRecord", "Capture", "CaptureOptions", "ChannelRecord", "Summary", "capture"]
 

@@ -15,7 +15,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from ._accumulate import GroupSums, Moments
-from ._geometry import TokenGeometry
+from .geometry import TokenGeometry
 
 __all__ = ["CaptureState", "LayerState"]
 

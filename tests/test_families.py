@@ -1,9 +1,12 @@
-"""Integration tier: one tiny model per attention family (``-m families`` selects it).
+"""Integration tier: tiny models of every attention family (``-m families`` selects it).
 
-Each family (ViT with class / distillation / register tokens, BEiT, EVA with rope, Swin
-v1 / v2 / v2-cr, PVT v2 incl. linear, Twins, MaxViT, CoAtNet, MViTv2 with and without
-class token, LeViT, CaiT, ConViT, XCiT, DaViT, TinyViT, EfficientFormerV2,
-EfficientViT-MSRA, MobileViT, NesT, PiT, TNT, CrossViT, Visformer, SAM2 Hiera) checks that
+The models are the tiny timm configs each geometry rule of ``hooks.geometry.RULES``
+declares (a rule without one fails ``test_every_rule_declares_a_tiny_config``). Each
+(ViT with class / distillation / register tokens, BEiT, EVA with rope, Swin v1 / v2 /
+v2-cr, PVT v2 incl. linear, Twins, MaxViT, CoAtNet, MViTv2 with and without class token,
+LeViT, CaiT, ConViT, XCiT, DaViT, TinyViT, EfficientFormer and V2, EfficientViT-MSRA,
+MobileViT, NesT, PiT, TNT, CrossViT, Visformer, SAM2 Hiera, SAM ViT, GCViT, VOLO,
+Next-ViT, EdgeNeXt, CSATv2, LowFormer, CPUBone, MobileNetV4 hybrid) checks that
 the captured probabilities are probabilities (rows sum to 1), equal the model's own
 unfused computation where it has one (``fused_attn=False``, ``attn_drop`` input) on the
 fused and the unfused path, leave the outputs bit-identical, that the inferred geometry
@@ -17,6 +20,8 @@ partition functions.
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,242 +32,162 @@ import torch
 from torch import nn
 
 import hooks
+from hooks.geometry import RULES, Rule, TinyConfig
 from inspector.analyzers._distance import mean_attention_distance
 from inspector.analyzers._geometry import distance_matrix
 
 pytestmark = pytest.mark.families
 
 
+# Known values of some layers' geometry, by tiny config id (the configs themselves, and the
+# geometry kinds each must give, are declared with the rules in ``hooks.geometry``).
+EXPECT: dict[str, dict[str, dict[str, Any]]] = {
+    "vit": {"blocks.0.attn": dict(prefix=1, grid=(10, 10))},
+    "vit-registers": {"blocks.0.attn": dict(prefix=1)},
+    "deit-distilled": {"blocks.1.attn": dict(prefix=2, grid=(4, 4), stride=(16.0, 16.0))},
+    "eva-rope": {"blocks.0.attn": dict(prefix=1, grid=(4, 4), stride=(14.0, 14.0))},
+    "swin": {
+        "layers.0.blocks.1.attn": dict(
+            grid=(14, 14), stride=(4.0, 4.0), window=(7, 7), shift=(3, 3)
+        ),
+        "layers.1.blocks.1.attn": dict(grid=(7, 7), stride=(8.0, 8.0), shift=None),
+    },
+    "pvt-v2": {
+        "stages.0.blocks.0.attn": dict(grid=(16, 16), key_grid=(2, 2), key_stride=(32.0, 32.0))
+    },
+    "pvt-v2-linear": {
+        "stages.1.blocks.0.attn": dict(grid=(28, 28), key_grid=(7, 7), key_stride=(32.0, 32.0))
+    },
+    "twins": {
+        "blocks.0.0.attn": dict(kind="windowed", grid=(56, 56), window=(7, 7)),
+        "blocks.0.1.attn": dict(kind="global", key_grid=(7, 7), key_stride=(32.0, 32.0)),
+    },
+    "mvitv2": {
+        # 16×16 map at 4 px; keys pooled by a 3×3 / stride-4 / pad-1 conv: key j sits
+        # over query 4j, i.e. at 2 + 16 j px, not at the 8 + 16 j a fresh grid would give.
+        "stages.0.blocks.0.attn": dict(
+            grid=(16, 16),
+            origin=(2.0, 2.0),
+            key_grid=(4, 4),
+            key_stride=(16.0, 16.0),
+            key_origin=(2.0, 2.0),
+        ),
+    },
+    "mvitv2-cls": {"stages.1.blocks.1.attn": dict(prefix=1)},
+    "levit": {
+        "stages.1.downsample.attn_downsample": dict(
+            grid=(4, 4),
+            stride=(32.0, 32.0),
+            key_grid=(7, 7),
+            key_stride=(16.0, 16.0),
+            origin=(8.0, 8.0),
+        )
+    },
+    "cait": {
+        "blocks.0.attn": dict(prefix=0),
+        "blocks_token_only.0.attn": dict(kind="class-attention", prefix=1),
+    },
+    "convit": {"blocks.1.attn": dict(prefix=0), "blocks.2.attn": dict(prefix=1)},
+    "tiny-vit": {"stages.1.blocks.0.attn": dict(grid=(28, 28), window=(7, 7), stride=(8.0, 8.0))},
+    "efficientformer-v2": {
+        "stages.3.downsample.attn": dict(
+            grid=(7, 7), stride=(32.0, 32.0), key_grid=(14, 14), key_stride=(16.0, 16.0)
+        )
+    },
+    "mobilevit": {"stages.2.1.transformer.0.attn": dict(window=(8, 8), dilation=(2, 2))},
+    "nest": {"levels.0.transformer_encoder.0.attn": dict(grid=(56, 56), window=(14, 14))},
+    "pit": {"transformers.0.blocks.0.attn": dict(prefix=1, grid=(27, 27), stride=(8.0, 8.0))},
+    "tnt": {"blocks.0.attn_in": dict(grid=(56, 56), window=(4, 4), stride=(4.0, 4.0))},
+    "crossvit": {"blocks.0.blocks.1.0.attn": dict(grid=(14, 14), stride=(240 / 14, 240 / 14))},
+    "samvit": {
+        "blocks.0.attn": dict(kind="windowed", grid=(4, 4), stride=(16.0, 16.0), window=(2, 2)),
+        "blocks.1.attn": dict(kind="global", grid=(4, 4), stride=(16.0, 16.0)),
+    },
+    "gcvit": {
+        "stages.1.blocks.1.attn": dict(kind="unknown"),  # global queries: no position
+        "stages.2.blocks.0.attn": dict(grid=(14, 14), window=(14, 14), stride=(16.0, 16.0)),
+    },
+    "volo": {
+        "network.0.0.attn": dict(kind="unknown"),  # outlook attention
+        "post_network.0.attn": dict(kind="class-attention", key_grid=(4, 4)),
+    },
+    "nextvit": {
+        "stages.1.blocks.0.e_mhsa": dict(kind="unknown"),  # runs of 16 keys wrap rows of 8
+        "stages.2.blocks.4.e_mhsa": dict(  # runs of 4 keys along rows of 4
+            grid=(4, 4), key_grid=(4, 1), key_stride=(16.0, 64.0)
+        ),
+    },
+    "lowformer": {  # 8×8 map at 16 px through a 3×3 / stride-2 / pad-1 conv: token i over 2i
+        "stages.2.1.attn.main.1": dict(grid=(4, 4), stride=(32.0, 32.0), origin=(8.0, 8.0))
+    },
+    "mobilenetv4-hybrid": {  # keys: 3×3 / stride-2 / pad-1 depthwise conv of the 4×4 map
+        "blocks.2.4.attn": dict(
+            grid=(4, 4),
+            stride=(16.0, 16.0),
+            key_grid=(2, 2),
+            key_stride=(32.0, 32.0),
+            key_origin=(8.0, 8.0),
+        )
+    },
+    "sam2-hiera": {
+        "blocks.1.attn": dict(  # stage change: 2×2 max-pooled queries in 8×8 key windows
+            grid=(16, 16),
+            window=(4, 4),
+            stride=(8.0, 8.0),
+            origin=(4.0, 4.0),
+            key_window=(8, 8),
+            key_stride=(4.0, 4.0),
+            key_origin=(2.0, 2.0),
+        )
+    },
+}
+
+
+def build(config: TinyConfig) -> tuple[nn.Module, torch.Tensor]:
+    """The tiny model of ``config`` (random weights, seed 0) and a batch of 2 images."""
+    torch.manual_seed(0)
+    kwargs = dict(config.kwargs)
+    if ":" in config.model:  # a class of a timm module, built directly
+        where, name = config.model.split(":")
+        module = importlib.import_module(f"timm.models.{where}")
+        if isinstance(kwargs.get("cfg"), Mapping):
+            kwargs["cfg"] = getattr(module, f"{name}Cfg")(**kwargs["cfg"])
+        model = getattr(module, name)(**kwargs)
+    else:
+        model = timm.create_model(config.model, pretrained=False, **kwargs)
+    size = config.size or model.pretrained_cfg["input_size"][-1]
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+    return model.eval(), x
+
+
 @dataclass(frozen=True)
 class Family:
-    """A tiny configuration of one family and what its geometry must be."""
+    """A tiny configuration of one family, the rule it tests and what its geometry must be."""
 
-    model: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    size: int | None = None  # input side; default: the model's pretrained_cfg
-    kinds: frozenset[str] = frozenset({"global"})
+    config: TinyConfig
+    rule: Rule
     expect: dict[str, dict[str, Any]] = field(default_factory=dict)  # path -> geometry fields
 
+    @property
+    def kinds(self) -> frozenset[str]:
+        return self.config.kinds
+
     def build(self) -> tuple[nn.Module, torch.Tensor]:
-        torch.manual_seed(0)
-        if self.model == "nest:":  # nest_* fix their widths: build the class
-            from timm.models.nest import Nest
-
-            model = Nest(img_size=self.size, **self.kwargs)
-        elif self.model.startswith("mvitv2:"):
-            from timm.models.mvitv2 import MultiScaleVit, MultiScaleVitCfg
-
-            cfg = MultiScaleVitCfg(depths=(1, 2, 1, 1), embed_dim=24, num_heads=1, **self.kwargs)
-            model = MultiScaleVit(cfg=cfg, img_size=self.size or 64)
-        else:
-            model = timm.create_model(self.model, pretrained=False, **self.kwargs)
-        size = self.size or model.pretrained_cfg["input_size"][-1]
-        x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
-        return model.eval(), x
+        return build(self.config)
 
 
-SWIN = dict(embed_dim=24, depths=(2, 2), num_heads=(1, 2))
 FAMILIES: dict[str, Family] = {
-    "vit": Family("test_vit", expect={"blocks.0.attn": dict(prefix=1, grid=(10, 10))}),
-    "vit-registers": Family("test_vit2", expect={"blocks.0.attn": dict(prefix=1)}),
-    "deit-distilled": Family(
-        "deit_tiny_distilled_patch16_224",
-        dict(depth=2, img_size=64),
-        64,
-        expect={"blocks.1.attn": dict(prefix=2, grid=(4, 4), stride=(16.0, 16.0))},
-    ),
-    "beit": Family(
-        "beit_base_patch16_224", dict(depth=2, embed_dim=64, num_heads=2, img_size=64), 64
-    ),
-    "eva-rope": Family(
-        "eva02_tiny_patch14_224",
-        dict(depth=2, img_size=56),
-        56,
-        expect={"blocks.0.attn": dict(prefix=1, grid=(4, 4), stride=(14.0, 14.0))},
-    ),
-    "vit-relpos": Family("test_vit_relpos"),
-    "swin": Family(
-        "swin_tiny_patch4_window7_224",
-        dict(img_size=56, **SWIN),
-        56,
-        frozenset({"windowed"}),
-        {
-            "layers.0.blocks.1.attn": dict(
-                grid=(14, 14), stride=(4.0, 4.0), window=(7, 7), shift=(3, 3)
-            ),
-            "layers.1.blocks.1.attn": dict(grid=(7, 7), stride=(8.0, 8.0), shift=None),
-        },
-    ),
-    "swinv2": Family(
-        "swinv2_tiny_window8_256", dict(img_size=64, **SWIN), 64, frozenset({"windowed"})
-    ),
-    "swinv2-cr": Family(
-        "swinv2_cr_tiny_224", dict(img_size=56, window_size=7, **SWIN), 56, frozenset({"windowed"})
-    ),
-    "pvt-v2": Family(
-        "pvt_v2_b0",
-        dict(depths=(1, 1, 1, 1)),
-        64,
-        expect={
-            "stages.0.blocks.0.attn": dict(grid=(16, 16), key_grid=(2, 2), key_stride=(32.0, 32.0))
-        },
-    ),
-    "pvt-v2-linear": Family(
-        "pvt_v2_b0",
-        dict(depths=(1, 1, 1, 1), linear=True, embed_dims=(16, 32, 80, 128)),
-        224,
-        expect={
-            "stages.1.blocks.0.attn": dict(grid=(28, 28), key_grid=(7, 7), key_stride=(32.0, 32.0))
-        },
-    ),
-    "twins": Family(
-        "twins_svt_small",
-        dict(depths=(2, 2, 2, 2), embed_dims=(16, 32, 64, 128), num_heads=(1, 2, 4, 8)),
-        224,
-        frozenset({"global", "windowed"}),
-        {
-            "blocks.0.0.attn": dict(kind="windowed", grid=(56, 56), window=(7, 7)),
-            "blocks.0.1.attn": dict(kind="global", key_grid=(7, 7), key_stride=(32.0, 32.0)),
-        },
-    ),
-    "maxvit": Family("test_maxvit", kinds=frozenset({"windowed", "dilated"})),
-    "coatnet": Family("test_coatnet"),
-    "mvitv2": Family(
-        "mvitv2:",
-        size=64,
-        expect={
-            # 16×16 map at 4 px; keys pooled by a 3×3 / stride-4 / pad-1 conv: key j sits
-            # over query 4j, i.e. at 2 + 16 j px, not at the 8 + 16 j a fresh grid would give.
-            "stages.0.blocks.0.attn": dict(
-                grid=(16, 16),
-                origin=(2.0, 2.0),
-                key_grid=(4, 4),
-                key_stride=(16.0, 16.0),
-                key_origin=(2.0, 2.0),
-            ),
-        },
-    ),
-    "mvitv2-cls": Family(
-        "mvitv2:", dict(use_cls_token=True), 64, expect={"stages.1.blocks.1.attn": dict(prefix=1)}
-    ),
-    "levit": Family(
-        "levit_128s",
-        dict(img_size=112),
-        112,
-        expect={
-            "stages.1.downsample.attn_downsample": dict(
-                grid=(4, 4),
-                stride=(32.0, 32.0),
-                key_grid=(7, 7),
-                key_stride=(16.0, 16.0),
-                origin=(8.0, 8.0),
-            )
-        },
-    ),
-    "cait": Family(
-        "cait_xxs24_224",
-        dict(depth=2, img_size=64),
-        64,
-        frozenset({"global", "class-attention"}),
-        {
-            "blocks.0.attn": dict(prefix=0),
-            "blocks_token_only.0.attn": dict(kind="class-attention", prefix=1),
-        },
-    ),
-    "convit": Family(
-        "convit_tiny",
-        dict(depth=4, local_up_to_layer=2, img_size=64),
-        64,
-        expect={"blocks.1.attn": dict(prefix=0), "blocks.2.attn": dict(prefix=1)},
-    ),
-    "xcit": Family(
-        "xcit_nano_12_p16_224",
-        dict(depth=2, img_size=64),
-        64,
-        frozenset({"channel-attention", "class-attention"}),
-    ),
-    # -- further families -----------------------------------------------------------------
-    "davit": Family(
-        "davit_tiny",
-        dict(depths=(1, 1, 1, 1), embed_dims=(16, 32, 64, 128), num_heads=(1, 2, 4, 8)),
-        224,
-        frozenset({"windowed", "channel-attention"}),
-    ),
-    "tiny-vit": Family(
-        "tiny_vit_5m_224",
-        dict(depths=(1, 1, 1, 1), embed_dims=(16, 32, 64, 128), num_heads=(1, 2, 4, 8)),
-        224,
-        frozenset({"windowed"}),
-        {"stages.1.blocks.0.attn": dict(grid=(28, 28), window=(7, 7), stride=(8.0, 8.0))},
-    ),
-    "efficientformer-v2": Family(
-        "efficientformerv2_s0",
-        dict(depths=(1, 1, 2, 2), embed_dims=(16, 32, 48, 64)),
-        224,
-        expect={
-            "stages.3.downsample.attn": dict(
-                grid=(7, 7), stride=(32.0, 32.0), key_grid=(14, 14), key_stride=(16.0, 16.0)
-            )
-        },
-    ),
-    "efficientvit-msra": Family(
-        "efficientvit_m0",
-        dict(embed_dim=(32, 48, 64), depth=(1, 1, 1), num_heads=(2, 2, 2)),
-        224,
-        frozenset({"windowed"}),
-    ),
-    "mobilevit": Family(
-        "mobilevit_xxs",
-        size=128,
-        kinds=frozenset({"dilated"}),
-        expect={"stages.2.1.transformer.0.attn": dict(window=(8, 8), dilation=(2, 2))},
-    ),
-    "nest": Family(
-        "nest:",
-        dict(embed_dims=(24, 48, 96), num_heads=(1, 2, 4), depths=(1, 1, 1)),
-        224,
-        frozenset({"windowed"}),
-        {"levels.0.transformer_encoder.0.attn": dict(grid=(56, 56), window=(14, 14))},
-    ),
-    "pit": Family(
-        "pit_ti_224",
-        dict(depth=(1, 1, 1)),
-        224,
-        expect={"transformers.0.blocks.0.attn": dict(prefix=1, grid=(27, 27), stride=(8.0, 8.0))},
-    ),
-    "tnt": Family(
-        "tnt_s_patch16_224",
-        dict(depth=2),
-        224,
-        frozenset({"global", "windowed"}),
-        {"blocks.0.attn_in": dict(grid=(56, 56), window=(4, 4), stride=(4.0, 4.0))},
-    ),
-    "crossvit": Family(
-        "crossvit_tiny_240",
-        dict(embed_dim=(24, 48), num_heads=(1, 2), depth=((1, 1, 0), (1, 1, 0), (1, 1, 0))),
-        240,
-        frozenset({"global", "class-attention"}),
-        {"blocks.0.blocks.1.0.attn": dict(grid=(14, 14), stride=(240 / 14, 240 / 14))},
-    ),
-    "visformer": Family("visformer_tiny", dict(depth=(1, 1, 1)), 224),
-    "sam2-hiera": Family(
-        "hieradet_small",
-        dict(embed_dim=16, num_heads=1),
-        128,
-        frozenset({"windowed", "global"}),
-        {
-            "blocks.1.attn": dict(  # stage change: 2×2 max-pooled queries in 8×8 key windows
-                grid=(16, 16),
-                window=(4, 4),
-                stride=(8.0, 8.0),
-                origin=(4.0, 4.0),
-                key_window=(8, 8),
-                key_stride=(4.0, 4.0),
-                key_origin=(2.0, 2.0),
-            )
-        },
-    ),
+    config.id: Family(config, rule, EXPECT.get(config.id, {}))
+    for rule in RULES
+    for config in rule.configs
 }
+
+
+def test_every_rule_declares_a_tiny_config() -> None:
+    """A rule is tested by the tier below only through the tiny configs it declares."""
+    untested = [rule.name for rule in RULES if not rule.configs]
+    assert not untested, f"geometry rules without a tiny timm config: {untested}"
+    assert set(EXPECT) <= set(FAMILIES), "expectations for configs no rule declares"
 
 
 def unfused_reference(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -365,6 +290,10 @@ def test_family_probabilities_outputs_and_geometry(family: str) -> None:
     model, x = spec.build()
     with torch.no_grad():
         plain = model(x)
+    family_of_model = type(model).__module__.removeprefix("timm.models.")
+    assert RULES.lookup(family_of_model) is spec.rule, (
+        f"{spec.config.model} is not {spec.rule.name}'s"
+    )
     cap, seen, out = captured(model, x, keep_maps=1, positions=8)
     assert torch.equal(out, plain), "the capture changed the outputs"
     assert cap.attention and set(seen) == set(cap.attention), "attention layers without maps"

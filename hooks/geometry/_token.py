@@ -2,9 +2,10 @@
 
 Distances are only meaningful when token centres are known in input pixels, so
 geometry is read from the model (``num_prefix_tokens``, ``patch_embed.grid_size``,
-``feature_info`` reductions, window and pooling attributes; see ``hooks._families``)
-and checked against the token counts seen at run time. When it cannot be inferred the
-layer is ``unknown`` with a reason — never a guess (in particular never ``sqrt(N)``).
+``feature_info`` reductions, window and pooling attributes; see the rules of
+:mod:`hooks.geometry`) and checked against the token counts seen at run time. When it
+cannot be inferred the layer is ``unknown`` with a reason — never a guess (in particular
+never ``sqrt(N)``).
 
 Kinds:
 
@@ -30,9 +31,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from torch import nn
 
-__all__ = ["NOT_APPLICABLE", "GeometryKind", "TokenGeometry", "infer_geometry"]
+__all__ = ["NOT_APPLICABLE", "GeometryKind", "TokenGeometry"]
 
 GeometryKind = Literal[
     "global", "windowed", "dilated", "class-attention", "channel-attention", "unknown"
@@ -234,27 +234,3 @@ def _grid_centres(
     rows, cols = np.meshgrid(np.arange(grid[0]), np.arange(grid[1]), indexing="ij")
     centres = np.stack([oy + rows * stride[0], ox + cols * stride[1]], axis=-1)
     return centres.reshape(-1, 2).astype(np.float64)
-
-
-def infer_geometry(
-    model: nn.Module,
-    name: str,
-    module: nn.Module,
-    input_size: tuple[int, int] | None = None,
-) -> TokenGeometry:
-    """Infer the geometry of attention module ``name`` of ``model`` from its attributes.
-
-    Each timm family has a rule (``hooks._families``): ViT-style models (DeiT, BEiT,
-    EVA, registers), Swin v1/v2, PVT v2, Twins, MaxViT / CoAtNet, MViTv2, LeViT, CaiT,
-    ConViT, XCiT and others. Anything else is ``unknown`` with the reason.
-
-    Args:
-        model: The whole model.
-        name: The attention module's path in ``model``.
-        module: The attention module.
-        input_size: ``(height, width)`` of the input in pixels; defaults to the model's
-            configured input size.
-    """
-    from ._families import infer_family_geometry
-
-    return infer_family_geometry(model, name, module, input_size)
