@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,15 @@ from ._capture_pass import CapturePassResult
 from ._images import ImageSet
 from ._options import ALL_ANALYSES, AnalyzeOptions
 from ._passes import erf_layers, erf_pass, importance_pass, pruning_pass
-from .analyzers import REGISTRY, AnalysisInputs, LayerInput
+from .analyzers import (
+    REGISTRY,
+    AblationInput,
+    AnalysisInputs,
+    ErfInput,
+    GateInput,
+    LayerInput,
+    PruningInput,
+)
 from .store import RunWriter
 
 __all__ = ["layer_inputs", "run_analyses"]
@@ -80,9 +89,9 @@ def run_analyses(
     cap = captured.capture
     inputs = layer_inputs(captured.state())
     timings: dict[str, float] = {}
-    erf: dict[str, dict[str, Any]] = {}
-    gates: dict[str, Any] = {}
-    pruning: dict[str, Any] = {}
+    erf: dict[str, ErfInput] = {}
+    gates: dict[str, GateInput] = {}
+    pruning: dict[str, PruningInput] = {}
     notes: dict[str, str] = {}
     if needs & {"erf", "gates", "pruning"}:
         x, _, labels = next(images.batches(opts.erf_images))
@@ -91,15 +100,37 @@ def run_analyses(
             began = time.perf_counter()
             geometry = {n: r.geometry for n, r in cap.attention.items()}
             layers = erf_layers(model, list(cap.attention), list(cap.channels))
-            erf, skipped = erf_pass(model, x, layers, geometry, progress=opts.progress)
-            erf |= {name: {"reason": reason} for name, reason in skipped.items()}
+            maps, skipped = erf_pass(model, x, layers, geometry, progress=opts.progress)
+            erf = {
+                name: ErfInput(
+                    map=v["map"],
+                    centre=(float(v["centre"][0]), float(v["centre"][1])),
+                    branch=v["branch"],
+                    position=v["note"],
+                )
+                for name, v in maps.items()
+            }
+            erf |= {name: ErfInput(reason=reason) for name, reason in skipped.items()}
             timings["receptive_field"] = time.perf_counter() - began
         units = _units(cap)
         if needs & {"gates", "pruning"} and units:
             began = time.perf_counter()
             try:
-                gates = importance_pass(model, x, units, labels)
-                full_logits = gates.pop("logits")
+                passed = importance_pass(model, x, units, labels)
+                full_logits = passed.pop("logits")
+                gates = {
+                    kind: GateInput(
+                        raw=v["raw"],
+                        ablation=AblationInput(
+                            layers=tuple(v["ablation"]["layers"]),
+                            units=v["ablation"]["units"],
+                            gradient=v["ablation"]["gradient"],
+                            delta=v["ablation"]["delta"],
+                            images=v["ablation"]["images"],
+                        ),
+                    )
+                    for kind, v in passed.items()
+                }
             except ValueError as exc:
                 notes["importance"] = str(exc)
             timings["importance"] = time.perf_counter() - began
@@ -115,28 +146,30 @@ def run_analyses(
                     continue
                 ranked = sorted(
                     (float(v), path, unit)
-                    for path, values in importance.layers.items()
-                    if values["kind"] == kind
-                    for unit, v in enumerate(values["normalised"])
+                    for path, layer in importance.layers.items()
+                    if layer.kind == kind
+                    for unit, v in enumerate(layer.normalised)
                 )
                 order = [(path, unit) for _, path, unit in ranked]
                 curve = pruning_pass(model, x, kind, units[kind], order, full=full_logits)
-                pruning[kind] = {**curve, "units": len(order)}
+                pruning[kind] = PruningInput(
+                    curve["fractions"], curve["agreement"], curve["kl"], units=len(order)
+                )
             timings["pruning"] = time.perf_counter() - began
     began = time.perf_counter()
     analysis_inputs = AnalysisInputs(inputs, erf=erf, gates=gates, pruning=pruning)
     for name in names:
         analyzer = REGISTRY[name]()
         result = analyzer.compute(analysis_inputs)
-        tree = result.to_tree()
         if name in ("importance", "pruning_curve") and "importance" in notes:
-            tree["notes"] = {"model": notes["importance"]}
+            result = replace(result, notes={"model": notes["importance"]})
         if name == "pruning_curve":
-            tree["notes"] |= {
+            pruned = {
                 key.partition(":")[2]: note
                 for key, note in notes.items()
                 if key.startswith("pruning:")
             }
-        writer.write_analysis(name, tree, result.params, result.version)
+            result = replace(result, notes={**result.notes, **pruned})
+        writer.write_analysis(name, result.to_tree(), result.params, result.version)
     timings["analyzers"] = time.perf_counter() - began
     return timings

@@ -25,7 +25,7 @@ from inspector._api import analyze
 from inspector._images import model_transform, open_images
 from inspector._options import AnalyzeOptions
 from inspector._passes import erf_layers, erf_pass, importance_pass
-from inspector.analyzers import AnalysisInputs, LayerInput
+from inspector.analyzers import AnalysisInputs, LayerInput, PruningInput
 from inspector.analyzers._attention import AttentionDistance
 from inspector.analyzers._erf import erf_axis_std
 from inspector.analyzers._gradients import PruningCurve
@@ -177,10 +177,10 @@ def test_dilated_geometry_gets_distances() -> None:
     )
     result = AttentionDistance().compute(AnalysisInputs({"grid.attn": layer}))
     values = result.layers["grid.attn"]
-    np.testing.assert_allclose(values["mean"], [10.0, 10.0])
+    np.testing.assert_allclose(values.mean, [10.0, 10.0])
     # 2×2 tokens 16 px apart: 4 self pairs at 0, 8 at 16, 4 at 16√2.
-    assert values["uniform"] == pytest.approx((8 * 16 + 4 * 16 * math.sqrt(2)) / 16)
-    assert values["windowed"] is False
+    assert values.uniform == pytest.approx((8 * 16 + 4 * 16 * math.sqrt(2)) / 16)
+    assert values.windowed is False
 
 
 # -- 2. effective receptive field ---------------------------------------------------------
@@ -516,9 +516,9 @@ def test_pruning_curve_matches_weight_surgery(pruned: tuple[nn.Module, Any], kin
 def test_prunable_fraction_stops_at_the_first_step_below_threshold() -> None:
     fractions = np.linspace(0, 1, 11)
     agreement = np.array([1, 1, 0.995, 0.98, 1, 1, 1, 0.5, 0.2, 0.1, 0.0])
-    curve = {"fractions": fractions, "agreement": agreement, "kl": np.zeros(11), "units": 10}
+    curve = PruningInput(fractions, agreement, np.zeros(11), units=10)
     result = PruningCurve().compute(AnalysisInputs({}, pruning={"heads": curve}))
-    assert result.summary["heads"]["prunable_fraction"] == pytest.approx(0.2)
+    assert result.summary["heads"].prunable_fraction == pytest.approx(0.2)
     assert largest_prunable_fraction(fractions, np.ones(11)) == 1.0
     assert largest_prunable_fraction(fractions, np.r_[0.9, np.ones(10)]) == 0.0
 
