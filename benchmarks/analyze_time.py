@@ -33,7 +33,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from inspector import _analysis, _api, report_data  # noqa: E402
+from inspector import _analysis, _api, present  # noqa: E402
 from inspector._options import AnalyzeOptions  # noqa: E402
 
 PASSES = ("capture", "receptive_field", "importance", "pruning", "analyzers", "total")
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         for module, attribute, name in (
             (_api.RunWriter, "finish", "write run file"),
             (_api, "read_run", "read it back"),
-            (report_data, "write_run_report", "report"),
+            (present, "write_run_report", "report"),
         ):
             timed = _cpu_timed(getattr(module, attribute), name, cpu, outside)
             patches.enter_context(mock.patch.object(module, attribute, timed))

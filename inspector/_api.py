@@ -274,7 +274,7 @@ def analyze(
         final = writer.finish()
         run = read_run(final)
         if opts.report:
-            from .report_data import write_run_report
+            from .present import write_run_report
 
             write_run_report(run, final.with_suffix(".html"))
         if ranks is not None:

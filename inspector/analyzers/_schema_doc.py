@@ -69,7 +69,7 @@ def results_schema_markdown() -> str:
         layer_type, summary_type = result.record_types()
         doc = _md(result.__doc__ or "")
         lines += [
-            f"### `{name}`",
+            f"#### `{name}`",
             "",
             f"Analyzer version **{REGISTRY.version(name)}**; result "
             f"`inspector.analyzers.{result.__name__}`. {doc}",
