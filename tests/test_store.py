@@ -14,6 +14,7 @@ import pytest
 import inspector
 from inspector import AnalysisNotFoundError, RunFileError
 from inspector.analyzers import results_schema_markdown
+from inspector.present import describe
 from inspector.store import SCHEMA_VERSION, RunWriter, partial_path, read_run
 from inspector.store._encode import write_array
 from inspector.store._schema import DIM_LABELS, ENCODING_TYPE, ENCODING_VERSION, TYPE
@@ -380,6 +381,8 @@ def test_result_of_a_newer_analyzer_version_is_refused(tmp_path: Path) -> None:
     assert "upgrade inspector" in message
     assert run.result("importance").layers  # the other analyses still read
     assert run.analysis["pruning_curve"]["summary"]["heads"]["units"] == 2  # raw tree too
+    info = describe(path)  # `inspector info` says which one and why
+    assert "\n           analysis 'pruning_curve' was written by analyzer version 2" in info
 
 
 def test_missing_analysis_lists_what_the_run_holds(run_path: Path) -> None:

@@ -61,16 +61,15 @@ def print_summary(run: Run) -> None:
         print(line)
 
 
-def _analyses(run: Run) -> list[str]:
-    """The analyses a run holds; one this inspector cannot read says so."""
-    out = []
+def _unreadable(run: Run) -> list[str]:
+    """Why each analysis this inspector cannot read (a newer analyzer version, ...) is so."""
+    problems = []
     for name in run.analysis:
         try:
             run.result(name)
-        except RunFileError:
-            name += " (not readable by this inspector: see `inspector report`)"
-        out.append(name)
-    return out
+        except RunFileError as exc:
+            problems.append(str(exc).removeprefix(f"{run.path}: "))
+    return problems
 
 
 def describe(path: str | Path) -> str:
@@ -93,7 +92,8 @@ def describe(path: str | Path) -> str:
         f"images:    {source}, input {meta.get('input_size')}",
         f"layers:    {len(attention)} attention (geometry: {geometry or 'none'}), "
         f"{len(channels)} channel",
-        f"analyses:  {', '.join(_analyses(run)) or 'none'}",
+        f"analyses:  {', '.join(run.analysis) or 'none'}",
+        *(f"           {problem}" for problem in _unreadable(run)),
         f"created:   {meta.get('created')} with inspector {meta.get('tool_version')}, "
         f"timm {meta.get('timm_version')}, torch {meta.get('torch_version')}",
     ]
