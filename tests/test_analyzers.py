@@ -25,7 +25,15 @@ from inspector._api import analyze
 from inspector._images import model_transform, open_images
 from inspector._options import AnalyzeOptions
 from inspector._passes import erf_layers, erf_pass, importance_pass
-from inspector.analyzers import AnalysisInputs, LayerInput, PruningInput
+from inspector.analyzers import (
+    REGISTRY,
+    AnalysisInputs,
+    EntropyLayer,
+    EntropyResult,
+    LayerInput,
+    PruningInput,
+    ResultSchemaError,
+)
 from inspector.analyzers._attention import AttentionDistance
 from inspector.analyzers._erf import erf_axis_std
 from inspector.analyzers._gradients import PruningCurve
@@ -541,3 +549,33 @@ def test_erf_centre_of_a_token_layer_follows_its_geometry_origin() -> None:
     )
     _, centre, _ = _selector((2, 25, 8), (64, 96), shifted)
     assert centre == pytest.approx((3.0 + 2 * 16 - 0.5, 5.0 + 3 * 16 - 0.5))
+
+
+def test_result_records_refuse_trees_that_do_not_match() -> None:
+    layer = {"mean": np.ones(2), "std": np.ones(2), "normalised": np.ones(2)}
+    assert EntropyLayer.from_tree(layer) == EntropyLayer(
+        mean=np.ones(2), std=np.ones(2), normalised=np.ones(2)
+    )
+    for tree, message in (
+        ({k: v for k, v in layer.items() if k != "std"}, "layers/a/std is missing"),
+        ({**layer, "extra": 1.0}, "undeclared 'extra'"),
+        ({**layer, "mean": "text"}, "expected an array"),
+    ):
+        with pytest.raises(ResultSchemaError, match=message):
+            EntropyResult.from_tree({"layers": {"a": tree}}, {}, "1")
+    with pytest.raises(ResultSchemaError, match="summary: attention_entropy stores none"):
+        EntropyResult.from_tree({"summary": {"heads": {}}}, {}, "1")
+
+
+def test_an_analyzer_must_name_its_result() -> None:
+    registry = type(REGISTRY)()
+
+    class Mislabelled:
+        name = "entropy_again"
+        version = "1"
+        needs = frozenset({"summaries"})
+        result = EntropyResult  # whose analyzer is attention_entropy
+
+    with pytest.raises(ValueError, match="must name its result dataclass"):
+        registry.register(Mislabelled)
+    assert "entropy_again" not in registry
