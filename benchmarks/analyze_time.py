@@ -33,7 +33,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from inspector import _api, report_data  # noqa: E402
+from inspector import _api, present  # noqa: E402
 from inspector._options import AnalyzeOptions  # noqa: E402
 from inspector.pipeline import _analyses, _capture  # noqa: E402
 from inspector.store import RunWriter  # noqa: E402
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         for module, attribute, name in (
             (RunWriter, "finish", "write run file"),
             (_api, "read_run", "read it back"),
-            (report_data, "write_run_report", "report"),
+            (present, "write_run_report", "report"),
         ):
             timed = _cpu_timed(getattr(module, attribute), name, cpu, outside)
             patches.enter_context(mock.patch.object(module, attribute, timed))

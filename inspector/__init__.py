@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._errors import AnalysisNotFoundError as AnalysisNotFoundError
 from ._errors import ImageError as ImageError
 from ._errors import InspectorError as InspectorError
 from ._errors import ModelNotFoundError as ModelNotFoundError
@@ -29,6 +30,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "AnalysisNotFoundError",
     "AnalyzeOptions",
     "ImageError",
     "InspectorError",

@@ -65,7 +65,7 @@ def analyze(
             return read_run(path)
         run = read_run(path)
         if opts.report:
-            from .report_data import write_run_report
+            from .present import write_run_report
 
             write_run_report(run, path.with_suffix(".html"))
         if ranks is not None:

@@ -134,7 +134,7 @@ def _analyze(args: argparse.Namespace) -> int:
     except InspectorError as exc:  # an option value out of range: a usage error
         raise _UsageError(str(exc)) from exc
     from ._api import analyze  # torch and timm load only once the command line is valid
-    from ._summary import print_summary
+    from .present import print_summary
 
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 speaks for the run
         logger.setLevel(logging.ERROR)
@@ -150,14 +150,14 @@ def _analyze(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from ._summary import describe
+    from .present import describe
 
     print(describe(args.run))
     return 0
 
 
 def _models(args: argparse.Namespace) -> int:
-    from ._summary import describe_models
+    from .present import describe_models
 
     print(describe_models(args.glob))
     return 0
@@ -165,7 +165,7 @@ def _models(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from ._api import open_run
-    from .report_data import write_run_report
+    from .present import write_run_report
 
     run = open_run(args.run)
     path = write_run_report(run, args.output or args.run.with_suffix(".html"))
@@ -175,7 +175,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     from ._api import open_run
-    from .report_data import write_compare_report
+    from .present import write_compare_report
 
     runs = [open_run(path) for path in args.runs]
     path = write_compare_report(runs, args.output)

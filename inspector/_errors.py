@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "AnalysisNotFoundError",
     "ImageError",
     "InspectorError",
     "ModelNotFoundError",
@@ -29,3 +30,7 @@ class ImageError(InspectorError):
 
 class RunFileError(InspectorError):
     """A run file that is missing, corrupt, incomplete or of an unsupported schema."""
+
+
+class AnalysisNotFoundError(RunFileError, LookupError):
+    """A run file that holds no result of the analysis asked for."""

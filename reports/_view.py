@@ -1,6 +1,6 @@
 """The view model: plain, frozen records of what a report shows, and nothing else.
 
-A caller (``inspector.report_data``) turns a run file into these records; the
+A caller (``inspector.present``) turns a run file into these records; the
 renderer turns them into HTML. The records hold strings, numbers and numpy
 arrays only; they validate their shapes and ranges in ``__post_init__`` and have
 no other behaviour. Arrays are copied to read-only float64 (``uint8`` for

@@ -24,7 +24,15 @@ import hooks
 from inspector._api import analyze
 from inspector._images import model_transform, open_images
 from inspector._options import AnalyzeOptions
-from inspector.analyzers import AnalysisInputs, LayerInput
+from inspector.analyzers import (
+    REGISTRY,
+    AnalysisInputs,
+    EntropyLayer,
+    EntropyResult,
+    LayerInput,
+    PruningInput,
+    ResultSchemaError,
+)
 from inspector.analyzers._attention import AttentionDistance
 from inspector.analyzers._erf import erf_axis_std
 from inspector.analyzers._gradients import PruningCurve
@@ -177,10 +185,10 @@ def test_dilated_geometry_gets_distances() -> None:
     )
     result = AttentionDistance().compute(AnalysisInputs({"grid.attn": layer}))
     values = result.layers["grid.attn"]
-    np.testing.assert_allclose(values["mean"], [10.0, 10.0])
+    np.testing.assert_allclose(values.mean, [10.0, 10.0])
     # 2×2 tokens 16 px apart: 4 self pairs at 0, 8 at 16, 4 at 16√2.
-    assert values["uniform"] == pytest.approx((8 * 16 + 4 * 16 * math.sqrt(2)) / 16)
-    assert values["windowed"] is False
+    assert values.uniform == pytest.approx((8 * 16 + 4 * 16 * math.sqrt(2)) / 16)
+    assert values.windowed is False
 
 
 # -- 2. effective receptive field ---------------------------------------------------------
@@ -516,9 +524,9 @@ def test_pruning_curve_matches_weight_surgery(pruned: tuple[nn.Module, Any], kin
 def test_prunable_fraction_stops_at_the_first_step_below_threshold() -> None:
     fractions = np.linspace(0, 1, 11)
     agreement = np.array([1, 1, 0.995, 0.98, 1, 1, 1, 0.5, 0.2, 0.1, 0.0])
-    curve = {"fractions": fractions, "agreement": agreement, "kl": np.zeros(11), "units": 10}
+    curve = PruningInput(fractions, agreement, np.zeros(11), units=10)
     result = PruningCurve().compute(AnalysisInputs({}, pruning={"heads": curve}))
-    assert result.summary["heads"]["prunable_fraction"] == pytest.approx(0.2)
+    assert result.summary["heads"].prunable_fraction == pytest.approx(0.2)
     assert largest_prunable_fraction(fractions, np.ones(11)) == 1.0
     assert largest_prunable_fraction(fractions, np.r_[0.9, np.ones(10)]) == 0.0
 
@@ -541,3 +549,33 @@ def test_erf_centre_of_a_token_layer_follows_its_geometry_origin() -> None:
     )
     _, centre, _ = _selector((2, 25, 8), (64, 96), shifted)
     assert centre == pytest.approx((3.0 + 2 * 16 - 0.5, 5.0 + 3 * 16 - 0.5))
+
+
+def test_result_records_refuse_trees_that_do_not_match() -> None:
+    layer = {"mean": np.ones(2), "std": np.ones(2), "normalised": np.ones(2)}
+    assert EntropyLayer.from_tree(layer) == EntropyLayer(
+        mean=np.ones(2), std=np.ones(2), normalised=np.ones(2)
+    )
+    for tree, message in (
+        ({k: v for k, v in layer.items() if k != "std"}, "layers/a/std is missing"),
+        ({**layer, "extra": 1.0}, "undeclared 'extra'"),
+        ({**layer, "mean": "text"}, "expected an array"),
+    ):
+        with pytest.raises(ResultSchemaError, match=message):
+            EntropyResult.from_tree({"layers": {"a": tree}}, {}, "1")
+    with pytest.raises(ResultSchemaError, match="summary: attention_entropy stores none"):
+        EntropyResult.from_tree({"summary": {"heads": {}}}, {}, "1")
+
+
+def test_an_analyzer_must_name_its_result() -> None:
+    registry = type(REGISTRY)()
+
+    class Mislabelled:
+        name = "entropy_again"
+        version = "1"
+        needs = frozenset({"summaries"})
+        result = EntropyResult  # whose analyzer is attention_entropy
+
+    with pytest.raises(ValueError, match="must name its result dataclass"):
+        registry.register(Mislabelled)
+    assert "entropy_again" not in registry

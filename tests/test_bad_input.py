@@ -30,7 +30,7 @@ from inspector import _images as images_module
 from inspector._api import analyze
 from inspector._cli import main
 from inspector._images import model_transform, open_images
-from inspector.analyzers import AnalysisInputs, LayerInput
+from inspector.analyzers import AnalysisInputs, GateInput, LayerInput
 from inspector.analyzers._attention import AttentionDistance
 from inspector.analyzers._gradients import Importance
 from inspector.pipeline import output_path as _output_path
@@ -314,15 +314,14 @@ def _layer(**attrs: object) -> LayerInput:
 
 def test_distance_analyzer_flags_a_nonfinite_layer_instead_of_averaging() -> None:
     clean = AttentionDistance().compute(AnalysisInputs({"a": _layer(nonfinite_batches=0)}))
-    np.testing.assert_array_equal(clean.layers["a"]["mean"], [5.0, 5.0])  # NaN row: no mass
+    np.testing.assert_array_equal(clean.layers["a"].mean, [5.0, 5.0])  # NaN row: no mass
     broken = AttentionDistance().compute(AnalysisInputs({"a": _layer(nonfinite_batches=1)}))
     assert "a" not in broken.layers
     assert broken.notes["a"].startswith("not measured: NaN or inf in the attention probabilities")
 
 
 def test_importance_leaves_out_layers_with_nonfinite_gradients() -> None:
-    gates = {"heads": {"raw": {"ok": np.array([[1.0, 2.0]]), "bad": np.array([[np.inf, 1.0]])},
-                       "ablation": {}}}  # fmt: skip
+    gates = {"heads": GateInput({"ok": np.array([[1.0, 2.0]]), "bad": np.array([[np.inf, 1.0]])})}
     result = Importance().compute(AnalysisInputs({}, gates=gates))
     assert set(result.layers) == {"ok"} and "NaN or inf" in result.notes["bad"]
-    np.testing.assert_allclose(result.layers["ok"]["normalised"], [0.0, 1.0])
+    np.testing.assert_allclose(result.layers["ok"].normalised, [0.0, 1.0])

@@ -15,7 +15,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import assert_same
 
+import inspector
+from inspector.analyzers import REGISTRY, DistanceResult, PruningCurveResult
 from inspector.store import read_run
 from inspector.store._schema import DIM_LABELS, ENCODING_TYPE, ENCODING_VERSION
 
@@ -173,3 +176,34 @@ def test_every_golden_file_reads(golden: Path) -> None:
     """Any golden file added later (one per released schema version) stays readable."""
     run = read_run(golden)
     assert run.complete and run.layers and run.analysis and run.sample_ids
+
+
+def _stored(tree: dict) -> dict:
+    """A stored analysis tree without the attributes the writer adds beside the result."""
+    return {k: v for k, v in tree.items() if k not in ("params", "analyzer_version")}
+
+
+def test_golden_1_0_typed_results_equal_the_raw_trees() -> None:
+    """``Run.result`` gives every stored number under a named field; its tree is the
+    stored one, and it rebuilds from that tree unchanged."""
+    run = inspector.open_run(GOLDEN_1_0)
+    for name, tree in run.analysis.items():
+        result = run.result(name)
+        assert isinstance(result, REGISTRY.result_type(name))
+        assert result.version == "1" and result.params == tree["params"]
+        assert_same(_stored(tree), result.to_tree(), name)
+        assert type(result).from_tree(result.to_tree(), result.params, result.version) == result
+    distance = run.result("attention_distance")
+    assert isinstance(distance, DistanceResult)
+    layer = distance.layers["blocks.0.attn"]
+    np.testing.assert_allclose(layer.mean, [82.98041916, 82.98874664])
+    assert layer.images == 2 and layer.windowed is False
+    assert run.result("head_redundancy").layers["blocks.0.attn"].cka.shape == (2, 2)
+    assert run.result("channel_redundancy").layers["patch_embed.proj"].units == 64
+    pruning = run.result("pruning_curve")
+    assert isinstance(pruning, PruningCurveResult) and pruning.threshold == 0.99
+    assert pruning.summary["heads"].units == 2
+    np.testing.assert_allclose(pruning.summary["heads"].fractions, np.linspace(0, 1, 11))
+    importance = run.result("importance")
+    assert set(importance.layers) == {"patch_embed.proj", "blocks.0.attn"}
+    assert importance.summary["heads"].ablation_images is None  # written before it existed

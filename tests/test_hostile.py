@@ -26,7 +26,7 @@ from torch import nn
 import hooks
 from inspector import RunFileError
 from inspector._api import analyze
-from inspector.report_data import write_compare_report
+from inspector.present import write_compare_report
 from inspector.store import Run, read_run
 
 GOLDEN = Path(__file__).resolve().parent / "data" / "golden-run-1.0.h5"

@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
+from dataclasses import fields, replace
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
+import h5py
+import numpy as np
 import pytest
 import torch
-from conftest import Page
+from conftest import Page, assert_same
 from PIL import Image
 from torch import nn
 
+import inspector
 from inspector._api import analyze
 from inspector._images import builtin_images_dir
-from inspector.report_data import compare_view, run_view
+from inspector.analyzers import REGISTRY, AnalysisInputs, PruningInput, Record
+from inspector.present import compare_view, print_summary, run_view
 from inspector.store import read_run
+
+GOLDEN = Path(__file__).resolve().parent / "data" / "golden-run-1.0.h5"
 
 EVIL_FILE = "<img src=x onerror=alert(1)>.png"
 EVIL_MODEL = "<script>alert('model')</script>Net"
@@ -121,3 +131,81 @@ def test_compare_view_puts_runs_on_shared_axes(vit_run, tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "cmp.html").stat().st_size > 10_000
+
+
+def _array_fields(record: Record) -> list[tuple[str, Any, tuple[str, ...]]]:
+    """``(name, value, declared dims)`` of every array field, nested records included."""
+    out = []
+    for f in fields(record):
+        item = getattr(record, f.name)
+        if isinstance(item, Record):
+            out += _array_fields(item)
+        elif "dims" in f.metadata and item is not None:
+            out.append((f.name, item, f.metadata["dims"]))
+    return out
+
+
+def test_typed_results_of_a_real_run_round_trip(vit_run) -> None:
+    """Every analyzer, as computed on test_vit (ERF included): the typed result's tree is
+    the one stored, it rebuilds from that tree unchanged, and each array has as many
+    axes as its declared dimension labels."""
+    run = read_run(vit_run.path)
+    assert set(run.analysis) == set(REGISTRY)
+    for name, tree in run.analysis.items():
+        result = run.result(name)
+        stored = {k: v for k, v in tree.items() if k not in ("params", "analyzer_version")}
+        assert_same(stored, result.to_tree(), name)
+        again = type(result).from_tree(result.to_tree(), result.params, result.version)
+        assert again == result and again is not result
+        records = [*result.layers.values(), *result.summary.values()]
+        assert records, name
+        for record in records:
+            for field_name, array, dims in _array_fields(record):
+                assert np.ndim(array) == len(dims), (name, field_name, dims)
+    erf = run.result("receptive_field").layers
+    assert {layer.branch for layer in erf.values()} == {"block", "attention"}
+    assert all(len(layer.centre) == 2 and layer.map.ndim == 2 for layer in erf.values())
+    noted = replace(run.result("importance"), notes={"model": "why"})
+    assert noted.to_tree()["notes"] == {"model": "why"}
+
+
+def _with_threshold(source: Path, target: Path, threshold: float) -> Path:
+    """A copy of ``source`` whose pruning result is the analyzer's at ``threshold``."""
+    shutil.copy(source, target)
+    stored = inspector.open_run(target).result("pruning_curve")
+    curves = {kind: PruningInput(c.fractions, c.agreement, c.kl, c.units)
+              for kind, c in stored.summary.items()}  # fmt: skip
+    result = REGISTRY["pruning_curve"](threshold=threshold).compute(
+        AnalysisInputs({}, pruning=curves)
+    )
+    with h5py.File(target, "r+") as handle:
+        group = handle["analysis/pruning_curve"]
+        group.attrs["params"] = json.dumps(result.params)
+        for kind, curve in result.summary.items():
+            group[f"summary/{kind}"].attrs["prunable_fraction"] = curve.prunable_fraction
+    return target
+
+
+def test_threshold_text_follows_the_stored_parameter(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _with_threshold(GOLDEN, tmp_path / "strict.h5", 0.95)
+    run = inspector.open_run(path)
+    assert run.result("pruning_curve").threshold == 0.95
+    print_summary(run)
+    out = capsys.readouterr().out
+    assert "removable at >= 95 % top-1 agreement" in out and "99" not in out.split("---")[-1]
+    view = run_view(run)
+    assert {c.threshold for c in view.pruning} == {0.95}
+    assert any("can be removed at 95 % top-1 agreement" in f for f in view.findings)
+    compared = compare_view([run, inspector.open_run(GOLDEN)])
+    assert "removable at 95 % agreement" in compared.findings[0]
+    assert "removable at 99 % agreement" in compared.findings[1]
+
+
+def test_compare_view_says_when_and_by_which_inspector() -> None:
+    view = compare_view([inspector.open_run(GOLDEN)])
+    assert view.tool_version == inspector.__version__
+    created = datetime.fromisoformat(view.created)
+    assert created.utcoffset() == timedelta(0)
+    assert abs((datetime.now(timezone.utc) - created).total_seconds()) < 600

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,10 @@ import h5py
 import numpy as np
 import pytest
 
-from inspector import RunFileError
+import inspector
+from inspector import AnalysisNotFoundError, RunFileError
+from inspector.analyzers import results_schema_markdown
+from inspector.present import describe
 from inspector.store import SCHEMA_VERSION, RunWriter, partial_path, read_run
 from inspector.store._encode import write_array
 from inspector.store._schema import DIM_LABELS, ENCODING_TYPE, ENCODING_VERSION, TYPE
@@ -358,3 +362,50 @@ def test_writer_refuses_a_missing_folder(tmp_path: Path) -> None:
 def test_dimension_labels_must_match_rank(tmp_path: Path) -> None:
     with h5py.File(tmp_path / "x.h5", "w") as handle, pytest.raises(ValueError, match="2-d"):
         write_array(handle, "a", np.zeros((2, 3)), ("sample",))
+
+
+GOLDEN = Path(__file__).resolve().parent / "data" / "golden-run-1.0.h5"
+
+
+def test_result_of_a_newer_analyzer_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "newer.h5"
+    shutil.copy(GOLDEN, path)
+    with h5py.File(path, "r+") as handle:
+        handle["analysis/pruning_curve"].attrs["analyzer_version"] = "2"
+    run = inspector.open_run(path)
+    with pytest.raises(RunFileError) as info:
+        run.result("pruning_curve")
+    message = str(info.value)
+    assert "\n" not in message
+    assert "analyzer version 2" in message and "this inspector's 1" in message
+    assert "upgrade inspector" in message
+    assert run.result("importance").layers  # the other analyses still read
+    assert run.analysis["pruning_curve"]["summary"]["heads"]["units"] == 2  # raw tree too
+    info = describe(path)  # `inspector info` says which one and why
+    assert "\n           analysis 'pruning_curve' was written by analyzer version 2" in info
+
+
+def test_missing_analysis_lists_what_the_run_holds(run_path: Path) -> None:
+    run = inspector.open_run(run_path)
+    with pytest.raises(AnalysisNotFoundError, match="holds no 'receptive_field' analysis") as info:
+        run.result("receptive_field")
+    assert str(info.value).endswith("it holds: attention_distance")
+    assert isinstance(info.value, RunFileError) and isinstance(info.value, LookupError)
+    with pytest.raises(AnalysisNotFoundError, match="analyzers: attention_distance, "):
+        run.result("distance")  # not an analyzer at all: the registered names are listed
+
+
+def test_result_tree_that_does_not_match_its_dataclass_is_a_run_file_error(
+    run_path: Path,
+) -> None:
+    run = inspector.open_run(run_path)  # its attention_distance tree is a toy one
+    with pytest.raises(RunFileError, match="does not match its schema"):
+        run.result("attention_distance")
+
+
+def test_run_file_doc_lists_the_current_result_schemas() -> None:
+    text = (Path(__file__).resolve().parents[1] / "docs" / "run-file.md").read_text("utf-8")
+    section = text.split("<!-- results:begin -->")[1].split("<!-- results:end -->")[0]
+    assert section == "\n" + results_schema_markdown() + "\n", (
+        "docs/run-file.md is out of date: run .venv/bin/python docs/make_results_schema.py"
+    )

@@ -1,9 +1,65 @@
-"""Analyzers: pure functions of captured arrays (no torch, no I/O), registered by name."""
+"""Analyzers: pure functions of captured arrays (no torch, no I/O), registered by name.
+
+Each analyzer returns a frozen result dataclass (``DistanceResult``, ...): named fields
+with dimension labels, ``params``, ``notes`` and ``version``, and ``to_tree()`` /
+``from_tree()`` for the run file (``inspector.store.Run.result`` reads them back).
+"""
 
 from . import _attention, _gradients, _redundancy  # noqa: F401  (register the analyzers)
+from ._attention import DistanceLayer as DistanceLayer
+from ._attention import DistanceResult as DistanceResult
+from ._attention import EntropyLayer as EntropyLayer
+from ._attention import EntropyResult as EntropyResult
+from ._gradients import AblationCheck as AblationCheck
+from ._gradients import ErfLayer as ErfLayer
+from ._gradients import ErfResult as ErfResult
+from ._gradients import ImportanceLayer as ImportanceLayer
+from ._gradients import ImportanceResult as ImportanceResult
+from ._gradients import PruningCurveResult as PruningCurveResult
+from ._gradients import PruningKind as PruningKind
+from ._record import AnalysisResult as AnalysisResult
+from ._record import Record as Record
+from ._record import ResultSchemaError as ResultSchemaError
+from ._redundancy import ChannelRedundancyLayer as ChannelRedundancyLayer
+from ._redundancy import ChannelRedundancyResult as ChannelRedundancyResult
+from ._redundancy import HeadRedundancyLayer as HeadRedundancyLayer
+from ._redundancy import HeadRedundancyResult as HeadRedundancyResult
+from ._redundancy import RedundancyStats as RedundancyStats
 from ._registry import REGISTRY as REGISTRY
+from ._registry import AblationInput as AblationInput
 from ._registry import AnalysisInputs as AnalysisInputs
+from ._registry import ErfInput as ErfInput
+from ._registry import GateInput as GateInput
 from ._registry import LayerInput as LayerInput
-from ._results import LayerResults as LayerResults
+from ._registry import PruningInput as PruningInput
+from ._schema_doc import results_schema_markdown as results_schema_markdown
 
-__all__ = ["REGISTRY", "AnalysisInputs", "LayerInput", "LayerResults"]
+__all__ = [
+    "REGISTRY",
+    "AblationCheck",
+    "AblationInput",
+    "AnalysisInputs",
+    "AnalysisResult",
+    "ChannelRedundancyLayer",
+    "ChannelRedundancyResult",
+    "DistanceLayer",
+    "DistanceResult",
+    "EntropyLayer",
+    "EntropyResult",
+    "ErfInput",
+    "ErfLayer",
+    "ErfResult",
+    "GateInput",
+    "HeadRedundancyLayer",
+    "HeadRedundancyResult",
+    "ImportanceLayer",
+    "ImportanceResult",
+    "LayerInput",
+    "PruningCurveResult",
+    "PruningInput",
+    "PruningKind",
+    "Record",
+    "RedundancyStats",
+    "ResultSchemaError",
+    "results_schema_markdown",
+]

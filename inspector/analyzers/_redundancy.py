@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
 from ._distance import pairwise_js_divergence
+from ._record import AnalysisResult, Record, array, record, value
 from ._registry import REGISTRY, AnalysisInputs
-from ._results import LayerResults, nonfinite_note
+from ._results import nonfinite_note
 from ._similarity import (
     biased_cka_from_moments,
     correlation_from_covariance,
@@ -18,10 +20,31 @@ from ._similarity import (
     redundancy_summary,
 )
 
-__all__ = ["ChannelRedundancy", "HeadRedundancy"]
+__all__ = [
+    "ChannelRedundancy",
+    "ChannelRedundancyLayer",
+    "ChannelRedundancyResult",
+    "HeadRedundancy",
+    "HeadRedundancyLayer",
+    "HeadRedundancyResult",
+    "RedundancyStats",
+]
 
 
-def _summary(similarity: np.ndarray, *, absolute: bool = False) -> dict[str, Any]:
+@dataclass(frozen=True, kw_only=True, eq=False)
+class RedundancyStats(Record):
+    """How redundant a layer's units are, from their similarity matrix (METRICS.md §4)."""
+
+    units: int = value("units summarised (units with NaN similarity left out)")
+    mean_similarity: float = value("mean off-diagonal similarity")
+    mean_max_similarity: float = value("mean over units of the largest similarity to another")
+    effective_units: float = value("participation ratio of the similarity matrix")
+    effective_fraction: float = value("effective_units / units")
+    redundancy: float = value("1 - effective_fraction")
+    excluded_units: int = value("units left out (dead channels, constant heads)")
+
+
+def _stats(similarity: np.ndarray, *, absolute: bool = False) -> dict[str, Any]:
     summary = redundancy_summary(similarity, absolute=absolute)
     return {
         "units": summary.units,
@@ -32,6 +55,53 @@ def _summary(similarity: np.ndarray, *, absolute: bool = False) -> dict[str, Any
         "redundancy": summary.redundancy,
         "excluded_units": summary.excluded_units,
     }
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class HeadRedundancyLayer(RedundancyStats):
+    """Head-to-head similarity of one attention layer; the summaries are of ``cka``."""
+
+    cka: np.ndarray = array("head", "head", doc="debiased linear CKA between head outputs")
+    cka_biased: np.ndarray = array("head", "head", doc="biased linear CKA, for reference")
+    covariance_effective_fraction: float = value(
+        "participation ratio of the concatenated head outputs' covariance / its width"
+    )
+    js_divergence: np.ndarray | None = array(
+        "head", "head", doc="mean Jensen-Shannon divergence between the heads' kept maps",
+        optional=True,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class HeadRedundancyResult(AnalysisResult):
+    """Per attention layer with per-head outputs, head similarity."""
+
+    analyzer: ClassVar[str] = "head_redundancy"
+    layers: Mapping[str, HeadRedundancyLayer] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class ChannelRedundancyLayer(RedundancyStats):
+    """Channel similarity of one channel layer; the summaries are of ``|Pearson r|``."""
+
+    covariance_effective_fraction: float = value(
+        "participation ratio of the channels' covariance / channels"
+    )
+    grouped_cka: np.ndarray | None = array(
+        "group", "group", doc="debiased linear CKA between groups of head_dim channels",
+        optional=True,
+    )  # fmt: skip
+    grouped: RedundancyStats | None = record(
+        "the summaries of grouped_cka, compared like heads", optional=True
+    )
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class ChannelRedundancyResult(AnalysisResult):
+    """Per channel layer with a covariance, channel similarity."""
+
+    analyzer: ClassVar[str] = "channel_redundancy"
+    layers: Mapping[str, ChannelRedundancyLayer] = field(default_factory=dict)
 
 
 def _grouped_cka(groups: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -56,6 +126,7 @@ class HeadRedundancy:
     name: ClassVar[str] = "head_redundancy"
     version: ClassVar[str] = "1"
     needs: ClassVar[frozenset[str]] = frozenset({"moments", "maps"})
+    result: ClassVar[type[HeadRedundancyResult]] = HeadRedundancyResult
 
     def params(self) -> dict[str, Any]:
         return {
@@ -63,8 +134,8 @@ class HeadRedundancy:
             "unit": "head output [sample x token, head_dim]",
         }
 
-    def compute(self, inputs: AnalysisInputs) -> LayerResults:
-        layers: dict[str, dict[str, Any]] = {}
+    def compute(self, inputs: AnalysisInputs) -> HeadRedundancyResult:
+        layers: dict[str, HeadRedundancyLayer] = {}
         notes: dict[str, str] = {}
         for name, layer in inputs.layers.items():
             if layer.kind != "attention":
@@ -79,19 +150,22 @@ class HeadRedundancy:
             heads = int(layer.attrs["heads"])
             cka = _grouped_cka(layer.groups)
             comoment = np.asarray(layer.moments["comoment"])
-            values: dict[str, Any] = {
-                "cka": cka,
-                "cka_biased": biased_cka_from_moments(comoment, heads, comoment.shape[0] // heads),
-                "covariance_effective_fraction": _covariance_fraction(layer.moments),
-                **_summary(cka),
-            }
+            js = None
             if layer.maps is not None and layer.maps.size:
                 maps = layer.maps.astype(np.float64)
                 if maps.ndim == 5:  # [sample, window, head, query, key]
                     maps = maps.reshape(-1, *maps.shape[2:])
-                values["js_divergence"] = pairwise_js_divergence(maps)
-            layers[name] = values
-        return LayerResults(self.name, self.version, self.params(), layers, notes=notes)
+                js = pairwise_js_divergence(maps)
+            layers[name] = HeadRedundancyLayer(
+                cka=cka,
+                cka_biased=biased_cka_from_moments(comoment, heads, comoment.shape[0] // heads),
+                covariance_effective_fraction=_covariance_fraction(layer.moments),
+                js_divergence=js,
+                **_stats(cka),
+            )
+        return HeadRedundancyResult(
+            version=self.version, params=self.params(), layers=layers, notes=notes
+        )
 
 
 @REGISTRY.register
@@ -103,6 +177,7 @@ class ChannelRedundancy:
     name: ClassVar[str] = "channel_redundancy"
     version: ClassVar[str] = "1"
     needs: ClassVar[frozenset[str]] = frozenset({"moments"})
+    result: ClassVar[type[ChannelRedundancyResult]] = ChannelRedundancyResult
 
     def params(self) -> dict[str, Any]:
         return {
@@ -110,8 +185,8 @@ class ChannelRedundancy:
             "grouped": "debiased linear CKA on groups of head_dim channels",
         }
 
-    def compute(self, inputs: AnalysisInputs) -> LayerResults:
-        layers: dict[str, dict[str, Any]] = {}
+    def compute(self, inputs: AnalysisInputs) -> ChannelRedundancyResult:
+        layers: dict[str, ChannelRedundancyLayer] = {}
         notes: dict[str, str] = {}
         for name, layer in inputs.layers.items():
             if layer.kind != "channel" or layer.moments is None:
@@ -126,13 +201,16 @@ class ChannelRedundancy:
                 notes[name] = "too wide or too few rows for a covariance"
                 continue
             correlation = correlation_from_covariance(comoment / (count - 1))
-            values = {
-                **_summary(correlation, absolute=True),
-                "covariance_effective_fraction": _covariance_fraction(layer.moments),
-            }
+            grouped_cka, grouped = None, None
             if layer.groups is not None:
-                grouped = _grouped_cka(layer.groups)
-                values["grouped_cka"] = grouped
-                values["grouped"] = _summary(grouped)
-            layers[name] = values
-        return LayerResults(self.name, self.version, self.params(), layers, notes=notes)
+                grouped_cka = _grouped_cka(layer.groups)
+                grouped = RedundancyStats(**_stats(grouped_cka))
+            layers[name] = ChannelRedundancyLayer(
+                covariance_effective_fraction=_covariance_fraction(layer.moments),
+                grouped_cka=grouped_cka,
+                grouped=grouped,
+                **_stats(correlation, absolute=True),
+            )
+        return ChannelRedundancyResult(
+            version=self.version, params=self.params(), layers=layers, notes=notes
+        )

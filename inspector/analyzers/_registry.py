@@ -4,11 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 import numpy as np
 
-__all__ = ["REGISTRY", "AnalysisInputs", "Analyzer", "LayerInput", "Registry", "Result"]
+if TYPE_CHECKING:
+    from ._record import AnalysisResult
+
+__all__ = [
+    "REGISTRY",
+    "AblationInput",
+    "AnalysisInputs",
+    "Analyzer",
+    "ErfInput",
+    "GateInput",
+    "LayerInput",
+    "PruningInput",
+    "Registry",
+]
 
 
 @dataclass(frozen=True)
@@ -37,41 +50,108 @@ class LayerInput:
 
 
 @dataclass(frozen=True)
+class ErfInput:
+    """One layer of the gradient ERF pass, or why it was skipped.
+
+    Attributes:
+        map: ``[y, x]`` mean over images of ``|∂s/∂x|`` summed over colour channels, or
+            ``None`` for a skipped layer.
+        centre: ``(y, x)`` of the selected output unit in input pixels (pixel indices).
+        branch: ``block`` (after the residual), ``attention`` (the branch before it) or
+            ``conv`` (plain CNNs).
+        position: Which output unit was selected and how its centre was placed
+            (``token 55 (grid 5, 5 of 10x10)``).
+        reason: Why a skipped layer has no map.
+    """
+
+    map: np.ndarray | None = None
+    centre: tuple[float, float] | None = None
+    branch: str = ""
+    position: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class AblationInput:
+    """True single-unit ablation of a sample of units, to validate gate gradients.
+
+    Attributes:
+        layers: Layer path of each ablated unit.
+        units: ``[unit]`` index of each ablated unit in its layer.
+        gradient: ``[unit]`` mean gate gradient ``|∂L/∂ξ|`` over the first ``images``.
+        delta: ``[unit]`` mean ``|ΔL|`` when the unit's gate is 0, same images.
+        images: Images the ablations ran on.
+    """
+
+    layers: tuple[str, ...] = ()
+    units: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    gradient: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    delta: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    images: int = 0
+
+
+@dataclass(frozen=True)
+class GateInput:
+    """Gate gradients of one unit kind (heads or channels).
+
+    Attributes:
+        raw: Per layer path, ``[sample, unit]`` ``|∂L/∂ξ_u|`` per image.
+        ablation: The ablation check, or ``None`` when none ran.
+    """
+
+    raw: Mapping[str, np.ndarray]
+    ablation: AblationInput | None = None
+
+
+@dataclass(frozen=True)
+class PruningInput:
+    """One pruning curve: units removed in increasing order of importance.
+
+    Attributes:
+        fractions: ``[step]`` fractions of the units removed (``0, 0.1, …, 1``).
+        agreement: ``[step]`` top-1 agreement with the unpruned model.
+        kl: ``[step]`` mean KL(full ‖ pruned).
+        units: Units in the order (all units of the kind).
+    """
+
+    fractions: np.ndarray
+    agreement: np.ndarray
+    kl: np.ndarray
+    units: int = 0
+
+
+@dataclass(frozen=True)
 class AnalysisInputs:
     """Everything analyzers read: captured layers and the outputs of the model passes.
 
     Attributes:
         layers: Captured layers in model order.
-        erf: Per ERF layer: ``map`` ``[y, x]`` (mean |∂s/∂x| over images), ``centre``
-            ``(y, x)`` in input pixels, ``branch`` (``block``, ``attention``, ``conv``),
-            ``depth`` (position in the model, 0-1), ``images``.
-        gates: Raw gate gradients ``[sample, unit]`` per layer, under ``heads`` / ``channels``.
-        pruning: Per unit type: ``fractions``, ``agreement``, ``kl``, plus ``ablation``
-            (``units``, ``delta`` true single-unit ablation effects).
+        erf: Per ERF layer (model order), its map or the reason it was skipped.
+        gates: Gate gradients by unit kind (``heads``, ``channels``).
+        pruning: Pruning curves by unit kind (``heads``, ``channels``).
     """
 
     layers: Mapping[str, LayerInput]
-    erf: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    gates: Mapping[str, Mapping[str, np.ndarray]] = field(default_factory=dict)
-    pruning: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-
-
-class Result(Protocol):
-    """A frozen dataclass of arrays; ``to_tree`` gives its run-file form."""
-
-    def to_tree(self) -> dict[str, Any]: ...
+    erf: Mapping[str, ErfInput] = field(default_factory=dict)
+    gates: Mapping[str, GateInput] = field(default_factory=dict)
+    pruning: Mapping[str, PruningInput] = field(default_factory=dict)
 
 
 class Analyzer(Protocol):
-    """Parameters in ``__init__``, one ``compute``; no I/O, no hooks (STYLE rule 8)."""
+    """Parameters in ``__init__``, one ``compute``; no I/O, no hooks (STYLE rule 8).
+
+    ``result`` is the frozen dataclass ``compute`` returns; the run file stores its
+    ``to_tree()`` and :meth:`inspector.store.Run.result` rebuilds it.
+    """
 
     name: ClassVar[str]
     version: ClassVar[str]
     needs: ClassVar[frozenset[str]]
+    result: ClassVar[type[AnalysisResult]]
 
     def params(self) -> dict[str, Any]: ...
 
-    def compute(self, inputs: AnalysisInputs) -> Result: ...
+    def compute(self, inputs: AnalysisInputs) -> AnalysisResult: ...
 
 
 A = TypeVar("A", bound=type)
@@ -87,6 +167,12 @@ class Registry:
         name = cls.name  # type: ignore[attr-defined]
         if name in self._classes:
             raise ValueError(f"analyzer {name!r} is already registered")
+        result = getattr(cls, "result", None)
+        if result is None or result.analyzer != name:
+            raise ValueError(
+                f"analyzer {name!r} must name its result dataclass (``result``), whose "
+                f"``analyzer`` is {name!r}"
+            )
         self._classes[name] = cls
         return cls
 
@@ -103,6 +189,14 @@ class Registry:
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._classes)
+
+    def result_type(self, name: str) -> type[AnalysisResult]:
+        """The result dataclass of analyzer ``name``."""
+        return self[name].result  # type: ignore[attr-defined,no-any-return]
+
+    def version(self, name: str) -> str:
+        """The installed version of analyzer ``name``."""
+        return str(self[name].version)  # type: ignore[attr-defined]
 
     def needs(self, names: list[str]) -> set[str]:
         return set().union(*(self._classes[n].needs for n in names))  # type: ignore[attr-defined]

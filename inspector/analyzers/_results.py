@@ -1,52 +1,17 @@
-"""The result type every analyzer returns: per-layer arrays plus the analyzer's parameters."""
+"""Helpers every analyzer uses: NaN-aware statistics over images, the note of a broken layer.
+
+The result types are in ``_record`` (base classes) and beside each analyzer."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 if TYPE_CHECKING:
     from ._registry import LayerInput
 
-__all__ = ["LayerResults", "nan_stats", "nonfinite_note"]
-
-
-@dataclass(frozen=True)
-class LayerResults:
-    """One analyzer's result.
-
-    Attributes:
-        analyzer: Registered name.
-        version: Analyzer version (stored with the result).
-        params: The analyzer's parameters.
-        layers: Per layer path: named arrays or numbers (``mean``, ``std``, ...).
-        summary: Model-level numbers (e.g. the largest prunable fraction).
-        notes: Per layer path, why a number is missing (unknown geometry, ...).
-    """
-
-    analyzer: str
-    version: str
-    params: Mapping[str, Any]
-    layers: Mapping[str, Mapping[str, Any]]
-    summary: Mapping[str, Any] = field(default_factory=dict)
-    notes: Mapping[str, str] = field(default_factory=dict)
-
-    def to_tree(self) -> dict[str, Any]:
-        def plain(value: Any) -> Any:
-            if isinstance(value, Mapping):
-                return {k: plain(v) for k, v in value.items()}
-            if isinstance(value, (list, tuple)) and value and not isinstance(value[0], str):
-                return np.asarray(value)
-            return value
-
-        return {
-            "layers": {name: plain(values) for name, values in self.layers.items()},
-            "summary": plain(dict(self.summary)),
-            "notes": dict(self.notes),
-        }
+__all__ = ["nan_stats", "nonfinite_note"]
 
 
 def nan_stats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -6,9 +6,9 @@ output, fingerprint); :func:`execute` runs the capture pass and the model passes
 returning a typed input, then the analyzers, and writes the run file.
 """
 
-from ._analyses import ErfInput as ErfInput
-from ._analyses import GateInput as GateInput
-from ._analyses import PruningInput as PruningInput
+from ._analyses import ErfPassResult as ErfPassResult
+from ._analyses import ImportancePassResult as ImportancePassResult
+from ._analyses import PruningPassResult as PruningPassResult
 from ._analyses import gate_units as gate_units
 from ._analyses import layer_inputs as layer_inputs
 from ._capture import CaptureInput as CaptureInput
@@ -31,10 +31,10 @@ from ._run import execute as execute
 
 __all__ = [
     "CaptureInput",
-    "ErfInput",
-    "GateInput",
+    "ErfPassResult",
+    "ImportancePassResult",
     "Plan",
-    "PruningInput",
+    "PruningPassResult",
     "Resolved",
     "World",
     "capture_options",

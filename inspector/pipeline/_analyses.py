@@ -15,36 +15,47 @@ from torch import nn
 
 import hooks
 
-from ..analyzers import REGISTRY, AnalysisInputs, LayerInput
+from ..analyzers import (
+    REGISTRY,
+    AblationInput,
+    AnalysisInputs,
+    ErfInput,
+    GateInput,
+    LayerInput,
+    PruningInput,
+)
 from ..store import RunWriter
 from ._capture import CaptureInput
 from ._gradients import erf_layers, erf_pass, importance_pass, pruning_pass
 from ._plan import Plan
 
-__all__ = ["ErfInput", "GateInput", "PruningInput", "gate_units", "layer_inputs", "run_analyses"]
+__all__ = [
+    "ErfPassResult",
+    "ImportancePassResult",
+    "PruningPassResult",
+    "gate_units",
+    "layer_inputs",
+    "run_analyses",
+]
 
 logger = logging.getLogger("inspector")
 
 
 @dataclass(frozen=True)
-class ErfInput:
-    """The receptive-field pass: per layer ``map``, ``centre``, ``branch``, ``note``, and
-    per layer it could not measure the reason."""
+class ErfPassResult:
+    """The receptive-field pass: per layer its map, centre and branch, or why it has none."""
 
-    layers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    skipped: Mapping[str, str] = field(default_factory=dict)
+    layers: Mapping[str, ErfInput] = field(default_factory=dict)
     seconds: float = 0.0
-
-    def for_analyzers(self) -> dict[str, dict[str, Any]]:
-        return {**self.layers, **{name: {"reason": why} for name, why in self.skipped.items()}}
 
 
 @dataclass(frozen=True)
-class GateInput:
+class ImportancePassResult:
     """The importance pass: per unit kind (``heads``, ``channels``) the raw gate gradients
-    and the ablation check; the unpruned logits; why it could not run, if it could not."""
+    and the ablation check; the units gated; the unpruned logits; why it could not run,
+    if it could not."""
 
-    kinds: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    kinds: Mapping[str, GateInput] = field(default_factory=dict)
     units: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     logits: torch.Tensor | None = None
     problem: str | None = None
@@ -52,11 +63,10 @@ class GateInput:
 
 
 @dataclass(frozen=True)
-class PruningInput:
-    """The pruning pass: per unit kind the curve and the unit count; per kind not pruned
-    the reason."""
+class PruningPassResult:
+    """The pruning pass: per unit kind the curve; per kind not pruned the reason."""
 
-    curves: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    curves: Mapping[str, PruningInput] = field(default_factory=dict)
     notes: Mapping[str, str] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -105,7 +115,9 @@ class ErfPass:
 
     name = "receptive_field"
 
-    def run(self, model: nn.Module, x: torch.Tensor, capture: CaptureInput, plan: Plan) -> ErfInput:
+    def run(
+        self, model: nn.Module, x: torch.Tensor, capture: CaptureInput, plan: Plan
+    ) -> ErfPassResult:
         began = time.perf_counter()
         attention = [n for n, s in capture.state.layers.items() if s.kind == "attention"]
         channels = [n for n, s in capture.state.layers.items() if s.kind == "channel"]
@@ -114,7 +126,17 @@ class ErfPass:
         found, skipped = erf_pass(
             model, x, layers, geometry, progress=plan.options.progress and plan.leader
         )
-        return ErfInput(found, skipped, time.perf_counter() - began)
+        layers = {
+            name: ErfInput(
+                map=v["map"],
+                centre=(float(v["centre"][0]), float(v["centre"][1])),
+                branch=v["branch"],
+                position=v["note"],
+            )
+            for name, v in found.items()
+        }
+        layers |= {name: ErfInput(reason=reason) for name, reason in skipped.items()}
+        return ErfPassResult(layers, time.perf_counter() - began)
 
 
 class ImportancePass:
@@ -124,14 +146,29 @@ class ImportancePass:
 
     def run(
         self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor, units: Mapping[str, Any]
-    ) -> GateInput:
+    ) -> ImportancePassResult:
         began = time.perf_counter()
         try:
             found = importance_pass(model, x, units, labels)
         except ValueError as exc:
-            return GateInput(units=units, problem=str(exc), seconds=time.perf_counter() - began)
+            return ImportancePassResult(
+                units=units, problem=str(exc), seconds=time.perf_counter() - began
+            )
         logits = found.pop("logits")
-        return GateInput(found, units, logits, seconds=time.perf_counter() - began)
+        kinds = {
+            kind: GateInput(
+                raw=v["raw"],
+                ablation=AblationInput(
+                    layers=tuple(v["ablation"]["layers"]),
+                    units=v["ablation"]["units"],
+                    gradient=v["ablation"]["gradient"],
+                    delta=v["ablation"]["delta"],
+                    images=v["ablation"]["images"],
+                ),
+            )
+            for kind, v in found.items()
+        }
+        return ImportancePassResult(kinds, units, logits, seconds=time.perf_counter() - began)
 
 
 class PruningPass:
@@ -140,11 +177,15 @@ class PruningPass:
     name = "pruning"
 
     def run(
-        self, model: nn.Module, x: torch.Tensor, gates: GateInput, layers: Mapping[str, LayerInput]
-    ) -> PruningInput:
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        gates: ImportancePassResult,
+        layers: Mapping[str, LayerInput],
+    ) -> PruningPassResult:
         began = time.perf_counter()
         importance = REGISTRY["importance"]().compute(AnalysisInputs(layers, gates=gates.kinds))
-        curves: dict[str, Any] = {}
+        curves: dict[str, PruningInput] = {}
         notes: dict[str, str] = {}
         for kind in gates.kinds:
             broken = [p for p in gates.units[kind] if p not in importance.layers]
@@ -153,14 +194,16 @@ class PruningPass:
                 continue
             ranked = sorted(
                 (float(v), path, unit)
-                for path, values in importance.layers.items()
-                if values["kind"] == kind
-                for unit, v in enumerate(values["normalised"])
+                for path, layer in importance.layers.items()
+                if layer.kind == kind
+                for unit, v in enumerate(layer.normalised)
             )
             order = [(path, unit) for _, path, unit in ranked]
             curve = pruning_pass(model, x, kind, gates.units[kind], order, full=gates.logits)
-            curves[kind] = {**curve, "units": len(order)}
-        return PruningInput(curves, notes, time.perf_counter() - began)
+            curves[kind] = PruningInput(
+                curve["fractions"], curve["agreement"], curve["kl"], units=len(order)
+            )
+        return PruningPassResult(curves, notes, time.perf_counter() - began)
 
 
 def run_analyses(
@@ -172,7 +215,7 @@ def run_analyses(
         Seconds per pass (``receptive_field``, ``importance``, ``pruning``, ``analyzers``).
     """
     layers = layer_inputs(capture.state)
-    erf, gates, pruning = ErfInput(), GateInput(), PruningInput()
+    erf, gates, pruning = ErfPassResult(), ImportancePassResult(), PruningPassResult()
     timings: dict[str, float] = {}
     if plan.passes:
         x, _, labels = next(plan.images.batches(plan.gradient_images))
@@ -188,9 +231,7 @@ def run_analyses(
             pruning = PruningPass().run(model, x, gates, layers)
             timings["pruning"] = pruning.seconds
     began = time.perf_counter()
-    inputs = AnalysisInputs(
-        layers, erf=erf.for_analyzers(), gates=gates.kinds, pruning=pruning.curves
-    )
+    inputs = AnalysisInputs(layers, erf=erf.layers, gates=gates.kinds, pruning=pruning.curves)
     for name in plan.analyses:
         result = REGISTRY[name]().compute(inputs)
         notes = dict(result.notes)

@@ -16,7 +16,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .._errors import RunFileError
+from .._errors import AnalysisNotFoundError, RunFileError
+from ..analyzers import REGISTRY, AnalysisResult, ResultSchemaError
 from ._encode import decode_name, encode_name, read_attrs, read_tree
 from ._heap import global_heap_problem
 from ._schema import ENCODING_TYPE, ENCODING_VERSION, JSON_ATTRS, SCHEMA_VERSION, TYPE
@@ -66,7 +67,9 @@ class Run:
         sample_ids: Image ids in the order they were processed.
         labels: Their labels (``-1`` when unknown).
         layers: Captured layers in model order.
-        analysis: Analyzer results by name: nested dicts of arrays and attributes.
+        analysis: Analyzer results by name as stored: nested dicts of arrays and
+            attributes (``params`` decoded), for forensic reading; :meth:`result` gives
+            the typed result.
     """
 
     path: Path
@@ -81,11 +84,61 @@ class Run:
     def model(self) -> str:
         return str(self.meta.get("model", ""))
 
+    def result(self, name: str) -> AnalysisResult:
+        """The typed result of analyzer ``name`` (``DistanceResult``, ...), rebuilt from
+        the stored tree through the analyzer registry.
+
+        Raises:
+            AnalysisNotFoundError: The run holds no such analysis (the message lists
+                the ones it holds).
+            RunFileError: The result was written by a newer analyzer version than the
+                installed one, or does not match its schema.
+        """
+        tree = self.analysis.get(name)
+        held = ", ".join(self.analysis) or "none"
+        if tree is None:
+            known = "" if name in REGISTRY else f" (analyzers: {', '.join(REGISTRY)})"
+            raise AnalysisNotFoundError(
+                f"{self.path} holds no {name!r} analysis{known}; it holds: {held}"
+            )
+        if name not in REGISTRY:
+            raise RunFileError(
+                f"{self.path} holds a {name!r} analysis that this inspector does not know "
+                f"(analyzers: {', '.join(REGISTRY)}); upgrade inspector to read it"
+            )
+        stored = str(tree.get("analyzer_version", ""))
+        installed = REGISTRY.version(name)
+        stored_key = _version_key(stored)
+        if stored_key is None:
+            raise RunFileError(f"{self.path}: analysis {name!r} has no valid analyzer_version")
+        if stored_key > (_version_key(installed) or ()):
+            raise RunFileError(
+                f"{self.path}: analysis {name!r} was written by analyzer version {stored}, "
+                f"newer than this inspector's {installed}; upgrade inspector to read it"
+            )
+        params = tree.get("params")
+        try:
+            return REGISTRY.result_type(name).from_tree(
+                tree, params if isinstance(params, dict) else {}, stored
+            )
+        except ResultSchemaError as exc:
+            raise RunFileError(
+                f"{self.path}: analysis {name!r} does not match its schema ({exc})"
+            ) from exc
+
     def attention_layers(self) -> list[Layer]:
         return [layer for layer in self.layers.values() if layer.kind == "attention"]
 
     def channel_layers(self) -> list[Layer]:
         return [layer for layer in self.layers.values() if layer.kind == "channel"]
+
+
+def _version_key(version: str) -> tuple[int, ...] | None:
+    """``"1.2"`` as ``(1, 2)``; ``None`` when it is not dot-separated integers."""
+    try:
+        return tuple(int(part) for part in version.split("."))
+    except ValueError:
+        return None
 
 
 def _check_version(path: Path, node: h5py.File) -> None:

@@ -8,6 +8,8 @@ are HDF5 names with ``%``, ``/`` and NUL percent-encoded (``_encode.encode_name`
 
 from __future__ import annotations
 
+from .._axes import AXES, DIM_LABELS
+
 __all__ = [
     "ACCUMULATOR_DIMS",
     "AXES",
@@ -25,13 +27,6 @@ SCHEMA_VERSION = "1.0"
 
 ENCODING_TYPE = "encoding-type"
 ENCODING_VERSION = "encoding-version"
-
-AXES = ("sample", "token", "channel", "head", "query", "key", "layer", "window", "unit", "step")
-"""The one axis vocabulary (DESIGN.md §6, STYLE rule 10)."""
-
-DIM_LABELS = (*AXES, "y", "x", "feature", "group")
-"""Every HDF5 dimension label a run file may carry: :data:`AXES`, plus ``y``/``x`` for
-pixel maps and ``feature``/``group`` for the columns of accumulator states."""
 
 TYPE = {
     "root": "inspector-run",

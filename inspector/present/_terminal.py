@@ -9,11 +9,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from .._errors import RunFileError
+from ..store import Run, read_run
+from ._rows import RunResults, agreement_text, layer_rows
 
-from .store import Run, read_run
-
-__all__ = ["describe", "describe_models", "layer_rows", "print_summary"]
+__all__ = ["describe", "describe_models", "print_summary"]
 
 
 def _num(value: Any, digits: int = 1) -> str:
@@ -24,71 +24,52 @@ def _num(value: Any, digits: int = 1) -> str:
     return "-" if math.isnan(number) else f"{number:.{digits}f}"
 
 
-def layer_rows(run: Run) -> list[dict[str, Any]]:
-    """One row per layer: distance, ERF, redundancy, in model order (also for reports)."""
-    distance = run.analysis.get("attention_distance", {}).get("layers", {})
-    erf = run.analysis.get("receptive_field", {}).get("layers", {})
-    heads = run.analysis.get("head_redundancy", {}).get("layers", {})
-    channels = run.analysis.get("channel_redundancy", {}).get("layers", {})
-    names = list(run.layers)
-    names += [n for n in erf if n not in run.layers]
-    # Interleave ERF-only layers (blocks) with captured ones, in the model's own order.
-    order = {n: i for i, n in enumerate(run.meta.get("module_order", []))}
-    names.sort(key=lambda n: order.get(n, len(order)))
-    rows = []
-    for name in names:
-        layer = run.layers.get(name)
-        d = distance.get(name, {})
-        mean = np.asarray(d.get("mean", [np.nan]), dtype=float)
-        redundancy = heads.get(name, channels.get(name, {}))
-        rows.append(
-            {
-                "layer": name,
-                "kind": layer.kind if layer else erf.get(name, {}).get("branch", "erf"),
-                "units": (layer.attrs.get("heads") or layer.attrs.get("channels")) if layer else "",
-                "distance": float(np.nanmean(mean)) if np.isfinite(mean).any() else math.nan,
-                "distance_min": float(np.nanmin(mean)) if np.isfinite(mean).any() else math.nan,
-                "distance_max": float(np.nanmax(mean)) if np.isfinite(mean).any() else math.nan,
-                "erf_distance": erf.get(name, {}).get("mean_distance", math.nan),
-                "erf_radius_50": erf.get(name, {}).get("radius_50", math.nan),
-                "redundancy": redundancy.get("redundancy", math.nan),
-            }
-        )
-    return rows
-
-
 def print_summary(run: Run) -> None:
-    rows = layer_rows(run)
+    """The per-layer table and the pruning lines of a run, on stdout."""
+    results = RunResults.of(run)
     header = (
         f"{'layer':<28} {'kind':<9} {'units':>5} {'MAD px (min-max)':>20} "
         f"{'ERF px':>7} {'r50':>6} {'redund':>6}"
     )
     print(header)
     print("-" * len(header))
-    for row in rows:
-        if all(math.isnan(float(row[k])) for k in ("distance", "erf_distance", "redundancy")):
+    for row in layer_rows(run, results):
+        if all(math.isnan(v) for v in (row.distance, row.erf_distance, row.redundancy)):
             continue
-        low, high = _num(row["distance_min"], 0), _num(row["distance_max"], 0)
-        spread = "-" if math.isnan(row["distance"]) else f"{_num(row['distance'])} ({low}-{high})"
+        low, high = _num(row.distance_min, 0), _num(row.distance_max, 0)
+        spread = "-" if math.isnan(row.distance) else f"{_num(row.distance)} ({low}-{high})"
         print(
-            f"{row['layer'][:28]:<28} {row['kind']:<9} {row['units']!s:>5} {spread:>20} "
-            f"{_num(row['erf_distance']):>7} {_num(row['erf_radius_50']):>6} "
-            f"{_num(row['redundancy'], 2):>6}"
+            f"{row.layer[:28]:<28} {row.kind:<9} {row.units:>5} {spread:>20} "
+            f"{_num(row.erf_distance):>7} {_num(row.erf_radius_50):>6} "
+            f"{_num(row.redundancy, 2):>6}"
         )
-    pruning = run.analysis.get("pruning_curve", {}).get("summary", {})
-    checks = run.analysis.get("importance", {}).get("summary", {})
-    for kind, data in pruning.items():
-        fraction = float(data.get("prunable_fraction", math.nan))
-        units = data.get("units")
-        line = f"{kind}: {fraction:.0%} removable at >= 99% top-1 agreement ({units} units)"
-        check = checks.get(kind, {})
-        rho = float(check.get("spearman_vs_ablation", math.nan))
-        if not math.isnan(rho):
+    if results.pruning is None:
+        return
+    threshold = agreement_text(results.pruning.threshold)
+    checks = results.importance.summary if results.importance else {}
+    for kind, curve in results.pruning.summary.items():
+        line = (
+            f"{kind}: {curve.prunable_fraction:.0%} removable at >= {threshold} top-1 "
+            f"agreement ({curve.units} units)"
+        )
+        check = checks.get(kind)
+        if check is not None and not math.isnan(check.spearman_vs_ablation):
             line += (
-                f"; gate gradient vs true ablation: Spearman {rho:.2f} "
-                f"over {check.get('ablation_units')} units"
+                f"; gate gradient vs true ablation: Spearman {check.spearman_vs_ablation:.2f} "
+                f"over {check.ablation_units} units"
             )
         print(line)
+
+
+def _unreadable(run: Run) -> list[str]:
+    """Why each analysis this inspector cannot read (a newer analyzer version, ...) is so."""
+    problems = []
+    for name in run.analysis:
+        try:
+            run.result(name)
+        except RunFileError as exc:
+            problems.append(str(exc).removeprefix(f"{run.path}: "))
+    return problems
 
 
 def describe(path: str | Path) -> str:
@@ -112,6 +93,7 @@ def describe(path: str | Path) -> str:
         f"layers:    {len(attention)} attention (geometry: {geometry or 'none'}), "
         f"{len(channels)} channel",
         f"analyses:  {', '.join(run.analysis) or 'none'}",
+        *(f"           {problem}" for problem in _unreadable(run)),
         f"created:   {meta.get('created')} with inspector {meta.get('tool_version')}, "
         f"timm {meta.get('timm_version')}, torch {meta.get('torch_version')}",
     ]
@@ -163,7 +145,7 @@ def describe_models(pattern: str, *, inspect_up_to: int = 12) -> str:
     """
     import timm
 
-    from ._models import resolve_model_name
+    from .._models import resolve_model_name
 
     names = [n for n in timm.list_models() if fnmatch.fnmatchcase(n, pattern)]
     header = f"{len(names)} timm architecture(s) match {pattern!r}:"

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,11 @@ import numpy as np
 
 import reports
 
-from ._images import builtin_images_dir
-from ._summary import layer_rows
-from .store import Run
+from .. import __version__
+from .._images import builtin_images_dir
+from ..analyzers import ErfLayer
+from ..store import Run
+from ._rows import RunResults, agreement_text, in_model_order, layer_rows
 
 __all__ = ["compare_view", "run_view", "write_compare_report", "write_run_report"]
 
@@ -43,13 +46,10 @@ _NOTES = (
 )
 
 
-def _depths(run: Run, names: Sequence[str]) -> dict[str, float]:
+def _depths(run: Run, erf: Mapping[str, ErfLayer], names: Sequence[str]) -> dict[str, float]:
     """Depth as a fraction of the network: blocks passed so far / all blocks."""
     order = {n: i for i, n in enumerate(run.meta.get("module_order", []))}
-    erf = run.analysis.get("receptive_field", {}).get("layers", {})
-    anchors = sorted(
-        order.get(n, 0) for n, v in erf.items() if v.get("branch") in ("block", "conv")
-    )
+    anchors = sorted(order.get(n, 0) for n, v in erf.items() if v.branch in ("block", "conv"))
     total = max(len(order), 1)
     out = {}
     for name in names:
@@ -125,35 +125,21 @@ def _weights(run: Run) -> reports.WeightsInfo:
     return reports.WeightsInfo(shown, str(run.meta.get("weights_reason", "")), detail)
 
 
-def _in_model_order(run: Run, layers: dict[str, Any]) -> dict[str, Any]:
-    """HDF5 lists groups sorted as strings (``blocks.10`` before ``blocks.2``)."""
-    order = {n: i for i, n in enumerate(run.meta.get("module_order", []))}
-    return dict(sorted(layers.items(), key=lambda item: (order.get(item[0], len(order)), item[0])))
-
-
-def _layers(run: Run, analysis: str) -> dict[str, Any]:
-    return _in_model_order(run, run.analysis.get(analysis, {}).get("layers", {}))
-
-
-def _sections(run: Run) -> dict[str, Any]:
-    names = [*run.layers, *run.analysis.get("receptive_field", {}).get("layers", {})]
-    depth = _depths(run, names)
-    distance = _layers(run, "attention_distance")
-    erf = _layers(run, "receptive_field")
-    heads = _layers(run, "head_redundancy")
-    channels = _layers(run, "channel_redundancy")
-    importance = _layers(run, "importance")
-    pruning = run.analysis.get("pruning_curve", {}).get("summary", {})
+def _sections(run: Run, results: RunResults) -> dict[str, Any]:
+    erf_layers = results.erf.layers if results.erf else {}
+    depth = _depths(run, erf_layers, [*run.layers, *erf_layers])
+    distance = in_model_order(run, dict(results.distance.layers) if results.distance else {})
+    erf = in_model_order(run, dict(erf_layers))
+    heads = in_model_order(run, dict(results.heads.layers) if results.heads else {})
+    channels = in_model_order(run, dict(results.channels.layers) if results.channels else {})
+    importance = in_model_order(run, dict(results.importance.layers) if results.importance else {})
+    pruning = results.pruning.summary if results.pruning else {}
+    threshold = results.pruning.threshold if results.pruning else math.nan
     series = {"block": "block output", "attention": "attention branch", "conv": "convolution"}
     out: dict[str, Any] = {
         "attention_distance": tuple(
             reports.AttentionDistance(
-                name,
-                depth[name],
-                np.asarray(v["mean"]),
-                _float(v.get("uniform")),
-                np.asarray(v["std"]),
-                bool(v.get("windowed", False)),
+                name, depth[name], v.mean, _float(v.uniform), v.std, v.windowed
             )
             for name, v in distance.items()
         ),
@@ -161,12 +147,12 @@ def _sections(run: Run) -> dict[str, Any]:
             reports.ErfLayer(
                 name,
                 depth[name],
-                float(v["mean_distance"]),
-                _float(v.get("radius_50")),
-                _float(v.get("radius_90")),
-                series.get(str(v.get("branch")), "ERF"),
-                np.asarray(v["map"]),
-                tuple(np.asarray(v["centre"]).tolist()),
+                float(v.mean_distance),
+                _float(v.radius_50),
+                _float(v.radius_90),
+                series.get(v.branch, "ERF"),
+                v.map,
+                v.centre,
             )
             for name, v in erf.items()
         ),
@@ -175,10 +161,10 @@ def _sections(run: Run) -> dict[str, Any]:
                 name,
                 depth[name],
                 kind,
-                int(v["units"]),
-                float(v["effective_units"]),
-                float(v["mean_similarity"]),
-                _float(v.get("mean_max_similarity")),
+                int(v.units),
+                float(v.effective_units),
+                float(v.mean_similarity),
+                _float(v.mean_max_similarity),
                 measure,
             )
             for kind, measure, source in (
@@ -186,23 +172,24 @@ def _sections(run: Run) -> dict[str, Any]:
                 ("channel", "|Pearson r|", channels),
             )
             for name, v in source.items()
-            if _float(v.get("effective_units")) is not None
+            if _float(v.effective_units) is not None
         ),
         "similarity": tuple(
-            reports.SimilarityMatrix(name, "head", np.nan_to_num(v["cka"]), "debiased CKA")
+            reports.SimilarityMatrix(name, "head", np.nan_to_num(v.cka), "debiased CKA")
             for name, v in heads.items()
         ),
         "importance": tuple(
-            reports.ImportanceLayer(name, depth.get(name, 0.0), _KIND[v["kind"]], v["normalised"])
+            reports.ImportanceLayer(name, depth.get(name, 0.0), _KIND[v.kind], v.normalised)
             for name, v in importance.items()
         ),
         "pruning": tuple(
             reports.PruningCurve(
                 _KIND[kind],
-                np.asarray(v["fractions"]),
-                np.asarray(v["agreement"]),
-                np.asarray(v["kl"]),
-                _float(v.get("prunable_fraction")),
+                v.fractions,
+                v.agreement,
+                v.kl,
+                _float(v.prunable_fraction),
+                threshold=threshold,
             )
             for kind, v in pruning.items()
         ),
@@ -223,10 +210,15 @@ def _findings(run: Run, sections: dict[str, Any]) -> tuple[str, ...]:
             f"(< {LOCAL * item.uniform_distance:.0f} px), {wide} global "
             f"(> {GLOBAL * item.uniform_distance:.0f} px)"
         )
-    pruning = {c.kind: c.max_removable for c in sections["pruning"]}
-    if pruning:
-        parts = [f"{v:.0%} of {k}s" for k, v in pruning.items() if v is not None]
-        found.append(f"{' vs '.join(parts)} can be removed at 99 % top-1 agreement")
+    curves = sections["pruning"]
+    if curves:
+        parts = [
+            f"{c.max_removable:.0%} of {c.kind}s" for c in curves if c.max_removable is not None
+        ]
+        found.append(
+            f"{' vs '.join(parts)} can be removed at {agreement_text(curves[0].threshold)} "
+            "top-1 agreement"
+        )
     erf = [e for e in sections["erf"] if e.series != "attention branch"]
     if len(erf) > 1:
         found.append(
@@ -246,8 +238,8 @@ def _findings(run: Run, sections: dict[str, Any]) -> tuple[str, ...]:
     return tuple(found)
 
 
-def _table(run: Run) -> reports.Table:
-    rows = layer_rows(run)
+def _table(run: Run, results: RunResults) -> reports.Table:
+    rows = layer_rows(run, results)
     columns = (
         "layer",
         "kind",
@@ -259,19 +251,18 @@ def _table(run: Run) -> reports.Table:
         "r50 px",
         "redundancy",
     )
-    keys = (
-        "layer",
-        "kind",
-        "units",
-        "distance",
-        "distance_min",
-        "distance_max",
-        "erf_distance",
-        "erf_radius_50",
-        "redundancy",
-    )
     cells = tuple(
-        tuple(_float(r[k]) if k not in ("layer", "kind", "units") else str(r[k]) for k in keys)
+        (
+            r.layer,
+            r.kind,
+            r.units,
+            _float(r.distance),
+            _float(r.distance_min),
+            _float(r.distance_max),
+            _float(r.erf_distance),
+            _float(r.erf_radius_50),
+            _float(r.redundancy),
+        )
         for r in rows
     )
     return reports.Table("per-layer numbers", columns, cells, "one row per captured or ERF layer")
@@ -279,7 +270,8 @@ def _table(run: Run) -> reports.Table:
 
 def run_view(run: Run) -> reports.RunReport:
     """The run report's view model, from the run file alone (images re-read for overlays)."""
-    sections = _sections(run)
+    results = RunResults.of(run)
+    sections = _sections(run, results)
     meta = run.meta
     warnings = []
     if not run.complete:
@@ -292,9 +284,7 @@ def run_view(run: Run) -> reports.RunReport:
             "their metrics are not reported"
         )
     notes = {
-        name: note
-        for result in run.analysis.values()
-        for name, note in result.get("notes", {}).items()
+        name: note for analysis in run.analysis for name, note in run.result(analysis).notes.items()
     }
     warnings += [f"{name}: {note}" for name, note in list(notes.items())[:6]]
     timings = meta.get("timings") if isinstance(meta.get("timings"), dict) else {}
@@ -319,7 +309,7 @@ def run_view(run: Run) -> reports.RunReport:
         findings=_findings(run, sections),
         attention_maps=_gallery(run, {}),
         notes=_NOTES,
-        tables=(_table(run),),
+        tables=(_table(run, results),),
         **sections,
     )
 
@@ -338,7 +328,7 @@ def compare_view(runs: Sequence[Run]) -> reports.CompareReport:
         if label in labels:
             label = f"{label} ({run.meta.get('weights_source')}, {run.path.name})"
         labels.add(label)
-        sections = _sections(run)
+        sections = _sections(run, RunResults.of(run))
         items.append(
             reports.CompareRun(
                 label,
@@ -350,7 +340,13 @@ def compare_view(runs: Sequence[Run]) -> reports.CompareReport:
                 sections["pruning"],
             )
         )
-    return reports.CompareReport(tuple(items), findings=_compare_findings(items), notes=_NOTES)
+    return reports.CompareReport(
+        tuple(items),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        tool_version=__version__,
+        findings=_compare_findings(items),
+        notes=_NOTES,
+    )
 
 
 def _compare_findings(items: Sequence[reports.CompareRun]) -> tuple[str, ...]:
@@ -375,7 +371,8 @@ def _compare_findings(items: Sequence[reports.CompareRun]) -> tuple[str, ...]:
             if c.max_removable is not None
         ]
         if removable:
-            parts.append(" and ".join(removable) + " removable at 99 % agreement")
+            threshold = agreement_text(item.pruning[0].threshold)
+            parts.append(" and ".join(removable) + f" removable at {threshold} agreement")
         if parts:
             found.append(f"{item.label}: " + "; ".join(parts))
     return tuple(found)

@@ -1,0 +1,140 @@
+"""What the report and the terminal share: a run's typed results, per-layer rows, and the
+wording of numbers that come from parameters."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+
+from ..analyzers import (
+    AnalysisResult,
+    ChannelRedundancyResult,
+    DistanceResult,
+    EntropyResult,
+    ErfResult,
+    HeadRedundancyResult,
+    ImportanceResult,
+    PruningCurveResult,
+)
+from ..store import Run
+
+__all__ = ["LayerRow", "RunResults", "agreement_text", "in_model_order", "layer_rows"]
+
+R = TypeVar("R", bound=AnalysisResult)
+
+
+def _optional(run: Run, result_type: type[R]) -> R | None:
+    """The run's result of ``result_type``'s analyzer, or ``None`` when it did not run."""
+    if result_type.analyzer not in run.analysis:
+        return None
+    result = run.result(result_type.analyzer)
+    if not isinstance(result, result_type):
+        raise TypeError(f"{result_type.analyzer} gave a {type(result).__name__}")
+    return result
+
+
+@dataclass(frozen=True)
+class RunResults:
+    """The typed results a run holds; ``None`` for an analysis that did not run."""
+
+    distance: DistanceResult | None
+    entropy: EntropyResult | None
+    erf: ErfResult | None
+    heads: HeadRedundancyResult | None
+    channels: ChannelRedundancyResult | None
+    importance: ImportanceResult | None
+    pruning: PruningCurveResult | None
+
+    @classmethod
+    def of(cls, run: Run) -> RunResults:
+        return cls(
+            distance=_optional(run, DistanceResult),
+            entropy=_optional(run, EntropyResult),
+            erf=_optional(run, ErfResult),
+            heads=_optional(run, HeadRedundancyResult),
+            channels=_optional(run, ChannelRedundancyResult),
+            importance=_optional(run, ImportanceResult),
+            pruning=_optional(run, PruningCurveResult),
+        )
+
+
+def agreement_text(threshold: float) -> str:
+    """A top-1 agreement threshold as the report and the terminal write it (``99 %``)."""
+    return f"{threshold * 100:.3g} %"
+
+
+def in_model_order(run: Run, layers: dict[str, Any]) -> dict[str, Any]:
+    """``layers`` in the model's module order (names it does not list last, by name)."""
+    order = {n: i for i, n in enumerate(run.meta.get("module_order", []))}
+    return dict(sorted(layers.items(), key=lambda item: (order.get(item[0], len(order)), item[0])))
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    """One row of the per-layer table (terminal and report).
+
+    Attributes:
+        layer: Module path.
+        kind: ``attention``, ``channel``, or the ERF branch of an ERF-only layer.
+        units: Heads or channels, as text (empty for ERF-only layers).
+        distance: Mean over heads of the mean attention distance (px); NaN if none.
+        distance_min: Its smallest head.
+        distance_max: Its largest head.
+        erf_distance: ERF mean distance (px).
+        erf_radius_50: ERF radius holding 50 % of the mass (px).
+        redundancy: Head or channel redundancy (``1 − effective / units``).
+    """
+
+    layer: str
+    kind: str
+    units: str
+    distance: float
+    distance_min: float
+    distance_max: float
+    erf_distance: float
+    erf_radius_50: float
+    redundancy: float
+
+
+def layer_rows(run: Run, results: RunResults | None = None) -> list[LayerRow]:
+    """One row per captured or ERF layer, in model order: distance, ERF, redundancy."""
+    results = RunResults.of(run) if results is None else results
+    distance = results.distance.layers if results.distance else {}
+    erf = results.erf.layers if results.erf else {}
+    heads = results.heads.layers if results.heads else {}
+    channels = results.channels.layers if results.channels else {}
+    names = list(run.layers)
+    names += [n for n in erf if n not in run.layers]
+    # Interleave ERF-only layers (blocks) with captured ones, in the model's own order.
+    order = {n: i for i, n in enumerate(run.meta.get("module_order", []))}
+    names.sort(key=lambda n: order.get(n, len(order)))
+    rows = []
+    nan = math.nan
+    for name in names:
+        layer = run.layers.get(name)
+        mean = np.asarray(distance[name].mean if name in distance else [nan], dtype=float)
+        measured = bool(np.isfinite(mean).any())
+        receptive = erf.get(name)
+        redundancy = heads.get(name) or channels.get(name)
+        if layer is not None:
+            kind = layer.kind
+            units = str(layer.attrs.get("heads") or layer.attrs.get("channels"))
+        else:
+            kind, units = (receptive.branch if receptive else "erf"), ""
+        rows.append(
+            LayerRow(
+                layer=name,
+                kind=kind,
+                units=units,
+                distance=float(np.nanmean(mean)) if measured else nan,
+                distance_min=float(np.nanmin(mean)) if measured else nan,
+                distance_max=float(np.nanmax(mean)) if measured else nan,
+                erf_distance=receptive.mean_distance if receptive else nan,
+                erf_radius_50=receptive.radius_50 if receptive else nan,
+                redundancy=redundancy.redundancy if redundancy else nan,
+            )
+        )
+    return rows
