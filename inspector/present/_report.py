@@ -12,7 +12,7 @@ import numpy as np
 
 import reports
 
-from .. import __version__
+from .._version import __version__
 from .._images import builtin_images_dir
 from ..analyzers import ErfLayer
 from ..store import Run
