@@ -17,6 +17,9 @@ from ._gradients import ImportanceLayer as ImportanceLayer
 from ._gradients import ImportanceResult as ImportanceResult
 from ._gradients import PruningCurveResult as PruningCurveResult
 from ._gradients import PruningKind as PruningKind
+from ._intervals import IntervalSpec as IntervalSpec
+from ._intervals import bootstrap as bootstrap
+from ._intervals import bootstrap_mean as bootstrap_mean
 from ._record import AnalysisResult as AnalysisResult
 from ._record import Record as Record
 from ._record import ResultSchemaError as ResultSchemaError
@@ -54,6 +57,7 @@ __all__ = [
     "HeadRedundancyResult",
     "ImportanceLayer",
     "ImportanceResult",
+    "IntervalSpec",
     "LayerInput",
     "PruningCurveResult",
     "PruningInput",
@@ -61,5 +65,7 @@ __all__ = [
     "Record",
     "RedundancyStats",
     "ResultSchemaError",
+    "bootstrap",
+    "bootstrap_mean",
     "results_schema_markdown",
 ]

@@ -12,8 +12,8 @@ import numpy as np
 
 import reports
 
-from .._version import __version__
 from .._images import builtin_images_dir
+from .._version import __version__
 from ..analyzers import ErfLayer
 from ..store import Run
 from ._rows import RunResults, agreement_text, in_model_order, layer_rows
