@@ -6,7 +6,7 @@ Run from the repository root with the project's virtualenv:
     .venv/bin/python docs/make_results_schema.py --check  # exit 1 if it is out of date
 
 The section lies between ``<!-- results:begin -->`` and ``<!-- results:end -->``; its text
-is :func:`inspector.analyzers.results_schema_markdown` (tests/test_store.py checks it).
+is :func:`inspector.analyzers.results_schema_markdown` (tests/unit/test_store.py checks it).
 """
 
 from __future__ import annotations

@@ -13,6 +13,11 @@ from ._errors import ViewError as ViewError
 from ._render import render_compare_report as render_compare_report
 from ._render import render_run_report as render_run_report
 from ._render import write_report as write_report
+from ._sections import SectionList as SectionList
+from ._sections import SectionSpec as SectionSpec
+from ._sections import no_context as no_context
+from ._sections_compare import COMPARE_SECTIONS as COMPARE_SECTIONS
+from ._sections_run import RUN_SECTIONS as RUN_SECTIONS
 from ._view import AttentionDistance as AttentionDistance
 from ._view import AttentionMaps as AttentionMaps
 from ._view import AttentionSample as AttentionSample
@@ -29,6 +34,8 @@ from ._view_compare import CompareReport as CompareReport
 from ._view_compare import CompareRun as CompareRun
 
 __all__ = [
+    "COMPARE_SECTIONS",
+    "RUN_SECTIONS",
     "AttentionDistance",
     "AttentionMaps",
     "AttentionSample",
@@ -41,10 +48,13 @@ __all__ = [
     "ReportError",
     "RunHeader",
     "RunReport",
+    "SectionList",
+    "SectionSpec",
     "SimilarityMatrix",
     "Table",
     "ViewError",
     "WeightsInfo",
+    "no_context",
     "render_compare_report",
     "render_run_report",
     "write_report",

@@ -3,8 +3,25 @@
 from ._reader import Layer as Layer
 from ._reader import Run as Run
 from ._reader import read_run as read_run
+from ._schema import DIM_LABELS as DIM_LABELS
+from ._schema import ENCODING_TYPE as ENCODING_TYPE
+from ._schema import ENCODING_VERSION as ENCODING_VERSION
+from ._schema import JSON_ATTRS as JSON_ATTRS
 from ._schema import SCHEMA_VERSION as SCHEMA_VERSION
+from ._schema import TYPE as TYPE
 from ._writer import RunWriter as RunWriter
 from ._writer import partial_path as partial_path
 
-__all__ = ["SCHEMA_VERSION", "Layer", "Run", "RunWriter", "partial_path", "read_run"]
+__all__ = [
+    "DIM_LABELS",
+    "ENCODING_TYPE",
+    "ENCODING_VERSION",
+    "JSON_ATTRS",
+    "SCHEMA_VERSION",
+    "TYPE",
+    "Layer",
+    "Run",
+    "RunWriter",
+    "partial_path",
+    "read_run",
+]

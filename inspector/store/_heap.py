@@ -4,7 +4,7 @@ Variable-length strings (every text attribute of a run file) live in global heap
 collections. libhdf5 parses a collection by walking its objects, each step moving past
 the object's declared size; a damaged free-space entry of size zero makes that walk
 stand still, and the first string read never returns (found by the reader's fuzzer:
-tests/test_fuzz.py). C code cannot be interrupted from Python, so the collections are
+tests/robustness/test_fuzz.py). C code cannot be interrupted from Python, so the collections are
 walked here first, the same way, and a file whose walk would not end is refused.
 
 Format: HDF5 file format specification, "III.E. Disk Format: Level 1E - Global Heap".

@@ -1,7 +1,7 @@
 """Regenerate the golden run file of the current schema version (read back by tests).
 
 A golden file is written once per released schema version and then never regenerated
-for that version: ``tests/test_golden.py`` reads it with the current reader, so a
+for that version: ``tests/unit/test_golden.py`` reads it with the current reader, so a
 reader or schema change that breaks old files fails the tests. Regenerate only when
 the schema version changes (write a new file next to the old ones and keep them)::
 
@@ -19,8 +19,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from inspector._api import analyze
-from inspector._options import AnalyzeOptions
+from inspector import AnalyzeOptions, analyze
 from inspector.store import SCHEMA_VERSION
 
 HERE = Path(__file__).resolve().parent

@@ -1,9 +1,9 @@
-"""Child process of ``tests/test_faults.py``: a small run that announces each finished
+"""Child process of ``tests/robustness/test_faults.py``: a small run that announces each finished
 batch on stdout and, after batch 2, waits until a "go" file appears (or 120 s pass), so
 that the parent can stop it at a known point.
 
-    python tests/fault_child.py api OUT GO    # inspector.analyze(...), checkpoint every batch
-    python tests/fault_child.py cli OUT GO    # the real CLI (`inspector analyze ...`)
+    python tests/support/fault_child.py api OUT GO  # inspector.analyze(...), checkpoint each batch
+    python tests/support/fault_child.py cli OUT GO  # the real CLI (`inspector analyze ...`)
 
 Not a test module (no ``test_`` prefix); ``test_faults.py`` imports its settings.
 """
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from inspector._options import AnalyzeOptions
+from inspector import AnalyzeOptions
 
 ANALYSES = ("attention_distance", "attention_entropy", "head_redundancy", "channel_redundancy")
 LAYERS = ("patch_embed.proj", "blocks.0.*", "blocks.5.attn")
@@ -58,13 +58,13 @@ def announcer(go: Path, wait_after: int = 2) -> Any:
 def main(argv: list[str]) -> int:
     mode, out, go = argv[0], argv[1], Path(argv[2])
     if mode == "api":
-        from inspector._api import analyze
+        from inspector import analyze
 
         analyze("test_vit", out=out, options=OPTIONS.replace(_after_batch=announcer(go)))
         return 0
     import dataclasses
 
-    from inspector._cli import main as cli
+    from inspector.cli import main as cli
     from inspector.pipeline import _capture
 
     real = _capture.run_capture_pass

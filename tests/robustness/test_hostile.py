@@ -20,16 +20,15 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import Page
+from support import DATA, Page
 from torch import nn
 
 import hooks
-from inspector import RunFileError
-from inspector._api import analyze
+from inspector import RunFileError, analyze
 from inspector.present import write_compare_report
 from inspector.store import Run, read_run
 
-GOLDEN = Path(__file__).resolve().parent / "data" / "golden-run-1.0.h5"
+GOLDEN = DATA / "golden-run-1.0.h5"
 EVIL_MODEL = "<script>alert('model')</script>Net"
 EVIL_ATTENTION = "<script>alert('layer')</script>"  # a '/' too: one HDF5 name, not two
 EVIL_CONV = "<img src=x onerror=alert(2)>"
@@ -291,8 +290,8 @@ def _heap_collections(data: bytes) -> list[int]:
     return offsets
 
 
-HEAP_LOOP = Path(__file__).resolve().parent / "data" / "golden-run-1.0-heap-loop.bin"
-"""Bytes 2751–4743 of a run file the fuzzer made (tests/test_fuzz.py): the golden file
+HEAP_LOOP = DATA / "golden-run-1.0-heap-loop.bin"
+"""Bytes 2751–4743 of a run file the fuzzer made (tests/robustness/test_fuzz.py): the golden file
 with another part of itself copied over its first global heap collection, leaving a
 free-space entry of size 0 there. libhdf5 walks a collection object by object, and
 that entry makes the walk stand still: reading any string attribute never returned."""
@@ -301,7 +300,7 @@ that entry makes the walk stand still: reading any string attribute never return
 def test_a_global_heap_that_would_hang_libhdf5_is_refused(tmp_path: Path) -> None:
     import subprocess
 
-    golden = (Path(__file__).resolve().parent / "data" / "golden-run-1.0.h5").read_bytes()
+    golden = (DATA / "golden-run-1.0.h5").read_bytes()
     damaged = tmp_path / "heap-loop.h5"
     damaged.write_bytes(golden[:2751] + HEAP_LOOP.read_bytes() + golden[4744:])
     # In a child process: if the check broke, libhdf5's loop would hang this test run.
@@ -323,7 +322,7 @@ def test_a_global_heap_that_would_hang_libhdf5_is_refused(tmp_path: Path) -> Non
 def test_global_heap_walk_accepts_real_files_and_finds_a_standing_walk(tmp_path: Path) -> None:
     from inspector.store._heap import global_heap_problem
 
-    golden = (Path(__file__).resolve().parent / "data" / "golden-run-1.0.h5").read_bytes()
+    golden = (DATA / "golden-run-1.0.h5").read_bytes()
     assert golden.count(b"GCOL") == 3
     path = tmp_path / "run.h5"
     path.write_bytes(golden)

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 from matplotlib.image import imread
-from report_samples import compare_report, vit_report
+from support.report_samples import compare_report, vit_report
 
 from reports import RunReport, WeightsInfo, render_compare_report, render_run_report, write_report
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from inspector import __version__
-from inspector._cli import main
-from inspector._images import builtin_images_dir
+from inspector.cli import main
+from inspector.images import builtin_images_dir
 from inspector.store import read_run
 
 FAST = ["--weights", "random", "--no-report", "--quiet", "--device", "cpu"]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from hooks._accumulate import GroupSums, Moments
-from inspector.analyzers._similarity import (
+from hooks import GroupSums, Moments
+from inspector.metrics import (
     biased_cka_from_moments,
     correlation_from_covariance,
     debiased_cka_from_sums,

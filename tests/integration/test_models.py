@@ -13,11 +13,10 @@ import pytest
 import safetensors.torch
 import timm
 import torch
+from support import REPO
 from timm.models import is_model_pretrained
 
-from inspector import _models
-from inspector._errors import ModelNotFoundError, WeightsError
-from inspector._images import builtin_images_dir, model_transform, open_images
+from inspector import ModelNotFoundError, WeightsError, _models
 from inspector._models import (
     Resolution,
     WeightsInfo,
@@ -25,8 +24,8 @@ from inspector._models import (
     load_weights_file,
     resolve_model_name,
 )
+from inspector.images import builtin_images_dir, model_transform, open_images
 
-REPO = Path(__file__).resolve().parents[1]
 SHARED_VIT_TINY = REPO.parent / "shared" / "weights" / "vit_tiny_patch16_224.safetensors"
 OFFLINE_DECISION_S = 10.0
 

@@ -19,9 +19,12 @@ import jinja2
 import numpy as np
 import pytest
 import tomllib
-from report_samples import EVIL_ID, EVIL_MODEL, cnn_report, compare_report, vit_report
+from support import REPO
+from support.report_samples import EVIL_ID, EVIL_MODEL, cnn_report, compare_report, vit_report
 
 import reports
+from reports import COMPARE_SECTIONS as COMPARE_SPECS
+from reports import RUN_SECTIONS as RUN_SPECS
 from reports import (
     AttentionSample,
     CompareReport,
@@ -31,20 +34,19 @@ from reports import (
     ReportError,
     RunHeader,
     RunReport,
+    SectionList,
+    SectionSpec,
     Table,
     ViewError,
     WeightsInfo,
+    no_context,
     render_compare_report,
     render_run_report,
     write_report,
 )
 from reports._figures import redundancy_figure
 from reports._render import render_sections
-from reports._sections import SectionList, SectionSpec, no_context
-from reports._sections_compare import COMPARE_SECTIONS as COMPARE_SPECS
-from reports._sections_run import RUN_SECTIONS as RUN_SPECS
 
-REPO = Path(__file__).resolve().parents[1]
 RUN_SECTIONS = (
     "findings",
     "distance",
@@ -336,8 +338,8 @@ def test_package_imports_nothing_forbidden() -> None:
     code = textwrap.dedent(
         """
         import sys
-        sys.path[:0] = [{tests!r}, {repo!r}]
-        from report_samples import compare_report
+        sys.path[:0] = [{samples!r}, {repo!r}]
+        from report_samples import compare_report  # not via support/__init__ (torch)
         import reports
         reports.render_compare_report(compare_report())
         bad = [m for m in ("torch", "h5py", "timm", "inspector", "hooks", "matplotlib.pyplot")
@@ -345,7 +347,7 @@ def test_package_imports_nothing_forbidden() -> None:
         assert reports.__file__.startswith({repo!r}), reports.__file__
         print(bad)
         """
-    ).format(tests=str(REPO / "tests"), repo=str(REPO))
+    ).format(samples=str(REPO / "tests" / "support"), repo=str(REPO))
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )

@@ -12,14 +12,19 @@ from typing import Any
 import h5py
 import numpy as np
 import pytest
-from conftest import assert_same_run
+from support import assert_same_run
 
-from inspector import RunFileError
-from inspector._api import analyze
-from inspector._images import builtin_images_dir
-from inspector._options import AnalyzeOptions
-from inspector.store import Run, partial_path, read_run
-from inspector.store._schema import ENCODING_TYPE, ENCODING_VERSION, JSON_ATTRS, SCHEMA_VERSION
+from inspector import AnalyzeOptions, RunFileError, analyze
+from inspector.images import builtin_images_dir
+from inspector.store import (
+    ENCODING_TYPE,
+    ENCODING_VERSION,
+    JSON_ATTRS,
+    SCHEMA_VERSION,
+    Run,
+    partial_path,
+    read_run,
+)
 
 ANALYSES = ("attention_distance", "attention_entropy", "head_redundancy", "channel_redundancy")
 OPTIONS = AnalyzeOptions(

@@ -13,9 +13,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from inspector import _images
-from inspector._errors import ImageError
-from inspector._images import (
+from inspector import ImageError, _images
+from inspector.images import (
     IMAGE_EXTENSIONS,
     ImageSet,
     builtin_images_dir,

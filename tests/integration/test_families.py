@@ -33,8 +33,7 @@ from torch import nn
 
 import hooks
 from hooks.geometry import RULES, Rule, TinyConfig
-from inspector.analyzers._distance import mean_attention_distance
-from inspector.analyzers._geometry import distance_matrix
+from inspector.metrics import distance_matrix, mean_attention_distance
 
 pytestmark = pytest.mark.families
 

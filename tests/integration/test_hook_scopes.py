@@ -10,7 +10,7 @@ from contextlib import AbstractContextManager, contextmanager
 import numpy as np
 import pytest
 import torch
-from conftest import model_input, tiny_model
+from support import model_input, tiny_model
 from torch import nn
 
 import hooks

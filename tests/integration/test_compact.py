@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inspector._api import analyze
+from inspector import analyze
 from inspector.store import _writer
 
 FAST = ("attention_distance", "channel_redundancy", "head_redundancy")

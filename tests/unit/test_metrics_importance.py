@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inspector.analyzers._importance import (
+from inspector.metrics import (
     largest_prunable_fraction,
     normalise_importance,
     rankdata,

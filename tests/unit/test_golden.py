@@ -15,14 +15,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import assert_same
+from support import DATA, assert_same
 
 import inspector
 from inspector.analyzers import REGISTRY, DistanceResult, PruningCurveResult
-from inspector.store import read_run
-from inspector.store._schema import DIM_LABELS, ENCODING_TYPE, ENCODING_VERSION
+from inspector.store import DIM_LABELS, ENCODING_TYPE, ENCODING_VERSION, read_run
 
-DATA = Path(__file__).resolve().parent / "data"
 GOLDEN_1_0 = DATA / "golden-run-1.0.h5"
 ANALYSES = {
     "attention_distance",

@@ -17,13 +17,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import model_input, tiny_model
+from support import model_input, tiny_model
 from torch import nn
 
 import hooks
-from inspector._api import analyze
-from inspector._images import model_transform, open_images
-from inspector._options import AnalyzeOptions
+from inspector import AnalyzeOptions, analyze
 from inspector.analyzers import (
     REGISTRY,
     AnalysisInputs,
@@ -33,10 +31,8 @@ from inspector.analyzers import (
     PruningInput,
     ResultSchemaError,
 )
-from inspector.analyzers._attention import AttentionDistance
-from inspector.analyzers._erf import erf_axis_std
-from inspector.analyzers._gradients import PruningCurve
-from inspector.analyzers._importance import largest_prunable_fraction, spearman
+from inspector.images import model_transform, open_images
+from inspector.metrics import erf_axis_std, largest_prunable_fraction, spearman
 from inspector.pipeline import erf_layers, erf_pass, importance_pass
 
 UNIFORM_14x14_PX = 116.492227  # METRICS.md §1: uniform over 196 patches of 16 px
@@ -183,7 +179,7 @@ def test_dilated_geometry_gets_distances() -> None:
         summaries=summaries,
         distances=distances,
     )
-    result = AttentionDistance().compute(AnalysisInputs({"grid.attn": layer}))
+    result = REGISTRY["attention_distance"]().compute(AnalysisInputs({"grid.attn": layer}))
     values = result.layers["grid.attn"]
     np.testing.assert_allclose(values.mean, [10.0, 10.0])
     # 2×2 tokens 16 px apart: 4 self pairs at 0, 8 at 16, 4 at 16√2.
@@ -525,7 +521,7 @@ def test_prunable_fraction_stops_at_the_first_step_below_threshold() -> None:
     fractions = np.linspace(0, 1, 11)
     agreement = np.array([1, 1, 0.995, 0.98, 1, 1, 1, 0.5, 0.2, 0.1, 0.0])
     curve = PruningInput(fractions, agreement, np.zeros(11), units=10)
-    result = PruningCurve().compute(AnalysisInputs({}, pruning={"heads": curve}))
+    result = REGISTRY["pruning_curve"]().compute(AnalysisInputs({}, pruning={"heads": curve}))
     assert result.summary["heads"].prunable_fraction == pytest.approx(0.2)
     assert largest_prunable_fraction(fractions, np.ones(11)) == 1.0
     assert largest_prunable_fraction(fractions, np.r_[0.9, np.ones(10)]) == 0.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inspector.analyzers._erf import (
+from inspector.metrics import (
     erf_axis_std,
     erf_mean_distance,
     erf_radius,

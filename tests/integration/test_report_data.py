@@ -15,18 +15,18 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import Page, assert_same
 from PIL import Image
+from support import DATA, Page, assert_same
 from torch import nn
 
 import inspector
-from inspector._api import analyze
-from inspector._images import builtin_images_dir
+from inspector import analyze
 from inspector.analyzers import REGISTRY, AnalysisInputs, PruningInput, Record
+from inspector.images import builtin_images_dir
 from inspector.present import compare_view, print_summary, run_view
 from inspector.store import read_run
 
-GOLDEN = Path(__file__).resolve().parent / "data" / "golden-run-1.0.h5"
+GOLDEN = DATA / "golden-run-1.0.h5"
 
 EVIL_FILE = "<img src=x onerror=alert(1)>.png"
 EVIL_MODEL = "<script>alert('model')</script>Net"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import MHANet, model_input, sequential_cnn, tiny_model
+from support import MHANet, model_input, sequential_cnn, tiny_model
 from torch import nn
 
 import hooks

@@ -25,21 +25,19 @@ from typing import Any
 import h5py
 import pytest
 import torch
-from conftest import assert_same_run
-from fault_child import CLI_ARGS, OPTIONS
+from support import REPO, assert_same_run
+from support.fault_child import CLI_ARGS, OPTIONS
 from torch import nn
 from torch.utils.data import Dataset
 
-from inspector import RunFileError
-from inspector._api import analyze
-from inspector._cli import main
-from inspector._options import AnalyzeOptions
+from inspector import AnalyzeOptions, RunFileError, analyze
+from inspector.cli import main
 from inspector.pipeline import _capture, stop_between_batches
 from inspector.store import Run, partial_path, read_run
 from inspector.store import _writer as writer_module
 from inspector.store._writer import scratch_path
 
-CHILD = Path(__file__).resolve().parent / "fault_child.py"
+CHILD = REPO / "tests" / "support" / "fault_child.py"
 
 
 # -- helpers -------------------------------------------------------------------------------

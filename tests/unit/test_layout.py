@@ -12,12 +12,11 @@ from types import SimpleNamespace
 
 import grimp
 import pytest
+from support import REPO
 
 import hooks
 import inspector
 import reports
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_import_linter_contracts_hold() -> None:

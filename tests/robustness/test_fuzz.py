@@ -6,7 +6,7 @@ a fixed number of examples (5000 run files and 10000 images: about 8 minutes in 
 a 2-core machine) and prints how many inputs it tried; docs/reliability.md records the
 count of the last full run.
 
-    .venv/bin/python -m pytest -m fuzz -s tests/test_fuzz.py
+    .venv/bin/python -m pytest -m fuzz -s tests/robustness/test_fuzz.py
 """
 
 from __future__ import annotations
@@ -27,14 +27,15 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from support import DATA
 
 from inspector import ImageError, RunFileError
-from inspector._images import IMAGE_EXTENSIONS, model_transform, open_images
+from inspector.images import IMAGE_EXTENSIONS, model_transform, open_images
 from inspector.store import read_run
 
 pytestmark = pytest.mark.fuzz
 
-GOLDEN = Path(__file__).resolve().parent / "data" / "golden-run-1.0.h5"
+GOLDEN = DATA / "golden-run-1.0.h5"
 RUN_FILE_EXAMPLES = 5000
 IMAGE_EXAMPLES = 10000
 HANG_S = 900
@@ -244,7 +245,7 @@ def test_image_loader_fails_only_with_image_errors(
         if in_folder:  # next to a good image: the fuzzed one is read or skipped
             (folder / "good.png").write_bytes(good.read_bytes())
         # max_pixels well below the default keeps a decode of a claimed 89 M-pixel header
-        # from taking seconds; tests/test_bad_input.py checks the default limit.
+        # from taking seconds; tests/robustness/test_bad_input.py checks the default limit.
         try:
             images = open_images(path if not in_folder else folder, transform, max_pixels=1 << 22)
         except ImageError as exc:

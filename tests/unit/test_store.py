@@ -10,14 +10,23 @@ from typing import Any
 import h5py
 import numpy as np
 import pytest
+from support import DATA, REPO
 
 import inspector
 from inspector import AnalysisNotFoundError, RunFileError
 from inspector.analyzers import results_schema_markdown
 from inspector.present import describe
-from inspector.store import SCHEMA_VERSION, RunWriter, partial_path, read_run
+from inspector.store import (
+    DIM_LABELS,
+    ENCODING_TYPE,
+    ENCODING_VERSION,
+    SCHEMA_VERSION,
+    TYPE,
+    RunWriter,
+    partial_path,
+    read_run,
+)
 from inspector.store._encode import write_array
-from inspector.store._schema import DIM_LABELS, ENCODING_TYPE, ENCODING_VERSION, TYPE
 
 # Model order on purpose differs from HDF5's alphabetical order (blocks.10 < blocks.2).
 ORDER = ["blocks.2.attn", "blocks.2.mlp.fc2", "blocks.10.attn"]
@@ -364,7 +373,7 @@ def test_dimension_labels_must_match_rank(tmp_path: Path) -> None:
         write_array(handle, "a", np.zeros((2, 3)), ("sample",))
 
 
-GOLDEN = Path(__file__).resolve().parent / "data" / "golden-run-1.0.h5"
+GOLDEN = DATA / "golden-run-1.0.h5"
 
 
 def test_result_of_a_newer_analyzer_version_is_refused(tmp_path: Path) -> None:
@@ -404,7 +413,7 @@ def test_result_tree_that_does_not_match_its_dataclass_is_a_run_file_error(
 
 
 def test_run_file_doc_lists_the_current_result_schemas() -> None:
-    text = (Path(__file__).resolve().parents[1] / "docs" / "run-file.md").read_text("utf-8")
+    text = (REPO / "docs" / "run-file.md").read_text("utf-8")
     section = text.split("<!-- results:begin -->")[1].split("<!-- results:end -->")[0]
     assert section == "\n" + results_schema_markdown() + "\n", (
         "docs/run-file.md is out of date: run .venv/bin/python docs/make_results_schema.py"

@@ -21,22 +21,20 @@ import pytest
 import timm
 import torch
 from PIL import Image
+from support import DATA
 from torch import nn
 from torch.utils.data import Dataset
 
 import hooks
-from inspector import ImageError, InspectorError, RunFileError
+from inspector import ImageError, InspectorError, RunFileError, analyze
 from inspector import _images as images_module
-from inspector._api import analyze
-from inspector._cli import main
-from inspector._images import model_transform, open_images
-from inspector.analyzers import AnalysisInputs, GateInput, LayerInput
-from inspector.analyzers._attention import AttentionDistance
-from inspector.analyzers._gradients import Importance
+from inspector.analyzers import REGISTRY, AnalysisInputs, GateInput, LayerInput
+from inspector.cli import main
+from inspector.images import model_transform, open_images
 from inspector.pipeline import output_path as _output_path
 from inspector.store import RunWriter, read_run
 
-GOLDEN = Path(__file__).resolve().parent / "data" / "golden-run-1.0.h5"
+GOLDEN = DATA / "golden-run-1.0.h5"
 FAST = ["--weights", "random", "--no-report", "--quiet", "--device", "cpu", "--limit", "1"]
 
 
@@ -313,15 +311,16 @@ def _layer(**attrs: object) -> LayerInput:
 
 
 def test_distance_analyzer_flags_a_nonfinite_layer_instead_of_averaging() -> None:
-    clean = AttentionDistance().compute(AnalysisInputs({"a": _layer(nonfinite_batches=0)}))
+    distance = REGISTRY["attention_distance"]()
+    clean = distance.compute(AnalysisInputs({"a": _layer(nonfinite_batches=0)}))
     np.testing.assert_array_equal(clean.layers["a"].mean, [5.0, 5.0])  # NaN row: no mass
-    broken = AttentionDistance().compute(AnalysisInputs({"a": _layer(nonfinite_batches=1)}))
+    broken = distance.compute(AnalysisInputs({"a": _layer(nonfinite_batches=1)}))
     assert "a" not in broken.layers
     assert broken.notes["a"].startswith("not measured: NaN or inf in the attention probabilities")
 
 
 def test_importance_leaves_out_layers_with_nonfinite_gradients() -> None:
     gates = {"heads": GateInput({"ok": np.array([[1.0, 2.0]]), "bad": np.array([[np.inf, 1.0]])})}
-    result = Importance().compute(AnalysisInputs({}, gates=gates))
+    result = REGISTRY["importance"]().compute(AnalysisInputs({}, gates=gates))
     assert set(result.layers) == {"ok"} and "NaN or inf" in result.notes["bad"]
     np.testing.assert_allclose(result.layers["ok"].normalised, [0.0, 1.0])

@@ -5,14 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inspector.analyzers._distance import (
+from inspector.metrics import (
     attention_entropy,
+    attention_rollout,
+    distance_matrix,
     js_divergence,
     mean_attention_distance,
     pairwise_js_divergence,
+    token_centres,
 )
-from inspector.analyzers._geometry import distance_matrix, token_centres
-from inspector.analyzers._rollout import attention_rollout
 
 RTOL = 1e-6
 GRID, PATCH = 14, 16
