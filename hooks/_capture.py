@@ -222,6 +222,11 @@ class Capture:
         self._taps: list[AttentionTap] = []
         self._active = False
 
+    @property
+    def batch(self) -> int:
+        """Images in the forward in flight (for ``on_attention`` callbacks)."""
+        return self._batch
+
     def _geometry(self, name: str, module: nn.Module) -> TokenGeometry:
         for pattern, geometry in self.options.geometry.items():
             if fnmatch.fnmatchcase(name, pattern):

@@ -12,6 +12,12 @@ from .analyzers._distance import attention_entropy as attention_entropy
 from .analyzers._distance import js_divergence as js_divergence
 from .analyzers._distance import mean_attention_distance as mean_attention_distance
 from .analyzers._distance import pairwise_js_divergence as pairwise_js_divergence
+from .analyzers._dynamics import equivariance_cosine as equivariance_cosine
+from .analyzers._dynamics import input_dependence as input_dependence
+from .analyzers._dynamics import input_dependence_from_sums as input_dependence_from_sums
+from .analyzers._dynamics import map_entropy as map_entropy
+from .analyzers._dynamics import normalised_input_dependence as normalised_input_dependence
+from .analyzers._dynamics import shift_cells as shift_cells
 from .analyzers._erf import erf_axis_std as erf_axis_std
 from .analyzers._erf import erf_mean_distance as erf_mean_distance
 from .analyzers._erf import erf_radius as erf_radius
@@ -43,19 +49,25 @@ __all__ = [
     "correlation_from_covariance",
     "debiased_cka_from_sums",
     "distance_matrix",
+    "equivariance_cosine",
     "erf_axis_std",
     "erf_mean_distance",
     "erf_radius",
+    "input_dependence",
+    "input_dependence_from_sums",
     "js_divergence",
     "largest_prunable_fraction",
     "linear_cka",
+    "map_entropy",
     "mean_attention_distance",
     "normalise_importance",
+    "normalised_input_dependence",
     "pairwise_js_divergence",
     "participation_ratio",
     "rankdata",
     "redundancy_summary",
     "replknet_area_ratios",
+    "shift_cells",
     "spearman",
     "token_centres",
 ]

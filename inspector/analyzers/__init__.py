@@ -5,7 +5,7 @@ with dimension labels, ``params``, ``notes`` and ``version``, and ``to_tree()`` 
 ``from_tree()`` for the run file (``inspector.store.Run.result`` reads them back).
 """
 
-from . import _attention, _gradients, _redundancy  # noqa: F401  (register the analyzers)
+from . import _attention, _gradients, _interaction, _redundancy  # noqa: F401  (register)
 from ._attention import DistanceLayer as DistanceLayer
 from ._attention import DistanceResult as DistanceResult
 from ._attention import EntropyLayer as EntropyLayer
@@ -17,6 +17,10 @@ from ._gradients import ImportanceLayer as ImportanceLayer
 from ._gradients import ImportanceResult as ImportanceResult
 from ._gradients import PruningCurveResult as PruningCurveResult
 from ._gradients import PruningKind as PruningKind
+from ._interaction import EquivarianceLayer as EquivarianceLayer
+from ._interaction import EquivarianceResult as EquivarianceResult
+from ._interaction import InputDependenceLayer as InputDependenceLayer
+from ._interaction import InputDependenceResult as InputDependenceResult
 from ._intervals import IntervalSpec as IntervalSpec
 from ._intervals import bootstrap as bootstrap
 from ._intervals import bootstrap_mean as bootstrap_mean
@@ -31,9 +35,11 @@ from ._redundancy import RedundancyStats as RedundancyStats
 from ._registry import REGISTRY as REGISTRY
 from ._registry import AblationInput as AblationInput
 from ._registry import AnalysisInputs as AnalysisInputs
+from ._registry import EquivarianceInput as EquivarianceInput
 from ._registry import ErfInput as ErfInput
 from ._registry import GateInput as GateInput
 from ._registry import LayerInput as LayerInput
+from ._registry import MeanMapInput as MeanMapInput
 from ._registry import PruningInput as PruningInput
 from ._schema_doc import results_schema_markdown as results_schema_markdown
 
@@ -49,6 +55,9 @@ __all__ = [
     "DistanceResult",
     "EntropyLayer",
     "EntropyResult",
+    "EquivarianceInput",
+    "EquivarianceLayer",
+    "EquivarianceResult",
     "ErfInput",
     "ErfLayer",
     "ErfResult",
@@ -57,8 +66,11 @@ __all__ = [
     "HeadRedundancyResult",
     "ImportanceLayer",
     "ImportanceResult",
+    "InputDependenceLayer",
+    "InputDependenceResult",
     "IntervalSpec",
     "LayerInput",
+    "MeanMapInput",
     "PruningCurveResult",
     "PruningInput",
     "PruningKind",

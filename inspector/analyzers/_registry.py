@@ -16,8 +16,10 @@ __all__ = [
     "AblationInput",
     "AnalysisInputs",
     "Analyzer",
+    "EquivarianceInput",
     "ErfInput",
     "GateInput",
+    "MeanMapInput",
     "LayerInput",
     "PruningInput",
     "Registry",
@@ -62,12 +64,58 @@ class ErfInput:
         position: Which output unit was selected and how its centre was placed
             (``token 55 (grid 5, 5 of 10x10)``).
         reason: Why a skipped layer has no map.
+        per_image: ``[sample, y, x]`` the same map per image (before the mean), or
+            ``None`` where not kept.
     """
 
     map: np.ndarray | None = None
+    per_image: np.ndarray | None = None
     centre: tuple[float, float] | None = None
     branch: str = ""
     position: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class MeanMapInput:
+    """Streamed sums of one attention layer's spatial maps, in image groups (METRICS §8).
+
+    Attributes:
+        maps: ``[group, window, head, query, key]`` sum over the group's images of the
+            maps renormalised over spatial keys.
+        entropy: ``[group, head]`` sum over the group's images of ``mean_q H(Ā_x(q, ·))``.
+        counts: ``[group]`` images per group.
+        reason: Why the layer has no sums (then the arrays are empty).
+    """
+
+    maps: np.ndarray = field(default_factory=lambda: np.zeros((0, 1, 1, 1, 1)))
+    entropy: np.ndarray = field(default_factory=lambda: np.zeros((0, 1)))
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class EquivarianceInput:
+    """A layer's output on images and on circularly rolled copies (METRICS §9).
+
+    Attributes:
+        base: ``[sample, y, x, channel]`` the output on the images (prefix tokens left
+            out, tokens laid out on their grid).
+        shifted: By shift name (``stride``, ``sub``): the output on the images rolled by
+            ``shifts[name]`` pixels along both axes.
+        shifts: Pixels rolled, by shift name.
+        stride: ``(y, x)`` input pixels per output cell.
+        margin: Cells left out along each border.
+        margin_source: How the margin was found.
+        reason: Why a skipped layer has no outputs.
+    """
+
+    base: np.ndarray | None = None
+    shifted: Mapping[str, np.ndarray] = field(default_factory=dict)
+    shifts: Mapping[str, int] = field(default_factory=dict)
+    stride: tuple[float, float] = (1.0, 1.0)
+    margin: int = 0
+    margin_source: str = ""
     reason: str = ""
 
 
@@ -129,12 +177,16 @@ class AnalysisInputs:
         erf: Per ERF layer (model order), its map or the reason it was skipped.
         gates: Gate gradients by unit kind (``heads``, ``channels``).
         pruning: Pruning curves by unit kind (``heads``, ``channels``).
+        mean_maps: Per attention layer, the streamed map sums of input dependence.
+        equivariance: Per layer, its outputs on shifted inputs (or why it has none).
     """
 
     layers: Mapping[str, LayerInput]
     erf: Mapping[str, ErfInput] = field(default_factory=dict)
     gates: Mapping[str, GateInput] = field(default_factory=dict)
     pruning: Mapping[str, PruningInput] = field(default_factory=dict)
+    mean_maps: Mapping[str, MeanMapInput] = field(default_factory=dict)
+    equivariance: Mapping[str, EquivarianceInput] = field(default_factory=dict)
 
 
 class Analyzer(Protocol):

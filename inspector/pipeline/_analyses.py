@@ -19,17 +19,21 @@ from ..analyzers import (
     REGISTRY,
     AblationInput,
     AnalysisInputs,
+    EquivarianceInput,
     ErfInput,
     GateInput,
     LayerInput,
+    MeanMapInput,
     PruningInput,
 )
 from ..store import RunWriter
 from ._capture import CaptureInput
+from ._equivariance import equivariance_pass
 from ._gradients import erf_layers, erf_pass, importance_pass, pruning_pass
 from ._plan import Plan
 
 __all__ = [
+    "EquivariancePassResult",
     "ErfPassResult",
     "ImportancePassResult",
     "PruningPassResult",
@@ -129,6 +133,7 @@ class ErfPass:
         layers = {
             name: ErfInput(
                 map=v["map"],
+                per_image=v.get("per_image"),
                 centre=(float(v["centre"][0]), float(v["centre"][1])),
                 branch=v["branch"],
                 position=v["note"],
@@ -137,6 +142,42 @@ class ErfPass:
         }
         layers |= {name: ErfInput(reason=reason) for name, reason in skipped.items()}
         return ErfPassResult(layers, time.perf_counter() - began)
+
+
+@dataclass(frozen=True)
+class EquivariancePassResult:
+    """The equivariance pass: per layer its outputs on shifted images, or why it has none."""
+
+    layers: Mapping[str, EquivarianceInput] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class EquivariancePass:
+    """Outputs of the ERF layers on the images and on circularly rolled copies."""
+
+    name = "translation_equivariance"
+
+    def run(
+        self, model: nn.Module, x: torch.Tensor, capture: CaptureInput, erf: ErfPassResult
+    ) -> EquivariancePassResult:
+        began = time.perf_counter()
+        attention = [n for n, s in capture.state.layers.items() if s.kind == "attention"]
+        channels = [n for n, s in capture.state.layers.items() if s.kind == "channel"]
+        geometry = {n: g for n in attention if (g := capture.state.layers[n].geometry) is not None}
+        names = [name for name, _ in erf_layers(model, attention, channels)]
+        found = equivariance_pass(model, x, names, geometry, erf.layers)
+        return EquivariancePassResult(found, time.perf_counter() - began)
+
+
+def mean_map_inputs(arrays: Mapping[str, Mapping[str, Any]] | None) -> dict[str, MeanMapInput]:
+    """Analyzer inputs from the capture pass's streamed map sums."""
+    out: dict[str, MeanMapInput] = {}
+    for name, item in (arrays or {}).items():
+        if "problem" in item:
+            out[name] = MeanMapInput(reason=str(item["problem"]))
+        else:
+            out[name] = MeanMapInput(item["maps"], item["entropy"], item["counts"])
+    return out
 
 
 class ImportancePass:
@@ -212,10 +253,12 @@ def run_analyses(
     """Run the plan's model passes, then its analyzers; write their results.
 
     Returns:
-        Seconds per pass (``receptive_field``, ``importance``, ``pruning``, ``analyzers``).
+        Seconds per pass (``receptive_field``, ``translation_equivariance``,
+        ``importance``, ``pruning``, ``analyzers``) and per analyzer (``analyzer:NAME``).
     """
     layers = layer_inputs(capture.state)
     erf, gates, pruning = ErfPassResult(), ImportancePassResult(), PruningPassResult()
+    shifted = EquivariancePassResult()
     timings: dict[str, float] = {}
     if plan.passes:
         x, _, labels = next(plan.images.batches(plan.gradient_images))
@@ -223,6 +266,9 @@ def run_analyses(
         if "receptive_field" in plan.passes:
             erf = ErfPass().run(model, x, capture, plan)
             timings["receptive_field"] = erf.seconds
+        if "translation_equivariance" in plan.passes:
+            shifted = EquivariancePass().run(model, x, capture, erf)
+            timings["translation_equivariance"] = shifted.seconds
         units = gate_units(plan.gateable, capture.state)
         if "importance" in plan.passes and units:
             gates = ImportancePass().run(model, x, labels, units)
@@ -231,9 +277,18 @@ def run_analyses(
             pruning = PruningPass().run(model, x, gates, layers)
             timings["pruning"] = pruning.seconds
     began = time.perf_counter()
-    inputs = AnalysisInputs(layers, erf=erf.layers, gates=gates.kinds, pruning=pruning.curves)
+    inputs = AnalysisInputs(
+        layers,
+        erf=erf.layers,
+        gates=gates.kinds,
+        pruning=pruning.curves,
+        mean_maps=mean_map_inputs(plan.mean_maps.arrays() if plan.mean_maps else None),
+        equivariance=shifted.layers,
+    )
     for name in plan.analyses:
+        began_one = time.perf_counter()
         result = REGISTRY[name]().compute(inputs)
+        timings[f"analyzer:{name}"] = time.perf_counter() - began_one
         notes = dict(result.notes)
         if name in ("importance", "pruning_curve") and gates.problem is not None:
             notes = {"model": gates.problem}

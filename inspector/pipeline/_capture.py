@@ -105,6 +105,8 @@ def run_capture_pass(
     """
     opts = plan.options
     cap = hooks.capture(model, plan.capture)
+    if plan.mean_maps is not None:
+        plan.mean_maps.bind(cap)
     done = _Done(writer, layer_order(model, [*cap.attention, *cap.channels]))
     if partial is not None and writer is not None:
         cap.restore(hooks.CaptureState.from_layers(partial.layers.values()))

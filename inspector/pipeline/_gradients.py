@@ -161,8 +161,14 @@ def erf_pass(
             grads = NeuronGradient(model, modules[name]).attribute(
                 x.detach().clone().requires_grad_(True), neuron_selector=pick
             )
-        erf = grads.detach().abs().sum(1).mean(0).double().cpu().numpy()
-        results[name] = {"map": erf, "centre": np.asarray(centre), "branch": branch, "note": note}
+        per_image = grads.detach().abs().sum(1).double().cpu().numpy()
+        results[name] = {
+            "map": per_image.mean(0),
+            "per_image": per_image,
+            "centre": np.asarray(centre),
+            "branch": branch,
+            "note": note,
+        }
     outputs.clear()
     return results, skipped
 

@@ -27,12 +27,18 @@ from .._options import AnalyzeOptions
 from .._summaries import attention_summaries
 from .._version import __version__
 from ..analyzers import REGISTRY
+from ._mean_maps import MeanMaps
 
 __all__ = ["DEFAULT_OUT", "Plan", "capture_options", "make_plan", "output_path"]
 
 DEFAULT_OUT = Path("inspector-runs")
 
-_PASSES = {"erf": "receptive_field", "gates": "importance", "pruning": "pruning"}
+_PASSES = {
+    "erf": "receptive_field",
+    "equivariance": "translation_equivariance",
+    "gates": "importance",
+    "pruning": "pruning",
+}
 """Model passes after the capture, in the order they run, by the need that asks for them
 (pruning orders units by their gate gradients: it needs the importance pass too)."""
 
@@ -56,6 +62,8 @@ class Plan:
         meta: Root attributes of the run file.
         options: The options the plan was made from.
         leader: Whether this process writes (rank 0, or the only process).
+        mean_maps: The capture pass's streamed attention-map sums (input dependence),
+            or None when no analyzer needs them.
     """
 
     analyses: tuple[str, ...]
@@ -70,6 +78,7 @@ class Plan:
     meta: Mapping[str, Any]
     options: AnalyzeOptions
     leader: bool = True
+    mean_maps: MeanMaps | None = None
 
 
 def _safe_name(name: str) -> str:
@@ -92,7 +101,9 @@ def output_path(out: str | Path | None, name: str) -> Path:
     return path
 
 
-def capture_options(net: nn.Module, opts: AnalyzeOptions) -> hooks.CaptureOptions:
+def capture_options(
+    net: nn.Module, opts: AnalyzeOptions, mean_maps: MeanMaps | None = None
+) -> hooks.CaptureOptions:
     """What ``inspector analyze``'s capture pass reads of ``net`` under ``opts``."""
     found = hooks.find_attention(net)
     attention = list(found)
@@ -114,6 +125,7 @@ def capture_options(net: nn.Module, opts: AnalyzeOptions) -> hooks.CaptureOption
         summaries=attention_summaries(),
         geometry=opts.geometry,
         exact_outputs=False,  # the capture pass discards outputs: attention computed once
+        on_attention=mean_maps,
     )
 
 
@@ -165,7 +177,8 @@ def make_plan(
     if "pruning" in needs:
         needs.add("gates")
     passes = tuple(step for need, step in _PASSES.items() if need in needs)
-    capture = capture_options(net, opts)
+    mean_maps = MeanMaps() if "mean_maps" in needs else None
+    capture = capture_options(net, opts, mean_maps)
     chosen = set(capture.attention or ())
     gateable = {n: h for n, h in hooks.gateable_heads(net).items() if n in chosen}
     fingerprint = json.dumps(
@@ -195,4 +208,5 @@ def make_plan(
         meta=meta,
         options=opts,
         leader=leader,
+        mean_maps=mean_maps,
     )

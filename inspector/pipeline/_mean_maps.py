@@ -1,0 +1,121 @@
+"""Streaming sums for input dependence (METRICS.md §8): per attention layer, the sum of
+the images' spatial attention maps (renormalised over spatial keys) and of their
+entropies, in ``G`` image groups (image ``i`` goes to group ``i mod G``) so that the
+interval is a bootstrap over groups (METRICS.md §7). Nothing grows with the images.
+
+Fed by ``hooks.CaptureOptions.on_attention`` during the capture pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    import hooks
+
+__all__ = ["GROUPS", "MeanMaps", "MeanMapSums"]
+
+GROUPS = 20
+"""Image groups of the streamed sums (METRICS.md §7: G ≥ 20)."""
+
+BUDGET = 1 << 26
+"""Most float64 elements of one layer's group sums (512 MiB); wider layers use fewer
+groups, and a layer whose single map sum exceeds it is left out with a note."""
+
+
+@dataclass
+class MeanMapSums:
+    """One layer's streamed sums.
+
+    Attributes:
+        maps: ``[group, window, head, query, key]`` sum of the images' renormalised
+            spatial maps.
+        entropy: ``[group, head]`` sum over images of ``mean_q H(Ā_x(q, ·))``.
+        counts: ``[group]`` images per group.
+        keys: Spatial keys of a map.
+        problem: Why the layer has no sums, if it has none.
+    """
+
+    maps: torch.Tensor | None = None
+    entropy: torch.Tensor | None = None
+    counts: torch.Tensor | None = None
+    keys: int = 0
+    images: int = 0
+    problem: str = ""
+
+
+@dataclass
+class MeanMaps:
+    """The ``on_attention`` callback of the capture pass; :meth:`bind` it to the capture
+    (the layers' token geometry says which tokens are spatial)."""
+
+    groups: int = GROUPS
+    layers: dict[str, MeanMapSums] = field(default_factory=dict)
+    _capture: hooks.Capture | None = field(default=None, repr=False)
+
+    def bind(self, capture: hooks.Capture) -> None:
+        self._capture = capture
+        self.layers.clear()
+
+    def __call__(self, name: str, probs: torch.Tensor) -> None:
+        if self._capture is None:
+            return
+        record = self._capture.attention[name]
+        sums = self.layers.setdefault(name, MeanMapSums())
+        if sums.problem:
+            return
+        geometry = record.geometry
+        if not geometry.known:
+            sums.problem = f"geometry {geometry.kind}: {geometry.reason}"
+            return
+        batch = self._capture.batch
+        p = geometry.prefix
+        spatial = probs[..., p:, p:].double()
+        if spatial.shape[-1] < 1 or spatial.shape[-2] < 1:
+            sums.problem = "no spatial tokens"
+            return
+        mass = spatial.sum(-1, keepdim=True)
+        rows = spatial / mass.clamp_min(1e-300)
+        rows = torch.where(mass > 0, rows, torch.zeros_like(rows))
+        plogp = torch.special.xlogy(rows, rows).sum(-1)  # [seq, head, query]
+        # Queries without spatial mass carry no distribution: left out of the entropy.
+        alive = (mass[..., 0] > 0).double()
+        per_image = rows.shape[0] // batch
+        rows = rows.reshape(batch, per_image, *rows.shape[1:])
+        entropy = -(plogp * alive).sum(-1) / alive.sum(-1).clamp_min(1)  # [seq, head]
+        entropy = entropy.reshape(batch, per_image, -1).mean(1)  # [image, head]
+        if sums.maps is None:
+            one = rows[0].numel()
+            groups = max(1, min(self.groups, BUDGET // max(one, 1)))
+            if one > BUDGET:
+                sums.problem = f"its maps ({one} values) exceed the streaming budget"
+                return
+            sums.maps = torch.zeros((groups, *rows.shape[1:]), dtype=torch.float64)
+            sums.entropy = torch.zeros((groups, entropy.shape[-1]), dtype=torch.float64)
+            sums.counts = torch.zeros(groups, dtype=torch.float64)
+            sums.keys = int(rows.shape[-1])
+        assert sums.entropy is not None and sums.counts is not None
+        index = (torch.arange(batch) + sums.images) % sums.maps.shape[0]
+        sums.maps.index_add_(0, index, rows.cpu())
+        sums.entropy.index_add_(0, index, entropy.cpu())
+        sums.counts.index_add_(0, index, torch.ones(batch, dtype=torch.float64))
+        sums.images += batch
+
+    def arrays(self) -> dict[str, dict[str, np.ndarray | int | str]]:
+        """Per layer: ``maps``, ``entropy``, ``counts`` as numpy arrays, or ``problem``."""
+        out: dict[str, dict[str, np.ndarray | int | str]] = {}
+        for name, sums in self.layers.items():
+            if sums.problem or sums.maps is None:
+                out[name] = {"problem": sums.problem or "no attention seen"}
+                continue
+            assert sums.entropy is not None and sums.counts is not None
+            out[name] = {
+                "maps": sums.maps.numpy(),
+                "entropy": sums.entropy.numpy(),
+                "counts": sums.counts.numpy(),
+            }
+        return out
