@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any, ClassVar
 
 import numpy as np
@@ -16,7 +17,7 @@ from ._dynamics import (
     map_entropy,
     normalised_input_dependence,
 )
-from ._intervals import IntervalSpec, bootstrap, bootstrap_mean
+from ._intervals import LEVEL, IntervalSpec, bootstrap_mean
 from ._record import AnalysisResult, Record, array, value
 from ._registry import REGISTRY, AnalysisInputs, EquivarianceInput, MeanMapInput
 
@@ -29,9 +30,6 @@ __all__ = [
     "TranslationEquivariance",
 ]
 
-RESAMPLES = 200
-"""Bootstrap resamples of these analyzers (each resample recomputes map entropies)."""
-
 
 @dataclass(frozen=True, kw_only=True, eq=False)
 class InputDependenceLayer(Record):
@@ -42,7 +40,7 @@ class InputDependenceLayer(Record):
         "head", doc="D per head in nats (attention maps over spatial keys)", optional=True
     )
     heads_low: np.ndarray | None = array(
-        "head", doc="95 % interval, low end (bootstrap over image groups)", optional=True
+        "head", doc="95 % interval, low end (jackknife over image groups)", optional=True
     )
     heads_high: np.ndarray | None = array("head", doc="95 % interval, high end", optional=True)
     heads_normalised: np.ndarray | None = array(
@@ -52,7 +50,7 @@ class InputDependenceLayer(Record):
     head_keys: int | None = value("spatial keys of one attention row", optional=True)
     head_groups: int | None = value("image groups resampled for the interval", optional=True)
     erf: float | None = value("D of the per-image ERF maps in nats", optional=True)
-    erf_low: float | None = value("95 % interval, low end (bootstrap over images)", optional=True)
+    erf_low: float | None = value("95 % interval, low end (jackknife over images)", optional=True)
     erf_high: float | None = value("95 % interval, high end", optional=True)
     erf_normalised: float | None = value("D / ln(min(images, pixels)), in [0, 1]", optional=True)
     erf_images: int | None = value("images of the ERF maps", optional=True)
@@ -77,6 +75,9 @@ class EquivarianceLayer(Record):
     sub: float = value("E for the sub-stride shift t = s/2 (NaN for stride 1)")
     sub_low: float = value("its 95 % interval, low end")
     sub_high: float = value("its 95 % interval, high end")
+    unaligned: float = value(
+        "reference: cos(y(roll_t x), y(x)) without rolling the output back (t = s)"
+    )
     stride: float = value("input pixels per output cell")
     shift: int = value("pixels rolled for E (a multiple of the stride)")
     sub_shift: int = value("pixels rolled for the sub-stride E (0: not measured)")
@@ -94,23 +95,50 @@ class EquivarianceResult(AnalysisResult):
     layers: Mapping[str, EquivarianceLayer] = field(default_factory=dict)
 
 
-def _group_dependence(sums: MeanMapInput, spec: IntervalSpec) -> dict[str, Any]:
-    """Per-head D from group sums, with a bootstrap interval over the groups."""
+def jackknife(
+    point: np.ndarray, leave_out: np.ndarray, level: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Delete-a-group jackknife interval (METRICS.md §7): ``point ± z · se`` with
+    ``se² = (G − 1) / G · Σ_g (θ_(−g) − mean θ_(−·))²``.
+
+    Args:
+        point: The estimate on every group.
+        leave_out: ``[group, ...]`` the estimate without each group.
+    """
+    g = leave_out.shape[0]
+    if g < 2:
+        return point * np.nan, point * np.nan
+    spread = leave_out - leave_out.mean(0)
+    se = np.sqrt((g - 1) / g * (spread**2).sum(0))
+    z = float(NormalDist().inv_cdf(0.5 + level / 2))
+    return point - z * se, point + z * se
+
+
+def _group_dependence(sums: MeanMapInput, level: float) -> dict[str, Any]:
+    """Per-head D from group sums, with a delete-a-group jackknife interval."""
     used = sums.counts > 0
     maps, entropy, counts = sums.maps[used], sums.entropy[used], sums.counts[used]
     n = int(counts.sum())
     # [group, window, head, query, key] -> [group, head, window * query, key]
     g, w, h, q, k = maps.shape
     maps = maps.transpose(0, 2, 1, 3, 4).reshape(g, h, w * q, k)
+    total_map, total_entropy = maps.sum(0), entropy.sum(0)
 
-    def heads(index: np.ndarray) -> np.ndarray:
-        weights = np.bincount(index, minlength=g).astype(np.float64)
-        total = float(weights @ counts)
-        mean = np.tensordot(weights, maps, axes=1) / total
-        return map_entropy(mean).mean(-1) - (weights @ entropy) / total
+    def heads(map_sum: np.ndarray, entropy_sum: np.ndarray, images: float) -> np.ndarray:
+        return map_entropy(map_sum / images).mean(-1) - entropy_sum / images
 
-    point = heads(np.arange(g))
-    low, high = bootstrap(g, heads, spec) if g > 1 else (point * np.nan, point * np.nan)
+    point = heads(total_map, total_entropy, n)
+    leave_out = (
+        np.stack(
+            [
+                heads(total_map - maps[i], total_entropy - entropy[i], n - counts[i])
+                for i in range(g)
+            ]
+        )
+        if g > 1
+        else np.zeros((0, h))
+    )
+    low, high = jackknife(point, leave_out, level)
     return {
         "heads": point,
         "heads_low": low,
@@ -122,16 +150,30 @@ def _group_dependence(sums: MeanMapInput, spec: IntervalSpec) -> dict[str, Any]:
     }
 
 
-def _erf_dependence(per_image: np.ndarray, spec: IntervalSpec) -> dict[str, Any]:
+def _erf_dependence(per_image: np.ndarray, level: float) -> dict[str, Any]:
     flat = np.asarray(per_image, dtype=np.float64).reshape(len(per_image), -1)
     n = len(flat)
-    point = input_dependence(flat)
-    low, high = bootstrap(n, lambda i: np.asarray(input_dependence(flat[i])), spec)
+    point = input_dependence(flat)  # checks the maps
+    flat = flat[:, flat.sum(0) > 0]  # pixels outside every map add nothing
+    rows = flat / flat.sum(1, keepdims=True)
+    entropy = map_entropy(rows)
+    total, total_entropy = rows.sum(0), entropy.sum()
+    leave_out = (
+        np.array(
+            [
+                map_entropy((total - rows[i]) / (n - 1)) - (total_entropy - entropy[i]) / (n - 1)
+                for i in range(n)
+            ]
+        )
+        if n > 1
+        else np.zeros(0)
+    )
+    low, high = jackknife(np.asarray(point), leave_out, level)
     return {
         "erf": point,
         "erf_low": float(low),
         "erf_high": float(high),
-        "erf_normalised": float(normalised_input_dependence(point, n, flat.shape[1])),
+        "erf_normalised": float(normalised_input_dependence(point, n, per_image[0].size)),
         "erf_images": n,
     }
 
@@ -152,8 +194,10 @@ class InputDependence:
     needs: ClassVar[frozenset[str]] = frozenset({"mean_maps", "erf"})
     result: ClassVar[type[InputDependenceResult]] = InputDependenceResult
 
-    def __init__(self, interval: IntervalSpec | None = None) -> None:
-        self.interval = interval or IntervalSpec(resamples=RESAMPLES)
+    def __init__(self, level: float = LEVEL) -> None:
+        if not 0 < level < 1:
+            raise ValueError(f"interval level must be in (0, 1), got {level}")
+        self.level = level
 
     def params(self) -> dict[str, Any]:
         return {
@@ -161,10 +205,9 @@ class InputDependence:
             "keys": "spatial, renormalised",
             "erf_query": "centre unit",
             "interval": {
-                "level": self.interval.level,
-                "resamples": self.interval.resamples,
-                "seed": self.interval.seed,
-                "method": "percentile bootstrap over image groups (heads), over images (ERF)",
+                "level": self.level,
+                "method": "delete-a-group jackknife, normal: over image groups (heads), "
+                "over images (ERF maps)",
             },
         }
 
@@ -175,7 +218,7 @@ class InputDependence:
             if sums.reason or not (sums.counts > 0).any():
                 notes[name] = f"heads not measured: {sums.reason or 'no images'}"
                 continue
-            found.setdefault(name, {}).update(_group_dependence(sums, self.interval))
+            found.setdefault(name, {}).update(_group_dependence(sums, self.level))
         for name, erf in inputs.erf.items():
             if erf.per_image is None or len(erf.per_image) == 0:
                 if erf.reason and name not in found:
@@ -184,7 +227,7 @@ class InputDependence:
             if not (np.asarray(erf.per_image).reshape(len(erf.per_image), -1).sum(1) > 0).all():
                 notes[name] = "ERF not measured: an image's ERF map has no mass"
                 continue
-            found.setdefault(name, {}).update(_erf_dependence(erf.per_image, self.interval))
+            found.setdefault(name, {}).update(_erf_dependence(erf.per_image, self.level))
             found[name]["branch"] = erf.branch
         order = [*inputs.layers, *inputs.erf]
         rank = {n: i for i, n in reversed(list(enumerate(order)))}
@@ -249,12 +292,18 @@ class TranslationEquivariance:
         assert item.base is not None
         sy, sx = item.stride
         values: dict[str, tuple[float, float, float]] = {}
+        unaligned = math.nan
+        if "stride" in item.shifted:
+            ref = equivariance_cosine(item.shifted["stride"], item.base, (0, 0), item.margin)
+            unaligned = float(np.nanmean(ref)) if not np.isnan(ref).all() else math.nan
         for key in ("stride", "sub"):
             if key not in item.shifted:
                 values[key] = (math.nan, math.nan, math.nan)
                 continue
             t = item.shifts[key]
-            cosines = equivariance_cosine(item.shifted[key], item.base, (t / sy, t / sx), item.margin)
+            cosines = equivariance_cosine(
+                item.shifted[key], item.base, (t / sy, t / sx), item.margin
+            )
             values[key] = _interval(cosines, self.interval)
         rows, cols = item.base.shape[1:3]
         m = max(0, min(item.margin, (rows - 1) // 2, (cols - 1) // 2))
@@ -265,11 +314,12 @@ class TranslationEquivariance:
             sub=values["sub"][0],
             sub_low=values["sub"][1],
             sub_high=values["sub"][2],
+            unaligned=unaligned,
             stride=float(sy),
             shift=int(item.shifts.get("stride", 0)),
             sub_shift=int(item.shifts.get("sub", 0)),
             margin=m,
             margin_source=item.margin_source,
             cells=int((rows - 2 * m) * (cols - 2 * m)),
-            images=int(len(item.base)),
+            images=len(item.base),
         )

@@ -19,8 +19,8 @@ __all__ = [
     "EquivarianceInput",
     "ErfInput",
     "GateInput",
-    "MeanMapInput",
     "LayerInput",
+    "MeanMapInput",
     "PruningInput",
     "Registry",
 ]

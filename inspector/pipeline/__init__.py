@@ -6,6 +6,7 @@ output, fingerprint); :func:`execute` runs the capture pass and the model passes
 returning a typed input, then the analyzers, and writes the run file.
 """
 
+from ._analyses import EquivariancePassResult as EquivariancePassResult
 from ._analyses import ErfPassResult as ErfPassResult
 from ._analyses import ImportancePassResult as ImportancePassResult
 from ._analyses import PruningPassResult as PruningPassResult
@@ -16,10 +17,13 @@ from ._capture import layer_order as layer_order
 from ._capture import stop_between_batches as stop_between_batches
 from ._distributed import World as World
 from ._distributed import world as world
+from ._equivariance import equivariance_pass as equivariance_pass
+from ._equivariance import output_grid as output_grid
 from ._gradients import erf_layers as erf_layers
 from ._gradients import erf_pass as erf_pass
 from ._gradients import importance_pass as importance_pass
 from ._gradients import pruning_pass as pruning_pass
+from ._mean_maps import MeanMaps as MeanMaps
 from ._plan import Plan as Plan
 from ._plan import capture_options as capture_options
 from ._plan import make_plan as make_plan
@@ -31,13 +35,16 @@ from ._run import execute as execute
 
 __all__ = [
     "CaptureInput",
+    "EquivariancePassResult",
     "ErfPassResult",
     "ImportancePassResult",
+    "MeanMaps",
     "Plan",
     "PruningPassResult",
     "Resolved",
     "World",
     "capture_options",
+    "equivariance_pass",
     "erf_layers",
     "erf_pass",
     "execute",
@@ -46,6 +53,7 @@ __all__ = [
     "layer_inputs",
     "layer_order",
     "make_plan",
+    "output_grid",
     "output_path",
     "pruning_pass",
     "resolve",

@@ -53,7 +53,9 @@ def output_grid(
     return array, (height / rows, width / cols)
 
 
-def _margin(erf: ErfInput | None, stride: tuple[float, float], grid: tuple[int, int]) -> tuple[int, str]:
+def _margin(
+    erf: ErfInput | None, stride: tuple[float, float], grid: tuple[int, int]
+) -> tuple[int, str]:
     """The theoretical RF radius in cells (support of the gradient ERF map), capped at a
     quarter of the grid."""
     cap = min(grid) // 4
@@ -62,7 +64,9 @@ def _margin(erf: ErfInput | None, stride: tuple[float, float], grid: tuple[int, 
     ys, xs = np.nonzero(np.asarray(erf.map) > 0)
     if ys.size == 0:
         return cap, "a quarter of the grid (empty ERF map)"
-    radius = max(np.abs(ys - erf.centre[0]).max() / stride[0], np.abs(xs - erf.centre[1]).max() / stride[1])
+    radius = max(
+        np.abs(ys - erf.centre[0]).max() / stride[0], np.abs(xs - erf.centre[1]).max() / stride[1]
+    )
     cells = math.ceil(radius - 1e-9)
     if cells >= cap:
         return cap, "a quarter of the grid (RF radius capped)"

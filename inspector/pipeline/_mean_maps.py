@@ -17,7 +17,7 @@ import torch
 if TYPE_CHECKING:
     import hooks
 
-__all__ = ["GROUPS", "MeanMaps", "MeanMapSums"]
+__all__ = ["GROUPS", "MeanMapSums", "MeanMaps"]
 
 GROUPS = 20
 """Image groups of the streamed sums (METRICS.md §7: G ≥ 20)."""

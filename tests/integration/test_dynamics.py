@@ -1,0 +1,198 @@
+"""Input dependence (METRICS.md §8) and translation equivariance (§9) on small real
+modules: the oracles that need a forward, the streaming sums against kept maps, and the
+cell alignment of the shift comparison."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import hooks
+import inspector
+from inspector import metrics
+from inspector.analyzers import REGISTRY, AnalysisInputs, EquivarianceInput, MeanMapInput
+from inspector.pipeline import MeanMaps, equivariance_pass
+from tests.support import tiny_model
+
+
+def images(n: int = 3, size: int = 32, seed: int = 0) -> torch.Tensor:
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def equivariance(found: dict[str, EquivarianceInput]):
+    return REGISTRY["translation_equivariance"]().compute(AnalysisInputs({}, equivariance=found))
+
+
+def test_linear_conv_stack_has_the_same_erf_map_for_every_image(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 5, padding=2), nn.Conv2d(8, 4, 3)
+    ).eval()
+    run = inspector.analyze(
+        model,
+        out=tmp_path / "linear.h5",
+        analyses=("input_dependence",),
+        limit=4,
+        erf_images=4,
+        report=False,
+        progress=False,
+    )
+    result = run.result("input_dependence")
+    assert list(result.layers) == ["0", "1", "2"]
+    for layer in result.layers.values():
+        assert layer.erf_images == 4
+        assert layer.erf == pytest.approx(0.0, abs=1e-6)
+        assert layer.erf_low <= layer.erf + 1e-12 <= layer.erf_high + 2e-12
+
+
+def test_relu_stack_is_input_dependent(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 5)).eval()
+    run = inspector.analyze(
+        model,
+        out=tmp_path / "relu.h5",
+        analyses=("input_dependence",),
+        limit=4,
+        erf_images=4,
+        report=False,
+        progress=False,
+    )
+    assert run.result("input_dependence").layers["2"].erf > 1e-3
+
+
+@pytest.mark.parametrize("shift", [1, 3, 7])
+def test_circular_stride_one_conv_stack_is_equivariant_for_any_integer_shift(shift: int) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, padding_mode="circular"),
+        nn.ReLU(),
+        nn.Conv2d(8, 6, 5, padding=2, padding_mode="circular"),
+    ).eval()
+    x = images()
+    with torch.no_grad():
+        base, rolled = model(x), model(torch.roll(x, (shift, shift), dims=(-2, -1)))
+    to_grid = lambda y: y.permute(0, 2, 3, 1).numpy()  # noqa: E731
+    cos = metrics.equivariance_cosine(to_grid(rolled), to_grid(base), (shift, shift), margin=0)
+    assert np.allclose(cos, 1.0, atol=1e-6)
+    result = equivariance(equivariance_pass(model, x, ["0", "2"], {}))
+    for layer in result.layers.values():
+        assert (layer.stride, layer.shift, layer.sub_shift) == (1.0, 1, 0)
+        assert layer.equivariance == pytest.approx(1.0, abs=1e-6)
+        assert np.isnan(layer.sub)
+
+
+def test_global_average_pool_is_invariant() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, padding_mode="circular"), nn.AdaptiveAvgPool2d(1)
+    ).eval()
+    result = equivariance(equivariance_pass(model, images(), ["1"], {}))
+    layer = result.layers["1"]
+    assert (layer.stride, layer.shift, layer.sub_shift, layer.cells) == (32.0, 32, 16, 1)
+    assert layer.equivariance == pytest.approx(1.0, abs=1e-6)
+    assert layer.sub == pytest.approx(1.0, abs=1e-6)  # half the image rolled: same pool
+
+
+class Planted(nn.Module):
+    """y = x + P, with a fixed random position map P of the same norm as the images."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        super().__init__()
+        p = torch.randn(x.shape[1:], generator=torch.Generator().manual_seed(5))
+        self.register_buffer("p", p * x[0].norm() / p.norm())
+        self.add = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.add(x + self.p)
+
+
+def test_planted_position_map_gives_the_cosine_of_its_construction() -> None:
+    x = images(4)
+    model = Planted(x).eval()
+    layer = equivariance(equivariance_pass(model, x, ["add"], {})).layers["add"]
+    # E = mean_x cos(roll x + P, roll x + roll P) over the interior (a quarter-grid margin,
+    # no ERF map given): computed here from the construction itself.
+    m = 32 // 4
+    rolled = torch.roll(x, (1, 1), dims=(-2, -1))
+    p = model.p
+    a = (rolled + p)[..., m:-m, m:-m].reshape(4, -1).double()
+    b = (rolled + torch.roll(p, (1, 1), dims=(-2, -1)))[..., m:-m, m:-m].reshape(4, -1).double()
+    expected = float(torch.nn.functional.cosine_similarity(a, b).mean())
+    assert layer.margin == m
+    assert layer.equivariance == pytest.approx(expected, abs=1e-6)
+    assert layer.equivariance < 0.9  # the position map breaks equivariance
+
+
+@pytest.mark.parametrize("stride", [1, 2, 4, 16])
+def test_shift_comparison_aligns_cells_for_each_stride(stride: int) -> None:
+    torch.manual_seed(stride)
+    model = nn.Sequential(nn.Conv2d(3, 6, stride, stride=stride)).eval()  # patchify
+    x = images(2, size=64)
+    found = equivariance_pass(model, x, ["0"], {})
+    layer = equivariance(found).layers["0"]
+    assert (layer.stride, layer.shift) == (float(stride), stride)
+    assert layer.equivariance == pytest.approx(1.0, abs=1e-6)
+    item = found["0"]
+    wrong = metrics.equivariance_cosine(item.shifted["stride"], item.base, (-1, -1), 0)
+    assert (wrong < 0.999).all()  # misaligned cells would show
+
+
+class Tokens(nn.Module):
+    """Patch tokens after ``prefix`` tokens that are no function of position."""
+
+    def __init__(self, prefix: int) -> None:
+        super().__init__()
+        self.embed = nn.Conv2d(3, 8, 16, stride=16)
+        self.prefix = prefix
+        self.out = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.embed(x).flatten(2).transpose(1, 2)
+        # Prefix tokens: a per-image max (unchanged by the roll) plus their index.
+        extra = tokens.amax(1, keepdim=True) + torch.arange(self.prefix)[None, :, None] * 3.0
+        return self.out(torch.cat([extra * torch.linspace(1, 2, 8), tokens], 1))
+
+
+@pytest.mark.parametrize("prefix", [1, 5])
+def test_prefix_tokens_are_excluded_and_tokens_laid_on_their_grid(prefix: int) -> None:
+    model = Tokens(prefix).eval()
+    x = images(2, size=64)
+    geometry = hooks.TokenGeometry(kind="global", prefix=prefix, grid=(4, 4), stride=(16, 16))
+    found = equivariance_pass(model, x, ["out"], {"out": geometry})
+    assert found["out"].base is not None and found["out"].base.shape == (2, 4, 4, 8)
+    assert equivariance(found).layers["out"].equivariance == pytest.approx(1.0, abs=1e-6)
+    wrong = hooks.TokenGeometry(kind="global", prefix=0, grid=(4, 4), stride=(16, 16))
+    assert "tokens" in equivariance_pass(model, x, ["out"], {"out": wrong})["out"].reason
+
+
+@pytest.mark.parametrize("groups", [20, 2])
+def test_streamed_head_dependence_equals_the_direct_computation(groups: int) -> None:
+    model = tiny_model("test_vit")
+    x = torch.randn(5, 3, 160, 160, generator=torch.Generator().manual_seed(3))
+    kept: dict[str, list[torch.Tensor]] = {}
+    sums = MeanMaps(groups=groups)
+
+    def both(name: str, probs: torch.Tensor) -> None:
+        kept.setdefault(name, []).append(probs.double().clone())
+        sums(name, probs)
+
+    cap = hooks.capture(model, attention="*", channels=None, keep_maps=0, on_attention=both)
+    sums.bind(cap)
+    with cap, torch.no_grad():
+        model(x[:3])
+        model(x[3:])
+    inputs = {
+        name: MeanMapInput(a["maps"], a["entropy"], a["counts"])
+        for name, a in sums.arrays().items()
+    }
+    result = REGISTRY["input_dependence"]().compute(AnalysisInputs({}, mean_maps=inputs))
+    assert set(result.layers) == set(kept)
+    for name, layer in result.layers.items():
+        prefix = cap.attention[name].geometry.prefix
+        probs = torch.cat(kept[name])[:, :, prefix:, prefix:].numpy()  # [sample, head, q, k]
+        direct = [metrics.input_dependence(probs[:, h]) for h in range(probs.shape[1])]
+        assert layer.head_images == 5
+        assert np.allclose(layer.heads, direct, atol=1e-9)
+        assert (layer.heads_low <= layer.heads + 1e-12).all()
