@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import RunFileError
+from ..analyzers import EquivarianceResult, InputDependenceResult
 from ..store import Run, read_run
-from ._rows import RunResults, agreement_text, layer_rows
+from ._dynamics import terminal_lines
+from ._rows import RunResults, _optional, agreement_text, layer_rows
 
 __all__ = ["describe", "describe_models", "print_summary"]
 
@@ -43,6 +45,14 @@ def print_summary(run: Run) -> None:
             f"{_num(row.erf_distance):>7} {_num(row.erf_radius_50):>6} "
             f"{_num(row.redundancy, 2):>6}"
         )
+    _print_pruning(results)
+    for line in terminal_lines(
+        _optional(run, InputDependenceResult), _optional(run, EquivarianceResult)
+    ):
+        print(line)
+
+
+def _print_pruning(results: RunResults) -> None:
     if results.pruning is None:
         return
     threshold = agreement_text(results.pruning.threshold)
