@@ -21,6 +21,7 @@ from ._sections_run import RUN_SECTIONS as RUN_SECTIONS
 from ._view import AttentionDistance as AttentionDistance
 from ._view import AttentionMaps as AttentionMaps
 from ._view import AttentionSample as AttentionSample
+from ._view import DynamicsLayer as DynamicsLayer
 from ._view import ErfLayer as ErfLayer
 from ._view import ImportanceLayer as ImportanceLayer
 from ._view import PruningCurve as PruningCurve
@@ -41,6 +42,7 @@ __all__ = [
     "AttentionSample",
     "CompareReport",
     "CompareRun",
+    "DynamicsLayer",
     "ErfLayer",
     "ImportanceLayer",
     "PruningCurve",

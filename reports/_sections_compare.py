@@ -14,6 +14,7 @@ from ._figures_compare import (
     compare_pruning_figure,
     compare_redundancy_figure,
 )
+from ._figures_dynamics import dependence_figure, equivariance_figure
 from ._sections import Context, SectionList, SectionSpec
 from ._tables import tables_context
 from ._view import Table
@@ -83,6 +84,16 @@ COMPARE_SECTIONS = SectionList(
             reads=("runs.attention_distance", "runs.erf"),
             build=lambda view: {"figure": compare_distance_figure(view.runs)},
             template="section-compare-distance.html.j2",
+        ),
+        Spec(
+            "dynamics",
+            "Fixed vs dynamic, equivariance",
+            reads="runs.dynamics",
+            build=lambda view: {
+                "dependence": dependence_figure([(r.label, r.dynamics) for r in view.runs]),
+                "equivariance": equivariance_figure([(r.label, r.dynamics) for r in view.runs]),
+            },
+            template="section-compare-dynamics.html.j2",
         ),
         Spec(
             "redundancy",

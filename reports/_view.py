@@ -192,6 +192,44 @@ class ErfLayer:
 
 
 @dataclass(frozen=True)
+class DynamicsLayer:
+    """Input dependence (METRICS §8) and translation equivariance (§9) of one layer.
+
+    Attributes:
+        name: Module path.
+        depth: Fraction of network depth.
+        series: ``attention heads``, ``block output``, ``attention branch`` or
+            ``convolution``.
+        head_dependence: ``[head]`` normalised input dependence per head, or ``None``.
+        dependence: Normalised input dependence of the layer's ERF map, or ``None``.
+        dependence_nats: The same in nats, with its interval ``dependence_low`` /
+            ``dependence_high`` (nats), or ``None``.
+        equivariance: ``E`` at a stride-multiple shift, with its interval, or ``None``.
+        sub_equivariance: ``E`` at a sub-stride shift, or ``None``.
+        unaligned: ``cos(y(roll x), y(x))`` without realigning, or ``None``.
+    """
+
+    name: str
+    depth: float
+    series: str
+    head_dependence: np.ndarray | None = None
+    dependence: float | None = None
+    dependence_nats: float | None = None
+    dependence_low: float | None = None
+    dependence_high: float | None = None
+    equivariance: float | None = None
+    equivariance_low: float | None = None
+    equivariance_high: float | None = None
+    sub_equivariance: float | None = None
+    unaligned: float | None = None
+
+    def __post_init__(self) -> None:
+        check_depth(self)
+        if self.head_dependence is not None:
+            as_array(self, "head_dependence", 1)
+
+
+@dataclass(frozen=True)
 class AttentionMaps:
     """Per-head attention of one layer for one image, on the layer's token grid.
 
@@ -406,6 +444,8 @@ class RunReport:
         notes: Method notes: paragraphs stating the conventions used.
         tables: The numbers, as tables with CSV/JSON downloads.
         title: Page title; defaults to ``"inspector report — <model>"``.
+        dynamics: Input dependence and equivariance per layer.
+        dynamics_verdict: The verdict's sentences on them, written by the caller.
     """
 
     header: RunHeader
@@ -420,6 +460,8 @@ class RunReport:
     notes: tuple[str, ...] = ()
     tables: tuple[Table, ...] = ()
     title: str = ""
+    dynamics: tuple[DynamicsLayer, ...] = ()
+    dynamics_verdict: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.header, RunHeader):
@@ -431,6 +473,7 @@ class RunReport:
         as_tuple(self, "findings", str)
         as_tuple(self, "notes", str)
         as_tuple(self, "tables", Table)
+        as_tuple(self, "dynamics_verdict", str)
         if not self.title:
             set_field(self, "title", f"inspector report — {self.header.model}")
 
@@ -440,6 +483,7 @@ def check_sections(obj: object) -> None:
     as_tuple(obj, "attention_distance", AttentionDistance)
     as_tuple(obj, "erf", ErfLayer)
     as_tuple(obj, "redundancy", RedundancyLayer)
+    as_tuple(obj, "dynamics", DynamicsLayer)
     curves: tuple[PruningCurve, ...] = as_tuple(obj, "pruning", PruningCurve)
     kinds = [c.kind for c in curves]
     if len(set(kinds)) != len(kinds):

@@ -8,6 +8,7 @@ from ._checks import as_tuple, set_field
 from ._errors import ViewError
 from ._view import (
     AttentionDistance,
+    DynamicsLayer,
     ErfLayer,
     PruningCurve,
     RedundancyLayer,
@@ -31,6 +32,7 @@ class CompareRun:
         erf: As in :class:`RunReport`.
         redundancy: As in :class:`RunReport`.
         pruning: As in :class:`RunReport`; ``max_removable`` feeds the bar chart.
+        dynamics: As in :class:`RunReport`.
     """
 
     label: str
@@ -40,6 +42,7 @@ class CompareRun:
     erf: tuple[ErfLayer, ...] = ()
     redundancy: tuple[RedundancyLayer, ...] = ()
     pruning: tuple[PruningCurve, ...] = ()
+    dynamics: tuple[DynamicsLayer, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.weights, WeightsInfo):

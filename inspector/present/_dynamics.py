@@ -162,7 +162,7 @@ def _equivariance_sentence(rows: list[DynamicsRow]) -> str | None:
         else "Not translation equivariant from the first measured layer"
     )
     return (
-        f"{head}: {bad.layer} has E = {bad.equivariance:.2f} [{bad.low:.2f}, {bad.high:.2f}] "
+        f"{head}: {bad.layer} has E = {bad.equivariance:.3f} [{bad.low:.3f}, {bad.high:.3f}] "
         f"at a {bad.stride:g}-px shift (unaligned reference {bad.unaligned:.2f}; "
         f"{images} images){tail}."
     )

@@ -14,9 +14,10 @@ import reports
 
 from .._images import builtin_images_dir
 from .._version import __version__
-from ..analyzers import ErfLayer
+from ..analyzers import EquivarianceResult, ErfLayer, InputDependenceResult
 from ..store import Run
-from ._rows import RunResults, agreement_text, in_model_order, layer_rows
+from ._dynamics import dynamics_rows, verdict_lines
+from ._rows import RunResults, _optional, agreement_text, in_model_order, layer_rows
 
 __all__ = ["compare_view", "run_view", "write_compare_report", "write_run_report"]
 
@@ -25,6 +26,7 @@ LOCAL, GLOBAL = 0.35, 0.75
 global in the headline findings."""
 
 _KIND = {"heads": "head", "channels": "channel"}
+_DYNAMICS = ("input_dependence", "translation_equivariance")
 
 _NOTES = (
     "Mean attention distance (METRICS.md §1): rows renormalised over spatial keys "
@@ -194,7 +196,43 @@ def _sections(run: Run, results: RunResults) -> dict[str, Any]:
             for kind, v in pruning.items()
         ),
     }
+    out["dynamics"] = _dynamics(run, depth)
     return out
+
+
+def _dynamics(run: Run, depth: Mapping[str, float]) -> tuple[reports.DynamicsLayer, ...]:
+    """Input dependence and equivariance per layer (one view record per row)."""
+    series = {"block": "block output", "attention": "attention branch", "conv": "convolution"}
+    items = []
+    for row in dynamics_rows(
+        _optional(run, InputDependenceResult), _optional(run, EquivarianceResult)
+    ):
+        heads = row.heads_normalised if row.heads.size else None
+        base = {
+            "depth": depth.get(row.layer, 0.0),
+            "dependence": _float(row.erf_normalised),
+            "dependence_nats": _float(row.erf),
+            "dependence_low": _float(row.erf_low),
+            "dependence_high": _float(row.erf_high),
+            "equivariance": _float(row.equivariance),
+            "equivariance_low": _float(row.low),
+            "equivariance_high": _float(row.high),
+            "sub_equivariance": _float(row.sub),
+            "unaligned": _float(row.unaligned),
+        }
+        if heads is not None:  # the heads of an attention module: their own record
+            items.append(
+                reports.DynamicsLayer(
+                    row.layer, depth.get(row.layer, 0.0), "attention heads", heads
+                )
+            )
+        if any(v is not None for k, v in base.items() if k != "depth"):
+            items.append(
+                reports.DynamicsLayer(
+                    row.layer, series=series.get(row.branch, "block output"), **base
+                )
+            )
+    return tuple(items)
 
 
 def _findings(run: Run, sections: dict[str, Any]) -> tuple[str, ...]:
@@ -310,6 +348,9 @@ def run_view(run: Run) -> reports.RunReport:
         attention_maps=_gallery(run, {}),
         notes=_NOTES,
         tables=(_table(run, results),),
+        dynamics_verdict=tuple(
+            verdict_lines({n: run.result(n) for n in _DYNAMICS if n in run.analysis})
+        ),
         **sections,
     )
 
@@ -338,6 +379,7 @@ def compare_view(runs: Sequence[Run]) -> reports.CompareReport:
                 sections["erf"],
                 sections["redundancy"],
                 sections["pruning"],
+                sections["dynamics"],
             )
         )
     return reports.CompareReport(
