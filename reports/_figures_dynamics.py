@@ -11,7 +11,7 @@ from ._figures import DEPTH_LABEL
 from ._plot import OKABE_ITO, RenderedFigure, new_figure, styled, to_svg
 from ._view import DynamicsLayer
 
-__all__ = ["dependence_figure", "equivariance_figure"]
+__all__ = ["dependence_figure", "dynamics_figures", "equivariance_figure"]
 
 
 def _value(v: float | None) -> float:
@@ -121,3 +121,9 @@ def equivariance_figure(
     handles, labels = ax.get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(labels)))
     return to_svg(fig, "Translation equivariance per layer against depth.")
+
+
+def dynamics_figures(runs: Sequence[tuple[str, Sequence[DynamicsLayer]]]) -> dict[str, list]:
+    """The section's context: ``figures``, the two plots that have data."""
+    drawn = (dependence_figure(runs), equivariance_figure(runs))
+    return {"figures": [f for f in drawn if f is not None]}

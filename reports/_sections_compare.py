@@ -14,7 +14,7 @@ from ._figures_compare import (
     compare_pruning_figure,
     compare_redundancy_figure,
 )
-from ._figures_dynamics import dependence_figure, equivariance_figure
+from ._figures_dynamics import dynamics_figures
 from ._sections import Context, SectionList, SectionSpec
 from ._tables import tables_context
 from ._view import Table
@@ -89,10 +89,7 @@ COMPARE_SECTIONS = SectionList(
             "dynamics",
             "Fixed vs dynamic, equivariance",
             reads="runs.dynamics",
-            build=lambda view: {
-                "dependence": dependence_figure([(r.label, r.dynamics) for r in view.runs]),
-                "equivariance": equivariance_figure([(r.label, r.dynamics) for r in view.runs]),
-            },
+            build=lambda view: dynamics_figures([(r.label, r.dynamics) for r in view.runs]),
             template="section-compare-dynamics.html.j2",
         ),
         Spec(

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._figures import distance_figure, importance_figures, pruning_figure, redundancy_figure
-from ._figures_dynamics import dependence_figure, equivariance_figure
+from ._figures_dynamics import dynamics_figures
 from ._figures_maps import erf_maps_figure, similarity_figure
 from ._gallery import MAX_HEADS, attention_figure
 from ._plot import KIND_LABELS, RenderedFigure, spread
@@ -171,10 +171,7 @@ RUN_SECTIONS = SectionList(
             "dynamics",
             "Fixed vs dynamic, equivariance",
             reads=("dynamics", "dynamics_verdict"),
-            build=lambda view: {
-                "dependence": dependence_figure([("", view.dynamics)]),
-                "equivariance": equivariance_figure([("", view.dynamics)]),
-            },
+            build=lambda view: dynamics_figures([("", view.dynamics)]),
         ),
         Spec("similarity", "Unit similarity", reads="similarity", build=_similarity),
         Spec(

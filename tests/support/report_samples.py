@@ -17,6 +17,7 @@ from reports import (
     AttentionSample,
     CompareReport,
     CompareRun,
+    DynamicsLayer,
     ErfLayer,
     ImportanceLayer,
     PruningCurve,
@@ -175,7 +176,41 @@ def vit_report(
         pruning=(_pruning("head", 0.3),),
         notes=NOTES,
         tables=(table,),
+        dynamics=_dynamics([a.name for a in attn], heads, rng, vit=True),
+        dynamics_verdict=(
+            "Interaction is input-dependent: in the attention heads (D median 0.30 nats).",
+            "Not translation equivariant from the first measured layer: blocks.0 has E = 0.950.",
+        ),
     )
+
+
+def _dynamics(
+    names: Sequence[str], heads: int, rng: np.random.Generator, *, vit: bool
+) -> tuple[DynamicsLayer, ...]:
+    """Input dependence and equivariance records: heads for a ViT, ERF maps for both."""
+    out = []
+    for i, name in enumerate(names):
+        depth = (i + 1) / len(names)
+        if vit:
+            out.append(DynamicsLayer(name, depth, "attention heads", rng.uniform(0.05, 0.3, heads)))
+        e = 0.95 if vit else 0.999 - 0.02 * depth
+        out.append(
+            DynamicsLayer(
+                name.removesuffix(".attn"),
+                depth,
+                "block output",
+                dependence=0.1 * depth,
+                dependence_nats=0.2 * depth,
+                dependence_low=0.15 * depth,
+                dependence_high=0.25 * depth,
+                equivariance=e,
+                equivariance_low=e - 0.01,
+                equivariance_high=min(1.0, e + 0.01),
+                sub_equivariance=e - 0.1,
+                unaligned=0.5,
+            )
+        )
+    return tuple(out)
 
 
 def cnn_report(*, layers: int = 4, channels: int = 16, seed: int = 1) -> RunReport:
@@ -239,6 +274,7 @@ def cnn_report(*, layers: int = 4, channels: int = 16, seed: int = 1) -> RunRepo
         pruning=(_pruning("channel", 0.2),),
         notes=NOTES,
         tables=(table,),
+        dynamics=_dynamics([f"layer{i + 1}" for i in range(layers)], 0, rng, vit=False),
     )
 
 
@@ -255,6 +291,7 @@ def compare_report(vit: RunReport | None = None, cnn: RunReport | None = None) -
                 rep.erf,
                 rep.redundancy,
                 rep.pruning,
+                rep.dynamics,
             )
         )
     return CompareReport(

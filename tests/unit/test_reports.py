@@ -52,6 +52,7 @@ RUN_SECTIONS = (
     "distance",
     "attention-maps",
     "erf-maps",
+    "dynamics",
     "similarity",
     "redundancy",
     "importance",
@@ -143,8 +144,9 @@ def test_run_report_has_every_section(vit_html: str) -> None:
     for section in RUN_SECTIONS:
         assert "Not measured" not in page.in_section(section), section
     mimes = [_decode(img["src"] or "")[0] for img in page.find("img")]
-    # distance, 2 galleries, ERF maps, head similarity, redundancy, importance, pruning
-    assert len(mimes) == 8
+    # distance, 2 galleries, ERF maps, input dependence, equivariance, head similarity,
+    # redundancy, importance, pruning
+    assert len(mimes) == 10
     assert {"image/svg+xml", "image/png", "image/jpeg"} <= set(mimes)
     assert all(img["alt"] for img in page.find("img"))
     assert "Up to 30% of the heads can be removed" in page.in_section("pruning")
@@ -182,9 +184,18 @@ def test_header_facts(vit, vit_html: str) -> None:
 def test_compare_report_sections(compare_html: str) -> None:
     page = Page(compare_html)
     ids = [s["id"] for s in page.find("section")]
-    assert ids == ["runs", "findings", "distance", "redundancy", "pruning", "numbers", "methods"]
+    assert ids == [
+        "runs",
+        "findings",
+        "distance",
+        "dynamics",
+        "redundancy",
+        "pruning",
+        "numbers",
+        "methods",
+    ]
     assert "fake ViT" in page.in_section("runs") and "fake CNN" in page.in_section("runs")
-    assert len(page.find("img")) == 3
+    assert len(page.find("img")) == 5
     assert "summary" in page.in_section("numbers")
 
 
@@ -370,6 +381,7 @@ RUN_TITLES = (
     "Interaction distance vs depth",
     "Attention maps",
     "Effective receptive fields",
+    "Fixed vs dynamic, equivariance",
     "Unit similarity",
     "Redundancy vs depth",
     "Importance",
@@ -381,6 +393,7 @@ COMPARE_TITLES = (
     "Runs",
     "Headline findings",
     "Interaction distance vs depth",
+    "Fixed vs dynamic, equivariance",
     "Redundancy vs depth",
     "Prunable fractions",
     "Numbers",
@@ -395,6 +408,7 @@ def test_section_lists_keep_order_ids_and_titles() -> None:
         "runs",
         "findings",
         "distance",
+        "dynamics",
         "redundancy",
         "pruning",
         "numbers",
@@ -501,7 +515,7 @@ def test_adding_a_section_is_one_spec_and_one_partial(vit, tmp_path: Path) -> No
     ]
     assert page.in_section("probe") == "Probe <section> <b>probe</b> — 3 layers"  # escaped
     assert not page.find("b") and len(page.find("p", **{"class": "probe"})) == 1
-    assert len(page.find("img")) == 9  # the eight of test_run_report_has_every_section + probe
+    assert len(page.find("img")) == 11  # the ten of test_run_report_has_every_section + probe
 
     absent = Page(render_sections(replace(vit, redundancy=()), sections, env=env))
     assert "Not measured in this run" in absent.in_section("probe")
@@ -530,3 +544,18 @@ def test_section_declarations_are_checked() -> None:
         RUN_SPECS.with_section(SectionSpec("x", "X", reads="erf"), after="nowhere")
     with pytest.raises(ReportError, match="show a RunReport"):
         RUN_SPECS.sections(compare_report())
+
+
+def test_dynamics_section_shows_both_plots_and_the_verdict(vit, vit_html: str) -> None:
+    text = Page(vit_html).in_section("dynamics")
+    for line in vit.dynamics_verdict:
+        assert line in text
+    assert "input dependence" in text.lower()
+    figures = vit_html.split('id="dynamics"')[1].split("</section>")[0]
+    assert figures.count("<img") == 2
+
+
+def test_compare_dynamics_section_has_both_runs(compare_html: str) -> None:
+    body = compare_html.split('id="dynamics"')[1].split("</section>")[0]
+    assert body.count("<img") == 2
+    assert "Not measured" not in body
