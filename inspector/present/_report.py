@@ -306,6 +306,66 @@ def _table(run: Run, results: RunResults) -> reports.Table:
     return reports.Table("per-layer numbers", columns, cells, "one row per captured or ERF layer")
 
 
+def _dynamics_table(run: Run) -> reports.Table | None:
+    rows = dynamics_rows(_optional(run, InputDependenceResult), _optional(run, EquivarianceResult))
+    if not rows:
+        return None
+    columns = (
+        "layer",
+        "branch",
+        "D heads nats (min)",
+        "D heads nats (median)",
+        "D heads nats (max)",
+        "head images",
+        "D ERF nats",
+        "D ERF low",
+        "D ERF high",
+        "D ERF normalised",
+        "ERF images",
+        "E stride shift",
+        "E low",
+        "E high",
+        "E sub-stride",
+        "E unaligned",
+        "stride px",
+        "E images",
+    )
+
+    def heads(fn: Any, values: np.ndarray) -> float | None:
+        return float(fn(values)) if values.size else None
+
+    cells = tuple(
+        (
+            r.layer,
+            r.branch,
+            heads(np.nanmin, r.heads),
+            heads(np.nanmedian, r.heads),
+            heads(np.nanmax, r.heads),
+            r.head_images,
+            _float(r.erf),
+            _float(r.erf_low),
+            _float(r.erf_high),
+            _float(r.erf_normalised),
+            r.erf_images,
+            _float(r.equivariance),
+            _float(r.low),
+            _float(r.high),
+            _float(r.sub),
+            _float(r.unaligned),
+            _float(r.stride),
+            r.images,
+        )
+        for r in rows
+    )
+    return reports.Table(
+        "fixed vs dynamic, equivariance",
+        columns,
+        cells,
+        "input dependence D (METRICS §8, 95 % jackknife intervals) and translation "
+        "equivariance E (§9, 95 % bootstrap intervals) per layer",
+    )
+
+
 def run_view(run: Run) -> reports.RunReport:
     """The run report's view model, from the run file alone (images re-read for overlays)."""
     results = RunResults.of(run)
@@ -347,7 +407,7 @@ def run_view(run: Run) -> reports.RunReport:
         findings=_findings(run, sections),
         attention_maps=_gallery(run, {}),
         notes=_NOTES,
-        tables=(_table(run, results),),
+        tables=tuple(t for t in (_table(run, results), _dynamics_table(run)) if t is not None),
         dynamics_verdict=tuple(
             verdict_lines({n: run.result(n) for n in _DYNAMICS if n in run.analysis})
         ),

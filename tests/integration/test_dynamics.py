@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from support import tiny_model
 from torch import nn
 
 import hooks
@@ -14,7 +15,6 @@ import inspector
 from inspector import metrics
 from inspector.analyzers import REGISTRY, AnalysisInputs, EquivarianceInput, MeanMapInput
 from inspector.pipeline import MeanMaps, equivariance_pass
-from tests.support import tiny_model
 
 
 def images(n: int = 3, size: int = 32, seed: int = 0) -> torch.Tensor:
@@ -196,3 +196,27 @@ def test_streamed_head_dependence_equals_the_direct_computation(groups: int) -> 
         assert layer.head_images == 5
         assert np.allclose(layer.heads, direct, atol=1e-9)
         assert (layer.heads_low <= layer.heads + 1e-12).all()
+
+
+def test_default_job_shows_dynamics_in_terminal_report_and_tables(tmp_path, capsys) -> None:
+    from inspector.present import print_summary
+
+    run = inspector.analyze(
+        "test_vit", weights="random", out=tmp_path, limit=3, erf_images=3, progress=False
+    )
+    assert {"input_dependence", "translation_equivariance"} <= set(run.analysis)
+    timings = run.meta["timings"]
+    assert {"translation_equivariance", "analyzer:input_dependence"} <= set(timings)
+    dependence = run.result("input_dependence")
+    assert dependence.layers["blocks.0.attn"].head_images == 3
+    assert dependence.layers["blocks.0"].erf_images == 3
+    equivariance = run.result("translation_equivariance")
+    assert equivariance.layers["blocks.0"].shift == 16
+    print_summary(run)
+    out = capsys.readouterr().out
+    assert "fixed vs dynamic interaction (D) and translation equivariance (E)" in out
+    assert "verdict: Interaction is" in out
+    html = (tmp_path / "test_vit.html").read_text("utf-8")
+    section = html.split('id="dynamics"')[1].split("</section>")[0]
+    assert section.count("<img") == 2 and "Interaction is" in section
+    assert "fixed vs dynamic, equivariance" in html  # the exported table
