@@ -74,14 +74,13 @@ class MeanMaps:
             return
         batch = self._capture.batch
         p = geometry.prefix
-        spatial = probs[..., p:, p:].double()
+        spatial = probs[..., p:, p:].float()
         if spatial.shape[-1] < 1 or spatial.shape[-2] < 1:
             sums.problem = "no spatial tokens"
             return
         mass = spatial.sum(-1, keepdim=True)
-        rows = spatial / mass.clamp_min(1e-300)
-        rows = torch.where(mass > 0, rows, torch.zeros_like(rows))
-        plogp = torch.special.xlogy(rows, rows).sum(-1)  # [seq, head, query]
+        rows = spatial / mass.clamp_min(1e-30)  # rows without spatial mass stay 0
+        plogp = torch.special.xlogy(rows, rows).sum(-1, dtype=torch.float64)  # [seq, head, q]
         # Queries without spatial mass carry no distribution: left out of the entropy.
         alive = (mass[..., 0] > 0).double()
         per_image = rows.shape[0] // batch
@@ -100,7 +99,7 @@ class MeanMaps:
             sums.keys = int(rows.shape[-1])
         assert sums.entropy is not None and sums.counts is not None
         index = (torch.arange(batch) + sums.images) % sums.maps.shape[0]
-        sums.maps.index_add_(0, index, rows.cpu())
+        sums.maps.index_add_(0, index, rows.cpu().double())
         sums.entropy.index_add_(0, index, entropy.cpu())
         sums.counts.index_add_(0, index, torch.ones(batch, dtype=torch.float64))
         sums.images += batch
