@@ -98,7 +98,8 @@ class EquivarianceResult(AnalysisResult):
 def jackknife(
     point: np.ndarray, leave_out: np.ndarray, level: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Delete-a-group jackknife interval (METRICS.md §7): ``point ± z · se`` with
+    """Delete-a-group jackknife interval (METRICS.md §7): ``point ± z · se`` (low end at
+    least 0) with
     ``se² = (G − 1) / G · Σ_g (θ_(−g) − mean θ_(−·))²``.
 
     Args:
@@ -111,7 +112,8 @@ def jackknife(
     spread = leave_out - leave_out.mean(0)
     se = np.sqrt((g - 1) / g * (spread**2).sum(0))
     z = float(NormalDist().inv_cdf(0.5 + level / 2))
-    return point - z * se, point + z * se
+    # D is a divergence (never negative): the normal interval is cut at 0.
+    return np.maximum(point - z * se, 0.0), point + z * se
 
 
 def _group_dependence(sums: MeanMapInput, level: float) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._dynamics import verdict_lines as dynamics_verdict_lines
 from ._rows import LayerRow as LayerRow
 from ._rows import RunResults as RunResults
 from ._rows import layer_rows as layer_rows
@@ -32,6 +33,7 @@ __all__ = [
     "compare_view",
     "describe",
     "describe_models",
+    "dynamics_verdict_lines",
     "layer_rows",
     "print_summary",
     "run_view",
