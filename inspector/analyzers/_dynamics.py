@@ -107,7 +107,9 @@ def shift_cells(y: np.ndarray, cells: tuple[float, float]) -> np.ndarray:
         cells: Shift along y and x in cells; ``roll(y, 1)`` moves row 0 to row 1 (as
             ``torch.roll`` / ``np.roll`` do for the input image).
     """
-    out = np.asarray(y, dtype=np.float64)
+    out = np.asarray(y)
+    if out.dtype.kind != "f":
+        out = out.astype(np.float64)
     for axis, shift in ((-3, cells[0]), (-2, cells[1])):
         whole = math.floor(shift)
         frac = shift - whole
@@ -131,8 +133,7 @@ def equivariance_cosine(
     Returns:
         ``[sample]`` cosines of the flattened interior features.
     """
-    shifted = np.asarray(shifted, dtype=np.float64)
-    base = np.asarray(base, dtype=np.float64)
+    shifted, base = np.asarray(shifted), np.asarray(base)
     if shifted.shape != base.shape or base.ndim != 4:
         raise ValueError(
             f"outputs must be two [sample, y, x, channel] arrays of one shape, got "
@@ -141,8 +142,9 @@ def equivariance_cosine(
     rows, cols = base.shape[1:3]
     m = max(0, min(int(margin), (rows - 1) // 2, (cols - 1) // 2))
     rolled = shift_cells(base, cells)
-    a = shifted[:, m : rows - m, m : cols - m].reshape(len(base), -1)
-    b = rolled[:, m : rows - m, m : cols - m].reshape(len(base), -1)
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    a = shifted[:, m : rows - m, m : cols - m].reshape(len(base), -1).astype(np.float64)
+    b = rolled[:, m : rows - m, m : cols - m].reshape(len(base), -1).astype(np.float64)
+    dot = np.einsum("ij,ij->i", a, b)
+    norms = np.sqrt(np.einsum("ij,ij->i", a, a) * np.einsum("ij,ij->i", b, b))
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(norms > 0, (a * b).sum(1) / np.where(norms > 0, norms, 1.0), np.nan)
+        return np.where(norms > 0, dot / np.where(norms > 0, norms, 1.0), np.nan)
