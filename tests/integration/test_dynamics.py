@@ -220,3 +220,48 @@ def test_default_job_shows_dynamics_in_terminal_report_and_tables(tmp_path, caps
     section = html.split('id="dynamics"')[1].split("</section>")[0]
     assert section.count("<img") == 2 and "Interaction is" in section
     assert "fixed vs dynamic, equivariance" in html  # the exported table
+
+
+@pytest.mark.parametrize(
+    ("arch", "kwargs", "size"),
+    [
+        (
+            "swin_tiny_patch4_window7_224",
+            dict(img_size=56, embed_dim=24, depths=(2, 2), num_heads=(1, 2)),
+            56,
+        ),
+        ("pvt_v2_b0", dict(depths=(1, 1, 1, 1)), 64),
+    ],
+    ids=["windowed", "reduced-keys"],
+)
+def test_streamed_dependence_of_windowed_and_reduced_key_attention(arch, kwargs, size) -> None:
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model(arch, pretrained=False, **kwargs).eval()
+    x = torch.randn(4, 3, size, size, generator=torch.Generator().manual_seed(3))
+    kept: dict[str, list[torch.Tensor]] = {}
+    sums = MeanMaps(groups=3)
+
+    def both(name: str, probs: torch.Tensor) -> None:
+        kept.setdefault(name, []).append(probs.double().clone())
+        sums(name, probs)
+
+    cap = hooks.capture(model, attention="*", channels=None, keep_maps=0, on_attention=both)
+    sums.bind(cap)
+    with cap, torch.no_grad():
+        model(x[:2])
+        model(x[2:])
+    inputs = {
+        n: MeanMapInput(a["maps"], a["entropy"], a["counts"]) for n, a in sums.arrays().items()
+    }
+    result = REGISTRY["input_dependence"]().compute(AnalysisInputs({}, mean_maps=inputs))
+    assert result.layers, result.notes
+    for name, layer in result.layers.items():
+        prefix = cap.attention[name].geometry.prefix
+        probs = torch.cat(kept[name])[:, :, prefix:, prefix:].numpy()  # [seq, head, q, k]
+        b, per = 4, probs.shape[0] // 4
+        maps = probs.reshape(b, per, *probs.shape[1:]).transpose(0, 2, 1, 3, 4)
+        maps = maps.reshape(b, probs.shape[1], per * probs.shape[2], probs.shape[3])
+        direct = [metrics.input_dependence(maps[:, h]) for h in range(maps.shape[1])]
+        assert np.allclose(layer.heads, direct, atol=1e-6), name
