@@ -31,7 +31,8 @@ GOLDEN = DATA / "golden-run-1.0.h5"
 EVIL_FILE = "<img src=x onerror=alert(1)>.png"
 EVIL_MODEL = "<script>alert('model')</script>Net"
 FAST = ("attention_distance", "attention_entropy", "head_redundancy", "channel_redundancy",
-        "receptive_field", "importance", "pruning_curve")  # fmt: skip
+        "receptive_field", "importance", "pruning_curve", "input_dependence",
+        "translation_equivariance")  # fmt: skip
 
 
 def assert_inert(html: str, literal: str) -> None:
