@@ -72,6 +72,12 @@ def _unreadable(run: Run) -> list[str]:
     return problems
 
 
+def _ids(ids: list[str], shown: int = 10) -> str:
+    """The first ``shown`` image ids (which images a ``--limit``/``--seed`` run used)."""
+    more = f" ... and {len(ids) - shown} more" if len(ids) > shown else ""
+    return (", ".join(ids[:shown]) or "none") + more
+
+
 def describe(path: str | Path) -> str:
     """What a run file holds (also for incomplete runs)."""
     run = read_run(path, allow_incomplete=True)
@@ -90,6 +96,7 @@ def describe(path: str | Path) -> str:
         f"model:     {meta.get('model')} ({requested})",
         f"weights:   {meta.get('weights_source')} - {meta.get('weights_reason')}",
         f"images:    {source}, input {meta.get('input_size')}",
+        f"image ids: {_ids(run.sample_ids)}",
         f"layers:    {len(attention)} attention (geometry: {geometry or 'none'}), "
         f"{len(channels)} channel",
         f"analyses:  {', '.join(run.analysis) or 'none'}",
