@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 __all__ = [
     "ImageError",
     "InspectorError",
+    "Interrupted",
     "ModelNotFoundError",
     "RunFileError",
     "WeightsError",
@@ -29,3 +32,25 @@ class ImageError(InspectorError):
 
 class RunFileError(InspectorError):
     """A run file that is missing, corrupt, incomplete or of an unsupported schema."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a run: what was kept, and where (the CLI says how to resume).
+
+    Attributes:
+        partial: The run's ``.partial`` file.
+        images: Images it holds (0: stopped before the first checkpoint, nothing kept).
+    """
+
+    def __init__(self, partial: Path, images: int) -> None:
+        super().__init__(partial, images)
+        self.partial = partial
+        self.images = images
+
+    def __str__(self) -> str:
+        if self.images:
+            return (
+                f"{self.images} images are kept in {self.partial}; run the same command "
+                "with --resume to continue"
+            )
+        return "stopped before the first checkpoint, nothing was kept; run the command again"

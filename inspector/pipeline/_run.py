@@ -11,8 +11,8 @@ from torch import nn
 
 import hooks
 
-from .._errors import InspectorError, RunFileError
-from ..store import Run, RunWriter, partial_path, read_run
+from .._errors import InspectorError, Interrupted, RunFileError
+from ..store import Run, RunWriter, images_kept, partial_path, read_run
 from . import _capture
 from ._analyses import run_analyses
 from ._capture import CaptureInput, layer_order
@@ -115,8 +115,25 @@ def execute(model: nn.Module, plan: Plan, ranks: World | None = None) -> Path:
             images_skipped=len(plan.images.skipped),
             images_done=len(captured.ids),
         )
+        _drop_stale_report(plan.output)
         return writer.finish()
+    except KeyboardInterrupt as exc:
+        if writer is None:
+            raise
+        writer.close()
+        if isinstance(exc, Interrupted):
+            raise
+        raise Interrupted(writer.partial, images_kept(writer.partial)) from exc
     except BaseException:
         if writer is not None:
             writer.close()
         raise
+
+
+def _drop_stale_report(output: Path) -> None:
+    """Remove the report beside ``output`` before a new run replaces it: it describes
+    the earlier run (a new report is written after the run file, unless ``--no-report``)."""
+    report = output.with_suffix(".html")
+    if report.exists():
+        logger.info("removing %s (the report of an earlier run at this path)", report)
+        report.unlink()

@@ -18,7 +18,8 @@ import h5py
 import numpy as np
 
 from .._errors import RunFileError
-from ._encode import encode_name, tag, write_array, write_strings, write_tree
+from ._checksum import seal
+from ._encode import checksum_options, encode_name, tag, write_array, write_strings, write_tree
 from ._schema import ACCUMULATOR_DIMS, ENCODING_TYPE, MAP_DIMS, SCHEMA_VERSION, TYPE
 
 __all__ = ["RunWriter", "os_reason", "partial_path", "scratch_path"]
@@ -137,7 +138,7 @@ def _copy_compact(layers: h5py.Group, handle: h5py.File) -> None:
                 moments.attrs[attr] = value
             for name, dataset in group["moments"].items():
                 data = np.diagonal(dataset[()]).copy() if name == "comoment" else dataset[()]
-                created = moments.create_dataset(name, data=data)
+                created = moments.create_dataset(name, data=data, **checksum_options(data))
                 for attr, value in dataset.attrs.items():
                     created.attrs[attr] = value
                 if name == "comoment":
@@ -276,6 +277,7 @@ class RunWriter:
             raise self._failure(exc) from exc
         try:
             fill(handle)
+            seal(handle)  # the checksum manifest, last
             handle.close()
             _fsync(self.scratch)
             os.replace(self.scratch, target)
