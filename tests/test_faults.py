@@ -146,12 +146,15 @@ def test_sigkill_leaves_no_complete_file_and_resume_equals_an_uninterrupted_run(
     assert stopped.killed_code == -signal.SIGKILL
     final = stopped.killed_out / "test_vit.h5"
     assert not final.exists()  # nothing is marked complete
-    assert sorted(p.name for p in stopped.killed_out.iterdir()) == ["test_vit.h5.partial"]
+    # The lock file stays (the kernel released its lock); the next run takes it over.
+    left = sorted(p.name for p in stopped.killed_out.iterdir())
+    assert left == ["test_vit.h5.lock", "test_vit.h5.partial"]
     attrs = _attrs(partial_path(final))
     assert not attrs["complete"]
     assert attrs["batches_done"] == 2 and attrs["images_done"] == 2
     resumed = analyze("test_vit", out=stopped.killed_out, options=OPTIONS.replace(resume=True))
     assert resumed.path == final and not partial_path(final).exists()
+    assert sorted(p.name for p in stopped.killed_out.iterdir()) == ["test_vit.h5"]
     assert_same_run(reference, resumed)
 
 
