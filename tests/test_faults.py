@@ -164,10 +164,13 @@ def test_sigint_stops_between_batches_exit_130_and_resume_completes(
     assert stopped.interrupted_code == 130, stopped.interrupted_err
     err = stopped.interrupted_err
     assert "stopping after the current batch" in err
-    assert "run the same command with --resume to continue" in err.strip().splitlines()[-1]
+    final = stopped.interrupted_out / "test_vit.h5"
+    assert err.strip().splitlines()[-1] == (
+        f"interrupted: 2 images are kept in {partial_path(final)}; "
+        "run the same command with --resume to continue"
+    )
     assert "Traceback" not in err
     assert "batch 3" not in stopped.interrupted_out_text  # stopped after batch 2
-    final = stopped.interrupted_out / "test_vit.h5"
     assert not final.exists()
     attrs = _attrs(partial_path(final))
     # The CLI checkpoints every 30 s: this checkpoint was written because of Ctrl-C.
