@@ -22,6 +22,7 @@ from inspector.store._checksum import verify
 from inspector.store._schema import MANIFEST, MANIFEST_DIGEST
 
 GOLDEN = Path(__file__).resolve().parent / "data" / "golden-run-1.1.h5"
+MEAN = "analysis/attention_distance/layers/blocks.0.attn/mean"
 
 
 @pytest.fixture
@@ -68,10 +69,7 @@ def test_the_manifest_covers_every_element_and_matches(run_file: Path) -> None:
             "/layers/blocks.0.attn",
         ),
         (lambda h: h["layers/blocks.0.attn/moments/count"].write_direct(np.array(7)), "count"),
-        (
-            lambda h: h["analysis/attention_distance/layers/blocks.0.attn/mean"].__setitem__(0, 1.0),
-            "/analysis/attention_distance/layers/blocks.0.attn/mean",
-        ),
+        (lambda h: h[MEAN].__setitem__(0, 1.0), f"/{MEAN}"),
         (lambda h: h.create_group("extra"), "/extra is not in its checksum manifest"),
         (lambda h: h.__delitem__(MANIFEST), "manifest /manifest is missing"),
         (lambda h: h.attrs.__delitem__(MANIFEST_DIGEST), "manifest_sha256 is missing"),

@@ -72,9 +72,9 @@ def test_a_second_claim_on_one_path_fails_naming_the_holder(tmp_path: Path) -> N
     path = tmp_path / "run.h5"
     with claim_output(path):
         assert (tmp_path / "run.h5.lock").read_text().startswith(f"pid {os.getpid()}, started")
-        with pytest.raises(RunFileError, match=rf"being written by .*pid {os.getpid()}"):
-            with claim_output(path):
-                pass
+        held = rf"being written by .*pid {os.getpid()}"
+        with pytest.raises(RunFileError, match=held), claim_output(path):
+            pass
     assert not (tmp_path / "run.h5.lock").exists()
     with claim_output(path):  # free again
         pass
