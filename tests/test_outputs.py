@@ -215,3 +215,16 @@ def test_warnings_and_errors_escape_names(
     assert main(["info", str(bad)]) == 1
     err = capsys.readouterr().err
     assert "\x1b" not in err and "\\x1b]0;pwned" in err and err.count("\n") == 1
+
+
+def test_starting_over_names_the_partial_it_discards(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "test_vit.h5"
+    writer = RunWriter(path, {"model": "test_vit"}, "{}")
+    layers = {"fc": {"attrs": {"kind": "channel", "channels": 2, "images": 1}}}
+    writer.checkpoint(layers, ["a.jpg"], np.array([-1]), batches_done=1, order=["fc"])
+    writer.close()
+    with caplog.at_level("WARNING", logger="inspector"):
+        analyze("test_vit", out=tmp_path, options=QUICK)
+    assert f"starting over: {partial_path(path)} held 1 images" in caplog.text

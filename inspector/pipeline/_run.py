@@ -28,6 +28,14 @@ def resumable(plan: Plan) -> Run | None:
     """The partial run ``--resume`` continues, or None (none, or it holds no batch)."""
     partial = partial_path(plan.output)
     if not plan.options.resume:
+        kept = images_kept(partial) if partial.exists() else 0
+        if kept:
+            logger.warning(
+                "starting over: %s held %d images of an interrupted run, now discarded "
+                "(--resume would have continued it)",
+                partial,
+                kept,
+            )
         return None
     if not partial.exists():
         logger.info("nothing to resume (no %s); starting a new run", partial.name)
