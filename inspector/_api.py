@@ -10,14 +10,20 @@ from torch import nn
 from ._errors import InspectorError
 from ._options import AnalyzeOptions
 from .pipeline import execute, make_plan, resolve, world
-from .store import Run, read_run
+from .store import Run, claim_output, read_run
 
 __all__ = ["analyze", "open_run"]
 
 
-def open_run(path: str | Path) -> Run:
-    """Read a complete run file (plain numpy arrays and dataclasses; no model needed)."""
-    return read_run(path)
+def open_run(path: str | Path, *, verify: bool = True) -> Run:
+    """Read a complete run file (plain numpy arrays and dataclasses; no model needed).
+
+    Args:
+        path: The run file.
+        verify: Check its content against its checksum manifest; ``False`` reads a
+            damaged file as it is (forensics).
+    """
+    return read_run(path, verify=verify)
 
 
 def analyze(
@@ -33,7 +39,8 @@ def analyze(
     Args:
         model: A timm name or alias (``deit_small``) or any ``torch.nn.Module``.
         images: ``"builtin"``, a folder, an image file, a torch ``Dataset`` or ``DataLoader``.
-        out: A folder (the file is ``<model>.h5`` in it) or a ``.h5`` path.
+        out: A folder (the file is ``<model>.h5`` in it) or a ``.h5`` path. A file
+            already there is replaced only with ``overwrite=True``.
         options: An :class:`AnalyzeOptions`; or give its fields as keyword arguments.
 
     Returns:
@@ -59,15 +66,18 @@ def analyze(
             given.device,
             leader=ranks is None or ranks.leader,
         )
-        path = execute(given.model, plan, ranks)
         if ranks is not None and not ranks.leader:
+            path = execute(given.model, plan, ranks)
             ranks.barrier()  # rank 0 analyses, writes and reports
             return read_run(path)
-        run = read_run(path)
-        if opts.report:
-            from .present import write_run_report
+        # The lock spans the resume, the run file and its report (docs/run-file.md).
+        with claim_output(plan.output, overwrite=opts.overwrite):
+            path = execute(given.model, plan, ranks)
+            run = read_run(path)
+            if opts.report:
+                from .present import write_run_report
 
-            write_run_report(run, path.with_suffix(".html"))
+                write_run_report(run, path.with_suffix(".html"))
         if ranks is not None:
             ranks.barrier()
         return run

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import os
+import re
 import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._errors import InspectorError
+from ._errors import InspectorError, Interrupted
 from ._options import ALL_ANALYSES, AnalyzeOptions, parse_analyses
+from ._text import terminal_safe
 from ._version import __version__
 
 __all__ = ["main"]
@@ -20,10 +23,11 @@ logger = logging.getLogger("inspector")
 
 
 class _Printer(logging.Handler):
-    """Info lines to stdout as they are; warnings to stderr, loud."""
+    """Info lines to stdout; warnings to stderr, loud. Control characters in the names
+    they hold (layers, images, files) are escaped."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
+        message = terminal_safe(record.getMessage(), keep_newlines=True)
         if record.levelno >= logging.WARNING:
             print(f"warning: {message}", file=sys.stderr, flush=True)
         else:
@@ -61,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("--no-report", action="store_true", help="do not write the HTML report")
     analyze.add_argument("--resume", action="store_true", help="continue an interrupted run")
     analyze.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing run file at the output path (default: refuse)",
+    )
+    analyze.add_argument(
         "--seed",
         type=int,
         default=0,
@@ -80,6 +89,11 @@ def _parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="describe what a run file holds")
     info.add_argument("run", type=Path)
     info.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="read a file whose checksums do not match (forensics)",
+    )
+    info.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
 
@@ -93,12 +107,30 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("run", type=Path)
     report.add_argument("-o", "--output", type=Path, default=None)
     report.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="read a file whose checksums do not match (forensics)",
+    )
+    report.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
 
     compare = sub.add_parser("compare", help="one report comparing several run files")
     compare.add_argument("runs", type=Path, nargs="+")
-    compare.add_argument("-o", "--output", type=Path, default=Path("compare.html"))
+    compare.add_argument(
+        "-o",
+        "--out",
+        "--output",
+        dest="output",
+        type=Path,
+        default=None,
+        help="the HTML file (default: compare-<run>-vs-<run>.html beside the first run file)",
+    )
+    compare.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="read a file whose checksums do not match (forensics)",
+    )
     compare.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
@@ -121,6 +153,7 @@ def _analyze_options(args: argparse.Namespace, layers: tuple[str, ...] | None) -
         analyses=parse_analyses(args.analyses),
         keep_maps=args.keep_maps,
         resume=args.resume,
+        overwrite=args.overwrite,
         report=not args.no_report,
         progress=not args.quiet,
         autocast=args.autocast,
@@ -142,17 +175,17 @@ def _analyze(args: argparse.Namespace) -> int:
         return 0
     run = analyze(args.model, args.images, out=args.out, options=options)
     print_summary(run)
-    print(f"run file: {run.path}")
+    print(f"run file: {terminal_safe(run.path)}")
     report = run.path.with_suffix(".html")
     if report.exists() and not args.no_report:
-        print(f"report:   {report}")
+        print(f"report:   {terminal_safe(report)}")
     return 0
 
 
 def _info(args: argparse.Namespace) -> int:
     from .present import describe
 
-    print(describe(args.run))
+    print(describe(args.run, verify=not args.no_verify))
     return 0
 
 
@@ -167,9 +200,9 @@ def _report(args: argparse.Namespace) -> int:
     from ._api import open_run
     from .present import write_run_report
 
-    run = open_run(args.run)
+    run = open_run(args.run, verify=not args.no_verify)
     path = write_run_report(run, args.output or args.run.with_suffix(".html"))
-    print(f"report: {path}")
+    print(f"report: {terminal_safe(path)}")
     return 0
 
 
@@ -177,10 +210,26 @@ def _compare(args: argparse.Namespace) -> int:
     from ._api import open_run
     from .present import write_compare_report
 
-    runs = [open_run(path) for path in args.runs]
-    path = write_compare_report(runs, args.output)
-    print(f"report: {path}")
+    runs = [open_run(path, verify=not args.no_verify) for path in args.runs]
+    path = write_compare_report(runs, args.output or _compare_path(args.runs))
+    print(f"report: {terminal_safe(path)}")
     return 0
+
+
+def _compare_path(runs: Sequence[Path]) -> Path:
+    """Where ``inspector compare`` writes without ``-o``: beside the first run file,
+    named after the runs (``compare-deit_small-vs-vit_tiny.html``), so that it is never
+    a surprise file in the working directory and comparisons of other runs do not
+    replace it."""
+    stems = [_FILE_UNSAFE.sub("_", path.stem) for path in runs]
+    name = "compare-" + "-vs-".join(stems)
+    if len(name) > 120:
+        digest = hashlib.sha256("\0".join(map(str, runs)).encode()).hexdigest()[:8]
+        name = f"compare-{stems[0][:60]}-and-{len(runs) - 1}-more-{digest}"
+    return runs[0].parent / f"{name}.html"
+
+
+_FILE_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 _COMMANDS = {
@@ -208,24 +257,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 0
     except _UsageError as exc:
-        print(f"inspector {args.command}: error: {exc}", file=sys.stderr)
+        print(f"inspector {args.command}: error: {terminal_safe(exc)}", file=sys.stderr)
         return 2
+    except Interrupted as exc:
+        print(f"interrupted: {terminal_safe(exc)}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
-        if args.command == "analyze":
-            print(
-                "interrupted: the work done so far is kept in the .partial file; "
-                "run the same command with --resume to continue",
-                file=sys.stderr,
-            )
-        else:
-            print("interrupted", file=sys.stderr)
+        print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
         if args.debug:
             traceback.print_exc()
         known = isinstance(exc, InspectorError) or type(exc).__module__.startswith("hooks")
         prefix = "error" if known else f"error ({type(exc).__name__})"
-        print(f"{prefix}: {exc}", file=sys.stderr)
+        print(f"{prefix}: {terminal_safe(exc)}", file=sys.stderr)
         if not known and not args.debug:
             print("run with --debug for the traceback", file=sys.stderr)
         return 1

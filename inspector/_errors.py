@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 __all__ = [
     "AnalysisNotFoundError",
     "ImageError",
     "InspectorError",
+    "Interrupted",
     "ModelNotFoundError",
     "RunFileError",
     "WeightsError",
@@ -34,3 +37,25 @@ class RunFileError(InspectorError):
 
 class AnalysisNotFoundError(RunFileError, LookupError):
     """A run file that holds no result of the analysis asked for."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a run: what was kept, and where (the CLI says how to resume).
+
+    Attributes:
+        partial: The run's ``.partial`` file.
+        images: Images it holds (0: stopped before the first checkpoint, nothing kept).
+    """
+
+    def __init__(self, partial: Path, images: int) -> None:
+        super().__init__(partial, images)
+        self.partial = partial
+        self.images = images
+
+    def __str__(self) -> str:
+        if self.images:
+            return (
+                f"{self.images} images are kept in {self.partial}; run the same command "
+                "with --resume to continue"
+            )
+        return "stopped before the first checkpoint, nothing was kept; run the command again"

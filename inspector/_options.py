@@ -100,6 +100,8 @@ class RunSettings:
         seed: Seeds random initialisation and chooses the ``limit`` subset of the images.
         device: ``auto``, ``cpu`` or ``cuda``.
         resume: Continue an interrupted run's ``.partial`` file.
+        overwrite: Replace an existing file at the run file's path (otherwise a run
+            refuses to start). Not part of the resume fingerprint.
         report: Write the HTML report next to the run file.
         checkpoint_seconds: Minimum time between checkpoints of the capture state.
         progress: Show progress bars.
@@ -113,6 +115,7 @@ class RunSettings:
     seed: int = 0
     device: str = "auto"
     resume: bool = False
+    overwrite: bool = False
     report: bool = True
     checkpoint_seconds: float = 30.0
     progress: bool = True

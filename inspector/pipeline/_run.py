@@ -11,8 +11,8 @@ from torch import nn
 
 import hooks
 
-from .._errors import InspectorError, RunFileError
-from ..store import Run, RunWriter, partial_path, read_run
+from .._errors import InspectorError, Interrupted, RunFileError
+from ..store import Run, RunWriter, images_kept, partial_path, read_run
 from . import _capture
 from ._analyses import run_analyses
 from ._capture import CaptureInput, layer_order
@@ -28,6 +28,14 @@ def resumable(plan: Plan) -> Run | None:
     """The partial run ``--resume`` continues, or None (none, or it holds no batch)."""
     partial = partial_path(plan.output)
     if not plan.options.resume:
+        kept = images_kept(partial) if partial.exists() else 0
+        if kept:
+            logger.warning(
+                "starting over: %s held %d images of an interrupted run, now discarded "
+                "(--resume would have continued it)",
+                partial,
+                kept,
+            )
         return None
     if not partial.exists():
         logger.info("nothing to resume (no %s); starting a new run", partial.name)
@@ -115,8 +123,25 @@ def execute(model: nn.Module, plan: Plan, ranks: World | None = None) -> Path:
             images_skipped=len(plan.images.skipped),
             images_done=len(captured.ids),
         )
+        _drop_stale_report(plan.output)
         return writer.finish()
+    except KeyboardInterrupt as exc:
+        if writer is None:
+            raise
+        writer.close()
+        if isinstance(exc, Interrupted):
+            raise
+        raise Interrupted(writer.partial, images_kept(writer.partial)) from exc
     except BaseException:
         if writer is not None:
             writer.close()
         raise
+
+
+def _drop_stale_report(output: Path) -> None:
+    """Remove the report beside ``output`` before a new run replaces it: it describes
+    the earlier run (a new report is written after the run file, unless ``--no-report``)."""
+    report = output.with_suffix(".html")
+    if report.exists():
+        logger.info("removing %s (the report of an earlier run at this path)", report)
+        report.unlink()

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import RunFileError
+from .._text import terminal_safe
 from ..store import Run, read_run
 from ._rows import RunResults, agreement_text, layer_rows
 
@@ -38,8 +39,9 @@ def print_summary(run: Run) -> None:
             continue
         low, high = _num(row.distance_min, 0), _num(row.distance_max, 0)
         spread = "-" if math.isnan(row.distance) else f"{_num(row.distance)} ({low}-{high})"
+        layer, kind = terminal_safe(row.layer), terminal_safe(row.kind)
         print(
-            f"{row.layer[:28]:<28} {row.kind:<9} {row.units:>5} {spread:>20} "
+            f"{layer[:28]:<28} {kind:<9} {row.units:>5} {spread:>20} "
             f"{_num(row.erf_distance):>7} {_num(row.erf_radius_50):>6} "
             f"{_num(row.redundancy, 2):>6}"
         )
@@ -78,36 +80,56 @@ def _ids(ids: list[str], shown: int = 10) -> str:
     return (", ".join(ids[:shown]) or "none") + more
 
 
-def describe(path: str | Path) -> str:
-    """What a run file holds (also for incomplete runs)."""
-    run = read_run(path, allow_incomplete=True)
-    meta = run.meta
+def describe(path: str | Path, *, verify: bool = True) -> str:
+    """What a run file holds (also for incomplete runs); names from the file escaped."""
+    run = read_run(path, allow_incomplete=True, verify=verify)
+    meta = {key: _safe(value) for key, value in run.meta.items()}
     attention = run.attention_layers()
     channels = run.channel_layers()
     requested = f"requested {meta.get('model_requested')!r}, {meta.get('resolution')}"
     source = f"{len(run.sample_ids)} from {meta.get('images_source')}"
     kinds = Counter(
-        str((layer.attrs.get("geometry") or {}).get("kind", "unknown")) for layer in attention
+        terminal_safe((layer.attrs.get("geometry") or {}).get("kind", "unknown"))
+        for layer in attention
     )
     geometry = ", ".join(f"{kind} {count}" for kind, count in sorted(kinds.items()))
     lines = [
-        f"run file:  {run.path}",
-        f"complete:  {'yes' if run.complete else 'NO (resume with --resume)'}",
+        f"run file:  {terminal_safe(run.path)}",
+        f"complete:  {'yes' if run.complete else _incomplete(run)}",
         f"model:     {meta.get('model')} ({requested})",
         f"weights:   {meta.get('weights_source')} - {meta.get('weights_reason')}",
         f"images:    {source}, input {meta.get('input_size')}",
-        f"image ids: {_ids(run.sample_ids)}",
+        f"image ids: {terminal_safe(_ids(run.sample_ids))}",
         f"layers:    {len(attention)} attention (geometry: {geometry or 'none'}), "
         f"{len(channels)} channel",
-        f"analyses:  {', '.join(run.analysis) or 'none'}",
-        *(f"           {problem}" for problem in _unreadable(run)),
+        f"analyses:  {terminal_safe(', '.join(run.analysis)) or 'none'}",
+        *(f"           {terminal_safe(problem)}" for problem in _unreadable(run)),
         f"created:   {meta.get('created')} with inspector {meta.get('tool_version')}, "
         f"timm {meta.get('timm_version')}, torch {meta.get('torch_version')}",
     ]
     timings = meta.get("timings")
     if isinstance(timings, dict):
-        lines.append("timings:   " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+        lines.append("timings:   " + ", ".join(f"{k} {_num(v)}s" for k, v in timings.items()))
     return "\n".join(lines)
+
+
+def _safe(value: Any) -> Any:
+    """Strings from a run file escaped for the terminal, inside lists and dicts too."""
+    if isinstance(value, str):
+        return terminal_safe(value)
+    if isinstance(value, list):
+        return [_safe(item) for item in value]
+    if isinstance(value, dict):
+        return {terminal_safe(key): _safe(item) for key, item in value.items()}
+    return value
+
+
+def _incomplete(run: Run) -> str:
+    """The ``complete:`` line of an unfinished run: ``--resume`` advice only when the
+    ``.partial`` file holds work."""
+    if run.sample_ids:
+        return f"NO ({len(run.sample_ids)} images done; finish with --resume)"
+    return "NO (stopped before its first checkpoint: no image to resume; run it again)"
 
 
 def _measurable(name: str) -> str:

@@ -18,8 +18,10 @@ import numpy as np
 
 from .._errors import AnalysisNotFoundError, RunFileError
 from ..analyzers import REGISTRY, AnalysisResult, ResultSchemaError
+from ._checksum import verify_file
 from ._encode import decode_name, encode_name, read_attrs, read_tree
 from ._heap import global_heap_problem
+from ._lock import images_kept
 from ._schema import ENCODING_TYPE, ENCODING_VERSION, JSON_ATTRS, SCHEMA_VERSION, TYPE
 
 __all__ = ["Layer", "Run", "read_run"]
@@ -325,20 +327,28 @@ def _model_order(
     )
 
 
-def read_run(path: str | Path, *, allow_incomplete: bool = False) -> Run:
+def read_run(path: str | Path, *, allow_incomplete: bool = False, verify: bool = True) -> Run:
     """Read a run file.
 
+    Args:
+        path: The run file.
+        allow_incomplete: Read a run that did not finish (a ``.partial`` file).
+        verify: Check every element against the file's checksum manifest (schema 1.1);
+            ``False`` reads a damaged file as it is, for forensics.
+
     Raises:
-        RunFileError: Missing, not HDF5, not a run file, a newer schema, corrupt, or
-            incomplete (unless ``allow_incomplete``).
+        RunFileError: Missing, not HDF5, not a run file, a newer schema, corrupt (a
+            checksum that does not match, naming the element), or incomplete (unless
+            ``allow_incomplete``).
     """
     path = Path(path)
     if not path.exists():
         partial = path.with_name(path.name + ".partial")
+        kept = images_kept(partial) if partial.exists() else 0
         hint = (
-            f" ({partial.name} holds an unfinished run: finish it with "
+            f" ({partial} holds an unfinished run of {kept} images: finish it with "
             "`inspector analyze ... --resume`)"
-            if partial.exists()
+            if kept
             else ""
         )
         raise RunFileError(f"no run file at {path}{hint}")
@@ -359,6 +369,9 @@ def read_run(path: str | Path, *, allow_incomplete: bool = False) -> Run:
             with _address_space_ceiling(_HEADROOM):
                 _check_version(path, handle)
                 claimed = _check_structure(handle)
+            if verify:
+                with _address_space_ceiling(2 * claimed + _HEADROOM):
+                    verify_file(path, handle)
             run = _read(path, handle, allow_incomplete, 2 * claimed + path.stat().st_size)
     except RunFileError:
         raise

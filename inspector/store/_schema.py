@@ -17,13 +17,24 @@ __all__ = [
     "ENCODING_TYPE",
     "ENCODING_VERSION",
     "JSON_ATTRS",
+    "MANIFEST",
+    "MANIFEST_DIGEST",
     "MAP_DIMS",
     "SCHEMA_VERSION",
     "TYPE",
 ]
 
-SCHEMA_VERSION = "1.0"
-"""Version of the whole layout, stored on the root as ``encoding-version``."""
+SCHEMA_VERSION = "1.1"
+"""Version of the whole layout, stored on the root as ``encoding-version``.
+
+1.1 added checksums: ``fletcher32`` on every chunked dataset and the manifest
+(:data:`MANIFEST`, :data:`MANIFEST_DIGEST`). 1.0 files (no manifest) are still read."""
+
+MANIFEST = "manifest"
+"""Dataset at the root holding the SHA-256 digest of every element, as JSON (1.1)."""
+
+MANIFEST_DIGEST = "manifest_sha256"
+"""Root attribute holding the digest of :data:`MANIFEST`, written last (1.1)."""
 
 ENCODING_TYPE = "encoding-type"
 ENCODING_VERSION = "encoding-version"
@@ -43,6 +54,7 @@ TYPE = {
     "analysis": "analysis",
     "result": "analysis-result",
     "tree": "dict",
+    "manifest": "checksum-manifest",
 }
 
 MAP_DIMS = {

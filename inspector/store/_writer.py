@@ -18,7 +18,8 @@ import h5py
 import numpy as np
 
 from .._errors import RunFileError
-from ._encode import encode_name, tag, write_array, write_strings, write_tree
+from ._checksum import seal
+from ._encode import checksum_options, encode_name, tag, write_array, write_strings, write_tree
 from ._schema import ACCUMULATOR_DIMS, ENCODING_TYPE, MAP_DIMS, SCHEMA_VERSION, TYPE
 
 __all__ = ["RunWriter", "os_reason", "partial_path", "scratch_path"]
@@ -36,6 +37,8 @@ def os_reason(exc: BaseException) -> str:
     message = found.group(2) if found else (getattr(exc, "strerror", None) or text)
     if code == errno.ENOSPC or "No space left" in text:
         return "disk full (no space left on device)"
+    if code:  # libhdf5 words the same errno differently at write and at close
+        return os.strerror(code)
     return message.splitlines()[0] if message else type(exc).__name__
 
 
@@ -137,7 +140,7 @@ def _copy_compact(layers: h5py.Group, handle: h5py.File) -> None:
                 moments.attrs[attr] = value
             for name, dataset in group["moments"].items():
                 data = np.diagonal(dataset[()]).copy() if name == "comoment" else dataset[()]
-                created = moments.create_dataset(name, data=data)
+                created = moments.create_dataset(name, data=data, **checksum_options(data))
                 for attr, value in dataset.attrs.items():
                     created.attrs[attr] = value
                 if name == "comoment":
@@ -271,11 +274,16 @@ class RunWriter:
             RunFileError: Writing failed; ``target`` is unchanged and no scratch is left.
         """
         try:
-            handle = h5py.File(self.scratch, "w")
+            # No chunk cache: every chunk goes to the file when written, so a failed
+            # write fails there, not later when a dataset is closed or collected (a
+            # failed write at close leaves libhdf5 holding buffers it cannot write).
+            handle = h5py.File(self.scratch, "w", rdcc_nbytes=0)
         except OSError as exc:
             raise self._failure(exc) from exc
         try:
             fill(handle)
+            seal(handle)  # the checksum manifest, last
+            handle.flush()  # fail here, while the handle can still be discarded cleanly
             handle.close()
             _fsync(self.scratch)
             os.replace(self.scratch, target)
