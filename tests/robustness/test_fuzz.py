@@ -24,11 +24,11 @@ import h5py
 import pytest
 import timm
 import torch
-from bitflip import classify, contents, flip_bit
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from support import DATA
+from support.bitflip import classify, contents, flip_bit
 
 from inspector import ImageError, RunFileError
 from inspector.images import IMAGE_EXTENSIONS, model_transform, open_images
