@@ -13,6 +13,7 @@ from ._attention import EntropyResult as EntropyResult
 from ._gradients import AblationCheck as AblationCheck
 from ._gradients import ErfLayer as ErfLayer
 from ._gradients import ErfResult as ErfResult
+from ._gradients import ErfSummary as ErfSummary
 from ._gradients import ImportanceLayer as ImportanceLayer
 from ._gradients import ImportanceResult as ImportanceResult
 from ._gradients import PruningCurveResult as PruningCurveResult
@@ -20,6 +21,7 @@ from ._gradients import PruningKind as PruningKind
 from ._intervals import IntervalSpec as IntervalSpec
 from ._intervals import bootstrap as bootstrap
 from ._intervals import bootstrap_mean as bootstrap_mean
+from ._importance import wilson_interval as wilson_interval
 from ._record import AnalysisResult as AnalysisResult
 from ._record import Record as Record
 from ._record import ResultSchemaError as ResultSchemaError
@@ -52,6 +54,7 @@ __all__ = [
     "ErfInput",
     "ErfLayer",
     "ErfResult",
+    "ErfSummary",
     "GateInput",
     "HeadRedundancyLayer",
     "HeadRedundancyResult",
@@ -68,4 +71,5 @@ __all__ = [
     "bootstrap",
     "bootstrap_mean",
     "results_schema_markdown",
+    "wilson_interval",
 ]
