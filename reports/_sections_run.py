@@ -48,9 +48,16 @@ class Gallery:
 
 def _distance(view: RunReport) -> Context:
     return {
-        "figure": distance_figure(view.attention_distance, view.erf),
+        "figure": distance_figure(
+            view.attention_distance, view.erf, centre=True, erf_uniform=view.erf_uniform
+        ),
         "windowed": [a.name for a in view.attention_distance if a.windowed],
+        "centre": any(a.centre_distance is not None for a in view.attention_distance),
     }
+
+
+def _mad(view: RunReport) -> Context:
+    return {"figure": distance_figure(view.attention_distance, ())}
 
 
 def _gallery_samples(view: RunReport) -> list[AttentionSample]:
@@ -151,6 +158,12 @@ RUN_SECTIONS = SectionList(
             "Interaction distance vs depth",
             reads=("attention_distance", "erf"),
             build=_distance,
+        ),
+        Spec(
+            "mad",
+            "Mean attention distance",
+            reads="attention_distance",
+            build=_mad,
         ),
         Spec(
             "attention-maps",

@@ -21,6 +21,7 @@ from ._gradients import PruningKind as PruningKind
 from ._intervals import IntervalSpec as IntervalSpec
 from ._intervals import bootstrap as bootstrap
 from ._intervals import bootstrap_mean as bootstrap_mean
+from ._erf import uniform_erf_distance as uniform_erf_distance
 from ._importance import wilson_interval as wilson_interval
 from ._record import AnalysisResult as AnalysisResult
 from ._record import Record as Record
@@ -71,5 +72,6 @@ __all__ = [
     "bootstrap",
     "bootstrap_mean",
     "results_schema_markdown",
+    "uniform_erf_distance",
     "wilson_interval",
 ]

@@ -17,6 +17,7 @@ __all__ = [
     "erf_axis_std",
     "erf_mean_distance",
     "erf_radius",
+    "uniform_erf_distance",
     "replknet_area_ratios",
 ]
 
@@ -208,3 +209,14 @@ def degenerate_erf(
         f"while the theoretical receptive field {grows} (from {first_rf:.0f} px); typical of "
         "randomly initialised weights (zero-initialised residual branches): not a finding"
     )
+
+
+def uniform_erf_distance(height: int, width: int) -> float:
+    """ERF mean distance of a uniform ERF over a ``height × width`` input, measured from
+    the input's centre ``(height / 2, width / 2)`` with pixel centres at ``i + 0.5``
+    (METRICS.md §3: 85.701266 px at 224², ``224/6 · (√2 + ln(1 + √2))`` in the limit)."""
+    if height < 1 or width < 1:
+        raise ValueError(f"input size must be positive, got {height}x{width}")
+    dy = np.arange(height, dtype=np.float64)[:, None] + 0.5 - height / 2
+    dx = np.arange(width, dtype=np.float64)[None, :] + 0.5 - width / 2
+    return float(np.hypot(dy, dx).mean())
