@@ -156,8 +156,9 @@ RUN_SECTIONS = SectionList(
         Spec(
             "distance",
             "Interaction distance vs depth",
-            reads=("attention_distance", "erf"),
+            reads=("attention_distance", "erf", "erf_uniform", "erf_warning", "pass_images"),
             build=_distance,
+            measured=lambda view: bool(view.attention_distance or view.erf),
         ),
         Spec(
             "mad",

@@ -97,11 +97,15 @@ class _Trace(TorchFunctionMode):
         out = func(*args, **kwargs)
         source = self._source(args)
         result = out[0] if isinstance(out, tuple) and out else out
-        if source is None or not isinstance(result, torch.Tensor) or result.dim() != 4:
+        if not isinstance(result, torch.Tensor) or result.dim() != 4:
+            return out
+        field = self._fields(args, kwargs)
+        if source is None:  # no pixel map (a pooled 1x1 gate): carry its field on
+            if field is not None:
+                self.rf[result] = field
             return out
         sy, sx, oy, ox, ya, xa = self.maps[source]
         name = getattr(func, "__name__", "")
-        field = self._fields(args, kwargs)
         if field is not None:
             spatial = [source.shape[ya], source.shape[xa]]
             if name in _CONV or name in _POOL:

@@ -73,11 +73,12 @@ def print_summary(run: Run) -> None:
     threshold = agreement_text(results.pruning.threshold)
     checks = results.importance.summary if results.importance else {}
     for kind, curve in results.pruning.summary.items():
-        bound = "lower 95 % bound of " if curve.agreement_low is not None else ""
         line = (
-            f"{kind}: {curve.prunable_fraction:.0%} removable at {bound}top-1 agreement >= "
-            f"{threshold} ({curve.units} units"
+            f"{kind}: {curve.prunable_fraction:.0%} removable at >= {threshold} top-1 "
+            f"agreement ({curve.units} units"
         )
+        if curve.agreement_low is not None:
+            line += ", the 95 % interval's lower bound"
         if curve.images:
             line += f", {curve.images} held-out images"
         line += ")"
@@ -93,7 +94,8 @@ def print_summary(run: Run) -> None:
         if check is not None and not math.isnan(check.spearman_vs_ablation):
             print(
                 f"  gate gradient vs true ablation: Spearman {check.spearman_vs_ablation:.2f} "
-                f"over {check.ablation_units} units on {check.ablation_images} images"
+                f"over {check.ablation_units} units"
+                + (f" on {check.ablation_images} images" if check.ablation_images else "")
             )
 
 
