@@ -176,7 +176,7 @@ RUN_SECTIONS = SectionList(
         Spec(
             "erf-maps",
             "Effective receptive fields",
-            reads="erf",
+            reads=("erf", "pass_images"),
             build=_erf_maps,
             measured=lambda view: bool(_with_map(view)),
         ),

@@ -10,6 +10,7 @@ from ._attention import DistanceLayer as DistanceLayer
 from ._attention import DistanceResult as DistanceResult
 from ._attention import EntropyLayer as EntropyLayer
 from ._attention import EntropyResult as EntropyResult
+from ._erf import uniform_erf_distance as uniform_erf_distance
 from ._gradients import AblationCheck as AblationCheck
 from ._gradients import ErfLayer as ErfLayer
 from ._gradients import ErfResult as ErfResult
@@ -18,11 +19,10 @@ from ._gradients import ImportanceLayer as ImportanceLayer
 from ._gradients import ImportanceResult as ImportanceResult
 from ._gradients import PruningCurveResult as PruningCurveResult
 from ._gradients import PruningKind as PruningKind
+from ._importance import wilson_interval as wilson_interval
 from ._intervals import IntervalSpec as IntervalSpec
 from ._intervals import bootstrap as bootstrap
 from ._intervals import bootstrap_mean as bootstrap_mean
-from ._erf import uniform_erf_distance as uniform_erf_distance
-from ._importance import wilson_interval as wilson_interval
 from ._record import AnalysisResult as AnalysisResult
 from ._record import Record as Record
 from ._record import ResultSchemaError as ResultSchemaError

@@ -44,7 +44,8 @@ class DistanceLayer(Record):
         "image centre (2x2 for an even grid), px, mean over images", optional=True
     )  # fmt: skip
     centre_low: np.ndarray | None = array(
-        "head", doc="95 % percentile-bootstrap interval over images of centre_mean: low",
+        "head",
+        doc="95 % percentile-bootstrap interval over images of centre_mean: low",
         optional=True,
     )
     centre_high: np.ndarray | None = array("head", doc="the same: high", optional=True)
@@ -94,8 +95,8 @@ class AttentionDistance:
     needs: ClassVar[frozenset[str]] = frozenset({"summaries"})
     result: ClassVar[type[DistanceResult]] = DistanceResult
 
-    def __init__(self, interval: IntervalSpec = IntervalSpec()) -> None:
-        self.interval = interval
+    def __init__(self, interval: IntervalSpec | None = None) -> None:
+        self.interval = interval or IntervalSpec()
 
     def params(self) -> dict[str, Any]:
         return {

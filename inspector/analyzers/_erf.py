@@ -17,8 +17,8 @@ __all__ = [
     "erf_axis_std",
     "erf_mean_distance",
     "erf_radius",
-    "uniform_erf_distance",
     "replknet_area_ratios",
+    "uniform_erf_distance",
 ]
 
 REPLKNET_THRESHOLDS: tuple[float, ...] = (0.2, 0.3, 0.5, 0.99)

@@ -198,10 +198,10 @@ class ReceptiveField:
     def __init__(
         self,
         thresholds: tuple[float, ...] = REPLKNET_THRESHOLDS,
-        interval: IntervalSpec = IntervalSpec(),
+        interval: IntervalSpec | None = None,
     ) -> None:
         self.thresholds = thresholds
-        self.interval = interval
+        self.interval = interval or IntervalSpec()
 
     def params(self) -> dict[str, Any]:
         return {
@@ -273,7 +273,8 @@ class ReceptiveField:
             )
             summary["model"] = ErfSummary(
                 degenerate=reason is not None,
-                reason=reason or "the ERF grows with the theoretical receptive field "
+                reason=reason
+                or "the ERF grows with the theoretical receptive field "
                 "(or the theoretical RF does not grow)",
                 images=max((v.images or 0) for v in series),
             )

@@ -39,8 +39,8 @@ __all__ = [
     "PruningPassResult",
     "gate_units",
     "importance_split",
-    "pruning_order",
     "layer_inputs",
+    "pruning_order",
     "run_analyses",
 ]
 

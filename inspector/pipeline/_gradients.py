@@ -154,10 +154,8 @@ def erf_pass(
             skipped[name] = choice
             continue
         pick, centre, note = choice
-        if output.dim() == 4:
-            field = fields.get(name, float("nan"))
-        else:  # token layers reach here only with global geometry: every block attends
-            field = float("inf")
+        # token layers reach here only with global geometry: every block attends globally
+        field = fields.get(name, float("nan")) if output.dim() == 4 else float("inf")
         # A later in-place operation (e.g. ReLU(inplace=True)) rewrites the kept output
         # and its autograd history without any error: its gradient would be that of the
         # rewritten values. captum's NeuronGradient reads a copy taken in the hook.
