@@ -377,6 +377,7 @@ def write_run_report(run: Run, path: str | Path) -> Path:
 def compare_view(runs: Sequence[Run]) -> reports.CompareReport:
     """One report comparing runs on shared axes (depth as a fraction of the network)."""
     items = []
+    degenerate: dict[str, str] = {}
     labels: set[str] = set()
     for run in runs:
         label = run.model
@@ -384,6 +385,8 @@ def compare_view(runs: Sequence[Run]) -> reports.CompareReport:
             label = f"{label} ({run.meta.get('weights_source')}, {run.path.name})"
         labels.add(label)
         sections = _sections(run, RunResults.of(run))
+        if sections["erf_warning"]:
+            degenerate[label] = sections["erf_warning"]
         items.append(
             reports.CompareRun(
                 label,
@@ -399,12 +402,14 @@ def compare_view(runs: Sequence[Run]) -> reports.CompareReport:
         tuple(items),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         tool_version=__version__,
-        findings=_compare_findings(items),
+        findings=_compare_findings(items, degenerate),
         notes=_NOTES,
     )
 
 
-def _compare_findings(items: Sequence[reports.CompareRun]) -> tuple[str, ...]:
+def _compare_findings(
+    items: Sequence[reports.CompareRun], degenerate: Mapping[str, str]
+) -> tuple[str, ...]:
     found = []
     for item in items:
         parts = []
@@ -415,7 +420,9 @@ def _compare_findings(items: Sequence[reports.CompareRun]) -> tuple[str, ...]:
                 f"({first.name}) to {float(np.nanmean(last.head_distance)):.0f} px ({last.name})"
             )
         blocks = [e for e in item.erf if e.series != "attention branch"]
-        if blocks:
+        if item.label in degenerate:
+            parts.append(f"ERF not interpreted ({degenerate[item.label]})")
+        elif blocks:
             parts.append(
                 f"ERF mean distance {blocks[0].mean_distance:.0f} to "
                 f"{blocks[-1].mean_distance:.0f} px"
