@@ -289,8 +289,15 @@ class PruningPass:
         for x, _, labels in plan.images.batches(held_out, start=start):
             x, labels = x[: limit - seen].to(plan.device), labels[: limit - seen]
             n = x.shape[0]
-            for kind, order in orders.items():
-                curve = pruning_pass(model, x, kind, gates.units[kind], order, labels=labels)
+            try:
+                found = {
+                    kind: pruning_pass(model, x, kind, gates.units[kind], order, labels=labels)
+                    for kind, order in orders.items()
+                }
+            except ValueError as exc:
+                notes["model"] = str(exc)
+                return PruningPassResult({}, notes, time.perf_counter() - began)
+            for kind, curve in found.items():
                 into = sums.setdefault(kind, {"agree": 0.0, "kl": 0.0, "correct": 0.0, "lab": 0})
                 into["fractions"] = curve["fractions"]
                 into["agree"] = into["agree"] + curve["agreement"] * n

@@ -351,6 +351,12 @@ def pruning_pass(
 
     with torch.inference_mode():
         full = _logits(model, x) if full is None else full
+        if not bool(torch.isfinite(full).all()):
+            bad = int((~torch.isfinite(full)).any(-1).sum())
+            raise ValueError(
+                f"the model's output holds NaN or inf for {bad} of {x.shape[0]} held-out "
+                "images; pruning needs finite logits"
+            )
         reference = full.log_softmax(-1)
         fractions = np.linspace(0.0, 1.0, steps + 1)
         # Nothing removed is the model itself: agreement 1 and KL 0 without a forward.
