@@ -82,6 +82,48 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="capture under mixed precision (bfloat16 on CPU, float16 on CUDA)",
     )
+    passes = analyze.add_argument_group("gradient passes (ERF, importance, pruning)")
+    passes.add_argument(
+        "--erf-images",
+        type=int,
+        default=16,
+        help="images of the ERF pass, the first of --images (default: 16)",
+    )
+    passes.add_argument(
+        "--pruning-images",
+        type=int,
+        default=16,
+        help="images of importance + pruning: importance on the first half, the pruning "
+        "curve on the held-out rest (default: 16)",
+    )
+    passes.add_argument(
+        "--adaptive",
+        action="store_true",
+        help="add images until every 95%% interval of the headline numbers (ERF mean "
+        "distance, pruning agreement) is narrower than --precision, or --max-images",
+    )
+    passes.add_argument(
+        "--precision",
+        type=float,
+        default=0.05,
+        help="--adaptive target half-width: relative for ERF distance, absolute for "
+        "agreement (default: 0.05)",
+    )
+    passes.add_argument(
+        "--max-images", type=int, default=128, help="--adaptive: most images per pass (128)"
+    )
+    passes.add_argument(
+        "--pruning-threshold",
+        type=float,
+        default=0.99,
+        help="least top-1 agreement (interval lower bound) for 'removable' (default: 0.99)",
+    )
+    passes.add_argument(
+        "--pruning-order",
+        choices=("raw", "normalised"),
+        default="raw",
+        help="order units by raw |dL/dgate| or per-layer-normalised importance (default: raw)",
+    )
     analyze.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
@@ -157,6 +199,13 @@ def _analyze_options(args: argparse.Namespace, layers: tuple[str, ...] | None) -
         report=not args.no_report,
         progress=not args.quiet,
         autocast=args.autocast,
+        erf_images=args.erf_images,
+        pruning_images=args.pruning_images,
+        adaptive=args.adaptive,
+        precision=args.precision,
+        max_images=args.max_images,
+        pruning_threshold=args.pruning_threshold,
+        pruning_order=args.pruning_order,
     )
 
 

@@ -73,11 +73,34 @@ class PassSettings:
 
     Attributes:
         analyses: Analyzer names to run (default: all registered).
-        erf_images: Images used by the gradient passes (ERF, importance, pruning).
+        erf_images: Images of the ERF pass (the first ones of the run's images; in the
+            adaptive mode, the first batch).
+        pruning_images: Images of the importance and pruning passes together: importance
+            on the first half (rounded up), the pruning curve on the held-out rest (in
+            the adaptive mode the held-out part grows).
+        adaptive: Add images (batches of the sizes above) until the 95 % interval of the
+            headline numbers is narrower than ``precision`` or ``max_images`` is reached:
+            every block's ERF mean distance (half-width relative to it) and the pruning
+            agreement at every step (half-width, absolute).
+        precision: The adaptive mode's target half-width.
+        max_images: The adaptive mode's most images per pass.
+        pruning_threshold: Least top-1 agreement (the interval's lower bound) at which a
+            fraction of units counts as removable.
+        pruning_order: ``raw`` (increasing |dL/dgate|, default) or ``normalised`` (per
+            layer L2, then min-max over the model).
+        ablation_units: Units per kind whose gate gradient is checked against true
+            ablation.
     """
 
     analyses: tuple[str, ...] = ALL_ANALYSES
     erf_images: int = 16
+    pruning_images: int = 16
+    adaptive: bool = False
+    precision: float = 0.05
+    max_images: int = 128
+    pruning_threshold: float = 0.99
+    pruning_order: str = "raw"
+    ablation_units: int = 6
 
     def __post_init__(self) -> None:
         unknown = [a for a in self.analyses if a not in REGISTRY]
@@ -87,7 +110,22 @@ class PassSettings:
                 f"{', '.join(ALL_ANALYSES)}"
             )
         if self.erf_images < 1:
-            _fail("erf_images must be >= 1")
+            _fail(f"--erf-images {self.erf_images} must be at least 1")
+        if self.pruning_images < 2:
+            _fail(
+                f"--pruning-images {self.pruning_images} must be at least 2 (importance on "
+                "one part, the curve on the held-out rest)"
+            )
+        if not 0 < self.precision < 1:
+            _fail(f"--precision {self.precision} must be in (0, 1), e.g. 0.05")
+        if self.max_images < 1:
+            _fail(f"--max-images {self.max_images} must be at least 1")
+        if not 0 < self.pruning_threshold <= 1:
+            _fail(f"--pruning-threshold {self.pruning_threshold} must be in (0, 1], e.g. 0.99")
+        if self.pruning_order not in ("raw", "normalised"):
+            _fail(f"--pruning-order {self.pruning_order!r} must be raw or normalised")
+        if self.ablation_units < 0:
+            _fail(f"--ablation-units {self.ablation_units} must be >= 0")
 
 
 @dataclass(frozen=True)

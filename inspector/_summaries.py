@@ -16,7 +16,24 @@ from hooks import Summary, TokenGeometry
 
 __all__ = ["SUMMARY_NAMES", "attention_summaries"]
 
-SUMMARY_NAMES = ("distance", "distance_raw", "prefix_mass", "entropy", "entropy_normalised")
+SUMMARY_NAMES = (
+    "distance",
+    "distance_raw",
+    "prefix_mass",
+    "entropy",
+    "entropy_normalised",
+    "distance_centre",
+)
+
+
+@lru_cache(maxsize=64)
+def central_queries(geometry: TokenGeometry) -> torch.Tensor:
+    """Indices of the spatial queries whose centre is nearest the centre of the query
+    grid (for an even grid its 2×2 central tokens; METRICS.md §1, ``MAD_centre``)."""
+    queries, _ = geometry.centres()
+    queries = np.asarray(queries, dtype=np.float64)
+    gap = np.hypot(*(queries - queries.mean(0)).T)
+    return torch.from_numpy(np.flatnonzero(gap <= gap.min() + 1e-6))
 
 
 @lru_cache(maxsize=64)
@@ -38,18 +55,20 @@ def _spatial(probs: torch.Tensor, geometry: TokenGeometry) -> torch.Tensor | Non
 def _distance(probs: torch.Tensor, geometry: TokenGeometry) -> tuple[torch.Tensor, ...]:
     nan = torch.full(probs.shape[:2], math.nan)
     if not geometry.known:
-        return nan, nan, nan
+        return nan, nan, nan, nan
     spatial = _spatial(probs, geometry)
     if spatial is None:
-        return nan, nan, nan
+        return nan, nan, nan, nan
     spatial = spatial.float()
     weighted = (spatial * _distances(geometry).to(spatial.device)).sum(-1)
     mass = spatial.sum(-1)
     # A query whose whole mass sits on prefix tokens has no spatial distribution to renormalise.
-    renormalised = (weighted / mass).nanmean(-1)
+    per_query = weighted / mass
+    renormalised = per_query.nanmean(-1)
+    centre = per_query[..., central_queries(geometry).to(per_query.device)].nanmean(-1)
     prefix = geometry.prefix
     prefix_mass = probs[..., prefix:, :prefix].float().sum(-1).mean(-1)
-    return renormalised, weighted.mean(-1), prefix_mass
+    return renormalised, weighted.mean(-1), prefix_mass, centre
 
 
 def _entropy(probs: torch.Tensor, prefix: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,17 +90,18 @@ def _entropy(probs: torch.Tensor, prefix: int) -> tuple[torch.Tensor, torch.Tens
 
 def attention_summaries() -> dict[str, Summary]:
     """Summaries for :class:`hooks.CaptureOptions`: renormalised and raw mean attention
-    distance (px), prefix mass, entropy over all keys (nats) and its normalised form,
+    distance (px), the renormalised distance of the central queries (``MAD_centre``),
+    prefix mass, entropy over all keys (nats) and its normalised form,
     each a mean over spatial queries.
 
-    One call per batch computes all five; results are shared through a one-entry cache
+    One call per batch computes all six; results are shared through a one-entry cache
     keyed on the probabilities tensor.
     """
     cache: dict[str, object] = {}
 
     def compute(probs: torch.Tensor, geometry: TokenGeometry) -> dict[str, torch.Tensor]:
         if cache.get("key") is not probs:
-            distance, raw, prefix_mass = _distance(probs, geometry)
+            distance, raw, prefix_mass, centre = _distance(probs, geometry)
             entropy, normalised = _entropy(probs, geometry.prefix)
             cache["key"] = probs
             cache["value"] = {
@@ -90,6 +110,7 @@ def attention_summaries() -> dict[str, Summary]:
                 "prefix_mass": prefix_mass,
                 "entropy": entropy,
                 "entropy_normalised": normalised,
+                "distance_centre": centre,
             }
         return cache["value"]  # type: ignore[return-value]
 

@@ -63,19 +63,36 @@ def head_means(attention: Sequence[AttentionDistance]) -> np.ndarray:
     return out
 
 
+def _centre_values(layer: AttentionDistance) -> np.ndarray:
+    if layer.centre_distance is None:
+        return np.full(layer.head_distance.shape, np.nan)
+    return np.asarray(layer.centre_distance, dtype=float)
+
+
 @styled
 def distance_figure(
-    attention: Sequence[AttentionDistance], erf: Sequence[ErfLayer]
+    attention: Sequence[AttentionDistance],
+    erf: Sequence[ErfLayer],
+    *,
+    centre: bool = False,
+    erf_uniform: float | None = None,
 ) -> RenderedFigure | None:
-    """Interaction distance vs depth: head points, ERF lines, uniform reference.
+    """Distance vs depth: head points, ERF lines, uniform references.
 
-    Like Fig. 7 of the ViT paper, every head is one point at its layer's depth;
-    the ERF mean distance of every measured layer is a line on the same axes.
+    Like Fig. 7 of the ViT paper, every head is one point at its layer's depth; the ERF
+    mean distance of every measured layer is a line on the same axes. With ``centre``
+    the heads are their ``MAD_centre`` (the central query's distance, the one comparable
+    with the ERF) and both uniform references are drawn (``MAD_centre`` of uniform
+    attention per layer, a uniform ERF at the input size); without it, the heads are
+    their MAD (mean over every query) and ERF lines are left out unless no head has a
+    distance.
     """
     if not attention and not erf:
         return None
     fig = new_figure(7.6, 4.1)
     ax = fig.add_subplot()
+    values = {id(layer): (_centre_values(layer) if centre else layer.head_distance)
+              for layer in attention}  # fmt: skip
     if attention:
         depth = np.array([layer.depth for layer in attention])
         for windowed in (False, True):
@@ -83,7 +100,7 @@ def distance_figure(
             for layer in attention:
                 if layer.windowed is windowed:
                     xs.extend([layer.depth] * layer.head_distance.size)
-                    ys.extend(layer.head_distance.tolist())
+                    ys.extend(values[id(layer)].tolist())
             if xs:
                 ax.scatter(
                     xs,
@@ -94,32 +111,48 @@ def distance_figure(
                     edgecolors=_HEAD_COLOUR,
                     alpha=0.9 if windowed else 0.55,
                     linewidths=0.9,
-                    label="head (windowed attention)" if windowed else "head",
+                    label=("head MAD_centre" if centre else "head MAD")
+                    + (" (windowed attention)" if windowed else ""),
                     zorder=3,
                 )
-        ax.plot(depth, head_means(attention), color=_HEAD_COLOUR, lw=1.1, label="mean over heads")
+        means = np.array(
+            [np.nanmean(v) if np.isfinite(v).any() else np.nan for v in values.values()]
+        )
+        ax.plot(depth, means, color=_HEAD_COLOUR, lw=1.1, label="mean over heads")
         uniform = np.array(
-            [np.nan if a.uniform_distance is None else a.uniform_distance for a in attention]
+            [
+                np.nan
+                if (a.centre_uniform if centre else a.uniform_distance) is None
+                else (a.centre_uniform if centre else a.uniform_distance)
+                for a in attention
+            ]
         )
         if np.isfinite(uniform).any():
-            ax.plot(depth, uniform, "--", color="#333333", lw=1.1, label="uniform attention")
-    for colour, (series, layers) in zip(_ERF_COLOURS * 4, erf_series(erf).items(), strict=False):
-        ax.plot(
-            [layer.depth for layer in layers],
-            [layer.mean_distance for layer in layers],
-            "-D",
-            color=colour,
-            ms=3.2,
-            lw=1.8,
-            label="ERF mean distance" + ("" if series == "ERF" else f" ({series})"),
-            zorder=4,
-        )
+            label = "uniform attention (centre query)" if centre else "uniform attention"
+            ax.plot(depth, uniform, "--", color="#333333", lw=1.1, label=label)
+    if centre or not attention:
+        for colour, (series, layers) in zip(
+            _ERF_COLOURS * 4, erf_series(erf).items(), strict=False
+        ):
+            ax.plot(
+                [layer.depth for layer in layers],
+                [layer.mean_distance for layer in layers],
+                "-D",
+                color=colour,
+                ms=3.2,
+                lw=1.8,
+                label="ERF mean distance" + ("" if series == "ERF" else f" ({series})"),
+                zorder=4,
+            )
+        if erf and erf_uniform is not None:
+            ax.axhline(erf_uniform, ls=":", color=_ERF_COLOURS[0], lw=1.1, label="uniform ERF")
     _depth_axis(ax)
     ax.set_ylim(bottom=0)
     ax.set_ylabel("mean distance (input pixels)")
     handles, labels = ax.get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)))
-    return to_svg(fig, "Mean attention distance per head and ERF mean distance against depth.")
+    what = "MAD_centre per head" if centre else "Mean attention distance per head"
+    return to_svg(fig, f"{what} and ERF mean distance against depth.")
 
 
 @styled
@@ -213,6 +246,8 @@ def pruning_figure(curves: Sequence[PruningCurve]) -> RenderedFigure | None:
         colour = KIND_COLOURS[curve.kind]
         style = {"color": colour, "marker": KIND_MARKERS[curve.kind]}
         agree_ax.plot(curve.fraction, curve.agreement, label=KIND_LABELS[curve.kind], **style)
+        if curve.low is not None and curve.high is not None:
+            agree_ax.fill_between(curve.fraction, curve.low, curve.high, color=colour, alpha=0.15)
         kl_ax.plot(curve.fraction, curve.kl, label=KIND_LABELS[curve.kind], **style)
         if curve.max_removable is not None:
             for ax in (agree_ax, kl_ax):

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ._figures import DEPTH_LABEL, erf_series, head_means
+from ._figures import DEPTH_LABEL, erf_series
 from ._plot import KIND_COLOURS, KIND_LABELS, OKABE_ITO, RenderedFigure, new_figure, styled, to_svg
 from ._view_compare import CompareRun
 
@@ -29,12 +29,18 @@ def compare_distance_figure(runs: Sequence[CompareRun]) -> RenderedFigure | None
     for i, run in enumerate(runs):
         colour = _colour(i)
         if run.attention_distance:
+            centre = all(a.centre_distance is not None for a in run.attention_distance)
+            values = [
+                np.nanmean(a.centre_distance) if centre else np.nanmean(a.head_distance)
+                for a in run.attention_distance
+            ]
             ax.plot(
                 [a.depth for a in run.attention_distance],
-                head_means(run.attention_distance),
+                values,
                 "-o",
                 color=colour,
-                label=f"{run.label}: mean head distance",
+                label=f"{run.label}: mean head "
+                + ("MAD_centre" if centre else "distance (MAD, every query)"),
             )
         for style, (series, layers) in zip(
             _ERF_STYLES * 4, erf_series(run.erf).items(), strict=False

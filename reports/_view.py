@@ -138,6 +138,9 @@ class AttentionDistance:
             (the reference line), or ``None``.
         head_distance_std: ``[head]`` standard deviation over images, or ``None``.
         windowed: Windowed attention (Swin): distances are bounded by the window.
+        centre_distance: ``[head]`` ``MAD_centre`` (the central query's distance, the
+            number comparable with the ERF), or ``None``.
+        centre_uniform: ``MAD_centre`` of uniform attention on this grid, or ``None``.
     """
 
     name: str
@@ -146,6 +149,8 @@ class AttentionDistance:
     uniform_distance: float | None = None
     head_distance_std: np.ndarray | None = None
     windowed: bool = False
+    centre_distance: np.ndarray | None = None
+    centre_uniform: float | None = None
 
     def __post_init__(self) -> None:
         check_depth(self)
@@ -171,6 +176,10 @@ class ErfLayer:
         map: ``[row, col]`` ERF map over the input pixels, or ``None``.
         centre: ``(row, col)`` pixel of the gradient's source on ``map``; defaults to
             the map's centre.
+        low: 95 % interval of ``mean_distance``, low end, or ``None``.
+        high: Its high end, or ``None``.
+        theoretical_rf: Theoretical receptive field side in pixels (``inf``: unbounded),
+            or ``None`` when not traced.
     """
 
     name: str
@@ -181,6 +190,9 @@ class ErfLayer:
     series: str = "ERF"
     map: np.ndarray | None = None
     centre: tuple[float, float] | None = None
+    low: float | None = None
+    high: float | None = None
+    theoretical_rf: float | None = None
 
     def __post_init__(self) -> None:
         check_depth(self)
@@ -328,6 +340,12 @@ class PruningCurve:
         kl: ``[step]`` mean KL(full ‖ pruned) in nats.
         max_removable: Largest fraction removable with agreement ≥ ``threshold``, or ``None``.
         threshold: Agreement threshold of ``max_removable``.
+        low: ``[step]`` 95 % interval of agreement, low end (``max_removable`` reads it),
+            or ``None``.
+        high: ``[step]`` its high end, or ``None``.
+        images: Held-out images of the curve (0: not stated).
+        importance_images: Images the order was estimated on (0: not stated).
+        accuracy: ``[step]`` top-1 accuracy on labelled held-out images, or ``None``.
     """
 
     kind: UnitKind
@@ -336,6 +354,11 @@ class PruningCurve:
     kl: np.ndarray
     max_removable: float | None = None
     threshold: float = 0.99
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
+    images: int = 0
+    importance_images: int = 0
+    accuracy: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         check_kind(self)
@@ -406,6 +429,11 @@ class RunReport:
         notes: Method notes: paragraphs stating the conventions used.
         tables: The numbers, as tables with CSV/JSON downloads.
         title: Page title; defaults to ``"inspector report — <model>"``.
+        erf_uniform: ERF mean distance of a uniform ERF at the run's input size (the
+            reference of the interaction-distance plot), or ``None``.
+        erf_warning: Why the ERF series is degenerate (then no ERF finding is written),
+            or empty.
+        pass_images: How many images each gradient pass used, one sentence each.
     """
 
     header: RunHeader
@@ -420,6 +448,9 @@ class RunReport:
     notes: tuple[str, ...] = ()
     tables: tuple[Table, ...] = ()
     title: str = ""
+    erf_uniform: float | None = None
+    erf_warning: str = ""
+    pass_images: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.header, RunHeader):

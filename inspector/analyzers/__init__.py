@@ -10,13 +10,16 @@ from ._attention import DistanceLayer as DistanceLayer
 from ._attention import DistanceResult as DistanceResult
 from ._attention import EntropyLayer as EntropyLayer
 from ._attention import EntropyResult as EntropyResult
+from ._erf import uniform_erf_distance as uniform_erf_distance
 from ._gradients import AblationCheck as AblationCheck
 from ._gradients import ErfLayer as ErfLayer
 from ._gradients import ErfResult as ErfResult
+from ._gradients import ErfSummary as ErfSummary
 from ._gradients import ImportanceLayer as ImportanceLayer
 from ._gradients import ImportanceResult as ImportanceResult
 from ._gradients import PruningCurveResult as PruningCurveResult
 from ._gradients import PruningKind as PruningKind
+from ._importance import wilson_interval as wilson_interval
 from ._intervals import IntervalSpec as IntervalSpec
 from ._intervals import bootstrap as bootstrap
 from ._intervals import bootstrap_mean as bootstrap_mean
@@ -52,6 +55,7 @@ __all__ = [
     "ErfInput",
     "ErfLayer",
     "ErfResult",
+    "ErfSummary",
     "GateInput",
     "HeadRedundancyLayer",
     "HeadRedundancyResult",
@@ -68,4 +72,6 @@ __all__ = [
     "bootstrap",
     "bootstrap_mean",
     "results_schema_markdown",
+    "uniform_erf_distance",
+    "wilson_interval",
 ]

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ._intervals import IntervalSpec, bootstrap_mean
 from ._record import AnalysisResult, Record, array, value
 from ._registry import REGISTRY, AnalysisInputs
 from ._results import nan_stats, nonfinite_note
@@ -38,6 +39,19 @@ class DistanceLayer(Record):
     uniform: float = value("MAD of uniform attention on the layer's grid (one window's)")
     windowed: bool = value("the geometry is windowed (the reference is one window's)")
     images: int = value("images averaged")
+    centre_mean: np.ndarray | None = array(
+        "head", doc="MAD_centre: renormalised distance of the query token(s) nearest the "
+        "image centre (2x2 for an even grid), px, mean over images", optional=True
+    )  # fmt: skip
+    centre_low: np.ndarray | None = array(
+        "head",
+        doc="95 % percentile-bootstrap interval over images of centre_mean: low",
+        optional=True,
+    )
+    centre_high: np.ndarray | None = array("head", doc="the same: high", optional=True)
+    centre_uniform: float | None = value(
+        "MAD_centre of uniform attention on the layer's grid", optional=True
+    )
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -77,12 +91,27 @@ class AttentionDistance:
     """
 
     name: ClassVar[str] = "attention_distance"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
     needs: ClassVar[frozenset[str]] = frozenset({"summaries"})
     result: ClassVar[type[DistanceResult]] = DistanceResult
 
+    def __init__(self, interval: IntervalSpec | None = None) -> None:
+        self.interval = interval or IntervalSpec()
+
     def params(self) -> dict[str, Any]:
-        return {"shown": "renormalised", "queries": "spatial", "self_pair": "included"}
+        return {
+            "shown": "renormalised",
+            "queries": "spatial",
+            "self_pair": "included",
+            "centre_queries": "the token(s) nearest the grid centre (2x2 for an even grid)",
+            "interval": {
+                "level": self.interval.level,
+                "resamples": self.interval.resamples,
+                "seed": self.interval.seed,
+                "method": self.interval.method,
+                "of": "centre_mean",
+            },
+        }
 
     def compute(self, inputs: AnalysisInputs) -> DistanceResult:
         layers: dict[str, DistanceLayer] = {}
@@ -101,6 +130,17 @@ class AttentionDistance:
             mean, std = nan_stats(layer.summaries["distance"])
             raw_mean, raw_std = nan_stats(layer.summaries["distance_raw"])
             prefix_mean, _ = nan_stats(layer.summaries["prefix_mass"])
+            centre: dict[str, Any] = {}
+            per_image = layer.summaries.get("distance_centre")
+            if per_image is not None and per_image.size:
+                centre_mean, _ = nan_stats(per_image)
+                low, high = bootstrap_mean(per_image, self.interval)
+                centre = {
+                    "centre_mean": centre_mean,
+                    "centre_low": low,
+                    "centre_high": high,
+                    "centre_uniform": centre_uniform(layer.distances),
+                }
             layers[name] = DistanceLayer(
                 mean=mean,
                 std=std,
@@ -110,6 +150,7 @@ class AttentionDistance:
                 uniform=float(layer.distances.mean()),
                 windowed=geometry.get("kind") == "windowed",
                 images=int(layer.summaries["distance"].shape[0]),
+                **centre,
             )
         return DistanceResult(
             version=self.version, params=self.params(), layers=layers, notes=notes
@@ -148,3 +189,17 @@ class AttentionEntropy:
 def uniform_reference(distances: np.ndarray) -> float:
     """MAD of attention spread uniformly over every spatial key (self included)."""
     return float(np.asarray(distances).mean())
+
+
+def centre_uniform(distances: np.ndarray) -> float:
+    """``MAD_centre`` of uniform attention: the mean distance from the central queries
+    (nearest the query grid's centre, as in the capture summary) to every spatial key.
+
+    ``distances`` is ``[query, key]``; the central queries are those whose mean distance
+    pattern is that of the grid centre, found as the rows whose summed squared distance
+    to every key is least (for a regular grid: the tokens nearest its centre).
+    """
+    d = np.asarray(distances, dtype=np.float64)
+    spread = (d**2).sum(1)
+    central = spread <= spread.min() * (1 + 1e-9) + 1e-9
+    return float(d[central].mean())

@@ -62,6 +62,13 @@ class ErfInput:
         position: Which output unit was selected and how its centre was placed
             (``token 55 (grid 5, 5 of 10x10)``).
         reason: Why a skipped layer has no map.
+        weighted: ``[sample]`` per image ``Σ_p m_p ‖p − centre‖`` of its own map ``m``
+            (for the interval of the mean distance), or ``None``.
+        mass: ``[sample]`` per image ``Σ_p m_p``, or ``None``.
+        theoretical_rf: Side in input pixels of the region that can reach the centre
+            unit (``inf`` unbounded, NaN unknown).
+        replknet_map: ``[y, x]`` the map of RepLKNet's protocol (ReLU on the centre
+            activations and on the gradient, mean over images), or ``None``.
     """
 
     map: np.ndarray | None = None
@@ -69,6 +76,10 @@ class ErfInput:
     branch: str = ""
     position: str = ""
     reason: str = ""
+    weighted: np.ndarray | None = None
+    mass: np.ndarray | None = None
+    theoretical_rf: float = float("nan")
+    replknet_map: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -112,12 +123,20 @@ class PruningInput:
         agreement: ``[step]`` top-1 agreement with the unpruned model.
         kl: ``[step]`` mean KL(full ‖ pruned).
         units: Units in the order (all units of the kind).
+        images: Held-out images the curve was measured on (0: unknown).
+        accuracy: ``[step]`` top-1 accuracy on the labelled held-out images, or ``None``.
+        labelled: Held-out images with a label.
+        importance_images: Images the order was estimated on.
     """
 
     fractions: np.ndarray
     agreement: np.ndarray
     kl: np.ndarray
     units: int = 0
+    images: int = 0
+    accuracy: np.ndarray | None = None
+    labelled: int = 0
+    importance_images: int = 0
 
 
 @dataclass(frozen=True)

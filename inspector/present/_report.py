@@ -14,9 +14,9 @@ import reports
 
 from .._images import builtin_images_dir
 from .._version import __version__
-from ..analyzers import ErfLayer
+from ..analyzers import ErfLayer, uniform_erf_distance
 from ..store import Run
-from ._rows import RunResults, agreement_text, in_model_order, layer_rows
+from ._rows import RunResults, agreement_text, in_model_order, layer_rows, pass_counts
 
 __all__ = ["compare_view", "run_view", "write_compare_report", "write_run_report"]
 
@@ -33,14 +33,26 @@ _NOTES = (
     "images. The raw variant and the prefix mass are stored in the run file.",
     "Effective receptive field (§3): mean over images of |∂s/∂x| summed over colour "
     "channels, s = Σ_c y[c, centre]; transformer blocks after the residual, attention "
-    "branches before it. ERF mean distance is directly comparable with attention distance.",
+    "branches before it; 95 % percentile-bootstrap interval over images of its mean "
+    "distance. The ERF is cumulative (the input's influence through every layer below), "
+    "attention distance is one layer's own reach: ERF mean distance is compared with the "
+    "centre-query distance MAD_centre (both measured from the centre unit), never with "
+    "MAD, which averages over every query, corners included. The theoretical receptive "
+    "field (TRF) is the side of the input region that can reach the centre unit at all, "
+    "from the traced kernel, stride, dilation and padding arithmetic ('all' after global "
+    "attention or pooling). RepLKNet area ratios follow their protocol (ReLU'd centre "
+    "activations and gradients, log10(M + 1) / max, squares centred on the unit's pixel); "
+    "they depend on the input size (published at 1024 px) and the map's scale.",
     "Redundancy (§4): heads compared by debiased linear CKA of their outputs (unbiased "
     "HSIC), channels by Pearson correlation (|r|) and, like for like, by debiased CKA on "
     "groups of head width. Redundancy = 1 − effective units / units, with the effective "
     "number the participation ratio of the similarity matrix's eigenvalues.",
     "Importance and pruning (§5): |∂L/∂ξ| of a gate on each unit, L the cross-entropy of "
-    "the model's own top-1; per-layer L2 then model-wide min–max normalisation. Units are "
-    "removed in increasing importance; agreement is top-1 agreement with the full model.",
+    "the model's own top-1 (the label where given), estimated on the first images; units "
+    "are removed in increasing importance (the order is stated with the curve) and the "
+    "curve is measured on the held-out rest; agreement is top-1 agreement with the full "
+    "model with a 95 % Wilson interval, and a fraction counts as removable only when the "
+    "interval's lower bound clears the threshold.",
     f"Findings call a head local below {LOCAL:.0%} and global above {GLOBAL:.0%} of the "
     "distance uniform attention would have on the same grid.",
 )
@@ -139,7 +151,14 @@ def _sections(run: Run, results: RunResults) -> dict[str, Any]:
     out: dict[str, Any] = {
         "attention_distance": tuple(
             reports.AttentionDistance(
-                name, depth[name], v.mean, _float(v.uniform), v.std, v.windowed
+                name,
+                depth[name],
+                v.mean,
+                _float(v.uniform),
+                v.std,
+                v.windowed,
+                centre_distance=v.centre_mean,
+                centre_uniform=_float(v.centre_uniform),
             )
             for name, v in distance.items()
         ),
@@ -153,6 +172,9 @@ def _sections(run: Run, results: RunResults) -> dict[str, Any]:
                 series.get(v.branch, "ERF"),
                 v.map,
                 v.centre,
+                low=_float(v.mean_distance_low),
+                high=_float(v.mean_distance_high),
+                theoretical_rf=None if v.theoretical_rf is None else float(v.theoretical_rf),
             )
             for name, v in erf.items()
         ),
@@ -190,10 +212,20 @@ def _sections(run: Run, results: RunResults) -> dict[str, Any]:
                 v.kl,
                 _float(v.prunable_fraction),
                 threshold=threshold,
+                low=v.agreement_low,
+                high=v.agreement_high,
+                images=int(v.images or 0),
+                importance_images=int(v.importance_images or 0),
+                accuracy=v.accuracy,
             )
             for kind, v in pruning.items()
         ),
     }
+    height, width = (run.meta.get("input_size") or [3, 224, 224])[-2:]
+    model = results.erf.summary.get("model") if results.erf else None
+    out["erf_uniform"] = uniform_erf_distance(int(height), int(width)) if erf else None
+    out["erf_warning"] = model.reason if model is not None and model.degenerate else ""
+    out["pass_images"] = tuple(pass_counts(results))
     return out
 
 
@@ -220,7 +252,9 @@ def _findings(run: Run, sections: dict[str, Any]) -> tuple[str, ...]:
             "top-1 agreement"
         )
     erf = [e for e in sections["erf"] if e.series != "attention branch"]
-    if len(erf) > 1:
+    if sections.get("erf_warning"):
+        found.append(f"ERF not interpreted: {sections['erf_warning']}")
+    elif len(erf) > 1:
         found.append(
             f"ERF mean distance grows from {erf[0].mean_distance:.0f} px ({erf[0].name}) "
             f"to {erf[-1].mean_distance:.0f} px ({erf[-1].name})"
@@ -247,7 +281,13 @@ def _table(run: Run, results: RunResults) -> reports.Table:
         "MAD px",
         "MAD min",
         "MAD max",
+        "MAD_centre px",
+        "MAD_centre low",
+        "MAD_centre high",
         "ERF px",
+        "ERF low",
+        "ERF high",
+        "TRF px",
         "r50 px",
         "redundancy",
     )
@@ -259,13 +299,26 @@ def _table(run: Run, results: RunResults) -> reports.Table:
             _float(r.distance),
             _float(r.distance_min),
             _float(r.distance_max),
+            _float(r.centre),
+            _float(r.centre_low),
+            _float(r.centre_high),
             _float(r.erf_distance),
+            _float(r.erf_low),
+            _float(r.erf_high),
+            "all" if math.isinf(r.theoretical_rf) else _float(r.theoretical_rf),
             _float(r.erf_radius_50),
             _float(r.redundancy),
         )
         for r in rows
     )
-    return reports.Table("per-layer numbers", columns, cells, "one row per captured or ERF layer")
+    return reports.Table(
+        "per-layer numbers",
+        columns,
+        cells,
+        "one row per captured or ERF layer; MAD_centre (mean over heads) and ERF mean "
+        "distance with 95 % bootstrap intervals over images; TRF: theoretical receptive "
+        "field side ('all': unbounded)",
+    )
 
 
 def run_view(run: Run) -> reports.RunReport:
@@ -276,6 +329,8 @@ def run_view(run: Run) -> reports.RunReport:
     warnings = []
     if not run.complete:
         warnings.append("this run is incomplete")
+    if sections["erf_warning"]:
+        warnings.append(sections["erf_warning"])
     broken = [n for n, layer in run.layers.items() if layer.attrs.get("nonfinite_batches")]
     if broken:
         more = f" and {len(broken) - 8} more" if len(broken) > 8 else ""
@@ -322,6 +377,7 @@ def write_run_report(run: Run, path: str | Path) -> Path:
 def compare_view(runs: Sequence[Run]) -> reports.CompareReport:
     """One report comparing runs on shared axes (depth as a fraction of the network)."""
     items = []
+    degenerate: dict[str, str] = {}
     labels: set[str] = set()
     for run in runs:
         label = run.model
@@ -329,6 +385,8 @@ def compare_view(runs: Sequence[Run]) -> reports.CompareReport:
             label = f"{label} ({run.meta.get('weights_source')}, {run.path.name})"
         labels.add(label)
         sections = _sections(run, RunResults.of(run))
+        if sections["erf_warning"]:
+            degenerate[label] = sections["erf_warning"]
         items.append(
             reports.CompareRun(
                 label,
@@ -344,12 +402,14 @@ def compare_view(runs: Sequence[Run]) -> reports.CompareReport:
         tuple(items),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         tool_version=__version__,
-        findings=_compare_findings(items),
+        findings=_compare_findings(items, degenerate),
         notes=_NOTES,
     )
 
 
-def _compare_findings(items: Sequence[reports.CompareRun]) -> tuple[str, ...]:
+def _compare_findings(
+    items: Sequence[reports.CompareRun], degenerate: Mapping[str, str]
+) -> tuple[str, ...]:
     found = []
     for item in items:
         parts = []
@@ -360,7 +420,9 @@ def _compare_findings(items: Sequence[reports.CompareRun]) -> tuple[str, ...]:
                 f"({first.name}) to {float(np.nanmean(last.head_distance)):.0f} px ({last.name})"
             )
         blocks = [e for e in item.erf if e.series != "attention branch"]
-        if blocks:
+        if item.label in degenerate:
+            parts.append(f"ERF not interpreted ({degenerate[item.label]})")
+        elif blocks:
             parts.append(
                 f"ERF mean distance {blocks[0].mean_distance:.0f} to "
                 f"{blocks[-1].mean_distance:.0f} px"

@@ -21,7 +21,14 @@ from ..analyzers import (
 )
 from ..store import Run
 
-__all__ = ["LayerRow", "RunResults", "agreement_text", "in_model_order", "layer_rows"]
+__all__ = [
+    "LayerRow",
+    "RunResults",
+    "agreement_text",
+    "in_model_order",
+    "layer_rows",
+    "pass_counts",
+]
 
 R = TypeVar("R", bound=AnalysisResult)
 
@@ -86,6 +93,12 @@ class LayerRow:
         erf_distance: ERF mean distance (px).
         erf_radius_50: ERF radius holding 50 % of the mass (px).
         redundancy: Head or channel redundancy (``1 − effective / units``).
+        centre: Mean over heads of ``MAD_centre`` (px); NaN if none.
+        centre_low: Mean over heads of its interval's low end.
+        centre_high: The same, high end.
+        erf_low: ERF mean distance interval, low end (NaN if not measured).
+        erf_high: Its high end.
+        theoretical_rf: Theoretical receptive field side (px; inf unbounded).
     """
 
     layer: str
@@ -97,6 +110,49 @@ class LayerRow:
     erf_distance: float
     erf_radius_50: float
     redundancy: float
+    centre: float = math.nan
+    centre_low: float = math.nan
+    centre_high: float = math.nan
+    erf_low: float = math.nan
+    erf_high: float = math.nan
+    theoretical_rf: float = math.nan
+
+
+def _or_nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _centre(layer: Any) -> dict[str, float]:
+    """Mean over heads of ``MAD_centre`` and of its interval's ends (NaN when absent)."""
+    if layer is None or layer.centre_mean is None:
+        return {}
+    out = {}
+    for key, values in (
+        ("centre", layer.centre_mean),
+        ("centre_low", layer.centre_low),
+        ("centre_high", layer.centre_high),
+    ):
+        finite = np.asarray(values, dtype=float)
+        finite = finite[np.isfinite(finite)]
+        out[key] = float(finite.mean()) if finite.size else math.nan
+    return out
+
+
+def pass_counts(results: RunResults) -> list[str]:
+    """How many images each gradient pass used, as the terminal and report state it."""
+    lines = []
+    if results.erf is not None:
+        images = {v.images for v in results.erf.layers.values() if v.images}
+        if images:
+            lines.append(f"ERF pass: {max(images)} images")
+    if results.pruning is not None:
+        for kind, curve in results.pruning.summary.items():
+            if curve.images:
+                lines.append(
+                    f"{kind} pruning: importance on {curve.importance_images} images, curve "
+                    f"on {curve.images} held-out images"
+                )
+    return lines
 
 
 def layer_rows(run: Run, results: RunResults | None = None) -> list[LayerRow]:
@@ -135,6 +191,10 @@ def layer_rows(run: Run, results: RunResults | None = None) -> list[LayerRow]:
                 erf_distance=receptive.mean_distance if receptive else nan,
                 erf_radius_50=receptive.radius_50 if receptive else nan,
                 redundancy=redundancy.redundancy if redundancy else nan,
+                **_centre(distance.get(name)),
+                erf_low=_or_nan(receptive.mean_distance_low if receptive else None),
+                erf_high=_or_nan(receptive.mean_distance_high if receptive else None),
+                theoretical_rf=_or_nan(receptive.theoretical_rf if receptive else None),
             )
         )
     return rows

@@ -12,7 +12,7 @@ from typing import Any
 from .._errors import RunFileError
 from .._text import terminal_safe
 from ..store import Run, read_run
-from ._rows import RunResults, agreement_text, layer_rows
+from ._rows import RunResults, agreement_text, layer_rows, pass_counts
 
 __all__ = ["describe", "describe_models", "print_summary"]
 
@@ -25,12 +25,27 @@ def _num(value: Any, digits: int = 1) -> str:
     return "-" if math.isnan(number) else f"{number:.{digits}f}"
 
 
+def _interval(point: float, low: float, high: float, digits: int = 0) -> str:
+    if math.isnan(point):
+        return "-"
+    if math.isnan(low) or math.isnan(high):
+        return _num(point, digits)
+    return f"{_num(point, digits)} [{_num(low, digits)}-{_num(high, digits)}]"
+
+
+def _field(side: float) -> str:
+    if math.isnan(side):
+        return "-"
+    return "all" if math.isinf(side) else f"{side:.0f}"
+
+
 def print_summary(run: Run) -> None:
-    """The per-layer table and the pruning lines of a run, on stdout."""
+    """The per-layer table, the image counts of the passes, the degenerate-ERF warning
+    and the pruning lines of a run, on stdout."""
     results = RunResults.of(run)
     header = (
-        f"{'layer':<28} {'kind':<9} {'units':>5} {'MAD px (min-max)':>20} "
-        f"{'ERF px':>7} {'r50':>6} {'redund':>6}"
+        f"{'layer':<26} {'kind':<9} {'units':>5} {'MAD px (min-max)':>17} "
+        f"{'MADc px [95%]':>14} {'ERF px [95%]':>14} {'TRF':>4} {'redund':>6}"
     )
     print(header)
     print("-" * len(header))
@@ -38,13 +53,23 @@ def print_summary(run: Run) -> None:
         if all(math.isnan(v) for v in (row.distance, row.erf_distance, row.redundancy)):
             continue
         low, high = _num(row.distance_min, 0), _num(row.distance_max, 0)
-        spread = "-" if math.isnan(row.distance) else f"{_num(row.distance)} ({low}-{high})"
+        spread = "-" if math.isnan(row.distance) else f"{_num(row.distance, 0)} ({low}-{high})"
         layer, kind = terminal_safe(row.layer), terminal_safe(row.kind)
         print(
-            f"{layer[:28]:<28} {kind:<9} {row.units:>5} {spread:>20} "
-            f"{_num(row.erf_distance):>7} {_num(row.erf_radius_50):>6} "
-            f"{_num(row.redundancy, 2):>6}"
+            f"{layer[:26]:<26} {kind:<9} {row.units:>5} {spread:>17} "
+            f"{_interval(row.centre, row.centre_low, row.centre_high):>14} "
+            f"{_interval(row.erf_distance, row.erf_low, row.erf_high):>14} "
+            f"{_field(row.theoretical_rf):>4} {_num(row.redundancy, 2):>6}"
         )
+    print(
+        "MADc: attention distance of the centre query (comparable with ERF); ERF: cumulative "
+        "from the input; TRF: theoretical receptive field side (px)"
+    )
+    for line in pass_counts(results):
+        print(line)
+    model = results.erf.summary.get("model") if results.erf else None
+    if model is not None and model.degenerate:
+        print(f"WARNING: {model.reason}")
     if results.pruning is None:
         return
     threshold = agreement_text(results.pruning.threshold)
@@ -52,15 +77,28 @@ def print_summary(run: Run) -> None:
     for kind, curve in results.pruning.summary.items():
         line = (
             f"{kind}: {curve.prunable_fraction:.0%} removable at >= {threshold} top-1 "
-            f"agreement ({curve.units} units)"
+            f"agreement ({curve.units} units"
         )
-        check = checks.get(kind)
-        if check is not None and not math.isnan(check.spearman_vs_ablation):
+        if curve.agreement_low is not None:
+            line += ", the 95 % interval's lower bound"
+        if curve.images:
+            line += f", {curve.images} held-out images"
+        line += ")"
+        if curve.agreement_low is not None and curve.agreement_high is not None:
+            step = 1 if curve.fractions.size > 1 else 0
             line += (
-                f"; gate gradient vs true ablation: Spearman {check.spearman_vs_ablation:.2f} "
-                f"over {check.ablation_units} units"
+                f"; at {curve.fractions[step]:.0%} removed agreement "
+                f"{curve.agreement[step]:.2f} [{curve.agreement_low[step]:.2f}-"
+                f"{curve.agreement_high[step]:.2f}]"
             )
         print(line)
+        check = checks.get(kind)
+        if check is not None and not math.isnan(check.spearman_vs_ablation):
+            print(
+                f"  gate gradient vs true ablation: Spearman {check.spearman_vs_ablation:.2f} "
+                f"over {check.ablation_units} units"
+                + (f" on {check.ablation_images} images" if check.ablation_images else "")
+            )
 
 
 def _unreadable(run: Run) -> list[str]:

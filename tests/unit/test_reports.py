@@ -50,6 +50,7 @@ from reports._render import render_sections
 RUN_SECTIONS = (
     "findings",
     "distance",
+    "mad",
     "attention-maps",
     "erf-maps",
     "similarity",
@@ -144,7 +145,7 @@ def test_run_report_has_every_section(vit_html: str) -> None:
         assert "Not measured" not in page.in_section(section), section
     mimes = [_decode(img["src"] or "")[0] for img in page.find("img")]
     # distance, 2 galleries, ERF maps, head similarity, redundancy, importance, pruning
-    assert len(mimes) == 8
+    assert len(mimes) == 9  # the MAD figure beside the interaction-distance one
     assert {"image/svg+xml", "image/png", "image/jpeg"} <= set(mimes)
     assert all(img["alt"] for img in page.find("img"))
     assert "Up to 30% of the heads can be removed" in page.in_section("pruning")
@@ -368,6 +369,7 @@ def test_public_surface() -> None:
 RUN_TITLES = (
     "Headline findings",
     "Interaction distance vs depth",
+    "Mean attention distance",
     "Attention maps",
     "Effective receptive fields",
     "Unit similarity",
@@ -501,7 +503,7 @@ def test_adding_a_section_is_one_spec_and_one_partial(vit, tmp_path: Path) -> No
     ]
     assert page.in_section("probe") == "Probe <section> <b>probe</b> — 3 layers"  # escaped
     assert not page.find("b") and len(page.find("p", **{"class": "probe"})) == 1
-    assert len(page.find("img")) == 9  # the eight of test_run_report_has_every_section + probe
+    assert len(page.find("img")) == 10  # the nine of test_run_report_has_every_section + probe
 
     absent = Page(render_sections(replace(vit, redundancy=()), sections, env=env))
     assert "Not measured in this run" in absent.in_section("probe")
