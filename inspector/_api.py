@@ -10,7 +10,7 @@ from torch import nn
 from ._errors import InspectorError
 from ._options import AnalyzeOptions
 from .pipeline import execute, make_plan, resolve, world
-from .store import Run, claim_output, read_run
+from .store import Run, claim_output, read_run, refuse_existing
 
 __all__ = ["analyze", "open_run"]
 
@@ -67,6 +67,7 @@ def analyze(
             leader=ranks is None or ranks.leader,
         )
         if ranks is not None and not ranks.leader:
+            refuse_existing(plan.output, overwrite=opts.overwrite)  # as rank 0 will
             path = execute(given.model, plan, ranks)
             ranks.barrier()  # rank 0 analyses, writes and reports
             return read_run(path)

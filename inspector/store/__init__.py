@@ -2,6 +2,7 @@
 
 from ._lock import claim_output as claim_output
 from ._lock import images_kept as images_kept
+from ._lock import refuse_existing as refuse_existing
 from ._reader import Layer as Layer
 from ._reader import Run as Run
 from ._reader import read_run as read_run
@@ -28,4 +29,5 @@ __all__ = [
     "images_kept",
     "partial_path",
     "read_run",
+    "refuse_existing",
 ]

@@ -24,7 +24,7 @@ try:
 except ImportError:  # not POSIX: no lock (docs/run-file.md, "Limits")
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["claim_output", "images_kept", "lock_path"]
+__all__ = ["claim_output", "images_kept", "lock_path", "refuse_existing"]
 
 
 def lock_path(path: Path) -> Path:
@@ -95,6 +95,19 @@ def _existing(path: Path) -> str:
         return "a file that is not a readable run"
 
 
+def refuse_existing(path: Path, *, overwrite: bool = False) -> None:
+    """Raise unless ``path`` is free or ``overwrite`` is set.
+
+    Raises:
+        RunFileError: A file is at ``path``: what it holds, and both ways out.
+    """
+    if path.exists() and not overwrite:
+        raise RunFileError(
+            f"{path} already holds {_existing(path)}; give --overwrite to replace it "
+            "(API: overwrite=True), or another --out to keep both"
+        )
+
+
 @contextlib.contextmanager
 def claim_output(path: Path, *, overwrite: bool = False) -> Iterator[Path]:
     """Hold the exclusive lock on run file ``path`` for the block.
@@ -126,11 +139,7 @@ def claim_output(path: Path, *, overwrite: bool = False) -> Iterator[Path]:
             os.ftruncate(descriptor, 0)
             os.pwrite(descriptor, f"pid {os.getpid()}, started {started}\n".encode(), 0)
     try:
-        if path.exists() and not overwrite:
-            raise RunFileError(
-                f"{path} already holds {_existing(path)}; give --overwrite to replace it "
-                "(API: overwrite=True), or another --out to keep both"
-            )
+        refuse_existing(path, overwrite=overwrite)
         yield path
     finally:
         if descriptor is not None:
