@@ -120,12 +120,15 @@ def test_replknet_matches_the_loop_on_a_real_looking_map(size: int) -> None:
     scaled /= scaled.max()
     ratios = replknet_area_ratios(erf)
     for t in (0.2, 0.3, 0.5, 0.99):
-        assert ratios[t] == replknet_loop(scaled, t)
+        found, expected = ratios[t], replknet_loop(scaled, t)
+        assert (found and found[:2]) == expected
+        # saturated: the largest square the search tests, or none exceeds t
+        assert found is None or found[2] == (found[0] == 2 * (size // 2 - 1) + 1)
 
 
 def test_replknet_quirks() -> None:
     delta = np.zeros((32, 32))
     delta[16, 16] = 1.0  # the lower-right central pixel of an even map
     ratios = replknet_area_ratios(delta)
-    assert all(value == (3, 9 / 1024) for value in ratios.values())  # 1×1 never tested
+    assert all(value == (3, 9 / 1024, False) for value in ratios.values())  # 1×1 never tested
     assert replknet_area_ratios(np.ones((3, 3))) == dict.fromkeys((0.2, 0.3, 0.5, 0.99))
