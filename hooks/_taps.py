@@ -239,15 +239,28 @@ class AttentionTap:
 
     def apply_gate(self, x: torch.Tensor) -> torch.Tensor:
         """Multiply the per-head context by the gate: ``[head]`` for every sample, or
-        ``[sample, head]`` per sample (the context's first axis is the sample)."""
+        ``[sample, head]`` per sample (the context's first axis is the sample, or the
+        sample-major ``sample · window`` of windowed attention)."""
         assert self.gate is not None
         shape = x.shape
         heads = self.gate.shape[-1]
         if self.gate.dim() == 1:
             split = x.reshape(*shape[:-1], heads, shape[-1] // heads)
             return (split * self.gate[:, None]).reshape(shape)
+        gate = self.gate
+        samples = gate.shape[0]
+        if shape[0] != samples:
+            # Windowed, blocked or grid attention runs on ``[sample · window, ...]``,
+            # sample-major as every window partition lays it out (Swin, MaxViT, SAM, ...).
+            if shape[0] % samples:
+                raise CaptureError(
+                    f"{type(self.module).__name__}: a per-sample head gate of "
+                    f"{samples} samples cannot gate a context of {shape[0]} sequences "
+                    "(not a multiple of the samples); use a gate of shape [head]"
+                )
+            gate = gate.repeat_interleave(shape[0] // samples, dim=0)
         split = x.reshape(shape[0], -1, heads, shape[-1] // heads)
-        return (split * self.gate[:, None, :, None]).reshape(shape)
+        return (split * gate[:, None, :, None]).reshape(shape)
 
     def attach(self) -> list[RemovableHandle]:
         if self.is_mha and self.gate is not None:

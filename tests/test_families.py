@@ -512,3 +512,43 @@ def test_geometry_kinds_count_tokens_and_round_trip() -> None:
         g("dilated", grid=(16, 16), stride=(8.0, 8.0), window=(4, 4), dilation=(3, 3))
     old = {"kind": "global", "prefix": 1, "grid": [2, 2], "stride": [16.0, 16.0], "reason": ""}
     assert hooks.TokenGeometry.from_dict(old).origin is None  # files written before the new fields
+
+
+@pytest.mark.parametrize("family", list(FAMILIES), ids=list(FAMILIES))
+def test_family_per_sample_gates_equal_each_sample_gated_alone(family: str) -> None:
+    """A ``[sample, unit]`` gate on a batch gives each sample the output it gets alone under
+    its own ``[unit]`` gate — on windowed (``sample · window`` sequences), reduced-key,
+    pooled and class-attention layers alike."""
+    model, x = FAMILIES[family].build()
+    forward = getattr(model, "forward_features", model)  # heads of some tiny models are 0
+    generator = torch.Generator().manual_seed(2)
+    heads = {
+        n: torch.rand(len(x), h, generator=generator) for n, h in hooks.gateable_heads(model).items()
+    }
+    with torch.no_grad(), hooks.gates(model, heads=heads):
+        batch = forward(x)
+    for i in range(len(x)):
+        with (
+            torch.no_grad(),
+            hooks.gates(model, heads={n: g[i] for n, g in heads.items()}),
+        ):
+            alone = forward(x[i : i + 1])
+        torch.testing.assert_close(batch[i : i + 1], alone, atol=1e-4, rtol=1e-4)
+    if heads:  # the gates reach the output projections (some tiny models zero their branches)
+        modules = dict(model.named_modules())
+        seen: dict[str, list[torch.Tensor]] = {}
+        handles = [
+            hooks.output_projection(modules[n]).register_forward_hook(
+                lambda m, a, o, n=n: seen.setdefault(n, []).append(o)
+            )
+            for n in heads
+        ]
+        try:
+            with torch.no_grad():
+                forward(x)
+                with hooks.gates(model, heads=heads):
+                    forward(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+        assert any(len(outs) == 2 and not torch.equal(*outs) for outs in seen.values())
