@@ -520,7 +520,11 @@ def test_family_per_sample_gates_equal_each_sample_gated_alone(family: str) -> N
     its own ``[unit]`` gate — on windowed (``sample · window`` sequences), reduced-key,
     pooled and class-attention layers alike."""
     model, x = FAMILIES[family].build()
-    forward = getattr(model, "forward_features", model)  # heads of some tiny models are 0
+    features = getattr(model, "forward_features", model)  # heads of some tiny models are 0
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return hooks.first_tensor(features(x))
+
     generator = torch.Generator().manual_seed(2)
     heads = {
         n: torch.rand(len(x), h, generator=generator) for n, h in hooks.gateable_heads(model).items()
