@@ -1,4 +1,9 @@
-"""The ``inspector`` command line. Errors are one clean line (exit 1); usage errors exit 2."""
+"""The ``inspector`` command line.
+
+Exit status: 0 done; 1 an error (one clean line); 2 a usage error; 3 the run finished and
+its file is written, but some analyses failed (each named with its reason, also in the
+run file and the report); 130 interrupted.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +35,26 @@ class _Printer(logging.Handler):
             print(message, flush=True)
 
 
+EXIT_FAILED_ANALYSES = 3
+"""``inspector analyze`` finished and wrote the run, but some analyses failed."""
+
+
+def _dependencies() -> str:
+    """What each analysis needs, for ``--help``: the model passes and other analyses."""
+    from .analyzers import REGISTRY
+
+    passes = {"erf": "a gradient pass", "gates": "a gate-gradient pass", "pruning": "ablations"}
+    parts = []
+    for name in ALL_ANALYSES:
+        needs = [passes[n] for n in sorted(REGISTRY.needs([name])) if n in passes]
+        required = sorted(REGISTRY.requires(name))
+        if required:
+            needs.append(f"{', '.join(required)} (run automatically)")
+        if needs:
+            parts.append(f"{name} needs {' and '.join(needs)}")
+    return "; ".join(parts) + "."
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="inspector",
@@ -55,7 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument(
         "--analyses",
         default=None,
-        help=f"comma-separated subset of: {', '.join(ALL_ANALYSES)} (default: all)",
+        help=f"comma-separated subset of: {', '.join(ALL_ANALYSES)} (default: all). "
+        f"{_dependencies()}",
     )
     analyze.add_argument("--out", default="inspector-runs", help="output folder or .h5 path")
     analyze.add_argument("--no-report", action="store_true", help="do not write the HTML report")
@@ -134,7 +160,7 @@ def _analyze(args: argparse.Namespace) -> int:
     except InspectorError as exc:  # an option value out of range: a usage error
         raise _UsageError(str(exc)) from exc
     from ._api import analyze  # torch and timm load only once the command line is valid
-    from .present import print_summary
+    from .present import failed_analyses, print_summary
 
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 speaks for the run
         logger.setLevel(logging.ERROR)
@@ -146,6 +172,14 @@ def _analyze(args: argparse.Namespace) -> int:
     report = run.path.with_suffix(".html")
     if report.exists() and not args.no_report:
         print(f"report:   {report}")
+    failed = failed_analyses(run)
+    if failed:
+        print(
+            f"finished with {len(failed)} failed analysis(es): {', '.join(failed)} "
+            f"(exit status {EXIT_FAILED_ANALYSES}; reasons above and in the run file)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED_ANALYSES
     return 0
 
 
@@ -193,7 +227,8 @@ _COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (0 ok, 1 clean error, 2 usage error)."""
+    """Run the CLI; returns the exit code (0 ok, 1 clean error, 2 usage error, 3 finished
+    with failed analyses, 130 interrupted)."""
     args = _parser().parse_args(argv)
     handler = _Printer()
     level = logger.level

@@ -527,7 +527,8 @@ def test_family_per_sample_gates_equal_each_sample_gated_alone(family: str) -> N
 
     generator = torch.Generator().manual_seed(2)
     heads = {
-        n: torch.rand(len(x), h, generator=generator) for n, h in hooks.gateable_heads(model).items()
+        n: torch.rand(len(x), h, generator=generator)
+        for n, h in hooks.gateable_heads(model).items()
     }
     with torch.no_grad(), hooks.gates(model, heads=heads):
         batch = forward(x)

@@ -108,10 +108,12 @@ def execute(model: nn.Module, plan: Plan, ranks: World | None = None) -> Path:
             raise InspectorError(f"no image of {plan.images.source} could be read")
         _warn_nonfinite(model, captured.state)
         timings = {"capture": captured.seconds}
-        timings |= run_analyses(model, plan, captured, writer)
+        passes, failed = run_analyses(model, plan, captured, writer)
+        timings |= passes
         timings["total"] = time.perf_counter() - started
         writer.set_attrs(
             timings=timings,
+            failed_analyses=failed,
             images_skipped=len(plan.images.skipped),
             images_done=len(captured.ids),
         )

@@ -11,7 +11,7 @@ from typing import Any
 
 from .._errors import RunFileError
 from ..store import Run, read_run
-from ._rows import RunResults, agreement_text, layer_rows
+from ._rows import RunResults, agreement_text, failed_analyses, layer_rows
 
 __all__ = ["describe", "describe_models", "print_summary"]
 
@@ -31,6 +31,8 @@ def print_summary(run: Run) -> None:
         f"{'layer':<28} {'kind':<9} {'units':>5} {'MAD px (min-max)':>20} "
         f"{'ERF px':>7} {'r50':>6} {'redund':>6}"
     )
+    for name, why in failed_analyses(run).items():
+        print(f"failed analysis {name}: {why}")
     print(header)
     print("-" * len(header))
     for row in layer_rows(run, results):
@@ -72,6 +74,15 @@ def _unreadable(run: Run) -> list[str]:
     return problems
 
 
+def _completeness(run: Run) -> str:
+    """``yes``, or why not and what to do: ``--resume`` only when there is work to keep."""
+    if run.complete:
+        return "yes"
+    if run.sample_ids:
+        return f"NO ({len(run.sample_ids)} images captured; continue with --resume)"
+    return "NO (stopped before its first checkpoint, no image to keep: run it again)"
+
+
 def describe(path: str | Path) -> str:
     """What a run file holds (also for incomplete runs)."""
     run = read_run(path, allow_incomplete=True)
@@ -86,7 +97,7 @@ def describe(path: str | Path) -> str:
     geometry = ", ".join(f"{kind} {count}" for kind, count in sorted(kinds.items()))
     lines = [
         f"run file:  {run.path}",
-        f"complete:  {'yes' if run.complete else 'NO (resume with --resume)'}",
+        f"complete:  {_completeness(run)}",
         f"model:     {meta.get('model')} ({requested})",
         f"weights:   {meta.get('weights_source')} - {meta.get('weights_reason')}",
         f"images:    {source}, input {meta.get('input_size')}",
@@ -94,6 +105,7 @@ def describe(path: str | Path) -> str:
         f"{len(channels)} channel",
         f"analyses:  {', '.join(run.analysis) or 'none'}",
         *(f"           {problem}" for problem in _unreadable(run)),
+        *(f"failed:    {name}: {why}" for name, why in failed_analyses(run).items()),
         f"created:   {meta.get('created')} with inspector {meta.get('tool_version')}, "
         f"timm {meta.get('timm_version')}, torch {meta.get('torch_version')}",
     ]
