@@ -34,7 +34,8 @@ class CaptureOptions:
     """What a capture reads.
 
     Attributes:
-        attention: Globs over attention-module paths, ``"*"`` for all, ``None`` for none.
+        attention: Globs over attention-module paths, ``"*"`` for all (none is fine for a
+            model without attention), ``None`` for none.
         channels: Globs over channel-layer paths; ``"auto"`` selects convolutions and
             MLP hidden layers (normalisation layers only when named), ``None`` none.
         keep_maps: Keep full attention maps (float16) of the first this many images.
@@ -197,7 +198,7 @@ class Capture:
         self.attention: dict[str, AttentionRecord] = {}
         self.channels: dict[str, ChannelRecord] = {}
         self._modules = dict(model.named_modules())
-        if opts.attention is not None:
+        if opts.attention is not None and (attention or opts.attention != "*"):
             if not attention:
                 raise CaptureError(
                     f"{type(model).__name__} has no attention module inspector recognises "

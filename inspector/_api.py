@@ -26,6 +26,7 @@ def analyze(
     *,
     out: str | Path | None = None,
     options: AnalyzeOptions | None = None,
+    name: str | None = None,
     **kwargs: Any,
 ) -> Run:
     """Capture and analyse ``model`` on ``images``; write a run file (and a report).
@@ -35,6 +36,8 @@ def analyze(
         images: ``"builtin"``, a folder, an image file, a torch ``Dataset`` or ``DataLoader``.
         out: A folder (the file is ``<model>.h5`` in it) or a ``.h5`` path.
         options: An :class:`AnalyzeOptions`; or give its fields as keyword arguments.
+        name: The run's model name for a module (default: timm's ``pretrained_cfg``
+            architecture when the module has one, else its class name).
 
     Returns:
         The run, read back from the file written.
@@ -48,7 +51,7 @@ def analyze(
             raise InspectorError(
                 "--resume is not supported in multi-process runs; resume it in one process"
             )
-        given = resolve(model, images, opts)
+        given = resolve(model, images, opts, name=name)
         plan = make_plan(
             given.model,
             given.info,

@@ -43,6 +43,7 @@ def failed_analyses(run: Run) -> dict[str, str]:
             return {"?": failed}
     return {str(k): str(v) for k, v in failed.items()} if isinstance(failed, dict) else {}
 
+
 R = TypeVar("R", bound=AnalysisResult)
 
 
