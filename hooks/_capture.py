@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from ._accumulate import GroupSums, Moments
-from ._discovery import ChannelSite, find_attention, find_channels, match_names
+from ._discovery import ChannelSite, find_attention, find_channels, head_count, match_names
 from ._errors import CaptureError
 from ._state import CaptureState, LayerState
 from ._taps import AttentionTap, ChannelTap
@@ -207,7 +207,7 @@ class Capture:
             for name in match_names(attention, opts.attention, what="attention"):
                 module = attention[name]
                 self.attention[name] = AttentionRecord(
-                    name=name, heads=int(module.num_heads), geometry=self._geometry(name, module)
+                    name=name, heads=head_count(module), geometry=self._geometry(name, module)
                 )
         if opts.channels is not None:
             if opts.channels == "auto":

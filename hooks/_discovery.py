@@ -23,6 +23,7 @@ __all__ = [
     "find_blocks",
     "find_channels",
     "gateable_heads",
+    "head_count",
     "head_width",
     "match_names",
     "output_projection",
@@ -62,11 +63,26 @@ _PROJECTIONS = (
 )  # fmt: skip
 
 
+# Single-head softmax attention with no head attribute: SHViT's SHSA, iFormer's SHMA.
+_SINGLE_HEAD = re.compile(r"^(SHSA|SHMA)$")
+
+
+def head_count(module: nn.Module) -> int:
+    """Heads of an attention module: ``num_heads``, else ``heads`` (Hiera's
+    ``MaskUnitAttention``), else 1 for the single-head classes (``SHSA``, ``SHMA``); 0 when
+    none of these apply."""
+    for attribute in ("num_heads", "heads"):
+        heads = getattr(module, attribute, None)
+        if isinstance(heads, int) and not isinstance(heads, bool) and heads > 0:
+            return heads
+    return 1 if _SINGLE_HEAD.match(type(module).__name__) else 0
+
+
 def _is_attention(module: nn.Module) -> bool:
     if isinstance(module, nn.MultiheadAttention):
         return True
-    heads = getattr(module, "num_heads", None)
-    if not isinstance(heads, int) or not _ATTENTION_NAME.search(type(module).__name__):
+    name = type(module).__name__
+    if not head_count(module) or not (_ATTENTION_NAME.search(name) or _SINGLE_HEAD.match(name)):
         return False
     children = dict(module.named_children())
     return any(k in children for k in _PROJECTIONS)
@@ -74,7 +90,8 @@ def _is_attention(module: nn.Module) -> bool:
 
 def find_attention(model: nn.Module) -> dict[str, nn.Module]:
     """Attention modules of ``model`` by path: classes named like attention (``*Attention*``,
-    ``*Attn*``, ``MHSA``, ``GPSA``, ``XCA``) with an integer ``num_heads`` and projection
+    ``*Attn*``, ``MHSA``, ``GPSA``, ``XCA``, ``SHSA``, ``SHMA``) with a head count
+    (:func:`head_count`: ``num_heads``, ``heads``, single-head classes) and projection
     children (``qkv``, ``q``/``k``/``v``, ``proj``, ``o_proj``, ``query``, ...), and
     ``nn.MultiheadAttention``.
     Only the innermost such module is kept when they nest."""
@@ -125,8 +142,8 @@ def head_width(module: nn.Module) -> int | None:
     """Width of one head's context (``head_dim``): the output projection's input width
     divided by the number of heads; ``None`` when it has no such projection."""
     projection = output_projection(module)
-    heads = getattr(module, "num_heads", None)
-    if projection is None or not isinstance(heads, int) or heads < 1:
+    heads = head_count(module)
+    if projection is None or heads < 1:
         return None
     width, rest = divmod(projection.in_features, heads)
     return width if rest == 0 else None
@@ -137,7 +154,7 @@ def gateable_heads(model: nn.Module) -> dict[str, int]:
     those with a linear output projection, except ``nn.MultiheadAttention`` (its
     projection runs inside ``F.multi_head_attention_forward``)."""
     return {
-        name: int(module.num_heads)
+        name: head_count(module)
         for name, module in find_attention(model).items()
         if not isinstance(module, nn.MultiheadAttention) and output_projection(module) is not None
     }

@@ -26,7 +26,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.hooks import RemovableHandle
 
-from ._discovery import output_projection
+from ._discovery import head_count, output_projection
 from ._errors import CaptureError
 
 __all__ = ["AttentionTap", "ChannelTap", "sdpa_probabilities"]
@@ -102,7 +102,13 @@ def _row_stochastic(x: torch.Tensor) -> bool:
 # Attention classes whose maps put the head axis right after the batch axis rather than
 # just before ``[query, key]`` (NesT ``[batch, head, block, query, key]``, VOLO outlook
 # ``[batch, head, position, query, key]``).
-_HEAD_AFTER_BATCH = frozenset({"timm.models.nest.Attention", "timm.models.volo.OutlookAttention"})
+_HEAD_AFTER_BATCH = frozenset(
+    {
+        "timm.models.nest.Attention",
+        "timm.models.volo.OutlookAttention",
+        "timm.models.hiera.MaskUnitAttention",  # [batch, head, mask unit, query, key]
+    }
+)
 
 
 def _as_sequences(
@@ -231,7 +237,7 @@ class AttentionTap:
         self.on_problem = on_problem
         self.source = ""
         self.gate = gate
-        self.heads = int(getattr(module, "num_heads", 0) or 0)
+        self.heads = head_count(module)
         self.is_mha = isinstance(module, nn.MultiheadAttention)
         self.proj_weight = module.out_proj.weight if self.is_mha else _output_projection(module)
         self._modes: list[_Mode] = []

@@ -87,3 +87,81 @@ def test_capture_of_a_model_without_attention_works_with_defaults() -> None:
     assert cap.channels["2"].moments is not None
     with pytest.raises(hooks.CaptureError, match="no attention module"):
         hooks.capture(cnn, attention="blocks.*")
+
+
+class _Softmax(nn.Module):
+    """Single-head attention without any attribute discovery reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mix = nn.Conv2d(3, 8, 4, stride=4)
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.mix(x).flatten(2).transpose(1, 2)  # [batch, token, channel]
+        attn = (t @ t.transpose(1, 2)).softmax(dim=-1)
+        return self.head((attn @ t).mean(1))
+
+
+def test_softmax_modules_finds_what_discovery_misses() -> None:
+    model = _Softmax()
+    assert not hooks.find_attention(model)
+    found = hooks.softmax_modules(model, torch.randn(1, 3, 16, 16))
+    assert found == {}  # the root module has no path of its own
+    nested = nn.Sequential(model)
+    found = hooks.softmax_modules(nested, torch.randn(1, 3, 16, 16))
+    assert found == {"0": "softmax over keys"}
+    assert not hooks.softmax_modules(nn.Sequential(nn.Conv2d(3, 4, 3)), torch.randn(1, 3, 8, 8))
+    assert not model._forward_pre_hooks and not model._forward_hooks
+
+
+def test_a_run_that_misses_attention_warns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from inspector import analyze
+
+    model = nn.Sequential(_Softmax())
+    with caplog.at_level("WARNING", logger="inspector"):
+        analyze(
+            model, "builtin", out=tmp_path, limit=1, report=False, progress=False,
+            analyses=("channel_redundancy",),
+        )  # fmt: skip
+    assert "no attention module recognised, but 1 module(s) compute attention" in caplog.text
+    assert "softmax over keys: 0" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("arch", "kwargs", "kind"),
+    [
+        (
+            "hiera_tiny_224",
+            dict(embed_dim=16, num_heads=1, stages=(1, 1, 1, 1)),
+            "MaskUnitAttention",
+        ),
+        ("shvit_s1", dict(depth=(1, 1, 1)), "SHSA"),
+        ("iformer_t", {}, "SHMA"),
+    ],
+)
+def test_attention_found_in_hiera_shvit_iformer(arch: str, kwargs: dict, kind: str) -> None:
+    """Found by their head count (``heads``, single-head classes), captured with valid rows
+    and unchanged outputs; geometry is an explicit unknown with the reason."""
+    torch.manual_seed(0)
+    try:
+        model = timm.create_model(arch, pretrained=False, **kwargs).eval()
+    except TypeError:
+        model = timm.create_model(arch, pretrained=False).eval()
+    attention = hooks.find_attention(model)
+    assert attention and {type(m).__name__ for m in attention.values()} == {kind}
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        plain = model(x)
+        seen: dict[str, torch.Tensor] = {}
+        with hooks.capture(model, on_attention=lambda n, p: seen.setdefault(n, p)) as cap:
+            out = model(x)
+    assert torch.equal(out, plain)
+    assert set(seen) == set(attention)
+    for name, probs in seen.items():
+        assert probs.shape[1] == hooks.head_count(attention[name])
+        torch.testing.assert_close(probs.sum(-1), torch.ones(probs.shape[:-1]), atol=1e-5, rtol=0)
+        record = cap.attention[name]
+        assert record.geometry.known or record.geometry.reason

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch import nn
 
 import hooks
@@ -75,6 +76,30 @@ def _stage_merged(writer: RunWriter, model: nn.Module, plan: Plan, capture: Capt
     )
 
 
+def warn_missed_attention(model: nn.Module, plan: Plan) -> None:
+    """Warn when no attention module was recognised but modules compute softmax over keys
+    or call SDPA (attention discovery missed them: no distance, ERF branch or heads)."""
+    if plan.capture.attention or not plan.leader:
+        return
+    size = tuple(int(v) for v in plan.meta.get("input_size", (3, 224, 224)))
+    try:
+        found = hooks.softmax_modules(model, torch.zeros(1, *size, device=plan.device))
+    except Exception:  # the capture pass will say what is wrong with the input
+        return
+    if found:
+        names = list(found)
+        more = f" and {len(names) - 4} more" if len(names) > 4 else ""
+        logger.warning(
+            "no attention module recognised, but %d module(s) compute attention (%s: %s%s): "
+            "no attention metrics for them; they need a num_heads or heads attribute and "
+            "query/key/value projections to be captured",
+            len(names),
+            found[names[0]],
+            ", ".join(names[:4]),
+            more,
+        )
+
+
 def execute(model: nn.Module, plan: Plan, ranks: World | None = None) -> Path:
     """Run ``plan`` on ``model`` and write the run file; returns its path.
 
@@ -82,6 +107,7 @@ def execute(model: nn.Module, plan: Plan, ranks: World | None = None) -> Path:
     writes; the others wait for it. An interruption keeps the capture in the
     ``.partial`` file (see :func:`~inspector.pipeline._capture.run_capture_pass`).
     """
+    warn_missed_attention(model, plan)
     partial = resumable(plan) if ranks is None else None
     writer = (
         RunWriter(plan.output, dict(plan.meta), plan.fingerprint, resume=partial is not None)

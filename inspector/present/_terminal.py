@@ -135,7 +135,7 @@ def _measurable(name: str) -> str:
     channels = sum(1 for site in sites.values() if site.kind in ("conv", "mlp"))
     parts = [f"{channels} channel layers"]
     if attention:
-        heads = sum(int(getattr(m, "num_heads", 0)) for m in attention.values())
+        heads = sum(hooks.head_count(m) for m in attention.values())
         known = sum(1 for g in geometries if g.known)
         parts.append(
             f"{len(attention)} attention layers ({heads} heads), geometry known "
