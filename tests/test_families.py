@@ -149,7 +149,7 @@ def build(config: TinyConfig) -> tuple[nn.Module, torch.Tensor]:
     kwargs = dict(config.kwargs)
     if ":" in config.model:  # a class of a timm module, built directly
         where, name = config.model.split(":")
-        module = importlib.import_module(f"timm.models.{where}")
+        module = importlib.import_module(where if "." in where else f"timm.models.{where}")
         if isinstance(kwargs.get("cfg"), Mapping):
             kwargs["cfg"] = getattr(module, f"{name}Cfg")(**kwargs["cfg"])
         model = getattr(module, name)(**kwargs)

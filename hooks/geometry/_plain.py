@@ -243,3 +243,30 @@ def _crossvit(context: Context) -> TokenGeometry:
     return TokenGeometry(
         kind="global", prefix=1, grid=grid, stride=stride, reason=f"CrossViT branch {branch}"
     )
+
+
+@RULES.register(
+    "torchvision.models.vision_transformer",
+    attention="plain",
+    configs=[
+        TinyConfig(
+            "torchvision-vit",
+            "torchvision.models.vision_transformer:VisionTransformer",
+            dict(image_size=64, patch_size=16, num_layers=2, num_heads=2, hidden_dim=32,
+                 mlp_dim=64),
+            64,
+        ),
+    ],
+)  # fmt: skip
+def _torchvision_vit(context: Context) -> TokenGeometry:
+    """torchvision ViT (``vit_b_16``, ``vit_b_32``, ...; ``nn.MultiheadAttention``): global
+    over the class token + the ``image_size / patch_size`` grid at ``patch_size`` px."""
+    context.match(r"encoder\.layers\.encoder_layer_\d+\.self_attention")
+    model = context.model
+    patch, image = int(model.patch_size), int(model.image_size)
+    if context.size != (image, image):
+        raise Unknown(f"input {context.size} differs from the model's image_size {image}")
+    grid = grid_of(context.size, patch)
+    return TokenGeometry(
+        kind="global", prefix=1, grid=grid, stride=fstride(patch), reason="torchvision ViT"
+    )
