@@ -165,3 +165,32 @@ def test_attention_found_in_hiera_shvit_iformer(arch: str, kwargs: dict, kind: s
         torch.testing.assert_close(probs.sum(-1), torch.ones(probs.shape[:-1]), atol=1e-5, rtol=0)
         record = cap.attention[name]
         assert record.geometry.known or record.geometry.reason
+
+
+def test_transformers_vit_sdpa_probabilities_equal_eager_output_attentions() -> None:
+    """SDPA stays on (outputs unchanged); the captured maps equal what the same model in
+    eager mode returns with ``output_attentions=True`` (an independent computation)."""
+    transformers = pytest.importorskip("transformers", reason="the transformers test extra")
+    config = transformers.ViTConfig(
+        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+        num_attention_heads=2, intermediate_size=64,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = transformers.ViTModel(config).eval()
+    assert model.config._attn_implementation == "sdpa"
+    x = torch.randn(2, 3, 32, 32)
+    seen: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        plain = model(x).last_hidden_state
+        with hooks.capture(model, on_attention=lambda n, p: seen.setdefault(n, p)) as cap:
+            out = model(x).last_hidden_state
+        model.config._attn_implementation = "eager"
+        eager = model(x, output_attentions=True).attentions
+    assert torch.equal(out, plain)
+    assert list(seen) == ["layers.0.attention", "layers.1.attention"]
+    for probs, expected in zip(seen.values(), eager, strict=True):
+        torch.testing.assert_close(probs, expected, atol=1e-6, rtol=0)
+    geometry = cap.attention["layers.0.attention"].geometry
+    assert (geometry.kind, geometry.prefix, geometry.grid, geometry.stride) == (
+        "global", 1, (4, 4), (8.0, 8.0),
+    )  # fmt: skip

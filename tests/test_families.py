@@ -149,9 +149,13 @@ def build(config: TinyConfig) -> tuple[nn.Module, torch.Tensor]:
     kwargs = dict(config.kwargs)
     if ":" in config.model:  # a class of a timm module, built directly
         where, name = config.model.split(":")
+        if where.startswith("transformers."):
+            pytest.importorskip("transformers", reason="the transformers test extra")
         module = importlib.import_module(where if "." in where else f"timm.models.{where}")
         if isinstance(kwargs.get("cfg"), Mapping):
             kwargs["cfg"] = getattr(module, f"{name}Cfg")(**kwargs["cfg"])
+        if isinstance(kwargs.get("config"), Mapping):  # Hugging Face: Model(Config(...))
+            kwargs["config"] = getattr(module, name).config_class(**kwargs["config"])
         model = getattr(module, name)(**kwargs)
     else:
         model = timm.create_model(config.model, pretrained=False, **kwargs)
@@ -226,7 +230,7 @@ def captured(
             model, on_attention=lambda n, p: seen.setdefault(n, p.clone()), **options
         ) as cap,
     ):
-        out = model(x)
+        out = hooks.first_tensor(model(x))  # Hugging Face models return a tuple
     return cap, seen, out
 
 
@@ -289,7 +293,7 @@ def test_family_probabilities_outputs_and_geometry(family: str) -> None:
     spec = FAMILIES[family]
     model, x = spec.build()
     with torch.no_grad():
-        plain = model(x)
+        plain = hooks.first_tensor(model(x))
     family_of_model = type(model).__module__.removeprefix("timm.models.")
     assert RULES.lookup(family_of_model) is spec.rule, (
         f"{spec.config.model} is not {spec.rule.name}'s"

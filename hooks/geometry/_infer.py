@@ -20,8 +20,10 @@ def _default_size(model: nn.Module) -> Pair:
     if img is not None:
         return pair(img)
     image = getattr(model, "image_size", None)  # torchvision ViT
-    if isinstance(image, int):
-        return (image, image)
+    if image is None:  # Hugging Face transformers
+        image = getattr(getattr(model, "config", None), "image_size", None)
+    if isinstance(image, (int, tuple, list)):
+        return pair(image)
     cfg = getattr(model, "pretrained_cfg", None) or {}
     size = cfg.get("input_size")
     if size:
