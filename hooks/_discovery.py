@@ -69,8 +69,8 @@ _SINGLE_HEAD = re.compile(r"^(SHSA|SHMA)$")
 
 def head_count(module: nn.Module) -> int:
     """Heads of an attention module: ``num_heads``, else ``heads`` (Hiera's
-    ``MaskUnitAttention``), else ``num_attention_heads`` (Hugging Face), else 1 for the single-head classes (``SHSA``, ``SHMA``); 0 when
-    none of these apply."""
+    ``MaskUnitAttention``), else ``num_attention_heads`` (Hugging Face), else 1 for the
+    single-head classes (``SHSA``, ``SHMA``); 0 when none of these apply."""
     for attribute in ("num_heads", "heads", "num_attention_heads"):
         heads = getattr(module, attribute, None)
         if isinstance(heads, int) and not isinstance(heads, bool) and heads > 0:
