@@ -83,6 +83,23 @@ def _parser() -> argparse.ArgumentParser:
         help=f"comma-separated subset of: {', '.join(ALL_ANALYSES)} (default: all). "
         f"{_dependencies()}",
     )
+    analyze.add_argument(
+        "--input-size",
+        default=None,
+        help="input side in px, or HEIGHTxWIDTH (default: timm's data config of the model)",
+    )
+    analyze.add_argument(
+        "--mean", default=None, help="normalisation mean R,G,B (default: the data config's)"
+    )
+    analyze.add_argument(
+        "--std", default=None, help="normalisation std R,G,B (default: the data config's)"
+    )
+    analyze.add_argument(
+        "--interpolation",
+        default=None,
+        choices=("bilinear", "bicubic", "nearest"),
+        help="resize interpolation (default: the data config's)",
+    )
     analyze.add_argument("--out", default="inspector-runs", help="output folder or .h5 path")
     analyze.add_argument("--no-report", action="store_true", help="do not write the HTML report")
     analyze.add_argument("--resume", action="store_true", help="continue an interrupted run")
@@ -135,9 +152,33 @@ class _UsageError(Exception):
     """A command-line value that parses but is out of range (exit 2, like argparse)."""
 
 
+def _numbers(flag: str, text: str | None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise _UsageError(f"{flag} {text!r} must be comma-separated numbers") from None
+
+
+def _size(text: str | None) -> int | tuple[int, int] | None:
+    if text is None:
+        return None
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        sides = [int(v) for v in parts]
+    except ValueError:
+        raise _UsageError(f"--input-size {text!r} must be N or HEIGHTxWIDTH in px") from None
+    return sides[0] if len(sides) == 1 else (sides[0], sides[1]) if len(sides) == 2 else -1
+
+
 def _analyze_options(args: argparse.Namespace, layers: tuple[str, ...] | None) -> AnalyzeOptions:
     """The options of ``inspector analyze`` (validated by :class:`AnalyzeOptions`)."""
     return AnalyzeOptions(
+        input_size=_size(args.input_size),
+        mean=_numbers("--mean", args.mean),
+        std=_numbers("--std", args.std),
+        interpolation=args.interpolation,
         weights=args.weights,
         limit=args.limit,
         batch_size=args.batch_size,

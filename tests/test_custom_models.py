@@ -194,3 +194,53 @@ def test_transformers_vit_sdpa_probabilities_equal_eager_output_attentions() -> 
     assert (geometry.kind, geometry.prefix, geometry.grid, geometry.stride) == (
         "global", 1, (4, 4), (8.0, 8.0),
     )  # fmt: skip
+
+
+def _needs_64px() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 8, stride=8), nn.Flatten(), nn.Linear(4 * 8 * 8, 5))
+
+
+def test_a_model_rejecting_the_input_size_is_one_line_naming_the_option(tmp_path: Path) -> None:
+    from inspector import analyze
+    from inspector._errors import InspectorError
+
+    with pytest.raises(InspectorError) as caught:
+        analyze(_needs_64px(), "builtin", out=tmp_path, limit=1, report=False, progress=False)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "rejected its input of 224×224 px" in message and "--input-size" in message
+
+
+def test_input_size_mean_std_interpolation_reach_the_images(tmp_path: Path) -> None:
+    from inspector import analyze
+
+    run = analyze(
+        _needs_64px(), "builtin", out=tmp_path, limit=2, report=False, progress=False,
+        analyses=("channel_redundancy",), input_size=64, mean=(0.5, 0.5, 0.5),
+        std=(0.25, 0.25, 0.25), interpolation="bicubic", name="tiny-64",
+    )  # fmt: skip
+    assert run.meta["model"] == "tiny-64"
+    config = run.meta["data_config"]
+    assert list(config["input_size"]) == [3, 64, 64] and list(run.meta["input_size"]) == [3, 64, 64]
+    assert list(config["mean"]) == [0.5] * 3 and list(config["std"]) == [0.25] * 3
+    assert config["interpolation"] == "bicubic"
+    assert len(run.sample_ids) == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--input-size", "big"], "--input-size 'big' must be N or HEIGHTxWIDTH"),
+        (["--input-size", "4"], "must be one or two whole numbers of pixels >= 8"),
+        (["--mean", "0.5,0.5"], "must be three numbers"),
+        (["--std", "1,0,1"], "--std (1.0, 0.0, 1.0) must be positive"),
+    ],
+)
+def test_bad_input_options_are_usage_errors(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from inspector._cli import main
+
+    assert main(["analyze", "test_vit", *argv]) == 2
+    assert message in capsys.readouterr().err

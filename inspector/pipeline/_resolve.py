@@ -102,7 +102,7 @@ def resolve(
     device = resolve_device(opts.device)
     net, info = _model(model, opts, name)
     net = net.to(device)
-    transform, data_config = model_transform(net)
+    transform, data_config = model_transform(net, opts.preprocessing())
     image_set = open_images(images, transform, opts.limit, seed=opts.seed)
     for line in image_set.warnings:
         logger.warning(line)
