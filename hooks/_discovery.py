@@ -29,7 +29,7 @@ __all__ = [
     "output_projection",
 ]
 
-ChannelKind = Literal["conv", "norm", "mlp"]
+ChannelKind = Literal["conv", "norm", "mlp", "linear"]
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _NORM_FIRST = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm)
@@ -42,7 +42,8 @@ class ChannelSite:
     Attributes:
         name: The layer's path; for MLP hidden layers the MLP's second projection,
             whose *input* is the hidden activation (after the nonlinearity).
-        kind: ``conv``, ``norm`` or ``mlp`` (MLP hidden layer).
+        kind: ``conv``, ``norm``, ``mlp`` (MLP hidden layer) or ``linear`` (any other
+            ``nn.Linear``, read at its output; selected only by name, never by ``auto``).
         point: ``output`` or ``input`` of the module at ``name``.
         channel_axis: ``1`` for ``[batch, channel, ...]``, ``-1`` for ``[..., channel]``.
     """
@@ -166,8 +167,10 @@ def _channels_first_norm(module: nn.Module) -> bool:
 
 
 def find_channels(model: nn.Module) -> dict[str, ChannelSite]:
-    """Channel layers of ``model`` by path: convolutions, normalisation layers and MLP
-    hidden layers (modules with ``fc1`` and ``fc2`` children, read at ``fc2``'s input)."""
+    """Channel layers of ``model`` by path: convolutions, normalisation layers, MLP
+    hidden layers (modules with ``fc1`` and ``fc2`` children, read at ``fc2``'s input) and
+    every other ``nn.Linear`` (``linear``, its output; for MLPs named otherwise, chosen
+    by glob with ``--layers``/``layers=``)."""
     sites: dict[str, ChannelSite] = {}
     for name, module in model.named_modules():
         if not name:
@@ -186,6 +189,8 @@ def find_channels(model: nn.Module) -> dict[str, ChannelSite]:
                 sites[f"{name}.fc2"] = ChannelSite(f"{name}.fc2", "mlp", "input", -1)
             elif isinstance(fc2, nn.Conv2d):
                 sites[f"{name}.fc2"] = ChannelSite(f"{name}.fc2", "mlp", "input", 1)
+        if isinstance(module, nn.Linear) and name not in sites:  # fc2 stays an MLP site
+            sites[name] = ChannelSite(name, "linear", "output", -1)
     return sites
 
 

@@ -244,3 +244,32 @@ def test_bad_input_options_are_usage_errors(
 
     assert main(["analyze", "test_vit", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+class _PlainMlp(nn.Module):
+    """A transformer-ish model whose MLP is ``nn.Sequential`` (no fc1/fc2 names)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Conv2d(3, 8, 16, stride=16)
+        self.mlp = nn.Sequential(nn.Linear(8, 32), nn.GELU(), nn.Linear(32, 8))
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.embed(x).flatten(2).transpose(1, 2)
+        return self.head((t + self.mlp(t)).mean(1))
+
+
+def test_layers_glob_selects_any_linear_as_a_channel_layer(tmp_path: Path) -> None:
+    from inspector import analyze
+
+    sites = hooks.find_channels(_PlainMlp())
+    assert sites["mlp.0"].kind == "linear" and sites["mlp.0"].channel_axis == -1
+    run = analyze(
+        _PlainMlp(), "builtin", out=tmp_path, limit=2, report=False, progress=False,
+        analyses=("channel_redundancy",), layers=("embed", "mlp.0"), input_size=64,
+    )  # fmt: skip
+    assert {layer.name for layer in run.channel_layers()} == {"embed", "mlp.0"}
+    assert run.layers["mlp.0"].attrs["channels"] == 32
+    default = hooks.capture(_PlainMlp())
+    assert set(default.channels) == {"embed"}  # auto: convolutions and MLP hidden layers only
