@@ -273,3 +273,47 @@ def test_layers_glob_selects_any_linear_as_a_channel_layer(tmp_path: Path) -> No
     assert run.layers["mlp.0"].attrs["channels"] == 32
     default = hooks.capture(_PlainMlp())
     assert set(default.channels) == {"embed"}  # auto: convolutions and MLP hidden layers only
+
+
+class _MhaViT(nn.Module):
+    """A custom ViT on ``nn.MultiheadAttention``: class token + 4×4 patches of 16 px."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Conv2d(3, 16, 16, stride=16)
+        self.cls = nn.Parameter(torch.zeros(1, 1, 16))
+        self.attn = nn.MultiheadAttention(16, 2, batch_first=True)
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.embed(x).flatten(2).transpose(1, 2)
+        t = torch.cat([self.cls.expand(len(t), -1, -1), t], 1)
+        return self.head(self.attn(t, t, t, need_weights=False)[0][:, 0])
+
+
+def test_attention_without_geometry_warns_with_the_exact_geometry(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from inspector import analyze
+
+    with caplog.at_level("WARNING", logger="inspector"):
+        analyze(
+            _MhaViT(), "builtin", out=tmp_path / "a", limit=1, report=False, progress=False,
+            analyses=("attention_distance",), input_size=64,
+        )  # fmt: skip
+    expected = (
+        "pass geometry={'attn': hooks.TokenGeometry(kind=\"global\", prefix=1, grid=(4, 4), "
+        "stride=(16.0, 16.0))}"
+    )
+    assert "attention attn has no token geometry" in caplog.text and expected in caplog.text
+    geometry = {
+        "attn": hooks.TokenGeometry(kind="global", prefix=1, grid=(4, 4), stride=(16.0, 16.0))
+    }
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="inspector"):
+        run = analyze(
+            _MhaViT(), "builtin", out=tmp_path / "b", limit=1, report=False, progress=False,
+            analyses=("attention_distance",), input_size=64, geometry=geometry,
+        )  # fmt: skip
+    assert "no token geometry" not in caplog.text
+    assert run.result("attention_distance").layers["attn"].mean.shape == (2,)

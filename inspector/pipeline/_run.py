@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import re
 import time
 from pathlib import Path
 
@@ -100,6 +102,46 @@ def warn_missed_attention(model: nn.Module, plan: Plan) -> None:
         )
 
 
+def _suggestion(tokens: int, size: tuple[int, int]) -> str | None:
+    """``hooks.TokenGeometry(...)`` for ``tokens`` = prefix + a square patch grid that
+    tiles the input, or None when no such reading exists."""
+    for prefix in range(0, 9):
+        side = math.isqrt(tokens - prefix) if tokens > prefix else 0
+        if side and side * side == tokens - prefix and size[0] % side == 0 == size[1] % side:
+            stride = (size[0] // side, size[1] // side)
+            return (
+                f'hooks.TokenGeometry(kind="global", prefix={prefix}, grid=({side}, {side}), '
+                f"stride=({stride[0]}.0, {stride[1]}.0))"
+            )
+    return None
+
+
+def warn_unknown_geometry(state: hooks.CaptureState, plan: Plan) -> None:
+    """Name the attention layers without a token geometry (no distance, no ERF centre)
+    and the exact ``geometry=`` that would give them one when the tokens read as prefix
+    tokens + a square patch grid."""
+    size = tuple(int(v) for v in plan.meta.get("input_size", (3, 224, 224)))[-2:]
+    unknown: dict[str, tuple[str, int]] = {}
+    for name, layer in state.layers.items():
+        geometry = layer.attrs.get("geometry") or {}
+        if layer.kind != "attention" or geometry.get("kind", "unknown") != "unknown":
+            continue
+        tokens = int(layer.maps.shape[-1]) if layer.maps is not None and layer.maps.ndim else 0
+        glob = re.sub(r"(?<=\.)\d+(?=\.|$)", "*", name)
+        unknown.setdefault(glob, (str(geometry.get("reason", "")), tokens))
+    for glob, (reason, tokens) in unknown.items():
+        suggestion = _suggestion(tokens, size) if tokens else None  # type: ignore[arg-type]
+        how = (
+            f"if its {tokens} tokens are {suggestion.split('prefix=')[1].split(',')[0]} prefix "
+            f"token(s) and a patch grid, pass geometry={{{glob!r}: {suggestion}}}"
+            if suggestion
+            else f"pass geometry={{{glob!r}: hooks.TokenGeometry(...)}} describing its tokens"
+        )
+        logger.warning(
+            "attention %s has no token geometry (%s): no distance; %s", glob, reason, how
+        )
+
+
 def execute(model: nn.Module, plan: Plan, ranks: World | None = None) -> Path:
     """Run ``plan`` on ``model`` and write the run file; returns its path.
 
@@ -133,6 +175,7 @@ def execute(model: nn.Module, plan: Plan, ranks: World | None = None) -> Path:
         if not captured.ids:
             raise InspectorError(f"no image of {plan.images.source} could be read")
         _warn_nonfinite(model, captured.state)
+        warn_unknown_geometry(captured.state, plan)
         timings = {"capture": captured.seconds}
         passes, failed = run_analyses(model, plan, captured, writer)
         timings |= passes
