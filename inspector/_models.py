@@ -410,7 +410,7 @@ def load_weights_file(
             return fused, True
         fused_own = fused.state_dict()
         if len(set(fused_own) & set(state_dict)) > len(set(model.state_dict()) & set(state_dict)):
-            _check_fits(fused, state_dict, path, form="re-parameterized (fused) form of ")
+            _check_fits(fused, state_dict, path, form="the re-parameterized (fused) ")
     _check_fits(model, state_dict, path)
     model.load_state_dict(state_dict, strict=True)
     return model, False
@@ -482,7 +482,7 @@ def _check_fits(
     name = (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
     name = name or type(model).__name__
     raise WeightsError(
-        f"Weights file {str(path)!r} does not fit the {form}model {name!r}: "
+        f"Weights file {str(path)!r} does not fit {form or ''}model {name!r}: "
         f"{', '.join(problems)}. Pass the architecture the file was saved from (and its "
         "number of classes)."
     )

@@ -56,7 +56,7 @@ def test_a_file_of_another_model_names_both_forms(tmp_path: Path) -> None:
     other = timm.create_model("resnet18", pretrained=False)
     path = tmp_path / "other.safetensors"
     safetensors.torch.save_file({k: v.contiguous() for k, v in other.state_dict().items()}, path)
-    with pytest.raises(WeightsError, match="does not fit the model 'mobileone_s0'"):
+    with pytest.raises(WeightsError, match="does not fit model 'mobileone_s0'"):
         create_model("mobileone_s0", weights=path)
 
 
