@@ -17,6 +17,15 @@ Run on demand (not in CI); on a 2-core machine the whole sweep takes one to two 
     .venv/bin/python benchmarks/coverage_sweep.py            # all families
     .venv/bin/python benchmarks/coverage_sweep.py --families swin_transformer,levit
     .venv/bin/python benchmarks/coverage_sweep.py --reuse    # only what is missing
+
+``--main`` runs the default main job instead — ``inspector.analyze`` with every analysis on
+2 builtin images, random weights — on the same models (and, for windowed families, also
+at an input size whose maps do not fill whole windows, so padding is exercised). Results
+go to ``benchmarks/coverage_main.json``, one entry per model written as soon as it is
+done; a rerun skips the models already there (``--fresh`` reruns them), so the sweep can
+be stopped and continued. Run it in the background, one process at a time::
+
+    nohup .venv/bin/python benchmarks/coverage_sweep.py --main > /tmp/main-sweep.log 2>&1 &
 """
 
 from __future__ import annotations
@@ -317,13 +326,105 @@ def _check_in_float64(
         _set_fused(model, None, saved)
 
 
+# -- the default main job (``--main``) ----------------------------------------------------
+
+PADDED_SIZES = {  # windowed families: an input whose maps are not a multiple of the window
+    "swin_transformer": 256,
+    "swin_transformer_v2": 224,
+    "swin_transformer_v2_cr": 256,
+    "maxxvit": 256,
+    "davit": 256,
+    "gcvit": 256,
+    "vision_transformer_sam": 272,
+    "hieradet_sam2": 256,
+    "tiny_vit": 256,
+    "nest": 256,
+}
+
+
+def main_one(name: str, size: int | None) -> dict[str, Any]:
+    """``inspector.analyze`` with every analysis on 2 builtin images; per analysis ok or
+    the reason it failed, and the geometry kinds of the attention layers."""
+    import tempfile
+
+    import timm
+    import torch
+
+    import hooks
+    from inspector import AnalyzeOptions, analyze
+    from inspector.present import failed_analyses
+
+    torch.set_num_threads(2)
+    start = time.perf_counter()
+    out: dict[str, Any] = {"model": name, "status": "ok", "size": size}
+    with torch.device("meta"):
+        meta = timm.create_model(name, pretrained=False)
+    params = sum(p.numel() for p in meta.parameters())
+    out["params"] = params
+    if params > MAX_PARAMS:
+        out.update(status="skipped", error=f"{params / 1e6:.0f}M parameters > 100M")
+        return out
+    default = int(meta.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
+    if size is None and default > 256 and hooks.find_attention(meta):
+        size = 224
+    del meta
+    model: Any = name
+    if size is not None and size != default:
+        try:
+            model = timm.create_model(name, pretrained=False, img_size=size).eval()
+            model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, size, size)}
+        except Exception as exc:
+            out.update(status="skipped", error=f"cannot build at {size} px: {exc}")
+            return out
+    out["input"] = size or default
+    options = AnalyzeOptions(weights="random", limit=2, report=False, progress=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        run = analyze(model, "builtin", out=tmp, options=options)
+        failed = failed_analyses(run)
+        out["analyses"] = {a: failed.get(a, "ok") for a in options.analyses}
+        kinds: dict[str, int] = {}
+        for layer in run.attention_layers():
+            kind = str((layer.attrs.get("geometry") or {}).get("kind", "unknown"))
+            kinds[kind] = kinds.get(kind, 0) + 1
+        out["attention"] = kinds
+        out["notes"] = {a: dict(list(run.result(a).notes.items())[:3]) for a in run.analysis}
+        out["warnings"] = []
+    out["seconds"] = round(time.perf_counter() - start, 1)
+    out["peak_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return out
+
+
+def _main_sweep(args: argparse.Namespace, families: list[str] | None) -> int:
+    from _coverage_report import write_main_markdown
+
+    results: dict[str, Any] = {}
+    if args.main_json.exists():
+        results = json.loads(args.main_json.read_text())
+    chosen = choose_models(families, args.counts)
+    for family, models in chosen.items():
+        runs = [(m, None) for m in models]
+        if family in PADDED_SIZES:
+            runs.append((models[-1], PADDED_SIZES[family]))
+        for model, size in runs:
+            key = f"{family}/{model}" + (f"@{size}" if size else "")
+            if key in results and results[key].get("status") != "failed" and not args.fresh:
+                continue  # done (a failed run is tried again)
+            print(f"{key}", file=sys.stderr, flush=True)
+            extra = ["--size", str(size)] if size else []
+            results[key] = {"family": family, **_child(model, args.timeout, ["--main", *extra])}
+            args.main_json.write_text(json.dumps(results, indent=1))
+            write_main_markdown(results, args.main_out)
+    write_main_markdown(results, args.main_out)
+    return 0
+
+
 # -- driver -------------------------------------------------------------------------------
 
 
-def _child(model: str, timeout: int) -> dict[str, Any]:
+def _child(model: str, timeout: int, extra: list[str] | None = None) -> dict[str, Any]:
     try:
         done = subprocess.run(
-            [sys.executable, __file__, "--one", model],
+            [sys.executable, __file__, "--one", model, *(extra or [])],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -349,13 +450,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--reuse", action="store_true", help="keep results in --json (all families only)"
     )
+    parser.add_argument("--main", action="store_true", help="the default main job per model")
+    parser.add_argument("--size", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--fresh", action="store_true", help="--main: rerun models done")
+    parser.add_argument(
+        "--main-json", type=Path, default=REPO / "benchmarks" / "coverage_main.json"
+    )
+    parser.add_argument("--main-out", type=Path, default=REPO / "docs" / "coverage-main.md")
     args = parser.parse_args(argv)
     if args.one:
         import timm
 
-        print(json.dumps({**run_one(args.one), "timm": timm.__version__}))
+        one = main_one(args.one, args.size) if args.main else run_one(args.one)
+        print(json.dumps({**one, "timm": timm.__version__}, default=str))
         return 0
     families = args.families.split(",") if args.families else None
+    if args.main:
+        return _main_sweep(args, families)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.counts.parent.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[dict[str, Any]]] = {}

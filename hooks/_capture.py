@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from ._accumulate import GroupSums, Moments
-from ._discovery import ChannelSite, find_attention, find_channels, match_names
+from ._discovery import ChannelSite, find_attention, find_channels, head_count, match_names
 from ._errors import CaptureError
 from ._state import CaptureState, LayerState
 from ._taps import AttentionTap, ChannelTap
@@ -34,7 +34,8 @@ class CaptureOptions:
     """What a capture reads.
 
     Attributes:
-        attention: Globs over attention-module paths, ``"*"`` for all, ``None`` for none.
+        attention: Globs over attention-module paths, ``"*"`` for all (none is fine for a
+            model without attention), ``None`` for none.
         channels: Globs over channel-layer paths; ``"auto"`` selects convolutions and
             MLP hidden layers (normalisation layers only when named), ``None`` none.
         keep_maps: Keep full attention maps (float16) of the first this many images.
@@ -197,7 +198,7 @@ class Capture:
         self.attention: dict[str, AttentionRecord] = {}
         self.channels: dict[str, ChannelRecord] = {}
         self._modules = dict(model.named_modules())
-        if opts.attention is not None:
+        if opts.attention is not None and (attention or opts.attention != "*"):
             if not attention:
                 raise CaptureError(
                     f"{type(model).__name__} has no attention module inspector recognises "
@@ -206,7 +207,7 @@ class Capture:
             for name in match_names(attention, opts.attention, what="attention"):
                 module = attention[name]
                 self.attention[name] = AttentionRecord(
-                    name=name, heads=int(module.num_heads), geometry=self._geometry(name, module)
+                    name=name, heads=head_count(module), geometry=self._geometry(name, module)
                 )
         if opts.channels is not None:
             if opts.channels == "auto":

@@ -32,6 +32,7 @@ def analyze(
     *,
     out: str | Path | None = None,
     options: AnalyzeOptions | None = None,
+    name: str | None = None,
     **kwargs: Any,
 ) -> Run:
     """Capture and analyse ``model`` on ``images``; write a run file (and a report).
@@ -42,6 +43,8 @@ def analyze(
         out: A folder (the file is ``<model>.h5`` in it) or a ``.h5`` path. A file
             already there is replaced only with ``overwrite=True``.
         options: An :class:`AnalyzeOptions`; or give its fields as keyword arguments.
+        name: The run's model name for a module (default: timm's ``pretrained_cfg``
+            architecture when the module has one, else its class name).
 
     Returns:
         The run, read back from the file written.
@@ -55,7 +58,7 @@ def analyze(
             raise InspectorError(
                 "--resume is not supported in multi-process runs; resume it in one process"
             )
-        given = resolve(model, images, opts)
+        given = resolve(model, images, opts, name=name)
         plan = make_plan(
             given.model,
             given.info,

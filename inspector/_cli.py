@@ -1,4 +1,9 @@
-"""The ``inspector`` command line. Errors are one clean line (exit 1); usage errors exit 2."""
+"""The ``inspector`` command line.
+
+Exit status: 0 done; 1 an error (one clean line); 2 a usage error; 3 the run finished and
+its file is written, but some analyses failed (each named with its reason, also in the
+run file and the report); 130 interrupted.
+"""
 
 from __future__ import annotations
 
@@ -34,6 +39,26 @@ class _Printer(logging.Handler):
             print(message, flush=True)
 
 
+EXIT_FAILED_ANALYSES = 3
+"""``inspector analyze`` finished and wrote the run, but some analyses failed."""
+
+
+def _dependencies() -> str:
+    """What each analysis needs, for ``--help``: the model passes and other analyses."""
+    from .analyzers import REGISTRY
+
+    passes = {"erf": "a gradient pass", "gates": "a gate-gradient pass", "pruning": "ablations"}
+    parts = []
+    for name in ALL_ANALYSES:
+        needs = [passes[n] for n in sorted(REGISTRY.needs([name])) if n in passes]
+        required = sorted(REGISTRY.requires(name))
+        if required:
+            needs.append(f"{', '.join(required)} (run automatically)")
+        if needs:
+            parts.append(f"{name} needs {' and '.join(needs)}")
+    return "; ".join(parts) + "."
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="inspector",
@@ -59,7 +84,25 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument(
         "--analyses",
         default=None,
-        help=f"comma-separated subset of: {', '.join(ALL_ANALYSES)} (default: all)",
+        help=f"comma-separated subset of: {', '.join(ALL_ANALYSES)} (default: all). "
+        f"{_dependencies()}",
+    )
+    analyze.add_argument(
+        "--input-size",
+        default=None,
+        help="input side in px, or HEIGHTxWIDTH (default: timm's data config of the model)",
+    )
+    analyze.add_argument(
+        "--mean", default=None, help="normalisation mean R,G,B (default: the data config's)"
+    )
+    analyze.add_argument(
+        "--std", default=None, help="normalisation std R,G,B (default: the data config's)"
+    )
+    analyze.add_argument(
+        "--interpolation",
+        default=None,
+        choices=("bilinear", "bicubic", "nearest"),
+        help="resize interpolation (default: the data config's)",
     )
     analyze.add_argument("--out", default="inspector-runs", help="output folder or .h5 path")
     analyze.add_argument("--no-report", action="store_true", help="do not write the HTML report")
@@ -183,9 +226,33 @@ class _UsageError(Exception):
     """A command-line value that parses but is out of range (exit 2, like argparse)."""
 
 
+def _numbers(flag: str, text: str | None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise _UsageError(f"{flag} {text!r} must be comma-separated numbers") from None
+
+
+def _size(text: str | None) -> int | tuple[int, int] | None:
+    if text is None:
+        return None
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        sides = [int(v) for v in parts]
+    except ValueError:
+        raise _UsageError(f"--input-size {text!r} must be N or HEIGHTxWIDTH in px") from None
+    return sides[0] if len(sides) == 1 else (sides[0], sides[1]) if len(sides) == 2 else -1
+
+
 def _analyze_options(args: argparse.Namespace, layers: tuple[str, ...] | None) -> AnalyzeOptions:
     """The options of ``inspector analyze`` (validated by :class:`AnalyzeOptions`)."""
     return AnalyzeOptions(
+        input_size=_size(args.input_size),
+        mean=_numbers("--mean", args.mean),
+        std=_numbers("--std", args.std),
+        interpolation=args.interpolation,
         weights=args.weights,
         limit=args.limit,
         batch_size=args.batch_size,
@@ -216,7 +283,7 @@ def _analyze(args: argparse.Namespace) -> int:
     except InspectorError as exc:  # an option value out of range: a usage error
         raise _UsageError(str(exc)) from exc
     from ._api import analyze  # torch and timm load only once the command line is valid
-    from .present import print_summary
+    from .present import failed_analyses, print_summary
 
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 speaks for the run
         logger.setLevel(logging.ERROR)
@@ -228,6 +295,14 @@ def _analyze(args: argparse.Namespace) -> int:
     report = run.path.with_suffix(".html")
     if report.exists() and not args.no_report:
         print(f"report:   {terminal_safe(report)}")
+    failed = failed_analyses(run)
+    if failed:
+        print(
+            f"finished with {len(failed)} failed analysis(es): {', '.join(failed)} "
+            f"(exit status {EXIT_FAILED_ANALYSES}; reasons above and in the run file)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED_ANALYSES
     return 0
 
 
@@ -291,7 +366,8 @@ _COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (0 ok, 1 clean error, 2 usage error)."""
+    """Run the CLI; returns the exit code (0 ok, 1 clean error, 2 usage error, 3 finished
+    with failed analyses, 130 interrupted)."""
     args = _parser().parse_args(argv)
     handler = _Printer()
     level = logger.level

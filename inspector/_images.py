@@ -13,7 +13,7 @@ import logging
 import os
 import random
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -63,17 +63,21 @@ def builtin_images_dir() -> Path:
     return Path(str(resources.files("inspector") / "data" / "sample_images"))
 
 
-def model_transform(model: nn.Module) -> tuple[Transform, dict[str, Any]]:
+def model_transform(
+    model: nn.Module, overrides: Mapping[str, Any] | None = None
+) -> tuple[Transform, dict[str, Any]]:
     """The evaluation preprocessing timm defines for ``model``.
 
     Args:
         model: A timm model (any module works; unknown ones get timm's defaults).
+        overrides: Data-config entries set by the user (``input_size`` ``(3, h, w)``,
+            ``mean``, ``std``, ``interpolation``); they replace timm's.
 
     Returns:
         The transform (PIL RGB image to a ``(channel, height, width)`` tensor) and the
         data config it was built from (``input_size``, ``mean``, ``std``, ...).
     """
-    config = timm.data.resolve_model_data_config(model)
+    config = dict(timm.data.resolve_model_data_config(model)) | dict(overrides or {})
     return timm.data.create_transform(**config, is_training=False), config
 
 

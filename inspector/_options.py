@@ -51,6 +51,13 @@ class CaptureSettings:
             on CUDA); probabilities are still computed in float32 from the autocast
             ``q``/``k``. The gradient and ablation passes stay in float32.
         geometry: Token geometry by glob, for models whose geometry cannot be inferred.
+        input_size: Input side (or ``(height, width)``) in pixels images are resized and
+            cropped to; ``None``: timm's data config of the model (224 for a module
+            timm knows nothing about).
+        mean: Per-channel normalisation mean (RGB); ``None``: the data config's.
+        std: Per-channel normalisation standard deviation; ``None``: the data config's.
+        interpolation: Resize interpolation (``bilinear``, ``bicubic``, ``nearest``);
+            ``None``: the data config's.
     """
 
     layers: str | tuple[str, ...] | None = None
@@ -59,8 +66,26 @@ class CaptureSettings:
     batch_size: int = 16
     autocast: bool = False
     geometry: Mapping[str, TokenGeometry] = field(default_factory=lambda: MappingProxyType({}))
+    input_size: int | tuple[int, int] | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    interpolation: str | None = None
 
     def __post_init__(self) -> None:
+        size = self.input_size
+        if size is not None:
+            sides = (size,) if isinstance(size, int) else tuple(size)
+            if len(sides) not in (1, 2) or any(not isinstance(v, int) or v < 8 for v in sides):
+                _fail(f"--input-size {size} must be one or two whole numbers of pixels >= 8")
+        for label, value in (("mean", self.mean), ("std", self.std)):
+            if value is not None and len(tuple(value)) != 3:
+                _fail(f"--{label} {value} must be three numbers (R, G, B), e.g. 0.5,0.5,0.5")
+        if self.std is not None and any(v <= 0 for v in self.std):
+            _fail(f"--std {self.std} must be positive")
+        if self.interpolation not in (None, "bilinear", "bicubic", "nearest"):
+            _fail(
+                f"--interpolation {self.interpolation!r} is not one of bilinear, bicubic, nearest"
+            )
         if self.batch_size < 1:
             _fail(f"--batch-size {self.batch_size} must be at least 1")
         if self.keep_maps < 0 or self.positions < 1:
@@ -225,11 +250,24 @@ class AnalyzeOptions:
         """A copy with some fields (flat names or whole groups) changed."""
         return AnalyzeOptions(capture=self.capture, passes=self.passes, run=self.run, **changes)
 
+    def preprocessing(self) -> dict[str, Any]:
+        """The data-config entries the user set (``input_size`` as ``(3, h, w)``)."""
+        out: dict[str, Any] = {}
+        size = self.input_size
+        if size is not None:
+            height, width = (size, size) if isinstance(size, int) else size
+            out["input_size"] = (3, int(height), int(width))
+        for key in ("mean", "std", "interpolation"):
+            if getattr(self, key) is not None:
+                value = getattr(self, key)
+                out[key] = tuple(float(v) for v in value) if key != "interpolation" else value
+        return out
+
     def fingerprint(self) -> dict[str, Any]:
         """What must match for a resumed run to continue this one."""
         keep = (
             "weights", "limit", "batch_size", "seed", "layers", "keep_maps", "positions",
-            "autocast",
+            "autocast", "input_size", "mean", "std", "interpolation",
         )  # fmt: skip
         return {k: getattr(self, k) for k in keep}
 

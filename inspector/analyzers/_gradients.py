@@ -342,6 +342,7 @@ class PruningCurve:
     name: ClassVar[str] = "pruning_curve"
     version: ClassVar[str] = "2"
     needs: ClassVar[frozenset[str]] = frozenset({"gates", "pruning"})
+    requires: ClassVar[frozenset[str]] = frozenset({"importance"})  # ranks by its scores
     result: ClassVar[type[PruningCurveResult]] = PruningCurveResult
 
     def __init__(

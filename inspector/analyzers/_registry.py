@@ -220,5 +220,19 @@ class Registry:
     def needs(self, names: list[str]) -> set[str]:
         return set().union(*(self._classes[n].needs for n in names))  # type: ignore[attr-defined]
 
+    def requires(self, name: str) -> frozenset[str]:
+        """Analyses whose results analyzer ``name`` builds on (its class's ``requires``)."""
+        return frozenset(getattr(self[name], "requires", frozenset()))
+
+    def closure(self, names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+        """``names`` and every analysis they require, transitively, in registry order."""
+        chosen = set(names)
+        todo = list(names)
+        while todo:
+            for extra in self.requires(todo.pop()) - chosen:
+                chosen.add(extra)
+                todo.append(extra)
+        return tuple(n for n in self._classes if n in chosen)
+
 
 REGISTRY = Registry()

@@ -31,7 +31,7 @@ from ..analyzers import (
 from ..store import RunWriter
 from ._capture import CaptureInput
 from ._gradients import erf_layers, erf_pass, importance_pass, pruning_pass
-from ._plan import Plan
+from ._plan import PASSES_OF, Plan
 
 __all__ = [
     "ErfPassResult",
@@ -332,47 +332,84 @@ class PruningPass:
         return PruningPassResult(curves, notes, time.perf_counter() - began)
 
 
+def _failure(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def run_analyses(
     model: nn.Module, plan: Plan, capture: CaptureInput, writer: RunWriter
-) -> dict[str, float]:
+) -> tuple[dict[str, float], dict[str, str]]:
     """Run the plan's model passes, then its analyzers; write their results.
 
+    A pass or an analyzer that raises does not stop the run: the analyses it feeds are
+    recorded as failed with the reason (root attribute ``failed_analyses``, a warning) and
+    the others are written.
+
     Returns:
-        Seconds per pass (``receptive_field``, ``importance``, ``pruning``, ``analyzers``).
+        Seconds per pass (``receptive_field``, ``importance``, ``pruning``, ``analyzers``),
+        and the failed analyses with their reasons.
     """
     layers = layer_inputs(capture.state)
     erf, gates, pruning = ErfPassResult(), ImportancePassResult(), PruningPassResult()
     timings: dict[str, float] = {}
     opts = plan.options
+    failed: dict[str, str] = {}
+
+    def broke(step: str, exc: Exception) -> None:
+        logger.debug("%s pass failed", step, exc_info=True)
+        for name in plan.analyses:
+            if step in PASSES_OF.get(name, ()) and name not in failed:
+                failed[name] = f"the {step.replace('_', '-')} pass failed: {_failure(exc)}"
+
     if "receptive_field" in plan.passes:
-        erf = ErfPass().run(model, capture, plan)
-        timings["receptive_field"] = erf.seconds
+        try:
+            erf = ErfPass().run(model, capture, plan)
+            timings["receptive_field"] = erf.seconds
+        except Exception as exc:
+            broke("receptive_field", exc)
     units = gate_units(plan.gateable, capture.state)
     first, held_out = importance_split(opts.pruning_images, len(plan.images))
     if "importance" in plan.passes and units:
-        x, _, labels = next(plan.images.batches(first))
-        gates = ImportancePass().run(
-            model, x.to(plan.device), labels, units, ablate=opts.ablation_units
-        )
-        timings["importance"] = gates.seconds
+        try:
+            x, _, labels = next(plan.images.batches(first))
+            gates = ImportancePass().run(
+                model, x.to(plan.device), labels, units, ablate=opts.ablation_units
+            )
+            timings["importance"] = gates.seconds
+        except Exception as exc:
+            broke("importance", exc)
     if "pruning" in plan.passes and gates.kinds:
-        pruning = PruningPass().run(model, plan, gates, layers, first, held_out)
-        timings["pruning"] = pruning.seconds
+        try:
+            pruning = PruningPass().run(model, plan, gates, layers, first, held_out)
+            timings["pruning"] = pruning.seconds
+        except Exception as exc:
+            broke("pruning", exc)
     began = time.perf_counter()
     inputs = AnalysisInputs(layers, erf=erf.layers, gates=gates.kinds, pruning=pruning.curves)
     for name in plan.analyses:
-        analyzer = (
-            REGISTRY[name](threshold=opts.pruning_threshold, order=opts.pruning_order)
-            if name == "pruning_curve"
-            else REGISTRY[name]()
-        )
-        result = analyzer.compute(inputs)
-        notes = dict(result.notes)
-        if name in ("importance", "pruning_curve") and gates.problem is not None:
-            notes = {"model": gates.problem}
-        if name == "pruning_curve":
-            notes |= pruning.notes
-        result = dataclasses.replace(result, notes=notes)
-        writer.write_analysis(name, result.to_tree(), result.params, result.version)
+        if name in failed:
+            continue
+        try:
+            analyzer = (
+                REGISTRY[name](threshold=opts.pruning_threshold, order=opts.pruning_order)
+                if name == "pruning_curve"
+                else REGISTRY[name]()
+            )
+            result = analyzer.compute(inputs)
+            notes = dict(result.notes)
+            if name in ("importance", "pruning_curve") and gates.problem is not None:
+                notes = {"model": gates.problem}
+            if name == "pruning_curve":
+                notes |= pruning.notes
+            result = dataclasses.replace(result, notes=notes)
+            tree = result.to_tree()
+        except Exception as exc:
+            logger.debug("analysis %s failed", name, exc_info=True)
+            failed[name] = _failure(exc)
+            continue
+        writer.write_analysis(name, tree, result.params, result.version)
     timings["analyzers"] = time.perf_counter() - began
-    return timings
+    for name, reason in failed.items():
+        logger.warning("analysis %s failed (the others are written): %s", name, reason)
+    return timings, failed

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 import hooks
 
+from .._errors import InspectorError
 from ..store import Run, RunWriter
 from ._plan import Plan
 
@@ -125,7 +126,12 @@ def run_capture_pass(
         ) as bar,
     ):
         for batch, batch_ids, batch_labels in _shard(plan, start, stop):
-            _forward(model, batch, plan.device, opts.autocast)
+            try:
+                _forward(model, batch, plan.device, opts.autocast)
+            except (RuntimeError, ValueError, AssertionError) as exc:
+                if done.ids or isinstance(exc, hooks.HookError):
+                    raise  # the model took its input before: not a matter of size
+                raise _rejected(plan, batch, exc) from exc
             done.add(batch_ids, batch_labels)
             bar.update(len(batch_ids))
             saved = done.due(opts.checkpoint_seconds)
@@ -154,6 +160,20 @@ def _shard(plan: Plan, start: int, stop: int) -> Iterator[tuple[torch.Tensor, li
         if inside == 0:
             return
         yield batch[:inside], ids[:inside], labels[:inside]
+
+
+def _rejected(plan: Plan, batch: torch.Tensor, exc: BaseException) -> InspectorError:
+    """A one-line error for a model that rejects the first batch: the size and
+    normalisation used and the options that change them."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    height, width = batch.shape[-2:]
+    return InspectorError(
+        f"the model rejected its input of {height}×{width} px "
+        f"({type(exc).__name__}: {first}); the size comes from "
+        f"{'--input-size' if plan.options.input_size else 'the data config'}: set the size "
+        "the model expects with --input-size (API: input_size=), and --mean/--std/"
+        "--interpolation for its normalisation"
+    )
 
 
 def _forward(model: nn.Module, batch: torch.Tensor, device: torch.device, autocast: bool) -> None:

@@ -9,6 +9,7 @@ resumed run must match.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,13 +29,25 @@ from .._summaries import attention_summaries
 from .._version import __version__
 from ..analyzers import REGISTRY
 
-__all__ = ["DEFAULT_OUT", "Plan", "capture_options", "make_plan", "output_path"]
+__all__ = ["DEFAULT_OUT", "PASSES_OF", "Plan", "capture_options", "make_plan", "output_path"]
+
+logger = logging.getLogger("inspector")
 
 DEFAULT_OUT = Path("inspector-runs")
 
 _PASSES = {"erf": "receptive_field", "gates": "importance", "pruning": "pruning"}
 """Model passes after the capture, in the order they run, by the need that asks for them
 (pruning orders units by their gate gradients: it needs the importance pass too)."""
+
+
+def _passes(needs: set[str]) -> tuple[str, ...]:
+    if "pruning" in needs:
+        needs = needs | {"gates"}
+    return tuple(step for need, step in _PASSES.items() if need in needs)
+
+
+PASSES_OF: dict[str, tuple[str, ...]] = {name: _passes(REGISTRY.needs([name])) for name in REGISTRY}
+"""The model passes each analysis is computed from (a failed pass fails these)."""
 
 
 @dataclass(frozen=True)
@@ -160,11 +173,19 @@ def make_plan(
         images: The images (already the seeded subset).
         data_config: timm's preprocessing of the model.
     """
-    analyses = tuple(name for name in REGISTRY if name in opts.analyses)
-    needs = REGISTRY.needs(list(analyses))
-    if "pruning" in needs:
-        needs.add("gates")
-    passes = tuple(step for need, step in _PASSES.items() if need in needs)
+    analyses = REGISTRY.closure(opts.analyses)
+    added = [n for n in analyses if n not in opts.analyses]
+    if added and leader:
+        logger.info(
+            "also running %s: %s",
+            ", ".join(added),
+            "; ".join(
+                f"{n} needs {', '.join(sorted(REGISTRY.requires(n)))}"
+                for n in opts.analyses
+                if REGISTRY.requires(n) - set(opts.analyses)
+            ),
+        )
+    passes = _passes(REGISTRY.needs(list(analyses)))
     capture = capture_options(net, opts)
     chosen = set(capture.attention or ())
     gateable = {n: h for n, h in hooks.gateable_heads(net).items() if n in chosen}

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import math
+import re
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch import nn
 
 import hooks
@@ -83,6 +86,70 @@ def _stage_merged(writer: RunWriter, model: nn.Module, plan: Plan, capture: Capt
     )
 
 
+def warn_missed_attention(model: nn.Module, plan: Plan) -> None:
+    """Warn when no attention module was recognised but modules compute softmax over keys
+    or call SDPA (attention discovery missed them: no distance, ERF branch or heads)."""
+    if plan.capture.attention or not plan.leader:
+        return
+    size = tuple(int(v) for v in plan.meta.get("input_size", (3, 224, 224)))
+    try:
+        found = hooks.softmax_modules(model, torch.zeros(1, *size, device=plan.device))
+    except Exception:  # the capture pass will say what is wrong with the input
+        return
+    if found:
+        names = list(found)
+        more = f" and {len(names) - 4} more" if len(names) > 4 else ""
+        logger.warning(
+            "no attention module recognised, but %d module(s) compute attention (%s: %s%s): "
+            "no attention metrics for them; they need a num_heads or heads attribute and "
+            "query/key/value projections to be captured",
+            len(names),
+            found[names[0]],
+            ", ".join(names[:4]),
+            more,
+        )
+
+
+def _suggestion(tokens: int, size: tuple[int, int]) -> str | None:
+    """``hooks.TokenGeometry(...)`` for ``tokens`` = prefix + a square patch grid that
+    tiles the input, or None when no such reading exists."""
+    for prefix in range(0, 9):
+        side = math.isqrt(tokens - prefix) if tokens > prefix else 0
+        if side and side * side == tokens - prefix and size[0] % side == 0 == size[1] % side:
+            stride = (size[0] // side, size[1] // side)
+            return (
+                f'hooks.TokenGeometry(kind="global", prefix={prefix}, grid=({side}, {side}), '
+                f"stride=({stride[0]}.0, {stride[1]}.0))"
+            )
+    return None
+
+
+def warn_unknown_geometry(state: hooks.CaptureState, plan: Plan) -> None:
+    """Name the attention layers without a token geometry (no distance, no ERF centre)
+    and the exact ``geometry=`` that would give them one when the tokens read as prefix
+    tokens + a square patch grid."""
+    size = tuple(int(v) for v in plan.meta.get("input_size", (3, 224, 224)))[-2:]
+    unknown: dict[str, tuple[str, int]] = {}
+    for name, layer in state.layers.items():
+        geometry = layer.attrs.get("geometry") or {}
+        if layer.kind != "attention" or geometry.get("kind", "unknown") != "unknown":
+            continue
+        tokens = int(layer.maps.shape[-1]) if layer.maps is not None and layer.maps.ndim else 0
+        glob = re.sub(r"(?<=\.)\d+(?=\.|$)", "*", name)
+        unknown.setdefault(glob, (str(geometry.get("reason", "")), tokens))
+    for glob, (reason, tokens) in unknown.items():
+        suggestion = _suggestion(tokens, size) if tokens else None  # type: ignore[arg-type]
+        how = (
+            f"if its {tokens} tokens are {suggestion.split('prefix=')[1].split(',')[0]} prefix "
+            f"token(s) and a patch grid, pass geometry={{{glob!r}: {suggestion}}}"
+            if suggestion
+            else f"pass geometry={{{glob!r}: hooks.TokenGeometry(...)}} describing its tokens"
+        )
+        logger.warning(
+            "attention %s has no token geometry (%s): no distance; %s", glob, reason, how
+        )
+
+
 def execute(model: nn.Module, plan: Plan, ranks: World | None = None) -> Path:
     """Run ``plan`` on ``model`` and write the run file; returns its path.
 
@@ -90,6 +157,7 @@ def execute(model: nn.Module, plan: Plan, ranks: World | None = None) -> Path:
     writes; the others wait for it. An interruption keeps the capture in the
     ``.partial`` file (see :func:`~inspector.pipeline._capture.run_capture_pass`).
     """
+    warn_missed_attention(model, plan)
     partial = resumable(plan) if ranks is None else None
     writer = (
         RunWriter(plan.output, dict(plan.meta), plan.fingerprint, resume=partial is not None)
@@ -115,11 +183,14 @@ def execute(model: nn.Module, plan: Plan, ranks: World | None = None) -> Path:
         if not captured.ids:
             raise InspectorError(f"no image of {plan.images.source} could be read")
         _warn_nonfinite(model, captured.state)
+        warn_unknown_geometry(captured.state, plan)
         timings = {"capture": captured.seconds}
-        timings |= run_analyses(model, plan, captured, writer)
+        passes, failed = run_analyses(model, plan, captured, writer)
+        timings |= passes
         timings["total"] = time.perf_counter() - started
         writer.set_attrs(
             timings=timings,
+            failed_analyses=failed,
             images_skipped=len(plan.images.skipped),
             images_done=len(captured.ids),
         )

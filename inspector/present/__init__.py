@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._rows import LayerRow as LayerRow
 from ._rows import RunResults as RunResults
+from ._rows import failed_analyses as failed_analyses
 from ._rows import layer_rows as layer_rows
 from ._terminal import describe as describe
 from ._terminal import describe_models as describe_models
@@ -32,6 +33,7 @@ __all__ = [
     "compare_view",
     "describe",
     "describe_models",
+    "failed_analyses",
     "layer_rows",
     "print_summary",
     "run_view",

@@ -16,7 +16,14 @@ from .._images import builtin_images_dir
 from .._version import __version__
 from ..analyzers import ErfLayer, uniform_erf_distance
 from ..store import Run
-from ._rows import RunResults, agreement_text, in_model_order, layer_rows, pass_counts
+from ._rows import (
+    RunResults,
+    agreement_text,
+    failed_analyses,
+    in_model_order,
+    layer_rows,
+    pass_counts,
+)
 
 __all__ = ["compare_view", "run_view", "write_compare_report", "write_run_report"]
 
@@ -341,6 +348,7 @@ def run_view(run: Run) -> reports.RunReport:
     notes = {
         name: note for analysis in run.analysis for name, note in run.result(analysis).notes.items()
     }
+    warnings += [f"analysis {name} failed: {why}" for name, why in failed_analyses(run).items()]
     warnings += [f"{name}: {note}" for name, note in list(notes.items())[:6]]
     timings = meta.get("timings") if isinstance(meta.get("timings"), dict) else {}
     header = reports.RunHeader(

@@ -3,6 +3,7 @@ wording of numbers that come from parameters."""
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -25,10 +26,24 @@ __all__ = [
     "LayerRow",
     "RunResults",
     "agreement_text",
+    "failed_analyses",
     "in_model_order",
     "layer_rows",
     "pass_counts",
 ]
+
+
+def failed_analyses(run: Run) -> dict[str, str]:
+    """Analyses that failed in the run (name -> reason; root attribute ``failed_analyses``,
+    a JSON object); the others were written."""
+    failed = run.meta.get("failed_analyses")
+    if isinstance(failed, str):
+        try:
+            failed = json.loads(failed)
+        except ValueError:
+            return {"?": failed}
+    return {str(k): str(v) for k, v in failed.items()} if isinstance(failed, dict) else {}
+
 
 R = TypeVar("R", bound=AnalysisResult)
 

@@ -12,7 +12,7 @@ from typing import Any
 from .._errors import RunFileError
 from .._text import terminal_safe
 from ..store import Run, read_run
-from ._rows import RunResults, agreement_text, layer_rows, pass_counts
+from ._rows import RunResults, agreement_text, failed_analyses, layer_rows, pass_counts
 
 __all__ = ["describe", "describe_models", "print_summary"]
 
@@ -47,6 +47,8 @@ def print_summary(run: Run) -> None:
         f"{'layer':<26} {'kind':<9} {'units':>5} {'MAD px (min-max)':>17} "
         f"{'MADc px [95%]':>14} {'ERF px [95%]':>14} {'TRF':>4} {'redund':>6}"
     )
+    for name, why in failed_analyses(run).items():
+        print(f"failed analysis {name}: {why}")
     print(header)
     print("-" * len(header))
     for row in layer_rows(run, results):
@@ -142,6 +144,10 @@ def describe(path: str | Path, *, verify: bool = True) -> str:
         f"{len(channels)} channel",
         f"analyses:  {terminal_safe(', '.join(run.analysis)) or 'none'}",
         *(f"           {terminal_safe(problem)}" for problem in _unreadable(run)),
+        *(
+            f"failed:    {terminal_safe(name)}: {terminal_safe(why)}"
+            for name, why in failed_analyses(run).items()
+        ),
         f"created:   {meta.get('created')} with inspector {meta.get('tool_version')}, "
         f"timm {meta.get('timm_version')}, torch {meta.get('torch_version')}",
     ]
@@ -190,7 +196,7 @@ def _measurable(name: str) -> str:
     channels = sum(1 for site in sites.values() if site.kind in ("conv", "mlp"))
     parts = [f"{channels} channel layers"]
     if attention:
-        heads = sum(int(getattr(m, "num_heads", 0)) for m in attention.values())
+        heads = sum(hooks.head_count(m) for m in attention.values())
         known = sum(1 for g in geometries if g.known)
         parts.append(
             f"{len(attention)} attention layers ({heads} heads), geometry known "

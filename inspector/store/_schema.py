@@ -82,6 +82,7 @@ JSON_ATTRS = frozenset(
     {
         "alternatives",
         "data_config",
+        "failed_analyses",
         "fingerprint",
         "geometry",
         "input_size",
