@@ -86,10 +86,25 @@ def _stage_merged(writer: RunWriter, model: nn.Module, plan: Plan, capture: Capt
     )
 
 
+_ATTENTION_HINT = re.compile(r"att|mhsa|shsa|shma|transformer|softmax", re.IGNORECASE)
+
+
+def _may_attend(model: nn.Module) -> bool:
+    """Whether any module is named like attention or carries a head count: only then is
+    the extra probing forward worth its cost (a plain CNN gets none)."""
+    return any(
+        _ATTENTION_HINT.search(type(m).__name__)
+        or _ATTENTION_HINT.search(n.rsplit(".", 1)[-1])
+        or isinstance(getattr(m, "num_heads", None), int)
+        or isinstance(getattr(m, "heads", None), int)
+        for n, m in model.named_modules()
+    )
+
+
 def warn_missed_attention(model: nn.Module, plan: Plan) -> None:
     """Warn when no attention module was recognised but modules compute softmax over keys
     or call SDPA (attention discovery missed them: no distance, ERF branch or heads)."""
-    if plan.capture.attention or not plan.leader:
+    if plan.capture.attention or not plan.leader or not _may_attend(model):
         return
     size = tuple(int(v) for v in plan.meta.get("input_size", (3, 224, 224)))
     try:
