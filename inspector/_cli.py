@@ -71,6 +71,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    _analyze_parser(sub)
+    _run_file_parsers(sub)
+    return parser
+
+
+def _analyze_parser(sub: argparse._SubParsersAction) -> None:
+    """``inspector analyze`` and its options."""
     analyze = sub.add_parser("analyze", help="capture and analyse a model; write a run file")
     analyze.add_argument("model", help="timm name or alias, e.g. deit_small")
     analyze.add_argument("--images", default="builtin", help="folder, image file or 'builtin'")
@@ -125,6 +132,14 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="capture under mixed precision (bfloat16 on CPU, float16 on CUDA)",
     )
+    _pass_options(analyze)
+    analyze.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+
+
+def _pass_options(analyze: argparse.ArgumentParser) -> None:
+    """The gradient passes' options of ``inspector analyze`` (an argument group)."""
     passes = analyze.add_argument_group("gradient passes (ERF, importance, pruning)")
     passes.add_argument(
         "--erf-images",
@@ -167,10 +182,10 @@ def _parser() -> argparse.ArgumentParser:
         default="raw",
         help="order units by raw |dL/dgate| or per-layer-normalised importance (default: raw)",
     )
-    analyze.add_argument(
-        "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
-    )
 
+
+def _run_file_parsers(sub: argparse._SubParsersAction) -> None:
+    """The commands that read run files or list models: info, models, report, compare."""
     info = sub.add_parser("info", help="describe what a run file holds")
     info.add_argument("run", type=Path)
     info.add_argument(
@@ -219,7 +234,6 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
-    return parser
 
 
 class _UsageError(Exception):
