@@ -47,7 +47,9 @@ def softmax_modules(model: nn.Module, *args: Any, **kwargs: Any) -> dict[str, st
     handles = []
 
     def leave(module: nn.Module, args: Any, output: Any) -> None:
-        stack.pop()
+        # always_call: also runs when an earlier pre-hook raised before ``enter`` did
+        if stack and stack[-1] == names[module]:
+            stack.pop()
 
     for module, name in names.items():
 
