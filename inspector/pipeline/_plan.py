@@ -62,7 +62,6 @@ class Plan:
         gateable: Units the gradient passes can gate: attention paths with their head
             counts under ``heads``; channel layers are those captured.
         images: The images, the ``--limit`` subset chosen with the seed.
-        gradient_images: Images of the gradient and ablation passes.
         device: Where the model runs.
         output: The run file's path.
         fingerprint: What a resumed run must match (JSON).
@@ -76,7 +75,6 @@ class Plan:
     capture: hooks.CaptureOptions
     gateable: Mapping[str, int]
     images: ImageSet
-    gradient_images: int
     device: torch.device
     output: Path
     fingerprint: str
@@ -209,7 +207,6 @@ def make_plan(
         capture=capture,
         gateable=gateable,
         images=images,
-        gradient_images=opts.erf_images,
         device=device,
         output=output_path(out, str(info["model"])),
         fingerprint=fingerprint,
