@@ -261,7 +261,8 @@ def importance_pass(
         )
     target = full.argmax(-1)
     if labels is not None:
-        target = torch.where(labels >= 0, labels.to(target.device), target)
+        labels = labels.to(target.device)  # the condition too: a CPU mask fails on CUDA
+        target = torch.where(labels >= 0, labels, target)
     loss = F.cross_entropy(logits, target, reduction="sum")
     flat = [g for layers in gates.values() for g in layers.values()]
     grads = torch.autograd.grad(loss, flat) if flat else ()
