@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-__all__ = ["GroupSums", "Moments"]
+__all__ = ["GroupSums", "ImageGroupSums", "Moments"]
 
 
 def _array(x: torch.Tensor, copy: bool) -> np.ndarray:
@@ -336,3 +336,86 @@ class GroupSums:
         for key in ("sum", "cross", "weighted", "norms"):
             setattr(out, key, torch.from_numpy(np.asarray(state[key], np.float64).copy()))
         return out
+
+
+class ImageGroupSums:
+    """One :class:`GroupSums` per image group, for intervals from resampling images.
+
+    Image ``i`` (in the order this accumulator saw them) adds its rows to group
+    ``i mod image_groups`` (METRICS.md §7: G disjoint image groups, one mergeable
+    accumulator each). Merging two of them adds group to group, so the groups stay
+    disjoint sets of images across batches, checkpoints, resume and ranks, and the sum
+    over groups is the total's sums. Every group's sums are taken about one common shift
+    (the first image's mean, as in :class:`GroupSums`), so groups add as plain arrays.
+
+    Args:
+        image_groups: G, the number of image groups.
+        groups: Column groups (heads).
+        size: Columns per group.
+    """
+
+    def __init__(self, image_groups: int, groups: int, size: int) -> None:
+        if image_groups < 2:
+            raise ValueError(f"image_groups must be >= 2, got {image_groups}")
+        self.images = 0
+        self.parts = [GroupSums(groups, size) for _ in range(image_groups)]
+
+    def update(self, rows: torch.Tensor, images: int) -> None:
+        """Add ``rows`` (``[images * rows_per_image, groups * size]``, image-major)."""
+        if images < 1 or rows.shape[0] % images:
+            raise ValueError(f"{rows.shape[0]} rows do not split into {images} images")
+        per_image = rows.reshape(images, -1, rows.shape[-1])
+        count = len(self.parts)
+        if all(part.shift is None for part in self.parts):
+            work = torch.float64 if rows.dtype == torch.float64 else torch.float32
+            shift = per_image[0].to(work).mean(0, dtype=torch.float64).to(work)
+            for part in self.parts:
+                part.shift = shift.to("cpu", torch.float64)
+        for offset in range(min(images, count)):
+            part = (self.images + offset) % count
+            self.parts[part].update(per_image[offset::count].reshape(-1, rows.shape[-1]))
+        self.images += images
+
+    def merge(self, other: ImageGroupSums) -> ImageGroupSums:
+        if len(other.parts) != len(self.parts):
+            raise ValueError(f"cannot merge {len(other.parts)} image groups into {len(self.parts)}")
+        for mine, theirs in zip(self.parts, other.parts, strict=True):
+            mine.merge(theirs)
+        shift = next((p.shift for p in self.parts if p.shift is not None), None)
+        if shift is not None:
+            for index, part in enumerate(self.parts):
+                if part.count == 0:
+                    part.shift = shift
+                elif not torch.equal(part.shift, shift):
+                    self.parts[index] = part.shifted(shift)
+        self.images += other.images
+        return self
+
+    def state(self, copy: bool = True) -> dict[str, np.ndarray]:
+        """Each :meth:`GroupSums.state` field stacked along a leading image-group axis."""
+        states = [part.state(copy=False) for part in self.parts]
+        out = {key: np.stack([s[key] for s in states]) for key in states[0]}
+        out["images"] = np.asarray(self.images, dtype=np.int64)
+        return out
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, np.ndarray]) -> ImageGroupSums:
+        norms = np.asarray(state["norms"])
+        count, groups = norms.shape[0], norms.shape[1]
+        size = np.asarray(state["sum"]).shape[1] // groups
+        out = cls(count, groups, size)
+        out.images = int(state["images"])
+        for index in range(count):
+            out.parts[index] = GroupSums.from_state(
+                {k: np.asarray(state[k])[index] for k in _PART_KEYS}
+            )
+        if not int(np.asarray(state["count"]).sum()):
+            for part in out.parts:
+                part.shift = None
+        return out
+
+    def parts_states(self) -> list[dict[str, np.ndarray]]:
+        return [part.state() for part in self.parts]
+
+
+_PART_KEYS = ("count", "sum", "cross", "weighted", "norms", "shift")

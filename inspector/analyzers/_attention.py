@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ._intervals import IntervalSpec, bootstrap_mean
 from ._record import AnalysisResult, Record, array, value
 from ._registry import REGISTRY, AnalysisInputs
 from ._results import nan_stats, nonfinite_note
@@ -24,6 +25,7 @@ __all__ = [
 # Geometries with token centres: ``windowed`` and ``dilated`` (MaxViT grid attention)
 # measure positions inside one sequence, as the in-hook summaries do.
 _SPATIAL = ("global", "windowed", "dilated")
+_SPEC = IntervalSpec()
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -38,6 +40,13 @@ class DistanceLayer(Record):
     uniform: float = value("MAD of uniform attention on the layer's grid (one window's)")
     windowed: bool = value("the geometry is windowed (the reference is one window's)")
     images: int = value("images averaged")
+    mean_low: np.ndarray | None = array(
+        "head", doc="95 % interval of mean, low end (percentile bootstrap over images)",
+        optional=True,
+    )  # fmt: skip
+    mean_high: np.ndarray | None = array(
+        "head", doc="95 % interval of mean, high end", optional=True
+    )
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -56,6 +65,14 @@ class EntropyLayer(Record):
     mean: np.ndarray = array("head", doc="entropy in nats over all keys, mean over images")
     std: np.ndarray = array("head", doc="its standard deviation over images (ddof 1)")
     normalised: np.ndarray = array("head", doc="entropy / ln(keys), mean over images")
+    mean_low: np.ndarray | None = array(
+        "head", doc="95 % interval of mean, low end (percentile bootstrap over images)",
+        optional=True,
+    )  # fmt: skip
+    mean_high: np.ndarray | None = array(
+        "head", doc="95 % interval of mean, high end", optional=True
+    )
+    images: int | None = value("images averaged", optional=True)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -77,12 +94,17 @@ class AttentionDistance:
     """
 
     name: ClassVar[str] = "attention_distance"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
     needs: ClassVar[frozenset[str]] = frozenset({"summaries"})
     result: ClassVar[type[DistanceResult]] = DistanceResult
 
     def params(self) -> dict[str, Any]:
-        return {"shown": "renormalised", "queries": "spatial", "self_pair": "included"}
+        return {
+            "shown": "renormalised",
+            "queries": "spatial",
+            "self_pair": "included",
+            "interval": "95 % percentile bootstrap over images, 1000 resamples, seed 0",
+        }
 
     def compute(self, inputs: AnalysisInputs) -> DistanceResult:
         layers: dict[str, DistanceLayer] = {}
@@ -99,6 +121,7 @@ class AttentionDistance:
                 notes[name] = f"{geometry.get('kind', 'unknown')}: {geometry.get('reason', '')}"
                 continue
             mean, std = nan_stats(layer.summaries["distance"])
+            low, high = bootstrap_mean(layer.summaries["distance"], _SPEC)
             raw_mean, raw_std = nan_stats(layer.summaries["distance_raw"])
             prefix_mean, _ = nan_stats(layer.summaries["prefix_mass"])
             layers[name] = DistanceLayer(
@@ -110,6 +133,8 @@ class AttentionDistance:
                 uniform=float(layer.distances.mean()),
                 windowed=geometry.get("kind") == "windowed",
                 images=int(layer.summaries["distance"].shape[0]),
+                mean_low=low,
+                mean_high=high,
             )
         return DistanceResult(
             version=self.version, params=self.params(), layers=layers, notes=notes
@@ -122,12 +147,17 @@ class AttentionEntropy:
     mean over spatial queries and images, and its value normalised by ``ln(#keys)``."""
 
     name: ClassVar[str] = "attention_entropy"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
     needs: ClassVar[frozenset[str]] = frozenset({"summaries"})
     result: ClassVar[type[EntropyResult]] = EntropyResult
 
     def params(self) -> dict[str, Any]:
-        return {"log": "natural", "prefix_keys": "included", "queries": "spatial"}
+        return {
+            "log": "natural",
+            "prefix_keys": "included",
+            "queries": "spatial",
+            "interval": "95 % percentile bootstrap over images, 1000 resamples, seed 0",
+        }
 
     def compute(self, inputs: AnalysisInputs) -> EntropyResult:
         layers: dict[str, EntropyLayer] = {}
@@ -141,7 +171,15 @@ class AttentionEntropy:
                 continue
             mean, std = nan_stats(layer.summaries["entropy"])
             normalised, _ = nan_stats(layer.summaries["entropy_normalised"])
-            layers[name] = EntropyLayer(mean=mean, std=std, normalised=normalised)
+            low, high = bootstrap_mean(layer.summaries["entropy"], _SPEC)
+            layers[name] = EntropyLayer(
+                mean=mean,
+                std=std,
+                normalised=normalised,
+                mean_low=low,
+                mean_high=high,
+                images=int(layer.summaries["entropy"].shape[0]),
+            )
         return EntropyResult(version=self.version, params=self.params(), layers=layers, notes=notes)
 
 

@@ -25,6 +25,7 @@ import numpy as np
 __all__ = [
     "RedundancySummary",
     "biased_cka_from_moments",
+    "corrected_participation_ratio",
     "correlation_from_covariance",
     "debiased_cka_from_sums",
     "linear_cka",
@@ -301,3 +302,30 @@ def redundancy_summary(similarity: np.ndarray, *, absolute: bool = False) -> Red
         redundancy=1.0 - fraction,
         absolute=absolute,
     )
+
+
+def corrected_participation_ratio(correlation: np.ndarray, rows: int) -> float:
+    """Participation ratio of a correlation matrix estimated from ``rows`` rows, with the
+    first-order small-sample correction of METRICS.md §4.
+
+    ``E r̂² ≈ r² + (1 − r²)² / (n − 1)``, so ``Σλ² = ‖R‖²_F`` is biased upward by about
+    ``p² / n`` at ``n ≈ p``; each squared off-diagonal correlation loses
+    ``(1 − r̂²)² / (n − 1)`` before ``p² / ‖R‖²_F`` is taken (entries are not floored,
+    which would bias the sum up again; the result is capped at ``p``).
+
+    Args:
+        correlation: ``[unit, unit]`` correlation matrix (unit diagonal, no NaN).
+        rows: Rows ``n`` it was estimated from.
+
+    Returns:
+        The corrected participation ratio (NaN with fewer than 3 rows).
+    """
+    r = np.asarray(correlation, dtype=np.float64)
+    if rows < 3:
+        return float("nan")
+    squares = r * r
+    corrected = squares - (1.0 - squares) ** 2 / (rows - 1)
+    np.fill_diagonal(corrected, np.diag(squares))
+    total = np.trace(r)
+    ssum = max(float(corrected.sum()), float(total**2) / r.shape[0])
+    return float(total**2 / ssum) if ssum > 0 else float("nan")

@@ -39,6 +39,7 @@ TYPE = {
     "maps": "attention-maps",
     "moments": "moments",
     "group-sums": "group-sums",
+    "image-group-sums": "image-group-sums",
     "summaries": "summaries",
     "analysis": "analysis",
     "result": "analysis-result",
@@ -63,6 +64,13 @@ ACCUMULATOR_DIMS = {
     ("groups", "cross", 2): ("feature", "feature"),
     ("groups", "weighted", 2): ("feature", "group"),
     ("groups", "norms", 2): ("group", "group"),
+    ("image_groups", "images", 0): (),
+    ("image_groups", "count", 1): ("image_group",),
+    ("image_groups", "sum", 2): ("image_group", "feature"),
+    ("image_groups", "shift", 2): ("image_group", "feature"),
+    ("image_groups", "cross", 3): ("image_group", "feature", "feature"),
+    ("image_groups", "weighted", 3): ("image_group", "feature", "group"),
+    ("image_groups", "norms", 3): ("image_group", "group", "group"),
 }
 """Dimension labels of the accumulator states by (group, field, rank)."""
 

@@ -90,6 +90,19 @@ a complete run file: their analyses are stored, and a 1536-wide float64 co-momen
 is 19 MB per layer. The ``.partial`` file keeps everything (resume needs it)."""
 
 
+MAX_STORED_IMAGE_GROUPS = 256
+"""Layers wider than this keep no per-image-group CKA sums in a complete run file (G
+float64 ``width × width`` arrays each: 24 MB for a 384-wide layer with 20 groups); their
+intervals are stored with the analyses. The ``.partial`` file keeps them (resume)."""
+
+
+def _drop_image_groups(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    state = data.get("image_groups")
+    if state is None or np.asarray(state["sum"]).shape[-1] <= MAX_STORED_IMAGE_GROUPS:
+        return data
+    return {key: value for key, value in data.items() if key != "image_groups"}
+
+
 def _compacted_note(units: int) -> str:
     return (
         f"{units} units > {MAX_STORED_COVARIANCE}: co-moment diagonal only, "
@@ -99,12 +112,13 @@ def _compacted_note(units: int) -> str:
 
 def _compact(data: Mapping[str, Any]) -> Mapping[str, Any]:
     """One layer's in-memory capture state as :func:`_copy_compact` stores it."""
+    data = _drop_image_groups(data)
     moments = data.get("moments")
     comoment = None if moments is None else np.asarray(moments["comoment"])
     if comoment is None or comoment.ndim != 2 or comoment.shape[0] <= MAX_STORED_COVARIANCE:
         return data
     return {
-        **{key: value for key, value in data.items() if key != "groups"},
+        **{key: value for key, value in data.items() if key not in ("groups", "image_groups")},
         "attrs": {**data["attrs"], "compacted": _compacted_note(comoment.shape[0])},
         "moments": {**moments, "comoment": np.diagonal(comoment).copy()},
     }
@@ -119,15 +133,18 @@ def _copy_compact(layers: h5py.Group, handle: h5py.File) -> None:
         comoment = group.get("moments/comoment")
         wide = comoment is not None and comoment.ndim == 2
         wide = wide and comoment.shape[0] > MAX_STORED_COVARIANCE
+        sums = group.get("image_groups/sum")
         if not wide:
             layers.copy(group, target, name=key)
+            if sums is not None and sums.shape[-1] > MAX_STORED_IMAGE_GROUPS:
+                del target[key]["image_groups"]
             continue
         copy = target.create_group(key)
         for attr, value in group.attrs.items():
             copy.attrs[attr] = value
         copy.attrs["compacted"] = _compacted_note(comoment.shape[0])
         for child in group:
-            if child == "groups":
+            if child in ("groups", "image_groups"):
                 continue
             if child != "moments":
                 group.copy(group[child], copy, name=child)
@@ -416,12 +433,12 @@ class RunWriter:
                     group, "maps", maps, dims, kind="maps", compress=True, resizable=True,
                     chunk_axes=2,
                 )  # fmt: skip
-        for key in ("moments", "groups"):
+        for key in ("moments", "groups", "image_groups"):
             state = data.get(key)
             if state is None:
                 continue
             node = group.create_group(key)
-            tag(node, "moments" if key == "moments" else "group-sums")
+            tag(node, {"moments": "moments", "groups": "group-sums"}.get(key, "image-group-sums"))
             for field, array in state.items():
                 array = np.asarray(array)
                 write_array(node, field, array, ACCUMULATOR_DIMS.get((key, field, array.ndim)))
