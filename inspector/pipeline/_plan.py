@@ -110,6 +110,7 @@ def capture_options(net: nn.Module, opts: AnalyzeOptions) -> hooks.CaptureOption
         channels=channels or None,
         keep_maps=opts.keep_maps,
         positions=opts.positions,
+        seed=opts.seed,
         group_size=group,
         summaries=attention_summaries(),
         geometry=opts.geometry,

@@ -11,7 +11,8 @@ from typing import Any
 
 from .._errors import RunFileError
 from ..store import Run, read_run
-from ._rows import RunResults, agreement_text, layer_rows
+from ._rows import RunResults, agreement_text, interval_text, layer_rows
+from ._verdict import verdict
 
 __all__ = ["describe", "describe_models", "print_summary"]
 
@@ -27,22 +28,37 @@ def _num(value: Any, digits: int = 1) -> str:
 def print_summary(run: Run) -> None:
     """The per-layer table and the pruning lines of a run, on stdout."""
     results = RunResults.of(run)
+    images = len(run.sample_ids)
     header = (
-        f"{'layer':<28} {'kind':<9} {'units':>5} {'MAD px (min-max)':>20} "
-        f"{'ERF px':>7} {'r50':>6} {'redund':>6}"
+        f"{'layer':<28} {'kind':<9} {'units':>5} {'CKA redund [95 %]':>22} {'|r| red':>7} "
+        f"{'rows':>6} {'MAD px (min-max)':>20} {'ERF px':>7} {'r50':>6}"
+    )
+    print(
+        "CKA redund: debiased CKA between heads, or between channel groups of head width "
+        "(like for like); |r| red: single channels, secondary (depends on the channel "
+        f"count); {images} images; ! = rows < 5 x width (sample-limited)"
     )
     print(header)
     print("-" * len(header))
+    flagged = 0
     for row in layer_rows(run, results):
-        if all(math.isnan(v) for v in (row.distance, row.erf_distance, row.redundancy)):
+        shown = (row.distance, row.erf_distance, row.redundancy, row.correlation_redundancy)
+        if all(math.isnan(v) for v in shown):
             continue
         low, high = _num(row.distance_min, 0), _num(row.distance_max, 0)
         spread = "-" if math.isnan(row.distance) else f"{_num(row.distance)} ({low}-{high})"
+        rows = f"{row.rows}{'!' if row.sample_limited else ''}" if row.rows else "-"
+        flagged += row.sample_limited
+        cka = interval_text(row.redundancy, row.redundancy_low, row.redundancy_high)
         print(
-            f"{row.layer[:28]:<28} {row.kind:<9} {row.units:>5} {spread:>20} "
-            f"{_num(row.erf_distance):>7} {_num(row.erf_radius_50):>6} "
-            f"{_num(row.redundancy, 2):>6}"
+            f"{row.layer[:28]:<28} {row.kind:<9} {row.units:>5} {cka:>22} "
+            f"{_num(row.correlation_redundancy, 2):>7} {rows:>6} {spread:>20} "
+            f"{_num(row.erf_distance):>7} {_num(row.erf_radius_50):>6}"
         )
+    if flagged:
+        print(f"{flagged} layer(s) sample-limited (rows < 5 x width): raise --positions")
+    answer = verdict(results, images)
+    print(f"Verdict: {answer.overall}")
     if results.pruning is None:
         return
     threshold = agreement_text(results.pruning.threshold)
