@@ -468,6 +468,7 @@ class Capture:
     def restore(self, state: CaptureState) -> None:
         """Seed the records with ``state`` (e.g. a checkpoint), so that this capture
         continues it: later batches add to its counts, summaries and accumulators."""
+        self.images = state.images()  # position draws continue where the state stopped
         for name, layer in state.layers.items():
             if layer.kind == "attention" and name in self.attention:
                 record = self.attention[name]

@@ -46,6 +46,7 @@ from reports._sections_run import RUN_SECTIONS as RUN_SPECS
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_SECTIONS = (
+    "verdict",
     "findings",
     "distance",
     "attention-maps",
@@ -364,6 +365,7 @@ def test_public_surface() -> None:
 # --- declared sections -------------------------------------------------------------------
 
 RUN_TITLES = (
+    "Verdict: heads vs channels, like for like",
     "Headline findings",
     "Interaction distance vs depth",
     "Attention maps",
@@ -492,7 +494,7 @@ def test_adding_a_section_is_one_spec_and_one_partial(vit, tmp_path: Path) -> No
     assert RUN_SPECS.ids == RUN_SECTIONS  # the shipped list is untouched
 
     page = Page(render_sections(vit, sections, env=env))
-    ids = ["findings", "distance", "probe", *RUN_SECTIONS[2:]]
+    ids = ["verdict", "findings", "distance", "probe", *RUN_SECTIONS[3:]]
     assert [s["id"] for s in page.find("section")] == ids
     assert [a["href"] for a in page.find("a") if (a["href"] or "").startswith("#")] == [
         f"#{s}" for s in ids
