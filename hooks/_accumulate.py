@@ -341,12 +341,13 @@ class GroupSums:
 class ImageGroupSums:
     """One :class:`GroupSums` per image group, for intervals from resampling images.
 
-    Image ``i`` (in the order this accumulator saw them) adds its rows to group
-    ``i mod image_groups`` (METRICS.md §7: G disjoint image groups, one mergeable
-    accumulator each). Merging two of them adds group to group, so the groups stay
-    disjoint sets of images across batches, checkpoints, resume and ranks, and the sum
-    over groups is the total's sums. Every group's sums are taken about one common shift
-    (the first image's mean, as in :class:`GroupSums`), so groups add as plain arrays.
+    Image ``i`` (its index in the whole image set, or in the order this accumulator saw
+    them) adds its rows to group ``i mod image_groups`` (METRICS.md §7: G disjoint image
+    groups, one mergeable accumulator each). Merging two of them adds group to group, so
+    the groups stay disjoint sets of images across batches, checkpoints, resume and
+    ranks, and the sum over groups is the total's sums. Every group's sums are taken
+    about one common shift (the first image's mean, as in :class:`GroupSums`), so groups
+    add as plain arrays.
 
     Args:
         image_groups: G, the number of image groups.
@@ -360,8 +361,10 @@ class ImageGroupSums:
         self.images = 0
         self.parts = [GroupSums(groups, size) for _ in range(image_groups)]
 
-    def update(self, rows: torch.Tensor, images: int) -> None:
-        """Add ``rows`` (``[images * rows_per_image, groups * size]``, image-major)."""
+    def update(self, rows: torch.Tensor, images: int, first: int | None = None) -> None:
+        """Add ``rows`` (``[images * rows_per_image, groups * size]``, image-major) of
+        ``images`` images numbered from ``first`` (default: the images seen so far)."""
+        first = self.images if first is None else first
         if images < 1 or rows.shape[0] % images:
             raise ValueError(f"{rows.shape[0]} rows do not split into {images} images")
         per_image = rows.reshape(images, -1, rows.shape[-1])
@@ -372,7 +375,7 @@ class ImageGroupSums:
             for part in self.parts:
                 part.shift = shift.to("cpu", torch.float64)
         for offset in range(min(images, count)):
-            part = (self.images + offset) % count
+            part = (first + offset) % count
             self.parts[part].update(per_image[offset::count].reshape(-1, rows.shape[-1]))
         self.images += images
 

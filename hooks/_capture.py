@@ -350,6 +350,14 @@ class Capture:
 
         return handle
 
+    def seek(self, index: int) -> None:
+        """Number the next batch's first image ``index`` (its position in the whole image
+        set): position draws and image groups follow the image's index, so a shard of a
+        multi-process run, or a resumed run, draws what one uninterrupted process draws."""
+        if index < 0:
+            raise ValueError(f"image index must be >= 0, got {index}")
+        self.images = index
+
     def _draws(self, name: str) -> torch.Generator:
         """The position sampler of layer ``name`` for this batch (seeded, see options)."""
         key = f"{self.options.seed}:{name}:{self.images}".encode()
@@ -367,7 +375,7 @@ class Capture:
         """Route each image's rows to its image group (only image-major layouts)."""
         batch = self._batch
         if sums is not None and x.shape[0] == batch and rows.shape[0] % batch == 0:
-            sums.update(rows, batch)
+            sums.update(rows, batch, first=self.images)
 
     def _root_pre(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         first = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), None)
