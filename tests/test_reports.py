@@ -181,7 +181,9 @@ def test_header_facts(vit, vit_html: str) -> None:
 def test_compare_report_sections(compare_html: str) -> None:
     page = Page(compare_html)
     ids = [s["id"] for s in page.find("section")]
-    assert ids == ["runs", "findings", "distance", "redundancy", "pruning", "numbers", "methods"]
+    assert ids == [
+        "verdict", "runs", "findings", "distance", "redundancy", "pruning", "numbers", "methods",
+    ]  # fmt: skip
     assert "fake ViT" in page.in_section("runs") and "fake CNN" in page.in_section("runs")
     assert len(page.find("img")) == 3
     assert "summary" in page.in_section("numbers")
@@ -378,6 +380,7 @@ RUN_TITLES = (
     "Method notes",
 )
 COMPARE_TITLES = (
+    "Verdict: heads vs channels, like for like",
     "Runs",
     "Headline findings",
     "Interaction distance vs depth",
@@ -392,6 +395,7 @@ def test_section_lists_keep_order_ids_and_titles() -> None:
     assert RUN_SPECS.ids == RUN_SECTIONS
     assert tuple(s.title for s in RUN_SPECS) == RUN_TITLES
     assert COMPARE_SPECS.ids == (
+        "verdict",
         "runs",
         "findings",
         "distance",

@@ -17,7 +17,7 @@ from .._version import __version__
 from ..analyzers import ErfLayer
 from ..store import Run
 from ._rows import RunResults, agreement_text, in_model_order, layer_rows
-from ._verdict import verdict
+from ._verdict import compare_verdict, verdict
 
 __all__ = ["compare_view", "run_view", "write_compare_report", "write_run_report"]
 
@@ -355,12 +355,15 @@ def compare_view(runs: Sequence[Run]) -> reports.CompareReport:
     """One report comparing runs on shared axes (depth as a fraction of the network)."""
     items = []
     labels: set[str] = set()
+    answers: list[tuple[str, RunResults, int]] = []
     for run in runs:
         label = run.model
         if label in labels:
             label = f"{label} ({run.meta.get('weights_source')}, {run.path.name})"
         labels.add(label)
-        sections = _sections(run, RunResults.of(run))
+        results = RunResults.of(run)
+        answers.append((label, results, len(run.sample_ids)))
+        sections = _sections(run, results)
         items.append(
             reports.CompareRun(
                 label,
@@ -378,6 +381,7 @@ def compare_view(runs: Sequence[Run]) -> reports.CompareReport:
         tool_version=__version__,
         findings=_compare_findings(items),
         notes=_NOTES,
+        verdict=compare_verdict(answers),
     )
 
 

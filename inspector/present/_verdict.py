@@ -12,7 +12,7 @@ import numpy as np
 
 from ._rows import RunResults, interval_text
 
-__all__ = ["Verdict", "verdict"]
+__all__ = ["Verdict", "compare_verdict", "verdict"]
 
 LOCAL = 0.5
 """A head is local when its distance interval lies below this share of its reach."""
@@ -155,3 +155,41 @@ def _heads_sentence(results: RunResults, images: int) -> str:
         f"(interval above {GLOBAL:.0%}): {listed(wide)}; in between or not resolved at "
         f"{images} images: {open_}."
     )
+
+
+def compare_verdict(runs: list[tuple[str, RunResults, int]]) -> tuple[str, ...]:
+    """The verdict of each run, then heads of one model against channel groups of another
+    (like for like across models): clear only where every layer's interval of one lies
+    on one side of every layer's interval of the other."""
+    out = [f"{label}: {verdict(results, images).overall}" for label, results, images in runs]
+    units: dict[str, list[tuple[float, float, float]]] = {}
+    for label, results, _ in runs:
+        if results.heads:
+            units[f"heads of {label}"] = [_triple(v) for v in results.heads.layers.values()]
+        if results.channels:
+            groups = [c.grouped for c in results.channels.layers.values() if c.grouped]
+            if groups:
+                units[f"channel groups of {label}"] = [_triple(g) for g in groups]
+    names = list(units)
+    images = min((n for *_, n in runs), default=0)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            if a.split(" of ", 1)[1] == b.split(" of ", 1)[1]:
+                continue  # one model's own comparison is in its verdict above
+            ta = [t for t in units[a] if not any(math.isnan(v) for v in t)]
+            tb = [t for t in units[b] if not any(math.isnan(v) for v in t)]
+            if not ta or not tb:
+                continue
+            span = (
+                f"{a}: {interval_text(*min(ta))} to {interval_text(*max(ta))}; "
+                f"{b}: {interval_text(*min(tb))} to {interval_text(*max(tb))}"
+            )
+            if max(t[2] for t in ta) < min(t[1] for t in tb):
+                out.append(f"{b} are more redundant than {a} at every depth ({span}).")
+            elif max(t[2] for t in tb) < min(t[1] for t in ta):
+                out.append(f"{a} are more redundant than {b} at every depth ({span}).")
+            else:
+                out.append(
+                    f"{a} and {b} overlap: not resolved at {images} images across depth ({span})."
+                )
+    return tuple(out)
