@@ -162,25 +162,36 @@ def redundancy_figure(layers: Sequence[RedundancyLayer]) -> RenderedFigure | Non
         return None
     fig = new_figure(7.6, 3.2)
     left, right = fig.subplots(1, 2, sharex=True)
-    for kind in ("head", "channel"):
-        rows = [r for r in layers if r.kind == kind]
-        if not rows:
-            continue
-        measures = sorted({r.measure for r in rows if r.measure})
-        label = KIND_LABELS[kind] + (f" ({', '.join(measures)})" if measures else "")
-        style = {"color": KIND_COLOURS[kind], "marker": KIND_MARKERS[kind], "label": label}
-        depth = [r.depth for r in rows]
-        left.plot(depth, [1.0 - r.effective_units / r.units for r in rows], **style)
-        right.plot(depth, [r.mean_similarity for r in rows], **style)
-        if any(r.mean_max_similarity is not None for r in rows):
-            right.plot(
+    series = sorted(
+        {(r.kind, r.measure) for r in layers}, key=lambda km: ("secondary" in km[1], *km)
+    )
+    for kind, measure in series:
+        rows = [r for r in layers if r.kind == kind and r.measure == measure]
+        secondary = "secondary" in measure
+        label = KIND_LABELS[kind] + (f" ({measure})" if measure else "")
+        style = {
+            "color": KIND_COLOURS[kind],
+            "marker": KIND_MARKERS[kind],
+            "label": label,
+            "linestyle": "--" if secondary else "-",
+            "alpha": 0.5 if secondary else 1.0,
+        }
+        depth = np.array([r.depth for r in rows])
+        value = np.array([1.0 - r.effective_units / r.units for r in rows])
+        left.plot(depth, value, **style)
+        low = np.array([np.nan if r.redundancy_low is None else r.redundancy_low for r in rows])
+        high = np.array([np.nan if r.redundancy_high is None else r.redundancy_high for r in rows])
+        if np.isfinite(low).any():
+            left.errorbar(
                 depth,
-                [np.nan if r.mean_max_similarity is None else r.mean_max_similarity for r in rows],
-                ":",
-                color=KIND_COLOURS[kind],
-                lw=1.2,
-                label=f"{KIND_LABELS[kind]}: mean of max similarity",
+                value,
+                yerr=np.abs(np.vstack([value - low, high - value])),
+                fmt="none",
+                ecolor=KIND_COLOURS[kind],
+                capsize=2,
+                lw=1,
             )
+        right.plot(depth, [r.mean_similarity for r in rows], **style)
     left.set_ylabel("redundancy = 1 − effective units / units")
     left.set_ylim(0, 1.02)
     right.set_ylabel("mean off-diagonal similarity")
@@ -190,7 +201,11 @@ def redundancy_figure(layers: Sequence[RedundancyLayer]) -> RenderedFigure | Non
         _depth_axis(ax)
     left.legend(loc="best")
     right.legend(loc="best")
-    return to_svg(fig, "Redundancy and mean similarity of heads and channels against depth.")
+    return to_svg(
+        fig,
+        "Redundancy (with 95 % intervals where measured) and mean similarity of heads and "
+        "channels against depth; dashed: |Pearson r| between single channels (secondary).",
+    )
 
 
 @styled

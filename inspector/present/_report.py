@@ -24,6 +24,7 @@ from ._rows import (
     layer_rows,
     pass_counts,
 )
+from ._verdict import compare_verdict, verdict
 
 __all__ = ["compare_view", "run_view", "write_compare_report", "write_run_report"]
 
@@ -151,6 +152,7 @@ def _sections(run: Run, results: RunResults) -> dict[str, Any]:
     erf = in_model_order(run, dict(erf_layers))
     heads = in_model_order(run, dict(results.heads.layers) if results.heads else {})
     channels = in_model_order(run, dict(results.channels.layers) if results.channels else {})
+    grouped = {n: v.grouped for n, v in channels.items() if v.grouped is not None}
     importance = in_model_order(run, dict(results.importance.layers) if results.importance else {})
     pruning = results.pruning.summary if results.pruning else {}
     threshold = results.pruning.threshold if results.pruning else math.nan
@@ -195,10 +197,15 @@ def _sections(run: Run, results: RunResults) -> dict[str, Any]:
                 float(v.mean_similarity),
                 _float(v.mean_max_similarity),
                 measure,
+                _float(v.redundancy_low),
+                _float(v.redundancy_high),
+                int(v.rows or 0),
+                bool(v.sample_limited),
             )
             for kind, measure, source in (
                 ("head", "debiased CKA", heads),
-                ("channel", "|Pearson r|", channels),
+                ("channel", "debiased CKA, channel groups", grouped),
+                ("channel", "|Pearson r|, secondary", channels),
             )
             for name, v in source.items()
             if _float(v.effective_units) is not None
@@ -206,6 +213,13 @@ def _sections(run: Run, results: RunResults) -> dict[str, Any]:
         "similarity": tuple(
             reports.SimilarityMatrix(name, "head", np.nan_to_num(v.cka), "debiased CKA")
             for name, v in heads.items()
+        )
+        + tuple(
+            reports.SimilarityMatrix(
+                name, "channel", np.nan_to_num(v.grouped_cka), "debiased CKA, channel groups"
+            )
+            for name, v in channels.items()
+            if v.grouped_cka is not None
         ),
         "importance": tuple(
             reports.ImportanceLayer(name, depth.get(name, 0.0), _KIND[v.kind], v.normalised)
@@ -285,6 +299,12 @@ def _table(run: Run, results: RunResults) -> reports.Table:
         "layer",
         "kind",
         "units",
+        "CKA redundancy (like for like)",
+        "CKA redundancy 95 % low",
+        "CKA redundancy 95 % high",
+        "|r| redundancy (secondary)",
+        "rows",
+        "sample-limited",
         "MAD px",
         "MAD min",
         "MAD max",
@@ -296,13 +316,18 @@ def _table(run: Run, results: RunResults) -> reports.Table:
         "ERF high",
         "TRF px",
         "r50 px",
-        "redundancy",
     )
     cells = tuple(
         (
             r.layer,
             r.kind,
             r.units,
+            _float(r.redundancy),
+            _float(r.redundancy_low),
+            _float(r.redundancy_high),
+            _float(r.correlation_redundancy),
+            r.rows,
+            "yes" if r.sample_limited else "no",
             _float(r.distance),
             _float(r.distance_min),
             _float(r.distance_max),
@@ -314,7 +339,6 @@ def _table(run: Run, results: RunResults) -> reports.Table:
             _float(r.erf_high),
             "all" if math.isinf(r.theoretical_rf) else _float(r.theoretical_rf),
             _float(r.erf_radius_50),
-            _float(r.redundancy),
         )
         for r in rows
     )
@@ -350,6 +374,12 @@ def run_view(run: Run) -> reports.RunReport:
     }
     warnings += [f"analysis {name} failed: {why}" for name, why in failed_analyses(run).items()]
     warnings += [f"{name}: {note}" for name, note in list(notes.items())[:6]]
+    limited = [r.layer for r in layer_rows(run, results) if r.sample_limited]
+    if limited:
+        warnings.append(
+            f"{len(limited)} layer(s) sample-limited (rows < 5 x width): "
+            f"{', '.join(limited[:6])}{' ...' if len(limited) > 6 else ''}; raise --positions"
+        )
     timings = meta.get("timings") if isinstance(meta.get("timings"), dict) else {}
     header = reports.RunHeader(
         model=str(meta.get("model", "")),
@@ -367,9 +397,11 @@ def run_view(run: Run) -> reports.RunReport:
             ("device", str(meta.get("device", ""))),
         ),
     )
+    answer = verdict(results, len(run.sample_ids))
     return reports.RunReport(
         header=header,
         findings=_findings(run, sections),
+        verdict=tuple(t for t in (answer.overall, answer.heads, *answer.blocks) if t),
         attention_maps=_gallery(run, {}),
         notes=_NOTES,
         tables=(_table(run, results),),
@@ -387,12 +419,15 @@ def compare_view(runs: Sequence[Run]) -> reports.CompareReport:
     items = []
     degenerate: dict[str, str] = {}
     labels: set[str] = set()
+    answers: list[tuple[str, RunResults, int]] = []
     for run in runs:
         label = run.model
         if label in labels:
             label = f"{label} ({run.meta.get('weights_source')}, {run.path.name})"
         labels.add(label)
-        sections = _sections(run, RunResults.of(run))
+        results = RunResults.of(run)
+        answers.append((label, results, len(run.sample_ids)))
+        sections = _sections(run, results)
         if sections["erf_warning"]:
             degenerate[label] = sections["erf_warning"]
         items.append(
@@ -412,6 +447,7 @@ def compare_view(runs: Sequence[Run]) -> reports.CompareReport:
         tool_version=__version__,
         findings=_compare_findings(items, degenerate),
         notes=_NOTES,
+        verdict=compare_verdict(answers),
     )
 
 
