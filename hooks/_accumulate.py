@@ -347,15 +347,17 @@ def _blocks(
     s = s.reshape(g, size)
     c = c.reshape(g, size, g, size)
     r = r.reshape(g, size, g)
-    return {
-        "count": np.asarray(count, dtype=np.int64),
-        "frob": torch.einsum("hagb,hagb->hg", c, c).numpy(),  # ‖C_hg‖²_F
-        "trace": torch.einsum("haha->h", c).numpy(),  # tr C_hh
-        "quad": torch.einsum("ha,hagb,gb->hg", s, c, s).numpy(),  # s_hᵀ C_hg s_g
-        "sum_sq": torch.einsum("ha,ha->h", s, s).numpy(),  # ‖s_h‖²
-        "sum_weighted": torch.einsum("ha,hag->hg", s, r).numpy(),  # s_hᵀ r_·g
-        "norms": norms.numpy().copy(),
+    pieces = {
+        "frob": torch.einsum("hagb,hagb->hg", c, c),  # ‖C_hg‖²_F
+        "trace": torch.einsum("haha->h", c),  # tr C_hh (a view of c: copied below)
+        "quad": torch.einsum("ha,hagb,gb->hg", s, c, s),  # s_hᵀ C_hg s_g
+        "sum_sq": torch.einsum("ha,ha->h", s, s),  # ‖s_h‖²
+        "sum_weighted": torch.einsum("ha,hag->hg", s, r),  # s_hᵀ r_·g
+        "norms": norms,
     }
+    # Copies: a piece that is a view would keep the group's p × p sums alive.
+    out = {key: value.detach().clone().numpy() for key, value in pieces.items()}
+    return {"count": np.asarray(count, dtype=np.int64), **out}
 
 
 _BLOCK_KEYS = ("count", "frob", "trace", "quad", "sum_sq", "sum_weighted", "norms")

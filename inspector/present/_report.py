@@ -346,9 +346,12 @@ def _table(run: Run, results: RunResults) -> reports.Table:
         "per-layer numbers",
         columns,
         cells,
-        "one row per captured or ERF layer; MAD_centre (mean over heads) and ERF mean "
-        "distance with 95 % bootstrap intervals over images; TRF: theoretical receptive "
-        "field side ('all': unbounded)",
+        "one row per captured or ERF layer; CKA redundancy: debiased CKA between heads, or "
+        "between channel groups of head width (like for like), with its 95 % batch-means "
+        "interval over contiguous image groups; |r| redundancy: single channels, secondary "
+        "(depends on the channel count, no interval); rows: sampled positions x images; "
+        "MAD_centre (mean over heads) and ERF mean distance with 95 % bootstrap intervals "
+        "over images; TRF: theoretical receptive field side ('all': unbounded)",
     )
 
 
