@@ -75,11 +75,13 @@ def _vector(similarity: np.ndarray, *, absolute: bool = False, rows: int = 0) ->
 
 
 def _with_interval(stats: dict[str, Any], low: np.ndarray, high: np.ndarray) -> dict[str, Any]:
+    """The interval's ends, clipped to what each measure can take (a symmetric batch-means
+    interval can reach past them): redundancy in [0, 1], similarity in [-1, 1]."""
     return stats | {
-        "redundancy_low": float(low[0]),
-        "redundancy_high": float(high[0]),
-        "mean_similarity_low": float(low[1]),
-        "mean_similarity_high": float(high[1]),
+        "redundancy_low": float(np.clip(low[0], 0.0, 1.0)),
+        "redundancy_high": float(np.clip(high[0], 0.0, 1.0)),
+        "mean_similarity_low": float(np.clip(low[1], -1.0, 1.0)),
+        "mean_similarity_high": float(np.clip(high[1], -1.0, 1.0)),
     }
 
 

@@ -280,17 +280,28 @@ def _findings(run: Run, sections: dict[str, Any]) -> tuple[str, ...]:
             f"ERF mean distance grows from {erf[0].mean_distance:.0f} px ({erf[0].name}) "
             f"to {erf[-1].mean_distance:.0f} px ({erf[-1].name})"
         )
-    for kind in ("head", "channel"):
-        layers = [r for r in sections["redundancy"] if r.kind == kind]
+    for kind, what in (("head", "heads"), ("channel", "channel groups")):
+        # like for like only: |r| over single channels is a different, secondary measure
+        layers = [
+            r for r in sections["redundancy"] if r.kind == kind and "secondary" not in r.measure
+        ]
         if layers:
             top = max(layers, key=lambda r: 1 - r.effective_units / r.units)
             found.append(
-                f"{kind}s are most redundant in {top.name}: "
+                f"{what} are most redundant in {top.name} ({top.measure}): "
                 f"{top.effective_units:.1f} effective of {top.units}"
+                + interval_suffix(top.redundancy_low, top.redundancy_high)
             )
     if run.meta.get("weights_source") == "random":
         found.append("weights are RANDOM: these numbers describe an untrained network")
     return tuple(found)
+
+
+def interval_suffix(low: float | None, high: float | None) -> str:
+    """`` (redundancy 95 % [low, high])`` when an interval exists, else nothing."""
+    if low is None or high is None or math.isnan(low) or math.isnan(high):
+        return ""
+    return f" (redundancy 95 % [{low:.2f}, {high:.2f}])"
 
 
 def _table(run: Run, results: RunResults) -> reports.Table:
