@@ -54,7 +54,12 @@ _NOTES = (
     "Redundancy (§4): heads compared by debiased linear CKA of their outputs (unbiased "
     "HSIC), channels by Pearson correlation (|r|) and, like for like, by debiased CKA on "
     "groups of head width. Redundancy = 1 − effective units / units, with the effective "
-    "number the participation ratio of the similarity matrix's eigenvalues.",
+    "number the participation ratio of the similarity matrix's eigenvalues (for |r|, with "
+    "the first-order small-sample correction). Rows are token positions drawn at random, "
+    "stratified over the grid, per image (--positions); a layer with fewer rows than 5 × "
+    "its width is flagged. The CKA redundancy's 95 % interval is a batch-means interval "
+    "over up to 20 contiguous image groups (t with groups − 1 degrees of freedom); |r| "
+    "carries none.",
     "Importance and pruning (§5): |∂L/∂ξ| of a gate on each unit, L the cross-entropy of "
     "the model's own top-1 (the label where given), estimated on the first images; units "
     "are removed in increasing importance (the order is stated with the curve) and the "
