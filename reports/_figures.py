@@ -115,6 +115,13 @@ def distance_figure(
                     + (" (windowed attention)" if windowed else ""),
                     zorder=3,
                 )
+        for layer in attention:  # each head's 95 % interval over images, where stored
+            bounds = layer.centre_interval if centre else layer.head_interval
+            if bounds is not None and np.isfinite(bounds).any():
+                ax.vlines(
+                    np.full(bounds.shape[1], layer.depth), bounds[0], bounds[1],
+                    color=_HEAD_COLOUR, alpha=0.35, lw=1.0, zorder=2,
+                )  # fmt: skip
         means = np.array(
             [np.nanmean(v) if np.isfinite(v).any() else np.nan for v in values.values()]
         )
@@ -134,6 +141,12 @@ def distance_figure(
         for colour, (series, layers) in zip(
             _ERF_COLOURS * 4, erf_series(erf).items(), strict=False
         ):
+            low = np.array([np.nan if e.low is None else e.low for e in layers], dtype=float)
+            high = np.array([np.nan if e.high is None else e.high for e in layers], dtype=float)
+            if np.isfinite(low).any():  # the ERF mean distance's 95 % interval as a band
+                ax.fill_between(
+                    [e.depth for e in layers], low, high, color=colour, alpha=0.18, lw=0
+                )
             ax.plot(
                 [layer.depth for layer in layers],
                 [layer.mean_distance for layer in layers],
@@ -152,7 +165,11 @@ def distance_figure(
     handles, labels = ax.get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)))
     what = "MAD_centre per head" if centre else "Mean attention distance per head"
-    return to_svg(fig, f"{what} and ERF mean distance against depth.")
+    return to_svg(
+        fig,
+        f"{what} and ERF mean distance against depth; vertical bars and bands: 95 % "
+        "intervals over images.",
+    )
 
 
 @styled

@@ -141,6 +141,9 @@ class AttentionDistance:
         centre_distance: ``[head]`` ``MAD_centre`` (the central query's distance, the
             number comparable with the ERF), or ``None``.
         centre_uniform: ``MAD_centre`` of uniform attention on this grid, or ``None``.
+        head_interval: ``[2, head]`` 95 % interval of ``head_distance`` (low, high), or
+            ``None``.
+        centre_interval: The same for ``centre_distance``, or ``None``.
     """
 
     name: str
@@ -151,6 +154,8 @@ class AttentionDistance:
     windowed: bool = False
     centre_distance: np.ndarray | None = None
     centre_uniform: float | None = None
+    head_interval: np.ndarray | None = None
+    centre_interval: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         check_depth(self)
@@ -159,6 +164,11 @@ class AttentionDistance:
             std = as_array(self, "head_distance_std", 1)
             if std.shape != dist.shape:
                 raise ViewError(f"{self.name}: head_distance_std shape {std.shape} != {dist.shape}")
+        for key in ("head_interval", "centre_interval"):
+            if getattr(self, key) is not None:
+                bounds = as_array(self, key, 2)
+                if bounds.shape != (2, dist.size):
+                    raise ViewError(f"{self.name}: {key} shape {bounds.shape} != (2, {dist.size})")
 
 
 @dataclass(frozen=True)

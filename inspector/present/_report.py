@@ -173,6 +173,8 @@ def _sections(run: Run, results: RunResults) -> dict[str, Any]:
                 v.windowed,
                 centre_distance=v.centre_mean,
                 centre_uniform=_float(v.centre_uniform),
+                head_interval=_pair(v.mean_low, v.mean_high),
+                centre_interval=_pair(v.centre_low, v.centre_high),
             )
             for name, v in distance.items()
         ),
@@ -300,6 +302,13 @@ def _findings(run: Run, sections: dict[str, Any]) -> tuple[str, ...]:
     if run.meta.get("weights_source") == "random":
         found.append("weights are RANDOM: these numbers describe an untrained network")
     return tuple(found)
+
+
+def _pair(low: np.ndarray | None, high: np.ndarray | None) -> np.ndarray | None:
+    """``[2, n]`` interval ends, or None when either is missing."""
+    if low is None or high is None:
+        return None
+    return np.vstack([np.asarray(low, dtype=float), np.asarray(high, dtype=float)])
 
 
 def interval_suffix(low: float | None, high: float | None) -> str:
