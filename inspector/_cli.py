@@ -126,6 +126,13 @@ def _analyze_parser(sub: argparse._SubParsersAction) -> None:
         help="seeds random initialisation and picks which --limit images run (default: 0)",
     )
     analyze.add_argument("--keep-maps", type=int, default=8, help="attention maps kept (images)")
+    analyze.add_argument(
+        "--positions",
+        type=int,
+        default=64,
+        help="token positions per image sampled (stratified at random) for the moment "
+        "and CKA accumulators; rows = images x positions",
+    )
     analyze.add_argument("--quiet", action="store_true", help="no progress bars")
     analyze.add_argument(
         "--autocast",
@@ -275,6 +282,7 @@ def _analyze_options(args: argparse.Namespace, layers: tuple[str, ...] | None) -
         layers=layers,
         analyses=parse_analyses(args.analyses),
         keep_maps=args.keep_maps,
+        positions=args.positions,
         resume=args.resume,
         overwrite=args.overwrite,
         report=not args.no_report,

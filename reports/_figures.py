@@ -115,6 +115,13 @@ def distance_figure(
                     + (" (windowed attention)" if windowed else ""),
                     zorder=3,
                 )
+        for layer in attention:  # each head's 95 % interval over images, where stored
+            bounds = layer.centre_interval if centre else layer.head_interval
+            if bounds is not None and np.isfinite(bounds).any():
+                ax.vlines(
+                    np.full(bounds.shape[1], layer.depth), bounds[0], bounds[1],
+                    color=_HEAD_COLOUR, alpha=0.35, lw=1.0, zorder=2,
+                )  # fmt: skip
         means = np.array(
             [np.nanmean(v) if np.isfinite(v).any() else np.nan for v in values.values()]
         )
@@ -134,6 +141,12 @@ def distance_figure(
         for colour, (series, layers) in zip(
             _ERF_COLOURS * 4, erf_series(erf).items(), strict=False
         ):
+            low = np.array([np.nan if e.low is None else e.low for e in layers], dtype=float)
+            high = np.array([np.nan if e.high is None else e.high for e in layers], dtype=float)
+            if np.isfinite(low).any():  # the ERF mean distance's 95 % interval as a band
+                ax.fill_between(
+                    [e.depth for e in layers], low, high, color=colour, alpha=0.18, lw=0
+                )
             ax.plot(
                 [layer.depth for layer in layers],
                 [layer.mean_distance for layer in layers],
@@ -152,7 +165,11 @@ def distance_figure(
     handles, labels = ax.get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)))
     what = "MAD_centre per head" if centre else "Mean attention distance per head"
-    return to_svg(fig, f"{what} and ERF mean distance against depth.")
+    return to_svg(
+        fig,
+        f"{what} and ERF mean distance against depth; vertical bars and bands: 95 % "
+        "intervals over images.",
+    )
 
 
 @styled
@@ -162,25 +179,36 @@ def redundancy_figure(layers: Sequence[RedundancyLayer]) -> RenderedFigure | Non
         return None
     fig = new_figure(7.6, 3.2)
     left, right = fig.subplots(1, 2, sharex=True)
-    for kind in ("head", "channel"):
-        rows = [r for r in layers if r.kind == kind]
-        if not rows:
-            continue
-        measures = sorted({r.measure for r in rows if r.measure})
-        label = KIND_LABELS[kind] + (f" ({', '.join(measures)})" if measures else "")
-        style = {"color": KIND_COLOURS[kind], "marker": KIND_MARKERS[kind], "label": label}
-        depth = [r.depth for r in rows]
-        left.plot(depth, [1.0 - r.effective_units / r.units for r in rows], **style)
-        right.plot(depth, [r.mean_similarity for r in rows], **style)
-        if any(r.mean_max_similarity is not None for r in rows):
-            right.plot(
+    series = sorted(
+        {(r.kind, r.measure) for r in layers}, key=lambda km: ("secondary" in km[1], *km)
+    )
+    for kind, measure in series:
+        rows = [r for r in layers if r.kind == kind and r.measure == measure]
+        secondary = "secondary" in measure
+        label = KIND_LABELS[kind] + (f" ({measure})" if measure else "")
+        style = {
+            "color": KIND_COLOURS[kind],
+            "marker": KIND_MARKERS[kind],
+            "label": label,
+            "linestyle": "--" if secondary else "-",
+            "alpha": 0.5 if secondary else 1.0,
+        }
+        depth = np.array([r.depth for r in rows])
+        value = np.array([1.0 - r.effective_units / r.units for r in rows])
+        left.plot(depth, value, **style)
+        low = np.array([np.nan if r.redundancy_low is None else r.redundancy_low for r in rows])
+        high = np.array([np.nan if r.redundancy_high is None else r.redundancy_high for r in rows])
+        if np.isfinite(low).any():
+            left.errorbar(
                 depth,
-                [np.nan if r.mean_max_similarity is None else r.mean_max_similarity for r in rows],
-                ":",
-                color=KIND_COLOURS[kind],
-                lw=1.2,
-                label=f"{KIND_LABELS[kind]}: mean of max similarity",
+                value,
+                yerr=np.abs(np.vstack([value - low, high - value])),
+                fmt="none",
+                ecolor=KIND_COLOURS[kind],
+                capsize=2,
+                lw=1,
             )
+        right.plot(depth, [r.mean_similarity for r in rows], **style)
     left.set_ylabel("redundancy = 1 − effective units / units")
     left.set_ylim(0, 1.02)
     right.set_ylabel("mean off-diagonal similarity")
@@ -190,7 +218,11 @@ def redundancy_figure(layers: Sequence[RedundancyLayer]) -> RenderedFigure | Non
         _depth_axis(ax)
     left.legend(loc="best")
     right.legend(loc="best")
-    return to_svg(fig, "Redundancy and mean similarity of heads and channels against depth.")
+    return to_svg(
+        fig,
+        "Redundancy (with 95 % intervals where measured) and mean similarity of heads and "
+        "channels against depth; dashed: |Pearson r| between single channels (secondary).",
+    )
 
 
 @styled

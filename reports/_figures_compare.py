@@ -73,16 +73,28 @@ def compare_redundancy_figure(runs: Sequence[CompareRun]) -> RenderedFigure | No
     panels = dict(zip(("head", "channel"), fig.subplots(1, 2, sharey=True), strict=True))
     for i, run in enumerate(runs):
         for kind, ax in panels.items():
-            rows = [r for r in run.redundancy if r.kind == kind]
-            if rows:
+            # one line per measure: like for like (CKA) solid with its 95 % intervals,
+            # |r| between single channels dashed (a different, secondary measure)
+            for secondary in (False, True):
+                rows = [
+                    r for r in run.redundancy
+                    if r.kind == kind and ("secondary" in r.measure) is secondary
+                ]  # fmt: skip
+                if not rows:
+                    continue
+                depth = np.array([r.depth for r in rows])
+                value = np.array([1.0 - r.effective_units / r.units for r in rows])
                 ax.plot(
-                    [r.depth for r in rows],
-                    [1.0 - r.effective_units / r.units for r in rows],
-                    "-o",
-                    ms=3.5,
-                    color=_colour(i),
-                    label=run.label,
-                )
+                    depth, value, "--" if secondary else "-o", ms=3.5, color=_colour(i),
+                    alpha=0.5 if secondary else 1.0,
+                    label=f"{run.label}" + (" (|r|, secondary)" if secondary else ""),
+                )  # fmt: skip
+                low = np.array([np.nan if r.redundancy_low is None else r.redundancy_low
+                                for r in rows])  # fmt: skip
+                high = np.array([np.nan if r.redundancy_high is None else r.redundancy_high
+                                 for r in rows])  # fmt: skip
+                if np.isfinite(low).any():
+                    ax.vlines(depth, low, high, color=_colour(i), lw=1, alpha=0.6)
     for kind, ax in panels.items():
         ax.set_title(KIND_LABELS[kind])
         ax.set_xlim(-0.03, 1.03)
@@ -98,7 +110,12 @@ def compare_redundancy_figure(runs: Sequence[CompareRun]) -> RenderedFigure | No
     fig.legend(
         legend.values(), legend.keys(), loc="outside lower center", ncols=min(4, len(legend))
     )
-    return to_svg(fig, "Redundancy of heads and channels against depth for every run.")
+    return to_svg(
+        fig,
+        "Redundancy of heads and channel groups (debiased CKA, like for like, with 95 % "
+        "intervals) against depth for every run; dashed: |Pearson r| between single "
+        "channels (secondary).",
+    )
 
 
 @styled

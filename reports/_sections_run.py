@@ -147,6 +147,12 @@ RUN_SECTIONS = SectionList(
     RunReport,
     (
         Spec(
+            "verdict",
+            "Verdict: heads vs channels, like for like",
+            reads="verdict",
+            empty_note="No verdict: no head or channel-group redundancy was measured.",
+        ),
+        Spec(
             "findings",
             "Headline findings",
             reads="findings",

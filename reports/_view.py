@@ -141,6 +141,9 @@ class AttentionDistance:
         centre_distance: ``[head]`` ``MAD_centre`` (the central query's distance, the
             number comparable with the ERF), or ``None``.
         centre_uniform: ``MAD_centre`` of uniform attention on this grid, or ``None``.
+        head_interval: ``[2, head]`` 95 % interval of ``head_distance`` (low, high), or
+            ``None``.
+        centre_interval: The same for ``centre_distance``, or ``None``.
     """
 
     name: str
@@ -151,6 +154,8 @@ class AttentionDistance:
     windowed: bool = False
     centre_distance: np.ndarray | None = None
     centre_uniform: float | None = None
+    head_interval: np.ndarray | None = None
+    centre_interval: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         check_depth(self)
@@ -159,6 +164,11 @@ class AttentionDistance:
             std = as_array(self, "head_distance_std", 1)
             if std.shape != dist.shape:
                 raise ViewError(f"{self.name}: head_distance_std shape {std.shape} != {dist.shape}")
+        for key in ("head_interval", "centre_interval"):
+            if getattr(self, key) is not None:
+                bounds = as_array(self, key, 2)
+                if bounds.shape != (2, dist.size):
+                    raise ViewError(f"{self.name}: {key} shape {bounds.shape} != (2, {dist.size})")
 
 
 @dataclass(frozen=True)
@@ -284,6 +294,10 @@ class RedundancyLayer:
         mean_similarity: Mean off-diagonal similarity.
         mean_max_similarity: Mean of each unit's largest similarity to another unit.
         measure: Similarity measure, e.g. ``"debiased CKA"``.
+        redundancy_low: 95 % interval of the redundancy, low end (None: no interval).
+        redundancy_high: Its high end.
+        rows: Rows the similarity was estimated from (0: unknown).
+        sample_limited: Rows < 5 × the layer's width.
     """
 
     name: str
@@ -294,6 +308,10 @@ class RedundancyLayer:
     mean_similarity: float
     mean_max_similarity: float | None = None
     measure: str = ""
+    redundancy_low: float | None = None
+    redundancy_high: float | None = None
+    rows: int = 0
+    sample_limited: bool = False
 
     def __post_init__(self) -> None:
         check_depth(self)
@@ -419,6 +437,8 @@ class RunReport:
     Attributes:
         header: Model, weights, images and provenance.
         findings: Headline sentences, written by the caller.
+        verdict: The answer to "do heads and channels do the same job?": sentences
+            written from the like-for-like numbers and their intervals.
         attention_distance: One record per attention layer.
         erf: One record per layer with an ERF (conv or transformer).
         attention_maps: A few sample images with per-head attention maps.
@@ -438,6 +458,7 @@ class RunReport:
 
     header: RunHeader
     findings: tuple[str, ...] = ()
+    verdict: tuple[str, ...] = ()
     attention_distance: tuple[AttentionDistance, ...] = ()
     erf: tuple[ErfLayer, ...] = ()
     attention_maps: tuple[AttentionSample, ...] = ()
@@ -460,6 +481,7 @@ class RunReport:
         as_tuple(self, "similarity", SimilarityMatrix)
         as_tuple(self, "importance", ImportanceLayer)
         as_tuple(self, "findings", str)
+        as_tuple(self, "verdict", str)
         as_tuple(self, "notes", str)
         as_tuple(self, "tables", Table)
         if not self.title:

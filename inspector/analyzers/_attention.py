@@ -25,6 +25,7 @@ __all__ = [
 # Geometries with token centres: ``windowed`` and ``dilated`` (MaxViT grid attention)
 # measure positions inside one sequence, as the in-hook summaries do.
 _SPATIAL = ("global", "windowed", "dilated")
+_SPEC = IntervalSpec()
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -39,6 +40,13 @@ class DistanceLayer(Record):
     uniform: float = value("MAD of uniform attention on the layer's grid (one window's)")
     windowed: bool = value("the geometry is windowed (the reference is one window's)")
     images: int = value("images averaged")
+    mean_low: np.ndarray | None = array(
+        "head", doc="95 % interval of mean, low end (percentile bootstrap over images)",
+        optional=True,
+    )  # fmt: skip
+    mean_high: np.ndarray | None = array(
+        "head", doc="95 % interval of mean, high end", optional=True
+    )
     centre_mean: np.ndarray | None = array(
         "head", doc="MAD_centre: renormalised distance of the query token(s) nearest the "
         "image centre (2x2 for an even grid), px, mean over images", optional=True
@@ -70,6 +78,14 @@ class EntropyLayer(Record):
     mean: np.ndarray = array("head", doc="entropy in nats over all keys, mean over images")
     std: np.ndarray = array("head", doc="its standard deviation over images (ddof 1)")
     normalised: np.ndarray = array("head", doc="entropy / ln(keys), mean over images")
+    mean_low: np.ndarray | None = array(
+        "head", doc="95 % interval of mean, low end (percentile bootstrap over images)",
+        optional=True,
+    )  # fmt: skip
+    mean_high: np.ndarray | None = array(
+        "head", doc="95 % interval of mean, high end", optional=True
+    )
+    images: int | None = value("images averaged", optional=True)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -128,6 +144,7 @@ class AttentionDistance:
                 notes[name] = f"{geometry.get('kind', 'unknown')}: {geometry.get('reason', '')}"
                 continue
             mean, std = nan_stats(layer.summaries["distance"])
+            mean_low, mean_high = bootstrap_mean(layer.summaries["distance"], self.interval)
             raw_mean, raw_std = nan_stats(layer.summaries["distance_raw"])
             prefix_mean, _ = nan_stats(layer.summaries["prefix_mass"])
             centre: dict[str, Any] = {}
@@ -150,6 +167,8 @@ class AttentionDistance:
                 uniform=float(layer.distances.mean()),
                 windowed=geometry.get("kind") == "windowed",
                 images=int(layer.summaries["distance"].shape[0]),
+                mean_low=mean_low,
+                mean_high=mean_high,
                 **centre,
             )
         return DistanceResult(
@@ -163,12 +182,17 @@ class AttentionEntropy:
     mean over spatial queries and images, and its value normalised by ``ln(#keys)``."""
 
     name: ClassVar[str] = "attention_entropy"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
     needs: ClassVar[frozenset[str]] = frozenset({"summaries"})
     result: ClassVar[type[EntropyResult]] = EntropyResult
 
     def params(self) -> dict[str, Any]:
-        return {"log": "natural", "prefix_keys": "included", "queries": "spatial"}
+        return {
+            "log": "natural",
+            "prefix_keys": "included",
+            "queries": "spatial",
+            "interval": "95 % percentile bootstrap over images, 1000 resamples, seed 0",
+        }
 
     def compute(self, inputs: AnalysisInputs) -> EntropyResult:
         layers: dict[str, EntropyLayer] = {}
@@ -182,7 +206,15 @@ class AttentionEntropy:
                 continue
             mean, std = nan_stats(layer.summaries["entropy"])
             normalised, _ = nan_stats(layer.summaries["entropy_normalised"])
-            layers[name] = EntropyLayer(mean=mean, std=std, normalised=normalised)
+            low, high = bootstrap_mean(layer.summaries["entropy"], _SPEC)
+            layers[name] = EntropyLayer(
+                mean=mean,
+                std=std,
+                normalised=normalised,
+                mean_low=low,
+                mean_high=high,
+                images=int(layer.summaries["entropy"].shape[0]),
+            )
         return EntropyResult(version=self.version, params=self.params(), layers=layers, notes=notes)
 
 

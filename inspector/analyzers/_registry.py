@@ -36,6 +36,8 @@ class LayerInput:
         maps: First-K attention maps ``[sample, head, query, key]`` or None.
         moments: ``count``, ``mean``, ``comoment`` or None.
         groups: CKA sums (``GroupSums`` state) or None.
+        image_groups: CKA pieces per contiguous image group (``hooks.ImageGroups``
+            state), or None.
         distances: ``[query, key]`` pixel distances between spatial tokens, or None.
     """
 
@@ -46,6 +48,7 @@ class LayerInput:
     maps: np.ndarray | None = None
     moments: Mapping[str, np.ndarray] | None = None
     groups: Mapping[str, np.ndarray] | None = None
+    image_groups: Mapping[str, np.ndarray] | None = None
     distances: np.ndarray | None = None
 
 

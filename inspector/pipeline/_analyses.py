@@ -98,6 +98,7 @@ def layer_inputs(state: hooks.CaptureState) -> dict[str, LayerInput]:
             maps=layer.maps,
             moments=layer.moments,
             groups=layer.groups,
+            image_groups=layer.image_groups,
             distances=_distances(layer.attrs["geometry"]) if layer.attrs.get("geometry") else None,
         )
         for name, layer in state.layers.items()

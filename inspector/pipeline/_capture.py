@@ -125,7 +125,9 @@ def run_capture_pass(
             disable=not (opts.progress and plan.leader),
         ) as bar,
     ):
+        position = {image_id: i for i, image_id in enumerate(plan.images.ids)}
         for batch, batch_ids, batch_labels in _shard(plan, start, stop):
+            cap.seek(position[batch_ids[0]])  # draws follow the image, not the process
             try:
                 _forward(model, batch, plan.device, opts.autocast)
             except (RuntimeError, ValueError, AssertionError) as exc:

@@ -103,8 +103,11 @@ def output_path(out: str | Path | None, name: str) -> Path:
     return path
 
 
-def capture_options(net: nn.Module, opts: AnalyzeOptions) -> hooks.CaptureOptions:
-    """What ``inspector analyze``'s capture pass reads of ``net`` under ``opts``."""
+def capture_options(
+    net: nn.Module, opts: AnalyzeOptions, images: int | None = None
+) -> hooks.CaptureOptions:
+    """What ``inspector analyze``'s capture pass reads of ``net`` under ``opts``
+    (``images``: the image set's size, which fixes the image groups of the intervals)."""
     found = hooks.find_attention(net)
     attention = list(found)
     sites = hooks.find_channels(net)
@@ -121,6 +124,8 @@ def capture_options(net: nn.Module, opts: AnalyzeOptions) -> hooks.CaptureOption
         channels=channels or None,
         keep_maps=opts.keep_maps,
         positions=opts.positions,
+        seed=opts.seed,
+        images=images,
         group_size=group,
         summaries=attention_summaries(),
         geometry=opts.geometry,
@@ -184,7 +189,7 @@ def make_plan(
             ),
         )
     passes = _passes(REGISTRY.needs(list(analyses)))
-    capture = capture_options(net, opts)
+    capture = capture_options(net, opts, len(images))
     chosen = set(capture.attention or ())
     gateable = {n: h for n, h in hooks.gateable_heads(net).items() if n in chosen}
     fingerprint = json.dumps(

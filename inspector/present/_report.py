@@ -24,6 +24,7 @@ from ._rows import (
     layer_rows,
     pass_counts,
 )
+from ._verdict import compare_verdict, verdict
 
 __all__ = ["compare_view", "run_view", "write_compare_report", "write_run_report"]
 
@@ -53,7 +54,12 @@ _NOTES = (
     "Redundancy (§4): heads compared by debiased linear CKA of their outputs (unbiased "
     "HSIC), channels by Pearson correlation (|r|) and, like for like, by debiased CKA on "
     "groups of head width. Redundancy = 1 − effective units / units, with the effective "
-    "number the participation ratio of the similarity matrix's eigenvalues.",
+    "number the participation ratio of the similarity matrix's eigenvalues (for |r|, with "
+    "the first-order small-sample correction). Rows are token positions drawn at random, "
+    "stratified over the grid, per image (--positions); a layer with fewer rows than 5 × "
+    "its width is flagged. The CKA redundancy's 95 % interval is a batch-means interval "
+    "over up to 20 contiguous image groups (t with groups − 1 degrees of freedom); |r| "
+    "carries none.",
     "Importance and pruning (§5): |∂L/∂ξ| of a gate on each unit, L the cross-entropy of "
     "the model's own top-1 (the label where given), estimated on the first images; units "
     "are removed in increasing importance (the order is stated with the curve) and the "
@@ -151,6 +157,7 @@ def _sections(run: Run, results: RunResults) -> dict[str, Any]:
     erf = in_model_order(run, dict(erf_layers))
     heads = in_model_order(run, dict(results.heads.layers) if results.heads else {})
     channels = in_model_order(run, dict(results.channels.layers) if results.channels else {})
+    grouped = {n: v.grouped for n, v in channels.items() if v.grouped is not None}
     importance = in_model_order(run, dict(results.importance.layers) if results.importance else {})
     pruning = results.pruning.summary if results.pruning else {}
     threshold = results.pruning.threshold if results.pruning else math.nan
@@ -166,6 +173,8 @@ def _sections(run: Run, results: RunResults) -> dict[str, Any]:
                 v.windowed,
                 centre_distance=v.centre_mean,
                 centre_uniform=_float(v.centre_uniform),
+                head_interval=_pair(v.mean_low, v.mean_high),
+                centre_interval=_pair(v.centre_low, v.centre_high),
             )
             for name, v in distance.items()
         ),
@@ -195,10 +204,15 @@ def _sections(run: Run, results: RunResults) -> dict[str, Any]:
                 float(v.mean_similarity),
                 _float(v.mean_max_similarity),
                 measure,
+                _float(v.redundancy_low),
+                _float(v.redundancy_high),
+                int(v.rows or 0),
+                bool(v.sample_limited),
             )
             for kind, measure, source in (
                 ("head", "debiased CKA", heads),
-                ("channel", "|Pearson r|", channels),
+                ("channel", "debiased CKA, channel groups", grouped),
+                ("channel", "|Pearson r|, secondary", channels),
             )
             for name, v in source.items()
             if _float(v.effective_units) is not None
@@ -206,6 +220,13 @@ def _sections(run: Run, results: RunResults) -> dict[str, Any]:
         "similarity": tuple(
             reports.SimilarityMatrix(name, "head", np.nan_to_num(v.cka), "debiased CKA")
             for name, v in heads.items()
+        )
+        + tuple(
+            reports.SimilarityMatrix(
+                name, "channel", np.nan_to_num(v.grouped_cka), "debiased CKA, channel groups"
+            )
+            for name, v in channels.items()
+            if v.grouped_cka is not None
         ),
         "importance": tuple(
             reports.ImportanceLayer(name, depth.get(name, 0.0), _KIND[v.kind], v.normalised)
@@ -266,17 +287,35 @@ def _findings(run: Run, sections: dict[str, Any]) -> tuple[str, ...]:
             f"ERF mean distance grows from {erf[0].mean_distance:.0f} px ({erf[0].name}) "
             f"to {erf[-1].mean_distance:.0f} px ({erf[-1].name})"
         )
-    for kind in ("head", "channel"):
-        layers = [r for r in sections["redundancy"] if r.kind == kind]
+    for kind, what in (("head", "heads"), ("channel", "channel groups")):
+        # like for like only: |r| over single channels is a different, secondary measure
+        layers = [
+            r for r in sections["redundancy"] if r.kind == kind and "secondary" not in r.measure
+        ]
         if layers:
             top = max(layers, key=lambda r: 1 - r.effective_units / r.units)
             found.append(
-                f"{kind}s are most redundant in {top.name}: "
+                f"{what} are most redundant in {top.name} ({top.measure}): "
                 f"{top.effective_units:.1f} effective of {top.units}"
+                + interval_suffix(top.redundancy_low, top.redundancy_high)
             )
     if run.meta.get("weights_source") == "random":
         found.append("weights are RANDOM: these numbers describe an untrained network")
     return tuple(found)
+
+
+def _pair(low: np.ndarray | None, high: np.ndarray | None) -> np.ndarray | None:
+    """``[2, n]`` interval ends, or None when either is missing."""
+    if low is None or high is None:
+        return None
+    return np.vstack([np.asarray(low, dtype=float), np.asarray(high, dtype=float)])
+
+
+def interval_suffix(low: float | None, high: float | None) -> str:
+    """`` (redundancy 95 % [low, high])`` when an interval exists, else nothing."""
+    if low is None or high is None or math.isnan(low) or math.isnan(high):
+        return ""
+    return f" (redundancy 95 % [{low:.2f}, {high:.2f}])"
 
 
 def _table(run: Run, results: RunResults) -> reports.Table:
@@ -285,6 +324,12 @@ def _table(run: Run, results: RunResults) -> reports.Table:
         "layer",
         "kind",
         "units",
+        "CKA redundancy (like for like)",
+        "CKA redundancy 95 % low",
+        "CKA redundancy 95 % high",
+        "|r| redundancy (secondary)",
+        "rows",
+        "sample-limited",
         "MAD px",
         "MAD min",
         "MAD max",
@@ -296,13 +341,18 @@ def _table(run: Run, results: RunResults) -> reports.Table:
         "ERF high",
         "TRF px",
         "r50 px",
-        "redundancy",
     )
     cells = tuple(
         (
             r.layer,
             r.kind,
             r.units,
+            _float(r.redundancy),
+            _float(r.redundancy_low),
+            _float(r.redundancy_high),
+            _float(r.correlation_redundancy),
+            r.rows,
+            "yes" if r.sample_limited else "no",
             _float(r.distance),
             _float(r.distance_min),
             _float(r.distance_max),
@@ -314,7 +364,6 @@ def _table(run: Run, results: RunResults) -> reports.Table:
             _float(r.erf_high),
             "all" if math.isinf(r.theoretical_rf) else _float(r.theoretical_rf),
             _float(r.erf_radius_50),
-            _float(r.redundancy),
         )
         for r in rows
     )
@@ -322,9 +371,12 @@ def _table(run: Run, results: RunResults) -> reports.Table:
         "per-layer numbers",
         columns,
         cells,
-        "one row per captured or ERF layer; MAD_centre (mean over heads) and ERF mean "
-        "distance with 95 % bootstrap intervals over images; TRF: theoretical receptive "
-        "field side ('all': unbounded)",
+        "one row per captured or ERF layer; CKA redundancy: debiased CKA between heads, or "
+        "between channel groups of head width (like for like), with its 95 % batch-means "
+        "interval over contiguous image groups; |r| redundancy: single channels, secondary "
+        "(depends on the channel count, no interval); rows: sampled positions x images; "
+        "MAD_centre (mean over heads) and ERF mean distance with 95 % bootstrap intervals "
+        "over images; TRF: theoretical receptive field side ('all': unbounded)",
     )
 
 
@@ -350,6 +402,12 @@ def run_view(run: Run) -> reports.RunReport:
     }
     warnings += [f"analysis {name} failed: {why}" for name, why in failed_analyses(run).items()]
     warnings += [f"{name}: {note}" for name, note in list(notes.items())[:6]]
+    limited = [r.layer for r in layer_rows(run, results) if r.sample_limited]
+    if limited:
+        warnings.append(
+            f"{len(limited)} layer(s) sample-limited (rows < 5 x width): "
+            f"{', '.join(limited[:6])}{' ...' if len(limited) > 6 else ''}; raise --positions"
+        )
     timings = meta.get("timings") if isinstance(meta.get("timings"), dict) else {}
     header = reports.RunHeader(
         model=str(meta.get("model", "")),
@@ -367,9 +425,11 @@ def run_view(run: Run) -> reports.RunReport:
             ("device", str(meta.get("device", ""))),
         ),
     )
+    answer = verdict(results, len(run.sample_ids))
     return reports.RunReport(
         header=header,
         findings=_findings(run, sections),
+        verdict=tuple(t for t in (answer.overall, answer.heads, *answer.blocks) if t),
         attention_maps=_gallery(run, {}),
         notes=_NOTES,
         tables=(_table(run, results),),
@@ -387,12 +447,15 @@ def compare_view(runs: Sequence[Run]) -> reports.CompareReport:
     items = []
     degenerate: dict[str, str] = {}
     labels: set[str] = set()
+    answers: list[tuple[str, RunResults, int]] = []
     for run in runs:
         label = run.model
         if label in labels:
             label = f"{label} ({run.meta.get('weights_source')}, {run.path.name})"
         labels.add(label)
-        sections = _sections(run, RunResults.of(run))
+        results = RunResults.of(run)
+        answers.append((label, results, len(run.sample_ids)))
+        sections = _sections(run, results)
         if sections["erf_warning"]:
             degenerate[label] = sections["erf_warning"]
         items.append(
@@ -412,6 +475,7 @@ def compare_view(runs: Sequence[Run]) -> reports.CompareReport:
         tool_version=__version__,
         findings=_compare_findings(items, degenerate),
         notes=_NOTES,
+        verdict=compare_verdict(answers),
     )
 
 

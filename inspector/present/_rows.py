@@ -28,8 +28,10 @@ __all__ = [
     "agreement_text",
     "failed_analyses",
     "in_model_order",
+    "interval_text",
     "layer_rows",
     "pass_counts",
+    "precision",
 ]
 
 
@@ -88,6 +90,25 @@ def agreement_text(threshold: float) -> str:
     return f"{threshold * 100:.3g} %"
 
 
+def precision(low: float, high: float, most: int = 4) -> int:
+    """Decimals an interval supports: one significant digit of its half-width."""
+    half = (high - low) / 2
+    if not (math.isfinite(half) and half > 0):
+        return most
+    return int(min(most, max(0, -math.floor(math.log10(half)))))
+
+
+def interval_text(value: float, low: float, high: float) -> str:
+    """``0.48 [0.43, 0.49]`` with the precision the interval supports; the value alone
+    (two decimals) without an interval."""
+    if value is None or not math.isfinite(value):
+        return "-"
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return f"{value:.2f}"
+    digits = precision(low, high)
+    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
 def in_model_order(run: Run, layers: dict[str, Any]) -> dict[str, Any]:
     """``layers`` in the model's module order (names it does not list last, by name)."""
     order = {n: i for i, n in enumerate(run.meta.get("module_order", []))}
@@ -114,6 +135,14 @@ class LayerRow:
         erf_low: ERF mean distance interval, low end (NaN if not measured).
         erf_high: Its high end.
         theoretical_rf: Theoretical receptive field side (px; inf unbounded).
+        redundancy: Like-for-like redundancy (``1 − effective / units``): debiased CKA
+            between heads, or between channel groups of head width (METRICS.md §4).
+        redundancy_low: Its 95 % interval, low end (NaN without one).
+        redundancy_high: Its high end.
+        correlation_redundancy: Channels only: from |Pearson r| between single channels
+            (secondary, depends on the channel count).
+        rows: Rows the layer's statistics were estimated from (0 when unknown).
+        sample_limited: Rows < 5 × the layer's width.
     """
 
     layer: str
@@ -131,6 +160,12 @@ class LayerRow:
     erf_low: float = math.nan
     erf_high: float = math.nan
     theoretical_rf: float = math.nan
+
+    redundancy_low: float = math.nan
+    redundancy_high: float = math.nan
+    correlation_redundancy: float = math.nan
+    rows: int = 0
+    sample_limited: bool = False
 
 
 def _or_nan(value: float | None) -> float:
@@ -189,7 +224,9 @@ def layer_rows(run: Run, results: RunResults | None = None) -> list[LayerRow]:
         mean = np.asarray(distance[name].mean if name in distance else [nan], dtype=float)
         measured = bool(np.isfinite(mean).any())
         receptive = erf.get(name)
-        redundancy = heads.get(name) or channels.get(name)
+        channel = channels.get(name)
+        redundancy = heads.get(name) or (channel.grouped if channel is not None else None)
+        source = heads.get(name) or channel
         if layer is not None:
             kind = layer.kind
             units = str(layer.attrs.get("heads") or layer.attrs.get("channels"))
@@ -210,6 +247,16 @@ def layer_rows(run: Run, results: RunResults | None = None) -> list[LayerRow]:
                 erf_low=_or_nan(receptive.mean_distance_low if receptive else None),
                 erf_high=_or_nan(receptive.mean_distance_high if receptive else None),
                 theoretical_rf=_or_nan(receptive.theoretical_rf if receptive else None),
+                redundancy_low=_get(redundancy, "redundancy_low"),
+                redundancy_high=_get(redundancy, "redundancy_high"),
+                correlation_redundancy=channel.redundancy if channel is not None else nan,
+                rows=int(getattr(source, "rows", None) or 0),
+                sample_limited=bool(getattr(source, "sample_limited", None) or False),
             )
         )
     return rows
+
+
+def _get(stats: Any, key: str) -> float:
+    found = None if stats is None else getattr(stats, key, None)
+    return math.nan if found is None else float(found)

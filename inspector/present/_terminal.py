@@ -12,7 +12,15 @@ from typing import Any
 from .._errors import RunFileError
 from .._text import terminal_safe
 from ..store import Run, read_run
-from ._rows import RunResults, agreement_text, failed_analyses, layer_rows, pass_counts
+from ._rows import (
+    RunResults,
+    agreement_text,
+    failed_analyses,
+    interval_text,
+    layer_rows,
+    pass_counts,
+)
+from ._verdict import verdict
 
 __all__ = ["describe", "describe_models", "print_summary"]
 
@@ -43,35 +51,52 @@ def print_summary(run: Run) -> None:
     """The per-layer table, the image counts of the passes, the degenerate-ERF warning
     and the pruning lines of a run, on stdout."""
     results = RunResults.of(run)
+    images = len(run.sample_ids)
     header = (
-        f"{'layer':<26} {'kind':<9} {'units':>5} {'MAD px (min-max)':>17} "
-        f"{'MADc px [95%]':>14} {'ERF px [95%]':>14} {'TRF':>4} {'redund':>6}"
+        f"{'layer':<26} {'kind':<9} {'units':>5} {'CKA redund [95%]':>18} {'|r| red':>7} "
+        f"{'rows':>6} {'MAD px (min-max)':>17} {'MADc px [95%]':>14} {'ERF px [95%]':>14} "
+        f"{'TRF':>4}"
+    )
+    print(
+        "CKA redund: debiased CKA between heads, or between channel groups of head width "
+        "(like for like); |r| red: single channels, secondary (depends on the channel "
+        f"count); {images} images; ! = rows < 5 x width (sample-limited)"
     )
     for name, why in failed_analyses(run).items():
         print(f"failed analysis {name}: {why}")
     print(header)
     print("-" * len(header))
+    flagged = 0
     for row in layer_rows(run, results):
-        if all(math.isnan(v) for v in (row.distance, row.erf_distance, row.redundancy)):
+        shown = (row.distance, row.erf_distance, row.redundancy, row.correlation_redundancy)
+        if all(math.isnan(v) for v in shown):
             continue
         low, high = _num(row.distance_min, 0), _num(row.distance_max, 0)
         spread = "-" if math.isnan(row.distance) else f"{_num(row.distance, 0)} ({low}-{high})"
         layer, kind = terminal_safe(row.layer), terminal_safe(row.kind)
+        rows = f"{row.rows}{'!' if row.sample_limited else ''}" if row.rows else "-"
+        flagged += row.sample_limited
+        cka = interval_text(row.redundancy, row.redundancy_low, row.redundancy_high)
         print(
-            f"{layer[:26]:<26} {kind:<9} {row.units:>5} {spread:>17} "
+            f"{layer[:26]:<26} {kind:<9} {row.units:>5} {cka:>18} "
+            f"{_num(row.correlation_redundancy, 2):>7} {rows:>6} {spread:>17} "
             f"{_interval(row.centre, row.centre_low, row.centre_high):>14} "
             f"{_interval(row.erf_distance, row.erf_low, row.erf_high):>14} "
-            f"{_field(row.theoretical_rf):>4} {_num(row.redundancy, 2):>6}"
+            f"{_field(row.theoretical_rf):>4}"
         )
     print(
         "MADc: attention distance of the centre query (comparable with ERF); ERF: cumulative "
         "from the input; TRF: theoretical receptive field side (px)"
     )
+    if flagged:
+        print(f"{flagged} layer(s) sample-limited (rows < 5 x width): raise --positions")
     for line in pass_counts(results):
         print(line)
     model = results.erf.summary.get("model") if results.erf else None
     if model is not None and model.degenerate:
         print(f"WARNING: {model.reason}")
+    answer = verdict(results, images)
+    print(f"Verdict: {answer.overall}")
     if results.pruning is None:
         return
     threshold = agreement_text(results.pruning.threshold)

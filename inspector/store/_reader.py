@@ -47,6 +47,8 @@ class Layer:
         maps: First-K attention maps (float16) or ``None``.
         moments: Accumulator state (``count``, ``mean``, ``comoment``) or ``None``.
         groups: CKA sums state or ``None``.
+        image_groups: CKA pieces per contiguous image group (``hooks.ImageGroups``
+            state) or ``None``.
     """
 
     name: str
@@ -56,6 +58,7 @@ class Layer:
     maps: np.ndarray | None = None
     moments: dict[str, np.ndarray] | None = None
     groups: dict[str, np.ndarray] | None = None
+    image_groups: dict[str, np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -266,6 +269,9 @@ def _read_layer(name: str, group: h5py.Group) -> Layer:
         maps=group["maps"][()] if "maps" in group else None,
         moments={k: v[()] for k, v in group["moments"].items()} if "moments" in group else None,
         groups={k: v[()] for k, v in group["groups"].items()} if "groups" in group else None,
+        image_groups={k: v[()] for k, v in group["image_groups"].items()}
+        if "image_groups" in group
+        else None,
     )
 
 

@@ -50,6 +50,7 @@ TYPE = {
     "maps": "attention-maps",
     "moments": "moments",
     "group-sums": "group-sums",
+    "image-group-sums": "image-group-sums",
     "summaries": "summaries",
     "analysis": "analysis",
     "result": "analysis-result",
@@ -75,6 +76,23 @@ ACCUMULATOR_DIMS = {
     ("groups", "cross", 2): ("feature", "feature"),
     ("groups", "weighted", 2): ("feature", "group"),
     ("groups", "norms", 2): ("group", "group"),
+    ("image_groups", "layout", 1): ("layout",),  # groups, images, column groups, size
+    ("image_groups", "closed", 1): ("image_group",),
+    ("image_groups", "count", 1): ("image_group",),
+    ("image_groups", "frob", 3): ("image_group", "group", "group"),
+    ("image_groups", "trace", 2): ("image_group", "group"),
+    ("image_groups", "quad", 3): ("image_group", "group", "group"),
+    ("image_groups", "sum_sq", 2): ("image_group", "group"),
+    ("image_groups", "sum_weighted", 3): ("image_group", "group", "group"),
+    ("image_groups", "norms", 3): ("image_group", "group", "group"),
+    ("image_groups", "open", 1): ("open_group",),
+    ("image_groups", "open_images", 1): ("open_group",),
+    ("image_groups", "open_count", 1): ("open_group",),
+    ("image_groups", "open_sum", 2): ("open_group", "feature"),
+    ("image_groups", "open_shift", 2): ("open_group", "feature"),
+    ("image_groups", "open_cross", 3): ("open_group", "feature", "feature"),
+    ("image_groups", "open_weighted", 3): ("open_group", "feature", "group"),
+    ("image_groups", "open_norms", 3): ("open_group", "group", "group"),
 }
 """Dimension labels of the accumulator states by (group, field, rank)."""
 

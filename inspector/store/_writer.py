@@ -93,6 +93,16 @@ a complete run file: their analyses are stored, and a 1536-wide float64 co-momen
 is 19 MB per layer. The ``.partial`` file keeps everything (resume needs it)."""
 
 
+def _drop_image_groups(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A complete run keeps the closed image groups' small pieces only: a group still
+    open at the end (images skipped) holds full ``p × p`` sums and feeds no interval."""
+    state = data.get("image_groups")
+    if state is None or "open" not in state:
+        return data
+    kept = {key: value for key, value in state.items() if not key.startswith("open")}
+    return {**data, "image_groups": kept}
+
+
 def _compacted_note(units: int) -> str:
     return (
         f"{units} units > {MAX_STORED_COVARIANCE}: co-moment diagonal only, "
@@ -102,6 +112,7 @@ def _compacted_note(units: int) -> str:
 
 def _compact(data: Mapping[str, Any]) -> Mapping[str, Any]:
     """One layer's in-memory capture state as :func:`_copy_compact` stores it."""
+    data = _drop_image_groups(data)
     moments = data.get("moments")
     comoment = None if moments is None else np.asarray(moments["comoment"])
     if comoment is None or comoment.ndim != 2 or comoment.shape[0] <= MAX_STORED_COVARIANCE:
@@ -111,6 +122,13 @@ def _compact(data: Mapping[str, Any]) -> Mapping[str, Any]:
         "attrs": {**data["attrs"], "compacted": _compacted_note(comoment.shape[0])},
         "moments": {**moments, "comoment": np.diagonal(comoment).copy()},
     }
+
+
+def _drop_open_groups(group: h5py.Group) -> None:
+    sums = group.get("image_groups")
+    if sums is not None:
+        for name in [n for n in sums if n.startswith("open")]:
+            del sums[name]
 
 
 def _copy_compact(layers: h5py.Group, handle: h5py.File) -> None:
@@ -124,6 +142,7 @@ def _copy_compact(layers: h5py.Group, handle: h5py.File) -> None:
         wide = wide and comoment.shape[0] > MAX_STORED_COVARIANCE
         if not wide:
             layers.copy(group, target, name=key)
+            _drop_open_groups(target[key])
             continue
         copy = target.create_group(key)
         for attr, value in group.attrs.items():
@@ -145,6 +164,7 @@ def _copy_compact(layers: h5py.Group, handle: h5py.File) -> None:
                     created.attrs[attr] = value
                 if name == "comoment":
                     created.dims[0].label = "feature"
+        _drop_open_groups(copy)
 
 
 def partial_path(path: Path) -> Path:
@@ -424,12 +444,12 @@ class RunWriter:
                     group, "maps", maps, dims, kind="maps", compress=True, resizable=True,
                     chunk_axes=2,
                 )  # fmt: skip
-        for key in ("moments", "groups"):
+        for key in ("moments", "groups", "image_groups"):
             state = data.get(key)
             if state is None:
                 continue
             node = group.create_group(key)
-            tag(node, "moments" if key == "moments" else "group-sums")
+            tag(node, {"moments": "moments", "groups": "group-sums"}.get(key, "image-group-sums"))
             for field, array in state.items():
                 array = np.asarray(array)
                 write_array(node, field, array, ACCUMULATOR_DIMS.get((key, field, array.ndim)))

@@ -48,6 +48,7 @@ from reports._figures import redundancy_figure
 from reports._render import render_sections
 
 RUN_SECTIONS = (
+    "verdict",
     "findings",
     "distance",
     "mad",
@@ -183,7 +184,9 @@ def test_header_facts(vit, vit_html: str) -> None:
 def test_compare_report_sections(compare_html: str) -> None:
     page = Page(compare_html)
     ids = [s["id"] for s in page.find("section")]
-    assert ids == ["runs", "findings", "distance", "redundancy", "pruning", "numbers", "methods"]
+    assert ids == [
+        "verdict", "runs", "findings", "distance", "redundancy", "pruning", "numbers", "methods",
+    ]  # fmt: skip
     assert "fake ViT" in page.in_section("runs") and "fake CNN" in page.in_section("runs")
     assert len(page.find("img")) == 3
     assert "summary" in page.in_section("numbers")
@@ -367,6 +370,7 @@ def test_public_surface() -> None:
 # --- declared sections -------------------------------------------------------------------
 
 RUN_TITLES = (
+    "Verdict: heads vs channels, like for like",
     "Headline findings",
     "Interaction distance vs depth",
     "Mean attention distance",
@@ -380,6 +384,7 @@ RUN_TITLES = (
     "Method notes",
 )
 COMPARE_TITLES = (
+    "Verdict: heads vs channels, like for like",
     "Runs",
     "Headline findings",
     "Interaction distance vs depth",
@@ -394,6 +399,7 @@ def test_section_lists_keep_order_ids_and_titles() -> None:
     assert RUN_SPECS.ids == RUN_SECTIONS
     assert tuple(s.title for s in RUN_SPECS) == RUN_TITLES
     assert COMPARE_SPECS.ids == (
+        "verdict",
         "runs",
         "findings",
         "distance",
@@ -496,7 +502,7 @@ def test_adding_a_section_is_one_spec_and_one_partial(vit, tmp_path: Path) -> No
     assert RUN_SPECS.ids == RUN_SECTIONS  # the shipped list is untouched
 
     page = Page(render_sections(vit, sections, env=env))
-    ids = ["findings", "distance", "probe", *RUN_SECTIONS[2:]]
+    ids = ["verdict", "findings", "distance", "probe", *RUN_SECTIONS[3:]]
     assert [s["id"] for s in page.find("section")] == ids
     assert [a["href"] for a in page.find("a") if (a["href"] or "").startswith("#")] == [
         f"#{s}" for s in ids
