@@ -22,8 +22,8 @@ from ._checksum import verify_file
 from ._encode import decode_name, encode_name, read_attrs, read_tree
 from ._lock import images_kept
 from ._open import ReadTimeout, deadline, open_untrusted
-from ._validate import check_run
 from ._schema import ENCODING_TYPE, ENCODING_VERSION, JSON_ATTRS, SCHEMA_VERSION, TYPE
+from ._validate import check_run
 
 __all__ = ["Layer", "Run", "read_run"]
 
@@ -220,6 +220,7 @@ def memory_budget(size: int) -> int:
 def time_budget(size: int) -> float:
     """Seconds reading a file of ``size`` bytes may take."""
     return _SECONDS + _SECONDS_PER_MB * size / 1e6
+
 
 _MAX_ATTRIBUTE_ITEMS = 1 << 16
 """Attributes are scalars or short arrays (dimension labels); more is corruption."""
