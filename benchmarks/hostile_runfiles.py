@@ -41,7 +41,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -385,65 +384,110 @@ def make_files(folder: Path, seed: int) -> dict[str, Path]:
     return files
 
 
-def _command(kind: str, path: Path, golden: Path, out: Path) -> list[str]:
-    if kind == "info":
-        return [*INSPECTOR, "info", str(path)]
-    if kind == "report":
-        return [*INSPECTOR, "report", str(path), "-o", str(out / "r.html")]
-    return [*INSPECTOR, "compare", str(path), str(golden), "-o", str(out / "c.html")]
+COMMANDS = ("info", "report", "compare")
+
+CHILD = r"""
+import json, os, resource, sys, time
+from pathlib import Path
+from inspector.cli import main
+path, golden, out, status = sys.argv[1:5]
+args = {
+    "info": ["info", path],
+    "report": ["report", path, "-o", os.path.join(out, "r.html")],
+    "compare": ["compare", path, golden, "-o", os.path.join(out, "c.html")],
+}
+for command in ("info", "report", "compare"):
+    with open(status, "a") as log:  # what runs now: a crash or hang is blamed on it
+        log.write(json.dumps({"start": command}) + "\n")
+    capture = os.path.join(out, command + ".err")
+    saved = os.dup(2), os.dup(1)
+    sys.stderr.flush(); sys.stdout.flush()
+    fd = os.open(capture, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    os.dup2(fd, 2); os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    started = time.monotonic()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        code = main(args[command])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException as exc:  # escaped main: unclean by definition
+        print(f"ESCAPED {type(exc).__name__}: {exc}", file=sys.stderr)
+        code = 99
+    seconds = time.monotonic() - started
+    sys.stderr.flush(); sys.stdout.flush()
+    os.dup2(saved[0], 2); os.dup2(saved[1], 1); os.close(fd)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with open(status, "a") as log:
+        log.write(json.dumps({"done": command, "status": code, "seconds": seconds,
+                              "rss_mb": peak // 1024, "rss_grew_mb": (peak - before) // 1024,
+                              "stderr": open(capture).read()[-800:]}) + "\n")
+"""
 
 
-def run_one(kind: str, path: Path, timeout: float) -> dict[str, Any]:
-    """One command on one file in a child process: its outcome, wall time and peak
-    memory (``ru_maxrss`` of the child, from ``wait4``)."""
-    with tempfile.TemporaryDirectory() as out:
-        command = _command(kind, path, GOLDEN, Path(out))
-        started = time.monotonic()
-        with open(Path(out) / "stdout", "w+") as stdout, open(Path(out) / "stderr", "w+") as err:
-            # GNU time measures the peak memory: the child's own ``ru_maxrss`` would
-            # include this (large) process, which it starts as a fork of.
-            rss = Path(out) / "rss"
-            command = ["/usr/bin/time", "-f", "%M", "-o", str(rss), *command]
-            child = subprocess.Popen(
-                command, stdout=stdout, stderr=err, cwd=ROOT, start_new_session=True
-            )
-            while True:
-                pid, status, _ = os.wait4(child.pid, os.WNOHANG)
-                if pid:
-                    break
-                if time.monotonic() - started > timeout:
-                    os.killpg(child.pid, signal.SIGKILL)  # GNU time and the command
-                    os.wait4(child.pid, 0)
-                    return {"outcome": "hang", "status": None, "seconds": timeout,
-                            "rss_mb": None, "stderr": ""}  # fmt: skip
-                time.sleep(0.05)
-            seconds = time.monotonic() - started
-            err.seek(0)
-            stderr = err.read()
-            text = rss.read_text().strip().splitlines() if rss.exists() else []
-            rss_mb = int(text[-1]) // 1024 if text and text[-1].isdigit() else None
-    code = os.waitstatus_to_exitcode(status)
-    if code > 128:  # GNU time exits 128 + N when its command was killed by signal N
-        code = 128 - code
-    stderr = "\n".join(line for line in stderr.splitlines() if not line.startswith("Command "))
+def _outcome(status: int, stderr: str) -> str:
     lines = [line for line in stderr.splitlines() if line and not line.startswith("warning:")]
-    if code < 0:
-        outcome = "crash"
-    elif code == 0:
-        outcome = "ok"
-    elif (
-        code == 1
+    if status == 0:
+        return "ok"
+    if (
+        status == 1
         and len(lines) == 1
         and lines[0].startswith("error: ")
         and "Traceback" not in stderr
         and "Exception ignored" not in stderr
         and "--debug" not in stderr
     ):
-        outcome = "clean"
-    else:
-        outcome = "unclean"
-    return {"outcome": outcome, "status": code, "seconds": round(seconds, 2),
-            "rss_mb": rss_mb, "stderr": stderr.strip()[-600:]}  # fmt: skip
+        return "clean"
+    return "unclean"
+
+
+def run_file(path: Path, timeout: float) -> list[dict[str, Any]]:
+    """``info``, ``report`` and ``compare`` on ``path``, one after the other in one child
+    process (the real CLI's ``main``; stderr captured per command at the descriptor).
+    Each command's outcome, wall time and peak memory (the process's ``ru_maxrss``,
+    which only grows: ``rss_grew_mb`` is what the command added to it). A crash or hang
+    is blamed on the command that was running; the ones after it are not run."""
+    with tempfile.TemporaryDirectory() as out:
+        status = Path(out) / "status"
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(path), str(GOLDEN), out, str(status)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            cwd=ROOT,
+            start_new_session=True,
+            text=True,
+        )
+        try:
+            _, trailing = child.communicate(timeout=timeout)
+            hung = False
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            _, trailing = child.communicate()
+            hung = True
+        events = (
+            [json.loads(line) for line in status.read_text().splitlines()]
+            if (status.exists())
+            else []
+        )
+    results = []
+    for event in events:
+        if "done" in event:
+            results.append({
+                "command": event["done"], "outcome": _outcome(event["status"], event["stderr"]),
+                "status": event["status"], "seconds": round(event["seconds"], 2),
+                "rss_mb": event["rss_mb"], "rss_grew_mb": event["rss_grew_mb"],
+                "stderr": event["stderr"].strip(),
+            })  # fmt: skip
+    started = [e["start"] for e in events if "start" in e]
+    if len(started) > len(results):  # the last one started never finished
+        outcome = "hang" if hung else "crash"
+        results.append({"command": started[-1], "outcome": outcome, "status": child.returncode,
+                        "seconds": timeout if hung else None, "rss_mb": None,
+                        "rss_grew_mb": None, "stderr": trailing[-800:]})  # fmt: skip
+    elif child.returncode != 0:
+        results.append({"command": "exit", "outcome": "crash", "status": child.returncode,
+                        "seconds": None, "rss_mb": None, "rss_grew_mb": None,
+                        "stderr": trailing[-800:]})  # fmt: skip
+    return results
 
 
 def main() -> int:
@@ -458,29 +502,29 @@ def main() -> int:
         files = make_files(Path(tmp), args.seed)
         if args.only:
             files = {n: p for n, p in files.items() if args.only in n}
-        jobs = [(name, kind) for name in files for kind in ("info", "report", "compare")]
 
-        def work(job: tuple[str, str]) -> dict[str, Any]:
-            name, kind = job
+        def work(name: str) -> list[dict[str, Any]]:
             path = files[name]
             size = path.stat().st_size if path.is_file() else 0
-            result = run_one(kind, path, args.timeout)
-            return {"file": name, "command": kind, "bytes": size, **result}
+            return [{"file": name, "bytes": size, **r} for r in run_file(path, args.timeout)]
 
         results = []
         with ThreadPoolExecutor(args.jobs) as pool:
-            for result in pool.map(work, jobs):
-                results.append(result)
-                line = {k: v for k, v in result.items() if k != "stderr"}
-                line["said"] = result["stderr"].splitlines()[-1][:200] if result["stderr"] else ""
-                print(json.dumps(line), flush=True)
+            for batch in pool.map(work, list(files)):
+                for result in batch:
+                    results.append(result)
+                    line = {k: v for k, v in result.items() if k != "stderr"}
+                    said = result["stderr"].splitlines()
+                    line["said"] = said[-1][:240] if said else ""
+                    print(json.dumps(line), flush=True)
     counts = Counter(r["outcome"] for r in results)
     total = {
         "files": len(files),
         "commands": len(results),
         **{k: counts.get(k, 0) for k in ("ok", "clean", "unclean", "crash", "hang")},
-        "slowest_s": max(r["seconds"] for r in results),
+        "slowest_s": max(r["seconds"] or 0 for r in results),
         "peak_rss_mb": max(r["rss_mb"] or 0 for r in results),
+        "most_rss_added_by_one_command_mb": max(r["rss_grew_mb"] or 0 for r in results),
     }
     print(json.dumps(total))
     if args.json:
