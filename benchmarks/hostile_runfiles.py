@@ -41,6 +41,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -490,6 +491,24 @@ def run_file(path: Path, timeout: float) -> list[dict[str, Any]]:
     return results
 
 
+def _made(folder: Path, seed: int) -> dict[str, Path]:
+    """:func:`make_files` in a child process, so that this one stays small: every
+    command's child is a fork of it, and a fork's peak memory (``ru_maxrss``) counts
+    what its parent held (torch, the test_vit run) before it started the command. The
+    child stays alive (holding the socket open) until this process ends."""
+    maker = subprocess.Popen(
+        [sys.executable, __file__, "--make", str(folder), "--seed", str(seed)],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert maker.stdout is not None
+    files = {name: Path(path) for name, path in json.loads(maker.stdout.readline()).items()}
+    _MAKERS.append(maker)
+    return files
+
+
+_MAKERS: list[subprocess.Popen[str]] = []
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seed", type=int, default=19)
@@ -497,9 +516,15 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--only", default=None, help="only files whose name holds this")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--make", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.make is not None:  # the child that makes the files: prints {name: path}
+        made = make_files(args.make, args.seed)
+        print(json.dumps({n: str(p) for n, p in made.items()}), flush=True)
+        time.sleep(10**6 if args.make.joinpath("socket.h5").exists() else 0)
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
-        files = make_files(Path(tmp), args.seed)
+        files = _made(Path(tmp), args.seed)
         if args.only:
             files = {n: p for n, p in files.items() if args.only in n}
 
@@ -526,6 +551,8 @@ def main() -> int:
         "peak_rss_mb": max(r["rss_mb"] or 0 for r in results),
         "most_rss_added_by_one_command_mb": max(r["rss_grew_mb"] or 0 for r in results),
     }
+    for maker in _MAKERS:
+        maker.kill()
     print(json.dumps(total))
     if args.json:
         args.json.write_text(json.dumps({"total": total, "results": results}, indent=1) + "\n")

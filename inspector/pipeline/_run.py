@@ -54,8 +54,8 @@ def resumable(plan: Plan) -> Run | None:
     changed = _images_changed(run, plan)
     if changed is not None:
         raise RunFileError(
-            f"cannot resume: {changed} since {partial} was started; run without --resume "
-            "to start over on the images as they are now, or put the images back"
+            f"cannot resume {partial}: the images changed since it was started ({changed}); "
+            "put them back, or run without --resume to start over on the images as they are"
         )
     logger.info("resuming %s from %d images done", partial, len(run.sample_ids))
     return run
@@ -82,17 +82,16 @@ def _images_changed(run: Run, plan: Plan) -> str | None:
     if gone:
         first = ", ".join(repr(i) for i in gone[:3])
         return (
-            f"{len(gone)} of the {len(run.sample_ids)} images already processed are no "
-            f"longer there (renamed or removed: {first}); the source now holds {len(now)} "
-            f"images, {stored.get('count')} before"
+            f"{len(gone)} of the {len(run.sample_ids)} images already processed are gone, "
+            f"renamed or removed: {first}; {len(now)} images now, {stored.get('count')} before"
         )
     if stored.get("count") != wanted.get("count"):
-        return f"the source holds {len(now)} images, {stored.get('count')} before"
+        return f"{len(now)} images now, {stored.get('count')} before"
     if stored.get("image_ids_sha256", wanted.get("image_ids_sha256")) != wanted.get(
         "image_ids_sha256"
     ):
-        return "the image names changed"
-    return "the images changed (same names and count, other sizes or content)"
+        return "other image names"
+    return "same names and count, other sizes or content"
 
 
 def _warn_nonfinite(model: nn.Module, state: hooks.CaptureState) -> None:
