@@ -391,3 +391,24 @@ def test_control_characters_of_a_run_file_are_escaped_in_info(
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
     assert "evil\\x1b[2J\\x07\\u202enet" in out
+
+
+@pytest.mark.parametrize("module", ["hooks", "reports"])
+def test_hooks_and_reports_errors_are_known_to_the_cli(
+    module: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import hooks
+    from inspector import _cli
+
+    error = (
+        hooks.HookError("a hook said no")
+        if module == "hooks"
+        else reports.ReportError("a report said no")
+    )
+
+    def fails(args: Any) -> int:
+        raise error
+
+    monkeypatch.setitem(_cli._COMMANDS, "info", fails)
+    assert main(["info", "x.h5"]) == 1
+    assert capsys.readouterr().err == f"error: {error}\n"  # not "error (HookError): ..."
