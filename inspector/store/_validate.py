@@ -9,14 +9,14 @@ it is one reason naming the element.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from ._reader import Layer, Run
-
 __all__ = ["check_run"]
+
+Run = Layer = Any
+"""``_reader.Run`` and ``_reader.Layer`` (not imported: the reader imports this module)."""
 
 MAX_UNITS = 1 << 20
 """Most heads or channels a layer may declare (more is corruption)."""
