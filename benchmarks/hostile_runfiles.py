@@ -432,10 +432,10 @@ def _outcome(status: int, stderr: str) -> str:
     if (
         status == 1
         and len(lines) == 1
-        and lines[0].startswith("error: ")
+        and lines[0].startswith("error: ")  # not the internal form "error (ValueError): "
         and "Traceback" not in stderr
         and "Exception ignored" not in stderr
-        and "--debug" not in stderr
+        and "run with --debug" not in stderr
     ):
         return "clean"
     return "unclean"
@@ -514,7 +514,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=19)
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds: a hang")
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--only", default=None, help="only files whose name holds this")
+    parser.add_argument("--only", default=None, help="only these files (comma-separated names)")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--make", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -526,7 +526,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         files = _made(Path(tmp), args.seed)
         if args.only:
-            files = {n: p for n, p in files.items() if args.only in n}
+            files = {n: p for n, p in files.items() if n in args.only.split(",")}
 
         def work(name: str) -> list[dict[str, Any]]:
             path = files[name]

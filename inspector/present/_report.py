@@ -406,7 +406,7 @@ def _render(runs: Sequence[Run], render: Any) -> str:
         raise RunFileError(
             f"{files} holds data its report cannot show ({type(exc).__name__}: {detail}); "
             "the file is inconsistent (edited, or not written by inspector): run the "
-            "analysis again, or give --debug for the traceback"
+            "analysis again"
         ) from exc
 
 

@@ -323,7 +323,7 @@ def test_a_view_error_is_a_known_error_of_the_cli(
     assert err == (
         f"error: {GOLDEN} holds data its report cannot show (ViewError: pruning fractions "
         "must increase); the file is inconsistent (edited, or not written by inspector): "
-        "run the analysis again, or give --debug for the traceback\n"
+        "run the analysis again\n"
     )
 
 
