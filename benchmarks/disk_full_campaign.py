@@ -111,7 +111,7 @@ def main() -> int:
     # sizes fail at a checkpoint, larger ones during finish, then during the report.
     sizes = {
         "default": [2000, 3500, 5000, 6000, 6600, 7000, 7400, 7800],
-        "every-batch": [11600, 12400, 13200, 14000, 14800, 15600, 16400, 17200],
+        "every-batch": [9400, 9700, 10000, 10300, 10600, 10900, 11200, 11500],
     }
     results = []
     with tempfile.TemporaryDirectory() as tmp:
