@@ -225,3 +225,23 @@ def test_a_symlink_planted_at_the_lock_path_is_not_followed(tmp_path: Path) -> N
     with pytest.raises(RunFileError, match=r"cannot create the lock file .*run\.h5\.lock"):
         claim.__enter__()
     assert victim.read_text() == "precious"
+
+
+def test_the_skipped_images_warning_is_given_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``resolve`` (what ``inspector analyze`` runs) used to repeat the warning that
+    ``open_images`` had already logged."""
+    import logging
+
+    from inspector import AnalyzeOptions
+    from inspector.pipeline import resolve
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    shutil.copy(builtin_images_dir() / "astronaut.jpg", folder / "a.jpg")
+    (folder / "b.png").write_bytes(b"not a png")
+    with caplog.at_level(logging.WARNING, logger="inspector"):
+        resolve("test_vit", str(folder), AnalyzeOptions(weights="random", device="cpu"))
+    skipped = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert len(skipped) == 1 and skipped[0].startswith("skipped 1 image file(s) from")
