@@ -69,8 +69,8 @@ def _images_changed(run: Run, plan: Plan) -> str | None:
         wanted = json.loads(plan.fingerprint)
     except ValueError:
         return None  # the writer's fingerprint check names the difference
-    if not isinstance(stored, dict):
-        return None
+    if not isinstance(stored, dict) or "images_sha256" not in stored:
+        return None  # written before images were fingerprinted: the writer names it
     keys = ("images", "count", "images_sha256", "image_ids_sha256")
     if all(stored.get(key) == wanted.get(key) for key in keys):
         return None
