@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from ._errors import InspectorError
+from ._errors import InspectorError, Interrupted, ReportInterrupted
 from ._options import AnalyzeOptions
 from .pipeline import execute, make_plan, resolve, world
 from .store import Run, claim_output, read_run, refuse_existing
@@ -24,6 +24,20 @@ def open_run(path: str | Path, *, verify: bool = True) -> Run:
             damaged file as it is (forensics).
     """
     return read_run(path, verify=verify)
+
+
+def _report(run: Run, path: Path) -> None:
+    """Write the report of a finished run; a failure says that the run file is
+    complete and how to write the report later."""
+    from .present import write_run_report
+
+    try:
+        write_run_report(run, path.with_suffix(".html"))
+    except InspectorError as exc:
+        raise InspectorError(
+            f"the run file {path} is complete, but its report was not written ({exc}); "
+            f"fix that, then write it with `inspector report {path}`"
+        ) from exc
 
 
 def analyze(
@@ -77,11 +91,14 @@ def analyze(
         # The lock spans the resume, the run file and its report (docs/run-file.md).
         with claim_output(plan.output, overwrite=opts.overwrite):
             path = execute(given.model, plan, ranks)
-            run = read_run(path)
-            if opts.report:
-                from .present import write_run_report
-
-                write_run_report(run, path.with_suffix(".html"))
+            try:
+                run = read_run(path)
+                if opts.report:
+                    _report(run, path)
+            except KeyboardInterrupt as exc:  # the run file is complete: nothing to resume
+                if isinstance(exc, Interrupted):
+                    raise
+                raise ReportInterrupted(path) from exc
         if ranks is not None:
             ranks.barrier()
         return run

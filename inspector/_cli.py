@@ -14,6 +14,7 @@ import os
 import re
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,6 +38,32 @@ class _Printer(logging.Handler):
             print(f"warning: {message}", file=sys.stderr, flush=True)
         else:
             print(message, flush=True)
+
+
+class _WarningsToLog:
+    """Python warnings (numpy's, torch's, timm's) as one ``warning:`` line each through
+    the logger, each distinct message once, for the duration of a command; the previous
+    ``warnings.showwarning`` is put back on exit."""
+
+    def __init__(self) -> None:
+        self.seen: set[tuple[str, str]] = set()
+
+    def show(
+        self, message: Warning | str, category: type[Warning], *args: object, **kw: object
+    ) -> None:
+        text = " ".join(str(message).split())
+        key = (category.__name__, text)
+        if key not in self.seen:
+            self.seen.add(key)
+            logger.warning("%s: %s", category.__name__, text)
+
+    def __enter__(self) -> _WarningsToLog:
+        self.previous = warnings.showwarning
+        warnings.showwarning = self.show  # type: ignore[assignment]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        warnings.showwarning = self.previous
 
 
 EXIT_FAILED_ANALYSES = 3
@@ -397,7 +424,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.setLevel(logging.INFO)
     logger.propagate = False
     try:
-        return _COMMANDS[args.command](args)
+        with _WarningsToLog():
+            return _COMMANDS[args.command](args)
     except BrokenPipeError:
         # the reader of our output went away (``inspector models | head``): not an error
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -415,7 +443,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             traceback.print_exc()
-        known = isinstance(exc, InspectorError) or type(exc).__module__.startswith("hooks")
+        module = type(exc).__module__
+        known = isinstance(exc, InspectorError) or module.split(".")[0] in ("hooks", "reports")
         prefix = "error" if known else f"error ({type(exc).__name__})"
         print(f"{prefix}: {terminal_safe(exc)}", file=sys.stderr)
         if not known and not args.debug:

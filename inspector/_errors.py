@@ -10,6 +10,7 @@ __all__ = [
     "InspectorError",
     "Interrupted",
     "ModelNotFoundError",
+    "ReportInterrupted",
     "RunFileError",
     "WeightsError",
 ]
@@ -59,3 +60,22 @@ class Interrupted(KeyboardInterrupt):
                 "with --resume to continue"
             )
         return "stopped before the first checkpoint, nothing was kept; run the command again"
+
+
+class ReportInterrupted(Interrupted):
+    """Ctrl-C once the run file was complete (while it was renamed into place or its
+    report written): nothing to resume; ``inspector report`` writes the report.
+
+    Attributes:
+        run: The complete run file.
+    """
+
+    def __init__(self, run: Path) -> None:
+        super().__init__(run, 0)
+        self.run = run
+
+    def __str__(self) -> str:
+        return (
+            f"the run file {self.run} is complete, its report was not written; write it "
+            f"with `inspector report {self.run}`"
+        )

@@ -9,6 +9,7 @@ or oversized files are skipped, recorded in :attr:`ImageSet.skipped` and logged 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import random
@@ -26,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, SequentialSam
 from torchvision.transforms.functional import to_pil_image
 
 from ._errors import ImageError
+from ._files import regular_file_problem
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -33,6 +35,7 @@ __all__ = [
     "MAX_ASPECT",
     "ImageSet",
     "builtin_images_dir",
+    "decode_image",
     "model_transform",
     "open_images",
 ]
@@ -107,11 +110,34 @@ class ImageSet:
         self.labels = labels
         self.source = source
         self.skipped: list[tuple[str, str]] = []
+        self.files: list[Path] | None = None  # the image files, for path sources
         self._reader = reader
         self._paths = paths if paths is not None else ids
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def identity(self) -> str | None:
+        """A SHA-256 digest of which images these are: each file's id, size and content
+        (path sources); ``None`` for datasets, whose items have no file to hash. A resume
+        compares it, so a folder whose images were renamed, replaced or edited is not
+        continued as if nothing changed. Reads every file once (hashing runs at disk
+        speed, far below the cost of decoding and a forward pass)."""
+        if self.files is None:
+            return None
+        digest = hashlib.sha256()
+        for image_id, path in zip(self.ids, self.files, strict=True):
+            content = hashlib.sha256()
+            try:
+                with path.open("rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        content.update(block)
+                size = path.stat().st_size
+            except OSError as exc:
+                content.update(f"unreadable: {exc.strerror}".encode())
+                size = -1
+            digest.update(f"{image_id}\0{size}\0{content.hexdigest()}\n".encode())
+        return digest.hexdigest()
 
     def __repr__(self) -> str:
         return f"ImageSet({len(self)} images from {self.source}, {len(self.skipped)} skipped)"
@@ -306,6 +332,7 @@ def _open_files(
 
     ids = [ids_of[i] for i in chosen]
     images = ImageSet(ids, [-1] * len(files), source, reader, [str(f) for f in files])
+    images.files = files
     images.skipped.extend(skipped)
     if skipped:
         logger.warning("%s", images.warnings[0])
@@ -314,6 +341,9 @@ def _open_files(
 
 def _header_problem(path: Path, max_pixels: int) -> str | None:
     """Why ``path`` cannot be used, judged from its header only; None if it looks fine."""
+    problem = regular_file_problem(path)
+    if problem is not None:
+        return problem.removeprefix("is ")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -340,8 +370,18 @@ def _aspect_problem(width: int, height: int) -> str | None:
     return None
 
 
+def decode_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """:func:`_decode` for other modules (the report's gallery)."""
+    return _decode(path, max_pixels)
+
+
 def _decode(path: Path, max_pixels: int) -> Image.Image:
-    """Decode ``path`` as an upright RGB image, refusing more than ``max_pixels``."""
+    """Decode ``path`` as an upright RGB image, refusing more than ``max_pixels``, a
+    shape beyond :data:`MAX_ASPECT` and anything but a regular file (a named pipe would
+    block PIL's open forever)."""
+    problem = regular_file_problem(path)
+    if problem is not None:
+        raise ValueError(f"{path} {problem}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         with Image.open(path) as image:

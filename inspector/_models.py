@@ -33,6 +33,7 @@ from timm.models import get_pretrained_cfg
 from torch import nn
 
 from ._errors import ModelNotFoundError, WeightsError
+from ._files import regular_file_problem
 
 __all__ = [
     "Resolution",
@@ -381,9 +382,9 @@ def load_weights_file(
     """
     path = Path(os.fspath(path)).expanduser()
     expected = f"'auto', 'pretrained', 'random' or a .safetensors/{'/'.join(_TORCH_SUFFIXES)} file"
-    if not path.is_file():
-        what = "is a directory" if path.is_dir() else "does not exist"
-        raise WeightsError(f"Weights {str(path)!r} {what}; expected {expected}.")
+    problem = regular_file_problem(path)  # a named pipe would block torch.load forever
+    if problem is not None:
+        raise WeightsError(f"Weights {str(path)!r} {problem}; expected {expected}.")
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
         try:

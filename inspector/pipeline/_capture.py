@@ -24,7 +24,13 @@ from .._errors import InspectorError
 from ..store import Run, RunWriter
 from ._plan import Plan
 
-__all__ = ["CaptureInput", "layer_order", "run_capture_pass", "stop_between_batches"]
+__all__ = [
+    "CaptureInput",
+    "defer_sigint",
+    "layer_order",
+    "run_capture_pass",
+    "stop_between_batches",
+]
 
 logger = logging.getLogger("inspector")
 
@@ -33,6 +39,36 @@ def layer_order(model: nn.Module, names: list[str]) -> list[str]:
     """``names`` in ``named_modules()`` order (HDF5 sorts ``blocks.10`` before ``blocks.2``)."""
     rank = {name: i for i, (name, _) in enumerate(model.named_modules())}
     return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
+
+
+def _may_handle_sigint() -> bool:
+    """Whether a SIGINT handler may be installed: in the main thread (Python delivers
+    signals there), and unless SIGINT is ignored (``SIG_IGN`` inherited from the parent,
+    as ``nohup`` or a shell's background job sets it: Ctrl-C is not for this process)."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    return signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+
+
+@contextmanager
+def defer_sigint() -> Iterator[Callable[[], bool]]:
+    """Hold Ctrl-C (SIGINT) back for the duration of the block; yields whether it came.
+
+    For steps that must not stop half way inside library code, such as writing the
+    finished run file: a :class:`KeyboardInterrupt` raised inside h5py can land in an
+    object's destructor, where Python prints and drops it (the run went on and exited
+    0). The caller raises it after the block. Main thread only; an ignored SIGINT stays
+    ignored; the previous handler is put back.
+    """
+    if not _may_handle_sigint():
+        yield lambda: False
+        return
+    asked: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: asked.append(signum))
+    try:
+        yield lambda: bool(asked)
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
 
 
 @contextmanager
@@ -44,7 +80,7 @@ def stop_between_batches() -> Iterator[Callable[[], bool]]:
     process's handler untouched) and the previous handler is put back on exit, also
     when the block raises. A second Ctrl-C raises :class:`KeyboardInterrupt` at once.
     """
-    if threading.current_thread() is not threading.main_thread():
+    if not _may_handle_sigint():
         yield lambda: False
         return
     asked: list[int] = []

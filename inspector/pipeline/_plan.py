@@ -8,6 +8,7 @@ resumed run must match.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -90,7 +91,7 @@ def _safe_name(name: str) -> str:
 def output_path(out: str | Path | None, name: str) -> Path:
     """The run file for ``--out`` (a folder, or a path ending in ``.h5``); folders made."""
     out = DEFAULT_OUT if out is None else Path(out)
-    if out.suffix in (".h5", ".hdf5"):
+    if out.suffix.lower() in (".h5", ".hdf5"):  # RUN.H5 too: a file, never a folder
         path = out
     else:
         if out.exists() and not out.is_dir():
@@ -200,6 +201,9 @@ def make_plan(
             "weights_source": info["weights_source"],
             "images": images.source,
             "count": len(images),
+            # which images: names, sizes and content (a renamed or edited image changes it)
+            "images_sha256": images.identity(),
+            "image_ids_sha256": hashlib.sha256("\0".join(images.ids).encode()).hexdigest(),
             **opts.fingerprint(),
         },
         sort_keys=True,

@@ -103,7 +103,5 @@ def resolve(
     net, info = _model(model, opts, name)
     net = net.to(device)
     transform, data_config = model_transform(net, opts.preprocessing())
-    image_set = open_images(images, transform, opts.limit, seed=opts.seed)
-    for line in image_set.warnings:
-        logger.warning(line)
+    image_set = open_images(images, transform, opts.limit, seed=opts.seed)  # warns once
     return Resolved(net, info, image_set, data_config, device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -14,11 +15,11 @@ from torch import nn
 
 import hooks
 
-from .._errors import InspectorError, Interrupted, RunFileError
+from .._errors import InspectorError, Interrupted, ReportInterrupted, RunFileError
 from ..store import Run, RunWriter, images_kept, partial_path, read_run
 from . import _capture
 from ._analyses import run_analyses
-from ._capture import CaptureInput, layer_order
+from ._capture import CaptureInput, defer_sigint, layer_order
 from ._distributed import World, gather_capture
 from ._plan import Plan
 
@@ -50,8 +51,47 @@ def resumable(plan: Plan) -> Run | None:
     if not run.sample_ids:  # stopped before its first checkpoint: nothing to keep
         logger.info("%s holds no finished batch; starting over", partial.name)
         return None
+    changed = _images_changed(run, plan)
+    if changed is not None:
+        raise RunFileError(
+            f"cannot resume {partial}: the images changed since it was started ({changed}); "
+            "put them back, or run without --resume to start over on the images as they are"
+        )
     logger.info("resuming %s from %d images done", partial, len(run.sample_ids))
     return run
+
+
+def _images_changed(run: Run, plan: Plan) -> str | None:
+    """What changed in the images since the partial ``run`` was started (one phrase),
+    or ``None`` when they are the same (ids, sizes and content, per the fingerprint)."""
+    stored = run.meta.get("fingerprint", {})  # decoded from JSON by the reader
+    try:
+        wanted = json.loads(plan.fingerprint)
+    except ValueError:
+        return None  # the writer's fingerprint check names the difference
+    if not isinstance(stored, dict) or "images_sha256" not in stored:
+        return None  # written before images were fingerprinted: the writer names it
+    keys = ("images", "count", "images_sha256", "image_ids_sha256")
+    if all(stored.get(key) == wanted.get(key) for key in keys):
+        return None
+    now = list(plan.images.ids)
+    present = set(now)
+    gone = [i for i in run.sample_ids if i not in present]
+    if stored.get("images") != wanted.get("images"):
+        return f"the image source changed ({stored.get('images')!r} -> {wanted.get('images')!r})"
+    if gone:
+        first = ", ".join(repr(i) for i in gone[:3])
+        return (
+            f"{len(gone)} of the {len(run.sample_ids)} images already processed are gone, "
+            f"renamed or removed: {first}; {len(now)} images now, {stored.get('count')} before"
+        )
+    if stored.get("count") != wanted.get("count"):
+        return f"{len(now)} images now, {stored.get('count')} before"
+    if stored.get("image_ids_sha256", wanted.get("image_ids_sha256")) != wanted.get(
+        "image_ids_sha256"
+    ):
+        return "other image names"
+    return "same names and count, other sizes or content"
 
 
 def _warn_nonfinite(model: nn.Module, state: hooks.CaptureState) -> None:
@@ -210,7 +250,11 @@ def execute(model: nn.Module, plan: Plan, ranks: World | None = None) -> Path:
             images_done=len(captured.ids),
         )
         _drop_stale_report(plan.output)
-        return writer.finish()
+        with defer_sigint() as asked:
+            path = writer.finish()
+        if asked():  # the run file is complete: nothing to resume, the report is left
+            raise ReportInterrupted(path)
+        return path
     except KeyboardInterrupt as exc:
         if writer is None:
             raise

@@ -12,7 +12,9 @@ import numpy as np
 
 import reports
 
-from .._images import builtin_images_dir
+from .._errors import InspectorError, RunFileError
+from .._files import regular_file_problem
+from .._images import builtin_images_dir, decode_image
 from .._version import __version__
 from ..analyzers import ErfLayer, uniform_erf_distance
 from ..store import Run
@@ -96,16 +98,18 @@ def _float(value: Any) -> float | None:
 
 
 def _image(run: Run, sample_id: str) -> np.ndarray | None:
-    from PIL import Image
 
     source = str(run.meta.get("images_source", ""))
     root = builtin_images_dir() if source == "builtin" else Path(source)
     path = root / sample_id if root.is_dir() else root
-    if not path.is_file():
+    if regular_file_problem(path) is not None:  # gone, or a pipe or device: no picture
         return None
     height, width = run.meta.get("input_size", [3, 224, 224])[-2:]
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB").resize((width, height)))
+    try:
+        image = decode_image(path)
+    except Exception:  # changed or damaged since the run: the gallery leaves it out
+        return None
+    return np.asarray(image.resize((width, height)))
 
 
 def _gallery(run: Run, depth: dict[str, float]) -> tuple[reports.AttentionSample, ...]:
@@ -437,9 +441,50 @@ def run_view(run: Run) -> reports.RunReport:
     )
 
 
+_INCONSISTENT = (
+    reports.ReportError,
+    ValueError,
+    KeyError,
+    TypeError,
+    IndexError,
+    AttributeError,
+    ArithmeticError,
+)
+"""What building or rendering a view raises on numbers that do not fit together (a
+``ViewError`` from a record's checks, a ``KeyError`` for a missing field): the run file
+is inconsistent, even when its checksums match (it was edited and re-sealed, or written
+by something else)."""
+
+
+def _render(runs: Sequence[Run], render: Any) -> str:
+    """``render()``, its failures on inconsistent data turned into one clean line."""
+    try:
+        return str(render())
+    except _INCONSISTENT as exc:
+        files = ", ".join(str(run.path) for run in runs)
+        detail = " ".join(str(exc).split())[:300]
+        raise RunFileError(
+            f"{files} holds data its report cannot show ({type(exc).__name__}: {detail}); "
+            "the file is inconsistent (edited, or not written by inspector): run the "
+            "analysis again"
+        ) from exc
+
+
+def _write(html: str, path: str | Path) -> Path:
+    try:
+        return reports.write_report(html, Path(path))
+    except reports.ReportError as exc:  # a folder that is missing, read-only or full
+        raise InspectorError(str(exc)) from exc
+
+
 def write_run_report(run: Run, path: str | Path) -> Path:
-    """Render and atomically write the run report."""
-    return reports.write_report(reports.render_run_report(run_view(run)), Path(path))
+    """Render and atomically write the run report.
+
+    Raises:
+        RunFileError: The run's content cannot be shown (inconsistent numbers).
+        InspectorError: The report cannot be written (folder missing, read-only, full).
+    """
+    return _write(_render([run], lambda: reports.render_run_report(run_view(run))), path)
 
 
 def compare_view(runs: Sequence[Run]) -> reports.CompareReport:
@@ -513,4 +558,7 @@ def _compare_findings(
 
 
 def write_compare_report(runs: Sequence[Run], path: str | Path) -> Path:
-    return reports.write_report(reports.render_compare_report(compare_view(runs)), Path(path))
+    """Render and atomically write one report comparing ``runs`` (errors as for
+    :func:`write_run_report`)."""
+    html = _render(runs, lambda: reports.render_compare_report(compare_view(runs)))
+    return _write(html, path)

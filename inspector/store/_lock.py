@@ -15,9 +15,11 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
-import h5py
+import numpy as np
 
 from .._errors import RunFileError
+from ._open import open_untrusted
+from ._schema import ENCODING_TYPE, TYPE
 
 try:
     import fcntl
@@ -35,9 +37,12 @@ def lock_path(path: Path) -> Path:
 def images_kept(partial: Path) -> int:
     """Images a ``.partial`` file holds (0 when none, or when it cannot be read)."""
     try:
-        with h5py.File(partial, "r") as handle:
-            return int(handle.attrs.get("images_done", 0)) if "samples" in handle else 0
-    except (OSError, RuntimeError, ValueError, TypeError):
+        with open_untrusted(partial) as handle:
+            if "samples" not in handle or "ids" not in handle["samples"]:
+                return 0
+            ids = handle["samples/ids"]
+            return int(ids.shape[0]) if ids.ndim == 1 else 0
+    except (OSError, RuntimeError, ValueError, TypeError, KeyError, RunFileError):
         return 0
 
 
@@ -58,7 +63,8 @@ def _take(lock: Path) -> int:
         BlockingIOError: Another process holds it; the message says who.
     """
     while True:
-        descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        # Never through a symbolic link planted at the lock's path.
+        descriptor = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -79,31 +85,42 @@ def _take(lock: Path) -> int:
         os.close(descriptor)
 
 
-def _existing(path: Path) -> str:
-    """What an existing file at a run's path is, in a few words."""
+def _existing(path: Path) -> str | None:
+    """What an existing inspector run file at ``path`` is, in a few words; ``None`` when
+    it is not one (not a regular file, not HDF5, or HDF5 that is not a run)."""
     try:
-        with h5py.File(path, "r") as handle:
+        with open_untrusted(path) as handle:
             attrs = handle.attrs
-            if "model" not in attrs:
-                return "a file that is not an inspector run"
-            done = "a complete run" if attrs.get("complete") else "an incomplete run"
+            if attrs.get(ENCODING_TYPE) != TYPE["root"] or "model" not in attrs:
+                return None
+            done = "a complete run" if attrs.get("complete") is np.True_ else "an incomplete run"
             return (
                 f"{done} of {attrs.get('model')} ({attrs.get('weights_source')} weights, "
                 f"{attrs.get('images_done')} images, created {attrs.get('created')})"
             )
-    except (OSError, RuntimeError, ValueError, TypeError):
-        return "a file that is not a readable run"
+    except (OSError, RuntimeError, ValueError, TypeError, KeyError, RunFileError):
+        return None
 
 
 def refuse_existing(path: Path, *, overwrite: bool = False) -> None:
-    """Raise unless ``path`` is free or ``overwrite`` is set.
+    """Raise unless ``path`` is free, or holds an inspector run file and ``overwrite`` is
+    set. Anything else at ``path`` (user data in another HDF5 file, a text file named
+    ``*.h5``, a pipe) is never replaced.
 
     Raises:
-        RunFileError: A file is at ``path``: what it holds, and both ways out.
+        RunFileError: A file is at ``path``: what it holds, and the ways out.
     """
-    if path.exists() and not overwrite:
+    if not (path.exists() or path.is_symlink()):
+        return
+    held = _existing(path) if path.is_file() and not path.is_symlink() else None
+    if held is None:
         raise RunFileError(
-            f"{path} already holds {_existing(path)}; give --overwrite to replace it "
+            f"{path} already exists and is not an inspector run file; inspector never "
+            "replaces it, even with --overwrite: give another --out, or move it away"
+        )
+    if not overwrite:
+        raise RunFileError(
+            f"{path} already holds {held}; give --overwrite to replace it "
             "(API: overwrite=True), or another --out to keep both"
         )
 

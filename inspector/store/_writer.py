@@ -9,6 +9,7 @@ import errno
 import json
 import os
 import re
+import traceback
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,6 +21,8 @@ import numpy as np
 from .._errors import RunFileError
 from ._checksum import seal
 from ._encode import checksum_options, encode_name, tag, write_array, write_strings, write_tree
+from ._lock import images_kept
+from ._open import open_untrusted
 from ._schema import ACCUMULATOR_DIMS, ENCODING_TYPE, MAP_DIMS, SCHEMA_VERSION, TYPE
 
 __all__ = ["RunWriter", "os_reason", "partial_path", "scratch_path"]
@@ -178,8 +181,12 @@ def scratch_path(path: Path) -> Path:
 
 
 def _fsync(path: Path) -> None:
-    """Push a file (or a folder's entries) to the disk, so a rename survives a power cut."""
-    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) if path.is_dir() else os.O_RDONLY
+    """Push a file (or a folder's entries) to the disk, so a rename survives a power cut.
+    A file is opened without following a symbolic link."""
+    if path.is_dir():
+        flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+    else:
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
     descriptor = os.open(path, flags)
     try:
         os.fsync(descriptor)
@@ -257,8 +264,8 @@ class RunWriter:
 
     def _resume_root(self, fingerprint: str) -> dict[str, Any]:
         try:
-            handle = h5py.File(self.partial, "r")
-        except OSError as exc:
+            handle = open_untrusted(self.partial)
+        except (OSError, RunFileError) as exc:
             raise RunFileError(
                 f"cannot resume: {self.partial} is unreadable ({exc}); delete it and run again"
             ) from exc
@@ -294,11 +301,15 @@ class RunWriter:
             RunFileError: Writing failed; ``target`` is unchanged and no scratch is left.
         """
         try:
+            # A scratch file left by a stopped process, or anything planted there (a
+            # symbolic link to a victim file), is removed, never followed: the name is
+            # unlinked and the file created exclusively (O_CREAT | O_EXCL).
+            self.scratch.unlink(missing_ok=True)
             # No chunk cache: every chunk goes to the file when written, so a failed
             # write fails there, not later when a dataset is closed or collected (a
             # failed write at close leaves libhdf5 holding buffers it cannot write).
-            handle = h5py.File(self.scratch, "w", rdcc_nbytes=0)
-        except OSError as exc:
+            handle = h5py.File(self.scratch, "x", rdcc_nbytes=0)
+        except (OSError, FileExistsError) as exc:
             raise self._failure(exc) from exc
         try:
             fill(handle)
@@ -308,6 +319,10 @@ class RunWriter:
             _fsync(self.scratch)
             os.replace(self.scratch, target)
         except BaseException as exc:
+            # The groups and datasets that ``fill`` opened live on in the traceback's
+            # frames; closed later by the garbage collector, after the file, they print
+            # destructor tracebacks (or crash libhdf5). Drop them first, then the file.
+            traceback.clear_frames(exc.__traceback__)
             self._discard(handle)
             if _is_write_error(exc):
                 raise self._failure(exc) from exc
@@ -327,13 +342,20 @@ class RunWriter:
             self.scratch.unlink(missing_ok=True)
 
     def _failure(self, exc: BaseException) -> RunFileError:
-        """A one-line error for a failed write: what, why, and that --resume works."""
-        kept = (
-            f"the run so far ({self.images_done} images) is kept in {self.partial}; "
-            "free some space and run the same command with --resume to continue"
-            if self.partial.exists()
-            else "nothing was kept"
-        )
+        """A one-line error for a failed write: what, why, what the ``.partial`` file
+        really holds (counted in the file, not taken from memory: the images done since
+        the last checkpoint are not in it) and how to go on."""
+        held = images_kept(self.partial) if self.partial.is_file() else 0
+        if held:
+            kept = (
+                f"the run so far ({held} images) is kept in {self.partial}; free some "
+                "space and run the same command with --resume to continue"
+            )
+        else:
+            kept = (
+                "no image was kept (the run had not reached its first checkpoint); free "
+                "some space and run the same command again"
+            )
         return RunFileError(f"cannot write {self.scratch}: {os_reason(exc)}; {kept}")
 
     def _write_root(self, handle: h5py.File, **extra: Any) -> None:
