@@ -113,6 +113,46 @@ def _state_problem(layer: Layer) -> str | None:
     for key, array in (layer.groups or {}).items():
         if not _numeric(array):
             return f"groups/{key} of layer {layer.name!r} is not numbers"
+    return _image_groups_problem(layer)
+
+
+_PIECE_TAILS = {
+    "count": 0, "frob": 2, "trace": 1, "quad": 2, "sum_sq": 1, "sum_weighted": 2, "norms": 2,
+}  # fmt: skip
+_OPEN_TAILS = {"open_images": 0, "open_count": 0, "open_sum": 1, "open_shift": 1,
+               "open_cross": 2, "open_weighted": 2, "open_norms": 2}  # fmt: skip
+
+
+def _image_groups_problem(layer: Layer) -> str | None:
+    """The image groups of the CKA intervals fit their declared layout (indices in
+    range, one entry per group, the layout's column groups)."""
+    state = layer.image_groups
+    if state is None:
+        return None
+    where = f"image_groups of layer {layer.name!r}"
+    layout = state.get("layout")
+    if not _numeric(layout) or layout.shape != (4,) or (np.asarray(layout) < 1).any():
+        return f"{where}: layout is not four positive counts"
+    count, _, groups, size = (int(v) for v in layout)
+    for index_key, tails in (("closed", _PIECE_TAILS), ("open", _OPEN_TAILS)):
+        index = state.get(index_key)
+        if index is None:
+            continue
+        index = np.asarray(index)
+        if (
+            not _numeric(index)
+            or index.ndim != 1
+            or ((index < 0) | (index >= count)).any()
+            or len(set(index.tolist())) != index.size
+        ):
+            return f"{where}: {index_key} is not distinct group indices below {count}"
+        for key, tail in tails.items():
+            array = state.get(key)
+            if not _numeric(array) or array.ndim != 1 + tail or array.shape[0] != index.size:
+                return f"{where}: {key} does not hold one entry per {index_key} group"
+            width = groups * size if key in ("open_sum", "open_shift", "open_cross") else groups
+            if tail and array.shape[1] != width:
+                return f"{where}: {key} has shape {array.shape}, the layout {groups} x {size}"
     return None
 
 

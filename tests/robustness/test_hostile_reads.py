@@ -226,6 +226,22 @@ def _sealed(tmp_path: Path, edit: Callable[[h5py.File], None]) -> Path:
     return path
 
 
+def _image_groups(
+    layer: h5py.Group, layout: list[int], closed: list[int], pieces: int | None = None
+) -> None:
+    """An ``image_groups`` state (CKA pieces of closed image groups) with ``pieces``
+    entries per piece (default: one per closed group)."""
+    group = layer.create_group("image_groups")
+    group["layout"] = np.array(layout, np.int64)
+    group["closed"] = np.array(closed, np.int64)
+    n, g = len(closed) if pieces is None else pieces, layout[2]
+    group["count"] = np.full(n, 64, np.int64)
+    for key in ("frob", "quad", "sum_weighted", "norms"):
+        group[key] = np.zeros((n, g, g))
+    for key in ("trace", "sum_sq"):
+        group[key] = np.zeros((n, g))
+
+
 INCONSISTENT = {
     "summary-7-rows": (
         lambda f: _replace(f[f"{ATT}/summaries"], "distance", np.zeros((7, 2), np.float32)),
@@ -263,6 +279,14 @@ INCONSISTENT = {
     "channels-text": (
         lambda f: f[CH].attrs.__setitem__("channels", "many"),
         "layer 'patch_embed.proj' declares 'many' channels",
+    ),
+    "image-group-out-of-range": (
+        lambda f: _image_groups(f[ATT], layout=[4, 2, 2, 32], closed=[0, 7]),
+        "image_groups of layer 'blocks.0.attn': closed is not distinct group indices below 4",
+    ),
+    "image-group-pieces-short": (
+        lambda f: _image_groups(f[ATT], layout=[2, 2, 2, 32], closed=[0, 1], pieces=1),
+        "image_groups of layer 'blocks.0.attn': count does not hold one entry per closed group",
     ),
     "complete-string-false": (
         lambda f: f.attrs.__setitem__("complete", "false"),
