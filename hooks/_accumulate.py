@@ -10,7 +10,7 @@ reduced in their own dtype after centring (cheap, accurate) and merged in float6
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
@@ -380,9 +380,20 @@ class ImageGroups:
         images: Images in the whole image set (fixes every group's members).
         groups: Column groups (heads, or channel groups).
         size: Columns per group.
+        summary: Called as ``summary(covariance, rows)`` on a group's covariance when it
+            closes; its vector is kept with the group's pieces (``summary``), for
+            intervals of statistics that need the whole covariance (|r| summaries). A
+            group closed by a merge without it gets NaN.
     """
 
-    def __init__(self, image_groups: int, images: int, groups: int, size: int) -> None:
+    def __init__(
+        self,
+        image_groups: int,
+        images: int,
+        groups: int,
+        size: int,
+        summary: Callable[[np.ndarray, int], np.ndarray] | None = None,
+    ) -> None:
         if image_groups < 2 or images < 1:
             raise ValueError(
                 f"image groups need >= 2 groups and >= 1 image, got "
@@ -390,6 +401,7 @@ class ImageGroups:
             )
         self.count = min(image_groups, images)
         self.images, self.groups, self.size = images, groups, size
+        self.summary = summary
         self.open: dict[int, tuple[GroupSums, int]] = {}
         self.closed: dict[int, dict[str, np.ndarray]] = {}
 
@@ -430,9 +442,14 @@ class ImageGroups:
         if seen < self.members(group):
             return
         del self.open[group]
-        self.closed[group] = _blocks(
-            sums.count, sums.sum, sums.cross, sums.weighted, sums.norms, self.groups
-        )
+        pieces = _blocks(sums.count, sums.sum, sums.cross, sums.weighted, sums.norms, self.groups)
+        if self.summary is not None and sums.count > 1:
+            s = sums.sum
+            covariance = (sums.cross - torch.outer(s, s) / sums.count) / (sums.count - 1)
+            pieces["summary"] = np.asarray(
+                self.summary(covariance.numpy(), sums.count), dtype=np.float64
+            )
+        self.closed[group] = pieces
 
     def merge(self, other: ImageGroups) -> ImageGroups:
         if (other.count, other.images, other.groups, other.size) != (
@@ -464,6 +481,12 @@ class ImageGroups:
             out["closed"] = np.array(order, dtype=np.int64)
             for key in _BLOCK_KEYS:
                 out[key] = np.stack([np.asarray(self.closed[g][key]) for g in order])
+            summaries = [self.closed[g].get("summary") for g in order]
+            width = next((v.size for v in summaries if v is not None), None)
+            if width is not None:
+                out["summary"] = np.stack(
+                    [np.full(width, np.nan) if v is None else v for v in summaries]
+                )
         if self.open:
             order = sorted(self.open)
             out["open"] = np.array(order, dtype=np.int64)
@@ -474,12 +497,17 @@ class ImageGroups:
         return out
 
     @classmethod
-    def from_state(cls, state: Mapping[str, np.ndarray]) -> ImageGroups:
+    def from_state(
+        cls,
+        state: Mapping[str, np.ndarray],
+        summary: Callable[[np.ndarray, int], np.ndarray] | None = None,
+    ) -> ImageGroups:
         count, images, groups, size = (int(v) for v in np.asarray(state["layout"]))
-        out = cls(max(count, 2), images, groups, size)
+        out = cls(max(count, 2), images, groups, size, summary)
         out.count = count
+        keys = (*_BLOCK_KEYS, "summary") if "summary" in state else _BLOCK_KEYS
         for position, group in enumerate(np.asarray(state.get("closed", ()), dtype=np.int64)):
-            out.closed[int(group)] = {k: np.asarray(state[k])[position] for k in _BLOCK_KEYS}
+            out.closed[int(group)] = {k: np.asarray(state[k])[position] for k in keys}
         opened = np.asarray(state.get("open", ()), dtype=np.int64)
         for position, group in enumerate(opened):
             part = {k: np.asarray(state[f"open_{k}"])[position] for k in _PART_KEYS}

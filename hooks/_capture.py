@@ -52,6 +52,8 @@ class CaptureOptions:
             ``images``; ``None`` keeps none.
         images: Images in the whole image set (fixes the groups' members); ``None``
             (unknown) keeps no image groups.
+        group_summary: Called as ``fn(covariance, rows)`` on each closed image group of a
+            channel layer (kept as its ``summary``: intervals of |r| summaries).
         group_size: Channel group width for head-like CKA on channels; ``None`` skips.
         max_covariance: Channel layers wider than this keep variances only.
         summaries: Named per-image reductions of attention computed in the hook.
@@ -76,6 +78,7 @@ class CaptureOptions:
     seed: int = 0
     image_groups: int | None = 20
     images: int | None = None
+    group_summary: Callable[[np.ndarray, int], np.ndarray] | None = None
     group_size: int | None = None
     max_covariance: int = 4096
     summaries: Mapping[str, Summary] = field(default_factory=lambda: _EMPTY)
@@ -345,7 +348,7 @@ class Capture:
                 size = opts.group_size
                 if size is not None and width % size == 0 and width // size > 1:
                     record.groups = GroupSums(width // size, size)
-                    record.image_sums = self._image_sums(width // size, size)
+                    record.image_sums = self._image_sums(width // size, size, channels=True)
             _update(record.moments, record.groups, rows)
             self._update_images(record.image_sums, x, rows)
             record.images += self._batch
@@ -365,11 +368,12 @@ class Capture:
         key = f"{self.options.seed}:{name}:{self.images}".encode()
         return torch.Generator().manual_seed(zlib.crc32(key))
 
-    def _image_sums(self, groups: int, size: int) -> ImageGroups | None:
+    def _image_sums(self, groups: int, size: int, channels: bool = False) -> ImageGroups | None:
         count, images = self.options.image_groups, self.options.images
         if count is None or images is None:
             return None
-        return ImageGroups(count, images, groups, size)
+        summary = self.options.group_summary if channels else None
+        return ImageGroups(count, images, groups, size, summary)
 
     def _update_images(self, sums: ImageGroups | None, x: torch.Tensor, rows: torch.Tensor) -> None:
         """Route each image's rows to its image group (only image-major layouts of
@@ -508,7 +512,9 @@ class Capture:
                 if layer.groups is not None:
                     channel.groups = GroupSums.from_state(layer.groups)
                 if layer.image_groups is not None:
-                    channel.image_sums = ImageGroups.from_state(layer.image_groups)
+                    channel.image_sums = ImageGroups.from_state(
+                        layer.image_groups, self.options.group_summary
+                    )
 
     def _remove(self) -> None:
         try:

@@ -31,6 +31,7 @@ from ._redundancy import ChannelRedundancyResult as ChannelRedundancyResult
 from ._redundancy import HeadRedundancyLayer as HeadRedundancyLayer
 from ._redundancy import HeadRedundancyResult as HeadRedundancyResult
 from ._redundancy import RedundancyStats as RedundancyStats
+from ._redundancy import correlation_summary as correlation_summary
 from ._registry import REGISTRY as REGISTRY
 from ._registry import AblationInput as AblationInput
 from ._registry import AnalysisInputs as AnalysisInputs
@@ -71,6 +72,7 @@ __all__ = [
     "ResultSchemaError",
     "bootstrap",
     "bootstrap_mean",
+    "correlation_summary",
     "results_schema_markdown",
     "uniform_erf_distance",
     "wilson_interval",

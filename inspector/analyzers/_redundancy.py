@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ._distance import pairwise_js_divergence
-from ._group_intervals import GROUP_METHOD, interval_of
+from ._group_intervals import GROUP_METHOD, batch_means_interval, interval_of
 from ._record import AnalysisResult, Record, array, record, value
 from ._registry import REGISTRY, AnalysisInputs
 from ._results import nonfinite_note
@@ -35,6 +35,7 @@ __all__ = [
     "HeadRedundancyLayer",
     "HeadRedundancyResult",
     "RedundancyStats",
+    "correlation_summary",
 ]
 
 
@@ -83,6 +84,12 @@ def _with_interval(stats: dict[str, Any], low: np.ndarray, high: np.ndarray) -> 
         "mean_similarity_low": float(np.clip(low[1], -1.0, 1.0)),
         "mean_similarity_high": float(np.clip(high[1], -1.0, 1.0)),
     }
+
+
+def correlation_summary(covariance: np.ndarray, rows: int) -> np.ndarray:
+    """``[redundancy, mean |r|]`` of single channels from one image group's covariance
+    (the capture keeps it per closed image group: the |r| summaries' intervals)."""
+    return _vector(correlation_from_covariance(covariance), absolute=True, rows=rows)
 
 
 def _stats(similarity: np.ndarray, *, absolute: bool = False, rows: int = 0) -> dict[str, Any]:
@@ -261,7 +268,8 @@ class ChannelRedundancy:
             "grouped": "debiased linear CKA on groups of head_dim channels",
             "participation_ratio": "first-order small-sample correction (raw kept)",
             "interval": f"95 % {GROUP_METHOD} (t with groups - 1 degrees of freedom), "
-            "on the channel-group CKA; none on |r| (secondary)",
+            "on the channel-group CKA and on the |r| summaries (each group's own "
+            "correlation matrix)",
             "sample_limited": f"rows < {SAMPLE_LIMIT} x channels",
         }
 
@@ -287,6 +295,11 @@ class ChannelRedundancy:
             if layer.groups is not None:
                 grouped_cka = _grouped_cka(layer.groups)
                 grouped_stats = _stats(grouped_cka) | sample
+            summaries = (layer.image_groups or {}).get("summary")
+            if summaries is not None:
+                point = np.array([stats["redundancy"], stats["mean_similarity"]])
+                low, high, count = batch_means_interval(point, list(np.asarray(summaries)))
+                stats = _with_interval(stats, low, high) | {"image_groups": count}
             if layer.image_groups is not None and grouped_stats is not None:
                 point = np.array([grouped_stats["redundancy"], grouped_stats["mean_similarity"]])
                 low, high, count = interval_of(point, layer.image_groups, _vector)

@@ -28,7 +28,7 @@ from .._images import ImageSet
 from .._options import AnalyzeOptions
 from .._summaries import attention_summaries
 from .._version import __version__
-from ..analyzers import REGISTRY
+from ..analyzers import REGISTRY, correlation_summary
 
 __all__ = ["DEFAULT_OUT", "PASSES_OF", "Plan", "capture_options", "make_plan", "output_path"]
 
@@ -127,6 +127,7 @@ def capture_options(
         positions=opts.positions,
         seed=opts.seed,
         images=images,
+        group_summary=correlation_summary,
         group_size=group,
         summaries=attention_summaries(),
         geometry=opts.geometry,

@@ -85,6 +85,7 @@ ACCUMULATOR_DIMS = {
     ("image_groups", "sum_sq", 2): ("image_group", "group"),
     ("image_groups", "sum_weighted", 3): ("image_group", "group", "group"),
     ("image_groups", "norms", 3): ("image_group", "group", "group"),
+    ("image_groups", "summary", 2): ("image_group", "statistic"),
     ("image_groups", "open", 1): ("open_group",),
     ("image_groups", "open_images", 1): ("open_group",),
     ("image_groups", "open_count", 1): ("open_group",),

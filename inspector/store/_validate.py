@@ -134,6 +134,14 @@ def _image_groups_problem(layer: Layer) -> str | None:
     if not _numeric(layout) or layout.shape != (4,) or (np.asarray(layout) < 1).any():
         return f"{where}: layout is not four positive counts"
     count, _, groups, size = (int(v) for v in layout)
+    summary, closed = state.get("summary"), state.get("closed")
+    if summary is not None and (
+        not _numeric(summary)
+        or summary.ndim != 2
+        or closed is None
+        or summary.shape[0] != np.asarray(closed).size
+    ):
+        return f"{where}: summary does not hold one row per closed group"
     for index_key, tails in (("closed", _PIECE_TAILS), ("open", _OPEN_TAILS)):
         index = state.get(index_key)
         if index is None:

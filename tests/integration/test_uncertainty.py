@@ -295,3 +295,51 @@ def test_verdict_overlapping_intervals_are_not_resolved() -> None:
     answer = verdict(_planted((0.31, 0.20, 0.40), (0.45, 0.35, 0.55)), 9)
     assert "the intervals overlap: not resolved at 9 images" in answer.blocks[0]
     assert "not resolved at 9 images in 1" in answer.overall
+
+
+def test_each_closed_group_keeps_the_summary_of_its_own_covariance() -> None:
+    rng = np.random.default_rng(3)
+    rows = torch.from_numpy(rng.normal(size=(6 * 10, 8)) @ rng.normal(size=(8, 8)) + 3)
+    seen: list[tuple[np.ndarray, int]] = []
+
+    def summary(covariance: np.ndarray, count: int) -> np.ndarray:
+        seen.append((covariance.copy(), count))
+        return np.array([covariance.trace(), float(count)])
+
+    groups = ImageGroups(3, 6, 2, 4, summary)
+    groups.update(rows[:30], 3, first=0)  # group 1 left open across the two batches
+    groups = ImageGroups.from_state(groups.state(), summary)
+    groups.update(rows[30:], 3, first=3)
+    state = groups.state()
+    assert state["closed"].tolist() == [0, 1, 2]
+    for index, (covariance, count) in enumerate(seen):
+        own = rows[index * 20 : (index + 1) * 20].numpy()
+        np.testing.assert_allclose(covariance, np.cov(own.T), rtol=1e-9)
+        assert count == 20
+        np.testing.assert_allclose(state["summary"][index], [np.cov(own.T).trace(), 20])
+    # merged elsewhere without the callback: that group's summary is NaN, not made up
+    first, second = ImageGroups(3, 6, 2, 4, summary), ImageGroups(3, 6, 2, 4, summary)
+    first.update(rows[:30], 3, first=0)
+    second.update(rows[30:], 3, first=3)
+    merged = ImageGroups.from_state(first.state()).merge(ImageGroups.from_state(second.state()))
+    assert np.isnan(merged.state()["summary"][1]).all()
+    assert np.isfinite(merged.state()["summary"][[0, 2]]).all()
+
+
+def test_channel_correlation_summaries_carry_an_interval(tmp_path) -> None:
+    from inspector import analyze
+
+    run = analyze(
+        "resnet18", out=tmp_path / "r.h5", weights="random", limit=6, batch_size=4,
+        analyses=("channel_redundancy",), report=False, progress=False,
+    )  # fmt: skip
+    layers = run.result("channel_redundancy").layers
+    checked = 0
+    for layer in layers.values():
+        if layer.redundancy_low is None:
+            continue
+        assert layer.image_groups == 6  # one group per image
+        assert layer.redundancy_low <= layer.redundancy <= layer.redundancy_high
+        assert layer.mean_similarity_low <= layer.mean_similarity <= layer.mean_similarity_high
+        checked += 1
+    assert checked >= len(layers) // 2
