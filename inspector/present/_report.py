@@ -60,8 +60,8 @@ _NOTES = (
     "the first-order small-sample correction). Rows are token positions drawn at random, "
     "stratified over the grid, per image (--positions); a layer with fewer rows than 5 × "
     "its width is flagged. The CKA redundancy's 95 % interval is a batch-means interval "
-    "over up to 20 contiguous image groups (t with groups − 1 degrees of freedom); |r| "
-    "carries none.",
+    "over up to 20 contiguous image groups (t with groups − 1 degrees of freedom); the |r| "
+    "summaries' the same way, from each group's own correlation matrix.",
     "Importance and pruning (§5): |∂L/∂ξ| of a gate on each unit, L the cross-entropy of "
     "the model's own top-1 (the label where given), estimated on the first images; units "
     "are removed in increasing importance (the order is stated with the curve) and the "
@@ -332,6 +332,8 @@ def _table(run: Run, results: RunResults) -> reports.Table:
         "CKA redundancy 95 % low",
         "CKA redundancy 95 % high",
         "|r| redundancy (secondary)",
+        "|r| redundancy 95 % low",
+        "|r| redundancy 95 % high",
         "rows",
         "sample-limited",
         "MAD px",
@@ -355,6 +357,8 @@ def _table(run: Run, results: RunResults) -> reports.Table:
             _float(r.redundancy_low),
             _float(r.redundancy_high),
             _float(r.correlation_redundancy),
+            _float(r.correlation_low),
+            _float(r.correlation_high),
             r.rows,
             "yes" if r.sample_limited else "no",
             _float(r.distance),
@@ -378,7 +382,8 @@ def _table(run: Run, results: RunResults) -> reports.Table:
         "one row per captured or ERF layer; CKA redundancy: debiased CKA between heads, or "
         "between channel groups of head width (like for like), with its 95 % batch-means "
         "interval over contiguous image groups; |r| redundancy: single channels, secondary "
-        "(depends on the channel count, no interval); rows: sampled positions x images; "
+        "(depends on the channel count), its interval the same way; rows: sampled "
+        "positions x images; "
         "MAD_centre (mean over heads) and ERF mean distance with 95 % bootstrap intervals "
         "over images; TRF: theoretical receptive field side ('all': unbounded)",
     )

@@ -141,6 +141,8 @@ class LayerRow:
         redundancy_high: Its high end.
         correlation_redundancy: Channels only: from |Pearson r| between single channels
             (secondary, depends on the channel count).
+        correlation_low: Its 95 % interval, low end (NaN without one).
+        correlation_high: Its high end.
         rows: Rows the layer's statistics were estimated from (0 when unknown).
         sample_limited: Rows < 5 × the layer's width.
     """
@@ -164,6 +166,8 @@ class LayerRow:
     redundancy_low: float = math.nan
     redundancy_high: float = math.nan
     correlation_redundancy: float = math.nan
+    correlation_low: float = math.nan
+    correlation_high: float = math.nan
     rows: int = 0
     sample_limited: bool = False
 
@@ -250,6 +254,8 @@ def layer_rows(run: Run, results: RunResults | None = None) -> list[LayerRow]:
                 redundancy_low=_get(redundancy, "redundancy_low"),
                 redundancy_high=_get(redundancy, "redundancy_high"),
                 correlation_redundancy=channel.redundancy if channel is not None else nan,
+                correlation_low=_get(channel, "redundancy_low"),
+                correlation_high=_get(channel, "redundancy_high"),
                 rows=int(getattr(source, "rows", None) or 0),
                 sample_limited=bool(getattr(source, "sample_limited", None) or False),
             )
