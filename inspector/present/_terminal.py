@@ -53,7 +53,7 @@ def print_summary(run: Run) -> None:
     results = RunResults.of(run)
     images = len(run.sample_ids)
     header = (
-        f"{'layer':<26} {'kind':<9} {'units':>5} {'CKA redund [95%]':>18} {'|r| red':>7} "
+        f"{'layer':<26} {'kind':<9} {'units':>5} {'CKA redund [95%]':>18} {'|r| red [95%]':>18} "
         f"{'rows':>6} {'MAD px (min-max)':>17} {'MADc px [95%]':>14} {'ERF px [95%]':>14} "
         f"{'TRF':>4}"
     )
@@ -77,9 +77,12 @@ def print_summary(run: Run) -> None:
         rows = f"{row.rows}{'!' if row.sample_limited else ''}" if row.rows else "-"
         flagged += row.sample_limited
         cka = interval_text(row.redundancy, row.redundancy_low, row.redundancy_high)
+        correlation = interval_text(
+            row.correlation_redundancy, row.correlation_low, row.correlation_high
+        )
         print(
             f"{layer[:26]:<26} {kind:<9} {row.units:>5} {cka:>18} "
-            f"{_num(row.correlation_redundancy, 2):>7} {rows:>6} {spread:>17} "
+            f"{correlation:>18} {rows:>6} {spread:>17} "
             f"{_interval(row.centre, row.centre_low, row.centre_high):>14} "
             f"{_interval(row.erf_distance, row.erf_low, row.erf_high):>14} "
             f"{_field(row.theoretical_rf):>4}"
