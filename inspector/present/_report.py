@@ -296,6 +296,11 @@ def _table(run: Run, results: RunResults) -> reports.Table:
         "ERF high",
         "TRF px",
         "r50 px",
+        "r50 low",
+        "r50 high",
+        "r90 px",
+        "r90 low",
+        "r90 high",
         "redundancy",
     )
     cells = tuple(
@@ -314,6 +319,11 @@ def _table(run: Run, results: RunResults) -> reports.Table:
             _float(r.erf_high),
             "all" if math.isinf(r.theoretical_rf) else _float(r.theoretical_rf),
             _float(r.erf_radius_50),
+            _float(r.r50_low),
+            _float(r.r50_high),
+            _float(r.erf_radius_90),
+            _float(r.r90_low),
+            _float(r.r90_high),
             _float(r.redundancy),
         )
         for r in rows
@@ -322,9 +332,10 @@ def _table(run: Run, results: RunResults) -> reports.Table:
         "per-layer numbers",
         columns,
         cells,
-        "one row per captured or ERF layer; MAD_centre (mean over heads) and ERF mean "
-        "distance with 95 % bootstrap intervals over images; TRF: theoretical receptive "
-        "field side ('all': unbounded)",
+        "one row per captured or ERF layer; MAD_centre (mean over heads), ERF mean "
+        "distance and the ERF radii holding 50 % / 90 % of its mass (r50, r90) with 95 % "
+        "bootstrap intervals over images; TRF: theoretical receptive field side ('all': "
+        "unbounded)",
     )
 
 

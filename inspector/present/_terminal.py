@@ -96,8 +96,11 @@ def print_summary(run: Run) -> None:
         print(line)
         check = checks.get(kind)
         if check is not None and not math.isnan(check.spearman_vs_ablation):
+            rho = f"{check.spearman_vs_ablation:.2f}"
+            if check.spearman_low is not None and check.spearman_high is not None:
+                rho += f" [95 %: {check.spearman_low:.2f}, {check.spearman_high:.2f}]"
             print(
-                f"  gate gradient vs true ablation: Spearman {check.spearman_vs_ablation:.2f} "
+                f"  gate gradient vs true ablation: Spearman {rho} "
                 f"over {check.ablation_units} units"
                 + (f" on {check.ablation_images} images" if check.ablation_images else "")
             )
