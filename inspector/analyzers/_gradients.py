@@ -170,6 +170,12 @@ class PruningKind(Record):
         "images the importance order was estimated on (disjoint from the held-out ones)",
         optional=True,
     )
+    accuracy_low: np.ndarray | None = array(
+        "step",
+        doc="95 % Wilson interval of accuracy over the labelled held-out images: low",
+        optional=True,
+    )
+    accuracy_high: np.ndarray | None = array("step", doc="the same: high", optional=True)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -403,7 +409,8 @@ class PruningCurve:
         return {
             "threshold": self.threshold,
             "order": f"increasing {self.order} importance",
-            "interval": f"Wilson score, {self.level:.0%}, over held-out images",
+            "interval": f"Wilson score, {self.level:.0%}, over held-out images (agreement; "
+            "accuracy over the labelled ones)",
             "split": "importance on the first images, the curve on the held-out rest",
         }
 
@@ -418,6 +425,12 @@ class PruningCurve:
             if curve.images:
                 low, high = wilson_interval(np.round(agreement * curve.images), curve.images)
                 prunable = prunable_with_interval(fractions, low, self.threshold)
+            accuracy = None if curve.accuracy is None else np.asarray(curve.accuracy)
+            acc_low = acc_high = None
+            if accuracy is not None and curve.labelled:
+                acc_low, acc_high = wilson_interval(
+                    np.round(accuracy * curve.labelled), curve.labelled
+                )
             summary[kind] = PruningKind(
                 fractions=fractions,
                 agreement=agreement,
@@ -427,9 +440,11 @@ class PruningCurve:
                 agreement_low=low,
                 agreement_high=high,
                 point_prunable_fraction=point,
-                accuracy=None if curve.accuracy is None else np.asarray(curve.accuracy),
+                accuracy=accuracy,
                 images=int(curve.images) or None,
                 labelled=int(curve.labelled) if curve.accuracy is not None else None,
                 importance_images=int(curve.importance_images) or None,
+                accuracy_low=acc_low,
+                accuracy_high=acc_high,
             )
         return PruningCurveResult(version=self.version, params=self.params(), summary=summary)

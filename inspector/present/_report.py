@@ -224,6 +224,9 @@ def _sections(run: Run, results: RunResults) -> dict[str, Any]:
                 images=int(v.images or 0),
                 importance_images=int(v.importance_images or 0),
                 accuracy=v.accuracy,
+                accuracy_low=v.accuracy_low,
+                accuracy_high=v.accuracy_high,
+                labelled=int(v.labelled or 0),
             )
             for kind, v in pruning.items()
         ),
