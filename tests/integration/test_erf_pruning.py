@@ -536,3 +536,17 @@ def test_radius_and_spearman_intervals_are_stored_and_printed(
     text = capsys.readouterr().out
     assert f"Spearman {check.spearman_vs_ablation:.2f} [95 %: {check.spearman_low:.2f}," in text
     assert "top-1 accuracy on 10 labelled held-out images: 0.50 [0.24-0.76] at 0% removed" in text
+
+
+def test_radial_profiles_past_32_images_are_summed_into_32_image_groups() -> None:
+    from inspector.pipeline._analyses import PROFILE_GROUPS, _grouped
+
+    rows = np.arange(45 * 3, dtype=np.float64).reshape(45, 3)
+    groups = _grouped(None, rows[:20], 0)
+    assert groups.shape == (20, 3)  # under 32 images: one row per image
+    np.testing.assert_array_equal(groups, rows[:20])
+    groups = _grouped(groups, rows[20:], 20)
+    assert PROFILE_GROUPS == 32 and groups.shape == (32, 3)
+    expected = rows[:32].copy()
+    expected[:13] += rows[32:]  # image i into group i mod 32
+    np.testing.assert_array_equal(groups, expected)
