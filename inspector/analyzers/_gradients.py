@@ -242,6 +242,8 @@ class ReceptiveField:
                 "seed": self.interval.seed,
                 "method": self.interval.method,
                 "of": ["mean_distance", "radius_50", "radius_90"],
+                "radii": "from radial mass profiles per image, past 32 images per image "
+                "group (image i in group i mod 32), the groups resampled",
             },
         }
 
