@@ -14,7 +14,7 @@ import logging
 import os
 import random
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ __all__ = [
     "ImageSet",
     "builtin_images_dir",
     "decode_image",
+    "model_class_names",
     "model_transform",
     "open_images",
 ]
@@ -91,11 +92,14 @@ class ImageSet:
         ids: One id per image: the path relative to the folder (posix, for the builtin
             set the file name), ``dataset[i]`` for a Dataset, ``loader[i]`` for a
             DataLoader that does not read its dataset in order.
-        labels: One class index per image, -1 where unknown. Path sources have none;
-            a Dataset's labels are filled in as :meth:`batches` reads its items.
+        labels: One class index per image, -1 where unknown. A folder of class
+            sub-folders has them from the folder names (see :func:`open_images`), other
+            path sources none; a Dataset's are filled in as :meth:`batches` reads them.
         source: What the images came from (``builtin``, a path, a dataset type).
         skipped: ``(path, reason)`` for every file left out, at listing time or when a
             file that passed the header check failed to decode.
+        labelling: How the labels were found, or why a folder of class sub-folders gave
+            none (empty when there is nothing to say).
     """
 
     def __init__(
@@ -111,6 +115,7 @@ class ImageSet:
         self.source = source
         self.skipped: list[tuple[str, str]] = []
         self.files: list[Path] | None = None  # the image files, for path sources
+        self.labelling = ""
         self._reader = reader
         self._paths = paths if paths is not None else ids
 
@@ -187,7 +192,8 @@ class ImageSet:
             if isinstance(image, str):
                 self._skip(self._paths[position], image)
                 continue
-            self.labels[position] = label
+            if label >= 0:  # a Dataset's label; a folder's come from its class sub-folders
+                self.labels[position] = label
             images.append(image)
             positions.append(position)
             if len(images) == batch_size:
@@ -216,6 +222,8 @@ def open_images(
     *,
     seed: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    num_classes: int | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> ImageSet:
     """Open an image source without decoding any image yet.
 
@@ -232,6 +240,13 @@ def open_images(
         seed: With ``limit``, pick a seeded random subset instead of the first images
             (folders and Datasets; kept in source order). None picks the first.
         max_pixels: Files with more pixels are skipped as possible decompression bombs.
+        num_classes: The model's classes (a timm model's ``num_classes``). A folder whose
+            images all sit in sub-folders (``CLASS/image.jpg``, ImageFolder's layout) is
+            labelled when every sub-folder's name is a class index below ``num_classes``
+            (``0``, ``17``) or one of ``class_names``; otherwise (and with ``None``) it
+            has no labels and :attr:`ImageSet.labelling` says why.
+        class_names: The model's label name of each class index (timm's ImageNet
+            synsets ``n01440764``, ..., see :func:`model_class_names`), or ``None``.
 
     Returns:
         The image set; nothing is decoded until :meth:`ImageSet.batches`.
@@ -262,7 +277,59 @@ def open_images(
             f"Image source {str(path)!r} does not exist; expected 'builtin', a folder or an "
             "image file. Check the path."
         )
-    return _open_files(path, transform, limit, seed, max_pixels, str(path))
+    images = _open_files(path, transform, limit, seed, max_pixels, str(path))
+    if path.is_dir():
+        _label_class_folders(images, num_classes, class_names)
+    return images
+
+
+def model_class_names(model: nn.Module) -> list[str] | None:
+    """The label name of each of a timm model's classes, where timm knows them: the
+    ImageNet synsets (``n01440764``, ...) of an ImageNet-1k/-22k classifier; else None."""
+    classes = getattr(model, "num_classes", None)
+    try:
+        subset = timm.data.infer_imagenet_subset(model)
+        info = timm.data.ImageNetInfo(subset) if subset else None
+    except Exception:  # not a timm model, or timm without the class files
+        return None
+    if info is None or info.num_classes() != classes:
+        return None
+    return list(info.label_names())
+
+
+def _label_class_folders(
+    images: ImageSet, num_classes: int | None, class_names: Sequence[str] | None
+) -> None:
+    """Labels from the class sub-folders of a folder source (see :func:`open_images`)."""
+    folders = [Path(i).parts[0] if len(Path(i).parts) == 2 else None for i in images.ids]
+    if not folders or None in folders:
+        return  # images directly in the folder or deeper down: not ImageFolder's layout
+    names = sorted(set(folders), key=str)
+    if num_classes is None:
+        images.labelling = (
+            "no labels (no accuracy) from the class sub-folders: the model states no "
+            "num_classes to check their names against; pass a Dataset yielding (image, label)"
+        )
+        return
+    index = {name: i for i, name in enumerate(class_names or ())}
+    if all(n.isdecimal() and int(n) < num_classes for n in names):
+        mapping = {n: int(n) for n in names}
+        how = "named by class index"
+    elif index and all(n in index for n in names):
+        mapping = {n: index[n] for n in names}
+        how = "named by the model's label names"
+    else:
+        shown = ", ".join(repr(n) for n in names[:4]) + (" ..." if len(names) > 4 else "")
+        images.labelling = (
+            f"no labels (no accuracy): the class sub-folders {shown} are neither class "
+            f"indices below {num_classes} nor all the model's label names"
+            + (f" (e.g. {class_names[0]})" if class_names else "")
+            + "; accuracy needs folders named by class index (0, 1, ...) or a Dataset "
+            "yielding (image, label)"
+        )
+        return
+    images.labels[:] = [mapping[f] for f in folders if f is not None]
+    images.labelling = f"labels from {len(names)} class sub-folders {how}"
 
 
 # ------------------------------------------------------------------------ files

@@ -280,6 +280,24 @@ def pruning_figure(curves: Sequence[PruningCurve]) -> RenderedFigure | None:
         agree_ax.plot(curve.fraction, curve.agreement, label=KIND_LABELS[curve.kind], **style)
         if curve.low is not None and curve.high is not None:
             agree_ax.fill_between(curve.fraction, curve.low, curve.high, color=colour, alpha=0.15)
+        if curve.accuracy is not None:
+            agree_ax.plot(
+                curve.fraction,
+                curve.accuracy,
+                color=colour,
+                ls="--",
+                lw=1.2,
+                label=f"{KIND_LABELS[curve.kind]}: top-1 accuracy",
+            )
+            if curve.accuracy_low is not None and curve.accuracy_high is not None:
+                agree_ax.fill_between(
+                    curve.fraction,
+                    curve.accuracy_low,
+                    curve.accuracy_high,
+                    color=colour,
+                    alpha=0.08,
+                    hatch="//",
+                )
         kl_ax.plot(curve.fraction, curve.kl, label=KIND_LABELS[curve.kind], **style)
         if curve.max_removable is not None:
             for ax in (agree_ax, kl_ax):
@@ -299,7 +317,10 @@ def pruning_figure(curves: Sequence[PruningCurve]) -> RenderedFigure | None:
         ax.set_xlim(-0.02, 1.02)
         ax.set_xlabel("fraction of units removed")
     agree_ax.set_ylim(-0.02, 1.02)
-    agree_ax.set_ylabel("top-1 agreement with full model")
+    agree_ax.set_ylabel(
+        "top-1 agreement with full model"
+        + (" (dashed: accuracy)" if any(c.accuracy is not None for c in curves) else "")
+    )
     kl_ax.set_ylim(bottom=0)
     kl_ax.set_ylabel("mean KL(full ‖ pruned) (nats)")
     handles, labels = agree_ax.get_legend_handles_labels()

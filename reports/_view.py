@@ -364,6 +364,9 @@ class PruningCurve:
         images: Held-out images of the curve (0: not stated).
         importance_images: Images the order was estimated on (0: not stated).
         accuracy: ``[step]`` top-1 accuracy on labelled held-out images, or ``None``.
+        accuracy_low: ``[step]`` its 95 % interval, low end, or ``None``.
+        accuracy_high: ``[step]`` its high end, or ``None``.
+        labelled: Labelled held-out images the accuracy is measured on (0: not stated).
     """
 
     kind: UnitKind
@@ -377,6 +380,9 @@ class PruningCurve:
     images: int = 0
     importance_images: int = 0
     accuracy: np.ndarray | None = None
+    accuracy_low: np.ndarray | None = None
+    accuracy_high: np.ndarray | None = None
+    labelled: int = 0
 
     def __post_init__(self) -> None:
         check_kind(self)

@@ -11,12 +11,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ._intervals import IntervalSpec, bootstrap_indices
+
 __all__ = [
     "REPLKNET_THRESHOLDS",
     "degenerate_erf",
     "erf_axis_std",
     "erf_mean_distance",
     "erf_radius",
+    "radius_intervals",
     "replknet_area_ratios",
     "uniform_erf_distance",
 ]
@@ -107,6 +110,47 @@ def erf_radius(erf: np.ndarray, centre: Sequence[float], fraction: float) -> flo
     # Compare with the cumulative total, not a separate sum, so fraction = 1 always lands.
     index = int(np.searchsorted(cumulative, fraction * cumulative[-1], side="left"))
     return float(radii[order[min(index, radii.size - 1)]])
+
+
+def radius_intervals(
+    profile: np.ndarray,
+    radii: np.ndarray,
+    fractions: tuple[float, ...] = (0.5, 0.9),
+    spec: IntervalSpec | None = None,
+) -> list[tuple[float, float]]:
+    """Bootstrap over images (or disjoint image groups) of the radii of the mean map
+    (:func:`erf_radius`).
+
+    Args:
+        profile: ``[sample, radius]`` each image's (or image group's) mass at each
+            distance of ``radii``: ``Σ`` of the map over the pixels at that distance.
+        radii: ``[radius]`` the distinct distances from the centre, ascending.
+        fractions: The shares of the mass whose radii are wanted.
+        spec: Level, resamples and seed (default :class:`IntervalSpec`).
+
+    Returns:
+        ``(low, high)`` per fraction. A resample's radius is the first distance at which
+        the cumulative mass of its summed profile reaches the fraction of its total, as
+        :func:`erf_radius` reads the mean map.
+    """
+    spec = spec or IntervalSpec()
+    profile = np.asarray(profile, dtype=np.float64)
+    radii = np.asarray(radii, dtype=np.float64)
+    n = profile.shape[0]
+    index = bootstrap_indices(n, spec.resamples, spec.seed)
+    counts = np.zeros((spec.resamples, n))
+    np.add.at(counts, (np.arange(spec.resamples)[:, None], index), 1.0)
+    draws = np.empty((spec.resamples, len(fractions)))
+    chunk = max(1, (1 << 22) // max(radii.size, 1))  # about 32 MiB of cumulative profiles
+    for start in range(0, spec.resamples, chunk):
+        cumulative = np.cumsum(counts[start : start + chunk] @ profile, axis=1)
+        for j, fraction in enumerate(fractions):
+            target = fraction * cumulative[:, -1:]
+            first = np.minimum((cumulative < target).sum(1), radii.size - 1)
+            draws[start : start + chunk, j] = radii[first]
+    tail = (1 - spec.level) / 2 * 100
+    low, high = np.percentile(draws, [tail, 100 - tail], axis=0)
+    return [(float(a), float(b)) for a, b in zip(low, high, strict=True)]
 
 
 def replknet_area_ratios(

@@ -13,6 +13,7 @@ from ._erf import (
     degenerate_erf,
     erf_mean_distance,
     erf_radius,
+    radius_intervals,
     replknet_area_ratios,
 )
 from ._importance import (
@@ -20,6 +21,7 @@ from ._importance import (
     normalise_importance,
     prunable_with_interval,
     spearman,
+    spearman_interval,
     wilson_interval,
 )
 from ._intervals import IntervalSpec, bootstrap
@@ -71,6 +73,14 @@ class ErfLayer(Record):
         "threshold", dtype="bool", doc="the area ratio's square is the largest the RepLKNet "
         "search tests (or none is enough): the ratio is a floor", optional=True
     )  # fmt: skip
+    radius_50_low: float | None = value(
+        "95 % percentile-bootstrap interval of radius_50 over images: low", optional=True
+    )
+    radius_50_high: float | None = value("the same: high", optional=True)
+    radius_90_low: float | None = value(
+        "95 % percentile-bootstrap interval of radius_90 over images: low", optional=True
+    )
+    radius_90_high: float | None = value("the same: high", optional=True)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -114,6 +124,12 @@ class AblationCheck(Record):
     ablation_images: int | None = value("images each ablation ran on", optional=True)
     ablation_gradient: np.ndarray = array("unit", doc="mean |dL/dgate| of each ablated unit")
     ablation_delta: np.ndarray = array("unit", doc="mean |change of L| when it is removed")
+    spearman_low: float | None = value(
+        "95 % percentile-bootstrap interval of spearman_vs_ablation over the ablation "
+        "images (units fixed): low",
+        optional=True,
+    )
+    spearman_high: float | None = value("the same: high", optional=True)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -154,6 +170,12 @@ class PruningKind(Record):
         "images the importance order was estimated on (disjoint from the held-out ones)",
         optional=True,
     )
+    accuracy_low: np.ndarray | None = array(
+        "step",
+        doc="95 % Wilson interval of accuracy over the labelled held-out images: low",
+        optional=True,
+    )
+    accuracy_high: np.ndarray | None = array("step", doc="the same: high", optional=True)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -219,7 +241,9 @@ class ReceptiveField:
                 "resamples": self.interval.resamples,
                 "seed": self.interval.seed,
                 "method": self.interval.method,
-                "of": "mean_distance",
+                "of": ["mean_distance", "radius_50", "radius_90"],
+                "radii": "from radial mass profiles per image, past 32 images per image "
+                "group (image i in group i mod 32), the groups resampled",
             },
         }
 
@@ -249,6 +273,10 @@ class ReceptiveField:
                 weighted, mass = np.asarray(erf.weighted), np.asarray(erf.mass)
                 images = int(weighted.size)
                 low, high = _distance_interval(weighted, mass, self.interval)
+            r50: tuple[float | None, float | None] = (None, None)
+            r90: tuple[float | None, float | None] = (None, None)
+            if erf.profile is not None and erf.radii is not None:
+                r50, r90 = radius_intervals(erf.profile, erf.radii, (0.5, 0.9), self.interval)
             layers[name] = ErfLayer(
                 mean_distance=erf_mean_distance(erf_map, centre),
                 radius_50=erf_radius(erf_map, centre, 0.5),
@@ -263,6 +291,10 @@ class ReceptiveField:
                 images=images,
                 theoretical_rf=float(erf.theoretical_rf),
                 area_ratio_saturated=np.array([r is None or r[2] for r in ratios.values()]),
+                radius_50_low=r50[0],
+                radius_50_high=r50[1],
+                radius_90_low=r90[0],
+                radius_90_high=r90[1],
             )
         series = [v for v in layers.values() if v.branch in ("block", "conv")]
         summary: dict[str, ErfSummary] = {}
@@ -294,8 +326,21 @@ class Importance:
     needs: ClassVar[frozenset[str]] = frozenset({"gates"})
     result: ClassVar[type[ImportanceResult]] = ImportanceResult
 
+    def __init__(self, interval: IntervalSpec | None = None) -> None:
+        self.interval = interval or IntervalSpec()
+
     def params(self) -> dict[str, Any]:
-        return {"loss": "cross-entropy of the model's top-1 (or the label)", "gate": "per unit"}
+        return {
+            "loss": "cross-entropy of the model's top-1 (or the label)",
+            "gate": "per unit",
+            "interval": {
+                "level": self.interval.level,
+                "resamples": self.interval.resamples,
+                "seed": self.interval.seed,
+                "method": "percentile bootstrap over the ablation images (units fixed)",
+                "of": "spearman_vs_ablation",
+            },
+        }
 
     def compute(self, inputs: AnalysisInputs) -> ImportanceResult:
         layers: dict[str, ImportanceLayer] = {}
@@ -315,6 +360,12 @@ class Importance:
             gradient = np.asarray(ablation.gradient if ablation else [])
             delta = np.asarray(ablation.delta if ablation else [])
             finite = bool(np.isfinite(gradient).all() and np.isfinite(delta).all())
+            low = high = None
+            per_image = (
+                None if ablation is None else (ablation.gradient_images, ablation.delta_images)
+            )
+            if finite and gradient.size > 2 and per_image and all(a is not None for a in per_image):
+                low, high = spearman_interval(*per_image, self.interval)
             summary[kind] = AblationCheck(
                 spearman_vs_ablation=(
                     spearman(gradient, delta) if gradient.size > 2 and finite else np.nan
@@ -323,6 +374,8 @@ class Importance:
                 ablation_images=int(ablation.images if ablation else 0),
                 ablation_gradient=gradient,
                 ablation_delta=delta,
+                spearman_low=low,
+                spearman_high=high,
             )
         return ImportanceResult(
             version=self.version, params=self.params(), layers=layers, summary=summary, notes=notes
@@ -358,7 +411,8 @@ class PruningCurve:
         return {
             "threshold": self.threshold,
             "order": f"increasing {self.order} importance",
-            "interval": f"Wilson score, {self.level:.0%}, over held-out images",
+            "interval": f"Wilson score, {self.level:.0%}, over held-out images (agreement; "
+            "accuracy over the labelled ones)",
             "split": "importance on the first images, the curve on the held-out rest",
         }
 
@@ -373,6 +427,12 @@ class PruningCurve:
             if curve.images:
                 low, high = wilson_interval(np.round(agreement * curve.images), curve.images)
                 prunable = prunable_with_interval(fractions, low, self.threshold)
+            accuracy = None if curve.accuracy is None else np.asarray(curve.accuracy)
+            acc_low = acc_high = None
+            if accuracy is not None and curve.labelled:
+                acc_low, acc_high = wilson_interval(
+                    np.round(accuracy * curve.labelled), curve.labelled
+                )
             summary[kind] = PruningKind(
                 fractions=fractions,
                 agreement=agreement,
@@ -382,9 +442,11 @@ class PruningCurve:
                 agreement_low=low,
                 agreement_high=high,
                 point_prunable_fraction=point,
-                accuracy=None if curve.accuracy is None else np.asarray(curve.accuracy),
+                accuracy=accuracy,
                 images=int(curve.images) or None,
                 labelled=int(curve.labelled) if curve.accuracy is not None else None,
                 importance_images=int(curve.importance_images) or None,
+                accuracy_low=acc_low,
+                accuracy_high=acc_high,
             )
         return PruningCurveResult(version=self.version, params=self.params(), summary=summary)

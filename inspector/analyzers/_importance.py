@@ -6,12 +6,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ._intervals import IntervalSpec, bootstrap
+
 __all__ = [
     "largest_prunable_fraction",
     "normalise_importance",
     "prunable_with_interval",
     "rankdata",
     "spearman",
+    "spearman_interval",
     "wilson_interval",
 ]
 
@@ -149,3 +152,17 @@ def prunable_with_interval(
     """Largest fraction removable while the agreement interval's lower bound clears
     ``threshold`` (METRICS.md §5): :func:`largest_prunable_fraction` on the lower bound."""
     return largest_prunable_fraction(fractions, lower, threshold)
+
+
+def spearman_interval(
+    gradient: np.ndarray, delta: np.ndarray, spec: IntervalSpec | None = None
+) -> tuple[float, float]:
+    """Bootstrap over images of the Spearman correlation between the units' mean gate
+    gradient and mean |ΔL| (``[unit, image]`` each; the units stay fixed)."""
+    gradient, delta = np.asarray(gradient, np.float64), np.asarray(delta, np.float64)
+
+    def rho(index: np.ndarray) -> np.ndarray:
+        return np.asarray(spearman(gradient[:, index].mean(1), delta[:, index].mean(1)))
+
+    low, high = bootstrap(gradient.shape[1], rho, spec or IntervalSpec())
+    return float(low), float(high)

@@ -68,6 +68,10 @@ class ErfInput:
         weighted: ``[sample]`` per image ``Σ_p m_p ‖p − centre‖`` of its own map ``m``
             (for the interval of the mean distance), or ``None``.
         mass: ``[sample]`` per image ``Σ_p m_p``, or ``None``.
+        profile: ``[sample, radius]`` per image the mass ``Σ m_p`` over the pixels at each
+            distance of ``radii`` from the centre (for the intervals of the radii), or
+            ``None``.
+        radii: ``[radius]`` the distinct pixel distances from the centre, ascending.
         theoretical_rf: Side in input pixels of the region that can reach the centre
             unit (``inf`` unbounded, NaN unknown).
         replknet_map: ``[y, x]`` the map of RepLKNet's protocol (ReLU on the centre
@@ -82,6 +86,8 @@ class ErfInput:
     weighted: np.ndarray | None = None
     mass: np.ndarray | None = None
     theoretical_rf: float = float("nan")
+    profile: np.ndarray | None = None
+    radii: np.ndarray | None = None
     replknet_map: np.ndarray | None = None
 
 
@@ -95,6 +101,9 @@ class AblationInput:
         gradient: ``[unit]`` mean gate gradient ``|∂L/∂ξ|`` over the first ``images``.
         delta: ``[unit]`` mean ``|ΔL|`` when the unit's gate is 0, same images.
         images: Images the ablations ran on.
+        gradient_images: ``[unit, image]`` the gate gradient per image (for the bootstrap
+            interval of the rank correlation), or ``None``.
+        delta_images: ``[unit, image]`` ``|ΔL|`` per image, or ``None``.
     """
 
     layers: tuple[str, ...] = ()
@@ -102,6 +111,8 @@ class AblationInput:
     gradient: np.ndarray = field(default_factory=lambda: np.zeros(0))
     delta: np.ndarray = field(default_factory=lambda: np.zeros(0))
     images: int = 0
+    gradient_images: np.ndarray | None = None
+    delta_images: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

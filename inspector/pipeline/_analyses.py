@@ -30,7 +30,7 @@ from ..analyzers import (
 )
 from ..store import RunWriter
 from ._capture import CaptureInput
-from ._gradients import erf_layers, erf_pass, importance_pass, pruning_pass
+from ._gradients import _logits, erf_layers, erf_pass, importance_pass, pruning_pass
 from ._plan import PASSES_OF, Plan
 
 __all__ = [
@@ -140,6 +140,26 @@ def _erf_wide(layers: Mapping[str, dict[str, Any]], precision: float) -> bool:
     return False
 
 
+PROFILE_GROUPS = 32
+"""Radial ERF profiles are kept per image up to this many images, then summed into this
+many disjoint image groups (image ``i`` into group ``i mod 32``), so their memory does not
+grow with the images; the radii's bootstrap resamples the groups (METRICS.md §7)."""
+
+
+def _grouped(groups: np.ndarray | None, profile: np.ndarray, seen: int) -> np.ndarray:
+    """Add a batch's per-image profiles (images ``seen``, ``seen + 1``, ...) to the group
+    profiles ``[group, radius]``."""
+    if groups is None:
+        groups = np.zeros((0, profile.shape[1]))
+    for i, row in enumerate(profile):
+        group = (seen + i) % PROFILE_GROUPS
+        if group == groups.shape[0]:
+            groups = np.vstack([groups, row[None]])
+        else:
+            groups[group] += row
+    return groups
+
+
 class ErfPass:
     """Gradient ERF of every block, attention branch (or convolution of a plain CNN), on
     ``erf_images`` images, or in the adaptive mode batch after batch until every block's
@@ -166,7 +186,15 @@ class ErfPass:
             n = x.shape[0]
             for name, v in found.items():
                 into = total.setdefault(
-                    name, {**v, "map": 0.0, "replknet_map": None, "weighted": [], "mass": []}
+                    name,
+                    {
+                        **v,
+                        "map": 0.0,
+                        "replknet_map": None,
+                        "weighted": [],
+                        "mass": [],
+                        "profile": None,
+                    },
                 )
                 into["map"] = into["map"] + v["map"] * n
                 if v["replknet_map"] is not None:
@@ -174,6 +202,7 @@ class ErfPass:
                     into["replknet_map"] = v["replknet_map"] * n + (0 if base is None else base)
                 into["weighted"].append(v["weighted"])
                 into["mass"].append(v["mass"])
+                into["profile"] = _grouped(into["profile"], v["profile"], seen)
             seen += n
             if seen >= limit or not opts.adaptive or not _erf_wide(total, opts.precision):
                 break
@@ -185,6 +214,8 @@ class ErfPass:
                 position=v["note"],
                 weighted=np.concatenate(v["weighted"]),
                 mass=np.concatenate(v["mass"]),
+                profile=v["profile"],
+                radii=v["radii"],
                 theoretical_rf=float(v["theoretical_rf"]),
                 replknet_map=None if v["replknet_map"] is None else v["replknet_map"] / seen,
             )
@@ -232,6 +263,8 @@ class ImportancePass:
                     gradient=v["ablation"]["gradient"],
                     delta=v["ablation"]["delta"],
                     images=v["ablation"]["images"],
+                    gradient_images=v["ablation"]["gradient_images"],
+                    delta_images=v["ablation"]["delta_images"],
                 ),
             )
             for kind, v in found.items()
@@ -291,8 +324,12 @@ class PruningPass:
             x, labels = x[: limit - seen].to(plan.device), labels[: limit - seen]
             n = x.shape[0]
             try:
+                with torch.inference_mode():  # the unpruned logits, once for every kind
+                    full = _logits(model, x)
                 found = {
-                    kind: pruning_pass(model, x, kind, gates.units[kind], order, labels=labels)
+                    kind: pruning_pass(
+                        model, x, kind, gates.units[kind], order, full=full, labels=labels
+                    )
                     for kind, order in orders.items()
                 }
             except ValueError as exc:

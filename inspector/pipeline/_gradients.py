@@ -126,8 +126,10 @@ def erf_pass(
     Returns:
         Per layer: ``map`` ``[y, x]``, ``centre`` (pixels), ``branch``, ``note``,
         ``weighted`` and ``mass`` ``[sample]`` (each image's ``Σ m_p ‖p − centre‖`` and
-        ``Σ m_p``), ``theoretical_rf`` (px; inf unbounded, NaN unknown) and
-        ``replknet_map`` (or None); and per skipped layer the reason.
+        ``Σ m_p``), ``profile`` ``[sample, radius]`` (each image's mass at each distinct
+        distance ``radii`` from the centre, ascending), ``theoretical_rf`` (px; inf
+        unbounded, NaN unknown) and ``replknet_map`` (or None); and per skipped layer the
+        reason.
     """
     modules = dict(model.named_modules())
     inputs = x.detach().clone().requires_grad_(True)
@@ -175,6 +177,11 @@ def erf_pass(
         rows = torch.arange(per_image.shape[-2], dtype=torch.float64) - centre[0]
         cols = torch.arange(per_image.shape[-1], dtype=torch.float64) - centre[1]
         distance = torch.hypot(rows[:, None], cols[None, :]).to(per_image.device)
+        # Each image's mass per distinct distance from the centre (ascending): the radii
+        # of any mean of the images' maps, for the bootstrap interval of r50 / r90.
+        radii, ring = torch.unique(distance.flatten(), sorted=True, return_inverse=True)
+        profile = per_image.new_zeros(per_image.shape[0], radii.numel())
+        profile.index_add_(1, ring, per_image.flatten(1))
         replknet_map = None
         if replknet and branch in ("block", "conv") and not kept.modified(name):
             replknet_map = _replknet_map(output, pick, inputs)
@@ -185,6 +192,8 @@ def erf_pass(
             "note": note,
             "weighted": (per_image * distance).sum((-2, -1)).cpu().numpy(),
             "mass": per_image.sum((-2, -1)).cpu().numpy(),
+            "profile": profile.cpu().numpy(),
+            "radii": radii.cpu().numpy(),
             "theoretical_rf": float(field),
             "replknet_map": replknet_map,
         }
@@ -298,24 +307,29 @@ class _AblationCheck:
         rows = []
         for index in ranked[np.unique(spots).astype(int)]:
             path, unit = everything[index]
-            rows.append((path, unit, float(gradient[index]), self._delta(kind, units, path, unit)))
+            per_image = self._delta(kind, units, path, unit)
+            rows.append((path, unit, float(gradient[index]), per_image))
         return {
             "layers": [r[0] for r in rows],
             "units": np.array([r[1] for r in rows], dtype=np.int64),
             "gradient": np.array([r[2] for r in rows]),
-            "delta": np.array([r[3] for r in rows]),
+            "delta": np.array([r[3].mean() for r in rows]),
             "images": seen,
+            "gradient_images": np.array(
+                [raw[r[0]][:seen, r[1]] for r in rows], dtype=np.float64
+            ).reshape(len(rows), seen),
+            "delta_images": np.array([r[3] for r in rows]).reshape(len(rows), seen),
         }
 
-    def _delta(self, kind: str, units: Mapping[str, int], path: str, unit: int) -> float:
-        """Mean |ΔL| over the images when ``unit`` of ``path`` is removed (gate 0)."""
+    def _delta(self, kind: str, units: Mapping[str, int], path: str, unit: int) -> np.ndarray:
+        """``[image]`` |ΔL| of each image when ``unit`` of ``path`` is removed (gate 0)."""
         gate = torch.ones(units[path], device=self.x.device)
         gate[unit] = 0
         key = "heads" if kind == "heads" else "channels"
         with torch.inference_mode(), hooks.gates(self.model, **{key: {path: gate}}):
             logits = _logits(self.model, self.x)
             ablated = F.cross_entropy(logits, self.target, reduction="none")
-        return float((ablated - self.base).abs().mean())
+        return (ablated - self.base).abs().double().cpu().numpy()
 
 
 def pruning_pass(

@@ -153,6 +153,7 @@ def _meta(
         "input_size": list(data_config["input_size"]),
         "data_config": {k: v for k, v in data_config.items() if k != "crop_mode"},
         "images_source": images.source,
+        **({"images_labels": images.labelling} if images.labelling else {}),
         "module_order": [n for n, _ in net.named_modules() if n],
         "device": str(device),
         "options": dict(opts.fingerprint()) | {"analyses": list(opts.analyses)},

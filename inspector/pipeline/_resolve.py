@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .._errors import InspectorError
-from .._images import ImageSet, model_transform, open_images
+from .._images import ImageSet, model_class_names, model_transform, open_images
 from .._models import create_model, resolve_model_name
 from .._options import AnalyzeOptions
 
@@ -103,5 +103,17 @@ def resolve(
     net, info = _model(model, opts, name)
     net = net.to(device)
     transform, data_config = model_transform(net, opts.preprocessing())
-    image_set = open_images(images, transform, opts.limit, seed=opts.seed)  # warns once
+    classes = getattr(net, "num_classes", None)
+    image_set = open_images(  # warns once about skipped images
+        images,
+        transform,
+        opts.limit,
+        seed=opts.seed,
+        num_classes=classes if isinstance(classes, int) and classes > 0 else None,
+        class_names=model_class_names(net),
+    )
+    if image_set.labelling.startswith("no labels"):
+        logger.warning("%s: %s", image_set.source, image_set.labelling)
+    elif image_set.labelling:
+        logger.info("%s: %s", image_set.source, image_set.labelling)
     return Resolved(net, info, image_set, data_config, device)

@@ -249,6 +249,9 @@ def _sections(run: Run, results: RunResults) -> dict[str, Any]:
                 images=int(v.images or 0),
                 importance_images=int(v.importance_images or 0),
                 accuracy=v.accuracy,
+                accuracy_low=v.accuracy_low,
+                accuracy_high=v.accuracy_high,
+                labelled=int(v.labelled or 0),
             )
             for kind, v in pruning.items()
         ),
@@ -347,6 +350,11 @@ def _table(run: Run, results: RunResults) -> reports.Table:
         "ERF high",
         "TRF px",
         "r50 px",
+        "r50 low",
+        "r50 high",
+        "r90 px",
+        "r90 low",
+        "r90 high",
     )
     cells = tuple(
         (
@@ -372,6 +380,11 @@ def _table(run: Run, results: RunResults) -> reports.Table:
             _float(r.erf_high),
             "all" if math.isinf(r.theoretical_rf) else _float(r.theoretical_rf),
             _float(r.erf_radius_50),
+            _float(r.r50_low),
+            _float(r.r50_high),
+            _float(r.erf_radius_90),
+            _float(r.r90_low),
+            _float(r.r90_high),
         )
         for r in rows
     )
@@ -383,8 +396,8 @@ def _table(run: Run, results: RunResults) -> reports.Table:
         "between channel groups of head width (like for like), with its 95 % batch-means "
         "interval over contiguous image groups; |r| redundancy: single channels, secondary "
         "(depends on the channel count), its interval the same way; rows: sampled "
-        "positions x images; "
-        "MAD_centre (mean over heads) and ERF mean distance with 95 % bootstrap intervals "
+        "positions x images; MAD_centre (mean over heads), ERF mean distance and the ERF "
+        "radii holding 50 % / 90 % of its mass (r50, r90) with 95 % bootstrap intervals "
         "over images; TRF: theoretical receptive field side ('all': unbounded)",
     )
 

@@ -135,6 +135,11 @@ class LayerRow:
         erf_low: ERF mean distance interval, low end (NaN if not measured).
         erf_high: Its high end.
         theoretical_rf: Theoretical receptive field side (px; inf unbounded).
+        erf_radius_90: ERF radius holding 90 % of the mass (px).
+        r50_low: ``erf_radius_50``'s bootstrap interval, low end (NaN if not measured).
+        r50_high: Its high end.
+        r90_low: ``erf_radius_90``'s interval, low end.
+        r90_high: Its high end.
         redundancy: Like-for-like redundancy (``1 − effective / units``): debiased CKA
             between heads, or between channel groups of head width (METRICS.md §4).
         redundancy_low: Its 95 % interval, low end (NaN without one).
@@ -162,7 +167,11 @@ class LayerRow:
     erf_low: float = math.nan
     erf_high: float = math.nan
     theoretical_rf: float = math.nan
-
+    erf_radius_90: float = math.nan
+    r50_low: float = math.nan
+    r50_high: float = math.nan
+    r90_low: float = math.nan
+    r90_high: float = math.nan
     redundancy_low: float = math.nan
     redundancy_high: float = math.nan
     correlation_redundancy: float = math.nan
@@ -258,6 +267,11 @@ def layer_rows(run: Run, results: RunResults | None = None) -> list[LayerRow]:
                 correlation_high=_get(channel, "redundancy_high"),
                 rows=int(getattr(source, "rows", None) or 0),
                 sample_limited=bool(getattr(source, "sample_limited", None) or False),
+                erf_radius_90=receptive.radius_90 if receptive else nan,
+                r50_low=_or_nan(receptive.radius_50_low if receptive else None),
+                r50_high=_or_nan(receptive.radius_50_high if receptive else None),
+                r90_low=_or_nan(receptive.radius_90_low if receptive else None),
+                r90_high=_or_nan(receptive.radius_90_high if receptive else None),
             )
         )
     return rows

@@ -9,6 +9,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .._errors import RunFileError
 from .._text import terminal_safe
 from ..store import Run, read_run
@@ -122,13 +124,33 @@ def print_summary(run: Run) -> None:
                 f"{curve.agreement_high[step]:.2f}]"
             )
         print(line)
+        if curve.accuracy is not None and curve.labelled:
+            print(f"  {_accuracy(curve)}")
         check = checks.get(kind)
         if check is not None and not math.isnan(check.spearman_vs_ablation):
+            rho = f"{check.spearman_vs_ablation:.2f}"
+            if check.spearman_low is not None and check.spearman_high is not None:
+                rho += f" [95 %: {check.spearman_low:.2f}, {check.spearman_high:.2f}]"
             print(
-                f"  gate gradient vs true ablation: Spearman {check.spearman_vs_ablation:.2f} "
+                f"  gate gradient vs true ablation: Spearman {rho} "
                 f"over {check.ablation_units} units"
                 + (f" on {check.ablation_images} images" if check.ablation_images else "")
             )
+
+
+def _accuracy(curve: Any) -> str:
+    """Top-1 accuracy of the pruned model on the labelled held-out images, with its
+    Wilson interval: unpruned, at the first step and at the removable fraction."""
+    steps = sorted({0, min(1, curve.fractions.size - 1)})
+    removable = np.flatnonzero(np.isclose(curve.fractions, curve.prunable_fraction))
+    steps += [int(i) for i in removable[:1] if int(i) not in steps]
+    parts = []
+    for i in steps:
+        text = f"{curve.accuracy[i]:.2f}"
+        if curve.accuracy_low is not None and curve.accuracy_high is not None:
+            text += f" [{curve.accuracy_low[i]:.2f}-{curve.accuracy_high[i]:.2f}]"
+        parts.append(f"{text} at {curve.fractions[i]:.0%} removed")
+    return f"top-1 accuracy on {curve.labelled} labelled held-out images: " + ", ".join(parts)
 
 
 def _unreadable(run: Run) -> list[str]:

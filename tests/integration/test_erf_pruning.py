@@ -370,3 +370,183 @@ def test_adaptive_erf_adds_images_until_the_interval_is_narrow(tmp_path: Path) -
     loose_images = {v.images for v in loose.result("receptive_field").layers.values()}
     tight_images = {v.images for v in tight.result("receptive_field").layers.values()}
     assert loose_images == {2} and tight_images == {6}
+
+
+# -- accuracy when labels are given ---------------------------------------------------------
+
+
+class Labelled(Dataset):
+    """``Numbered`` images labelled with the planted model's own top-1 on even images and
+    another class on odd ones: the unpruned accuracy is the share of even images."""
+
+    def __init__(self, n: int) -> None:
+        self.images = Numbered(n).images
+        with torch.no_grad():
+            top = Planted().eval()(self.images).argmax(-1)
+        self.labels = [int(t) if i % 2 == 0 else (int(t) + 1) % 5 for i, t in enumerate(top)]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.images[index], self.labels[index]
+
+
+def test_planted_accuracy_curve_with_wilson_intervals_from_dataset_labels(tmp_path: Path) -> None:
+    data = Labelled(20)
+    run = analyze(
+        Planted().eval(),
+        data,
+        out=tmp_path,
+        options=quiet(
+            analyses=("importance", "pruning_curve"),
+            pruning_images=20,
+            batch_size=20,
+            keep_maps=0,
+            ablation_units=0,
+        ),
+    )
+    curve = run.result("pruning_curve").summary["channels"]
+    assert (curve.images, curve.labelled) == (10, 10)
+    held = slice(10, 20)
+    # Unpruned and up to the four zero-weight channels removed (50 %): the even half right.
+    np.testing.assert_allclose(curve.accuracy[:6], 0.5)
+    # Everything removed: the logits are the bias, whose top-1 is class 4.
+    expected = np.mean([label == 4 for label in data.labels[held]])
+    assert curve.accuracy[10] == pytest.approx(expected)
+    # Every step: the accuracy follows from agreement on the even/odd split exactly when
+    # the pruned top-1 is the unpruned one; at least it is bounded by it.
+    assert np.all(curve.accuracy <= curve.agreement * 0.5 + 0.5 + 1e-9)
+    low, high = wilson_interval(np.round(curve.accuracy * 10), 10)
+    np.testing.assert_allclose(curve.accuracy_low, low)
+    np.testing.assert_allclose(curve.accuracy_high, high)
+    # 5 of 10: Wilson's 95 % interval is 0.237-0.763
+    assert (curve.accuracy_low[0], curve.accuracy_high[0]) == pytest.approx(
+        (0.2366, 0.7634), abs=1e-4
+    )
+
+
+class Classes5(Planted):
+    """The planted model with timm's ``num_classes`` (what folder labels are checked against)."""
+
+    num_classes = 5
+
+
+def _class_folders(root: Path, names: list[str], per_class: int = 3) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in names:
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+
+
+def test_folder_of_class_index_subfolders_gives_labels_and_accuracy(tmp_path: Path) -> None:
+    from inspector.images import model_transform, open_images
+
+    _class_folders(tmp_path / "images", ["0", "3", "4"])
+    model = Classes5().eval()
+    run = analyze(
+        model,
+        tmp_path / "images",
+        out=tmp_path / "run.h5",
+        options=quiet(analyses=("importance", "pruning_curve"), keep_maps=0, ablation_units=0),
+    )
+    assert run.meta["images_labels"] == "labels from 3 class sub-folders named by class index"
+    # every image's stored label is its folder's name, not the folder's rank (0, 1, 2)
+    assert run.labels.tolist() == [int(i.split("/")[0]) for i in run.sample_ids]
+    assert sorted(set(run.labels.tolist())) == [0, 3, 4]
+    curve = run.result("pruning_curve").summary["channels"]
+    # Independently: the folder name of each held-out image against the model's top-1.
+    images = open_images(tmp_path / "images", model_transform(model)[0])
+    x, ids, _ = next(images.batches(9))
+    assert curve.images == curve.labelled == 4  # 9 images: 5 for importance, 4 held out
+    with torch.no_grad():
+        top = model(x[5:]).argmax(-1).tolist()
+    truth = [int(i.split("/")[0]) for i in ids[5:]]
+    assert curve.accuracy[0] == pytest.approx(
+        np.mean([t == p for t, p in zip(truth, top, strict=True)])
+    )
+
+
+def test_class_folders_that_are_not_class_indices_give_no_labels_and_say_why(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from inspector.images import model_class_names, model_transform, open_images
+
+    _class_folders(tmp_path / "named", ["cat", "dog"], per_class=2)
+    model = Classes5().eval()
+    run = analyze(
+        model,
+        tmp_path / "named",
+        out=tmp_path / "run.h5",
+        options=quiet(analyses=("importance", "pruning_curve"), keep_maps=0, ablation_units=0),
+    )
+    assert "needs folders named by class index" in run.meta["images_labels"]
+    assert "'cat', 'dog'" in caplog.text
+    assert run.result("pruning_curve").summary["channels"].accuracy is None
+    # A timm ImageNet classifier's label names (synsets) are folder names too.
+    names = model_class_names(timm.create_model("resnet18", pretrained=False))
+    assert names is not None and len(names) == 1000 and names[0] == "n01440764"
+    _class_folders(tmp_path / "synsets", [names[7], names[2]], per_class=1)
+    found = open_images(
+        tmp_path / "synsets", model_transform(model)[0], num_classes=1000, class_names=names
+    )
+    assert found.labels == [2, 7]  # sorted paths: n01484850 (index 2) before n01514859 (7)
+    assert found.labelling == "labels from 2 class sub-folders named by the model's label names"
+    assert model_class_names(Planted()) is None
+
+
+def test_radius_and_spearman_intervals_are_stored_and_printed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from inspector.present import print_summary
+
+    torch.manual_seed(0)
+    convs = nn.Sequential(*[nn.Conv2d(3, 3, 5, padding=2) for _ in range(3)]).eval()
+    run = analyze(
+        convs,
+        "builtin",
+        out=tmp_path / "erf.h5",
+        options=quiet(analyses=("receptive_field",), erf_images=6, input_size=64),
+    )
+    for layer in run.result("receptive_field").layers.values():
+        assert layer.radius_50_low <= layer.radius_50 <= layer.radius_50_high
+        assert layer.radius_90_low <= layer.radius_90 <= layer.radius_90_high
+        assert layer.radius_50_high <= layer.radius_90_high
+    labelled = analyze(
+        Planted().eval(),
+        Labelled(20),
+        out=tmp_path / "prune.h5",
+        options=quiet(
+            analyses=("importance", "pruning_curve"),
+            pruning_images=20,
+            batch_size=20,
+            keep_maps=0,
+            ablation_units=6,
+        ),
+    )
+    check = labelled.result("importance").summary["channels"]
+    assert check.ablation_images == 4 and check.spearman_low is not None
+    assert check.spearman_low <= check.spearman_vs_ablation <= check.spearman_high
+    capsys.readouterr()
+    print_summary(labelled)
+    text = capsys.readouterr().out
+    assert f"Spearman {check.spearman_vs_ablation:.2f} [95 %: {check.spearman_low:.2f}," in text
+    assert "top-1 accuracy on 10 labelled held-out images: 0.50 [0.24-0.76] at 0% removed" in text
+
+
+def test_radial_profiles_past_32_images_are_summed_into_32_image_groups() -> None:
+    from inspector.pipeline._analyses import PROFILE_GROUPS, _grouped
+
+    rows = np.arange(45 * 3, dtype=np.float64).reshape(45, 3)
+    groups = _grouped(None, rows[:20], 0)
+    assert groups.shape == (20, 3)  # under 32 images: one row per image
+    np.testing.assert_array_equal(groups, rows[:20])
+    groups = _grouped(groups, rows[20:], 20)
+    assert PROFILE_GROUPS == 32 and groups.shape == (32, 3)
+    expected = rows[:32].copy()
+    expected[:13] += rows[32:]  # image i into group i mod 32
+    np.testing.assert_array_equal(groups, expected)
