@@ -9,6 +9,7 @@ reduced in their own dtype after centring (cheap, accurate) and merged in float6
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 from collections.abc import Callable, Mapping
 
@@ -360,6 +361,22 @@ def _blocks(
     return {"count": np.asarray(count, dtype=np.int64), **out}
 
 
+def _malloc_trim() -> Callable[[], None]:
+    try:
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        return lambda: None
+    return lambda: trim(0)
+
+
+release_free_memory = _malloc_trim()
+"""Give freed heap memory back to the system (glibc's ``malloc_trim``; a no-op
+elsewhere). Closing an image group frees several ``p × p`` arrays at once; glibc keeps
+such blocks in its heap once its dynamic mmap threshold has grown past them, and the
+next layer's arrays land around them, so without a trim a run's peak memory grew by a
+third (deit_small: 2.2 → 3.4 GB)."""
+
+
 _BLOCK_KEYS = ("count", "frob", "trace", "quad", "sum_sq", "sum_weighted", "norms")
 
 
@@ -424,7 +441,7 @@ class ImageGroups:
                 f"images {first}..{first + images - 1} are outside the image set of {self.images}"
             )
         per_image = rows.shape[0] // images
-        index = 0
+        index, closed = 0, False
         while index < images:
             group = self.group_of(first + index)
             run = 1
@@ -434,13 +451,15 @@ class ImageGroups:
             sums, seen = self.open.get(group) or (GroupSums(self.groups, self.size), 0)
             sums.update(chunk)
             self.open[group] = (sums, seen + run)
-            self._close_if_full(group)
+            closed = self._close_if_full(group) or closed
             index += run
+        if closed:
+            release_free_memory()
 
-    def _close_if_full(self, group: int) -> None:
+    def _close_if_full(self, group: int) -> bool:
         sums, seen = self.open[group]
         if seen < self.members(group):
-            return
+            return False
         del self.open[group]
         pieces = _blocks(sums.count, sums.sum, sums.cross, sums.weighted, sums.norms, self.groups)
         if self.summary is not None and sums.count > 1:
@@ -450,6 +469,7 @@ class ImageGroups:
                 self.summary(covariance.numpy(), sums.count), dtype=np.float64
             )
         self.closed[group] = pieces
+        return True
 
     def merge(self, other: ImageGroups) -> ImageGroups:
         if (other.count, other.images, other.groups, other.size) != (

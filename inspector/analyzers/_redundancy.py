@@ -88,8 +88,33 @@ def _with_interval(stats: dict[str, Any], low: np.ndarray, high: np.ndarray) -> 
 
 def correlation_summary(covariance: np.ndarray, rows: int) -> np.ndarray:
     """``[redundancy, mean |r|]`` of single channels from one image group's covariance
-    (the capture keeps it per closed image group: the |r| summaries' intervals)."""
-    return _vector(correlation_from_covariance(covariance), absolute=True, rows=rows)
+    (the capture keeps it per closed image group: the |r| summaries' intervals).
+
+    The same numbers as ``_stats(correlation_from_covariance(c), absolute=True,
+    rows=rows)`` (dead channels left out, the corrected participation ratio), computed
+    in place on one copy: it runs for every group of every channel layer inside the
+    capture, where a dozen ``width × width`` temporaries per call would raise the peak
+    memory of a run by a quarter.
+    """
+    c = np.array(covariance, dtype=np.float64)
+    std = np.sqrt(np.clip(np.diag(c), 0.0, None))
+    alive = std > 0
+    if not alive.all():
+        c, std = c[alive][:, alive], std[alive]
+    units = c.shape[0]
+    if units < 2 or rows < 3:
+        return np.array([np.nan, np.nan])
+    c /= std[:, None]
+    c /= std[None, :]
+    np.clip(c, -1.0, 1.0, out=c)
+    np.fill_diagonal(c, 1.0)
+    mean = (np.abs(c).sum() - units) / (units * (units - 1))
+    np.square(c, out=c)
+    squares = c.sum()  # the unit diagonal included
+    np.subtract(1.0, c, out=c)
+    np.square(c, out=c)  # (1 − r²)², zero on the diagonal
+    corrected = max(squares - c.sum() / (rows - 1), float(units))
+    return np.array([1.0 - units / corrected, mean])
 
 
 def _stats(similarity: np.ndarray, *, absolute: bool = False, rows: int = 0) -> dict[str, Any]:

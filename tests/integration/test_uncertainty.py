@@ -343,3 +343,16 @@ def test_channel_correlation_summaries_carry_an_interval(tmp_path) -> None:
         assert layer.mean_similarity_low <= layer.mean_similarity <= layer.mean_similarity_high
         checked += 1
     assert checked >= len(layers) // 2
+
+
+def test_correlation_summary_equals_the_analyzers_own_statistics() -> None:
+    from inspector.analyzers import correlation_summary
+    from inspector.analyzers._redundancy import _vector
+    from inspector.analyzers._similarity import correlation_from_covariance
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(40, 30)) @ rng.normal(size=(30, 30))
+    x[:, 3] = 0.0  # a dead channel
+    covariance = np.cov(x.T)
+    expected = _vector(correlation_from_covariance(covariance), absolute=True, rows=40)
+    np.testing.assert_allclose(correlation_summary(covariance, 40), expected, rtol=1e-12)
