@@ -332,6 +332,7 @@ def _hiera_pooled(context: Context, block: nn.Module, stride: int) -> TokenGeome
             key_origin[0] + offset[0] * key_stride[0],
             key_origin[1] + offset[1] * key_stride[1],
         ),
+        key_grid=keys,
         key_window=key_window,
         key_stride=fstride(key_stride),
         key_origin=key_origin,
