@@ -23,7 +23,8 @@ Run on demand (not in CI); on a 2-core machine the whole sweep takes one to two 
 at an input size whose maps do not fill whole windows, so padding is exercised). Results
 go to ``benchmarks/coverage_main.json``, one entry per model written as soon as it is
 done; a rerun skips the models already there (``--fresh`` reruns them), so the sweep can
-be stopped and continued. Run it in the background, one process at a time::
+be stopped and continued. ``docs/coverage.md`` reports both sweeps (``--report`` rewrites
+it from the two result files). Run it in the background, one process at a time::
 
     nohup .venv/bin/python benchmarks/coverage_sweep.py --main > /tmp/main-sweep.log 2>&1 &
 """
@@ -156,15 +157,30 @@ def _unfused_reference(model: Any, x: Any, attention: dict[str, Any]) -> dict[st
 
 def _mad(probs: Any, geometry: Any) -> float | None:
     """Mean attention distance (px, mean over heads) of ``[sequence, head, Q, K]`` maps:
-    prefix rows/cols dropped, rows renormalised over spatial keys (METRICS.md §1)."""
+    prefix rows/cols dropped, rows renormalised over spatial keys (METRICS.md §1); in
+    windows zero-padded at the border, padded queries dropped and padded keys left out."""
+    import numpy as np
+
     from inspector.analyzers._distance import mean_attention_distance
     from inspector.analyzers._geometry import distance_matrix
 
     queries, keys = geometry.centres()
-    stats = mean_attention_distance(
-        probs.double().numpy(), distance_matrix(queries, keys), geometry.prefix
-    )
-    return float(stats.renormalised.mean())
+    distances = distance_matrix(queries, keys)
+    slots = geometry.real_slots()
+    if slots is None:
+        stats = mean_attention_distance(probs.double().numpy(), distances, geometry.prefix)
+        return float(stats.renormalised.mean())
+    p = geometry.prefix
+    spatial = probs.double().numpy()[..., p:, p:]  # [sequence, head, Q, K]
+    windows = slots[0].shape[0]
+    real_q = np.tile(slots[0], (spatial.shape[0] // windows, 1))[:, None, :]
+    real_k = np.tile(slots[1], (spatial.shape[0] // windows, 1))[:, None, None, :]
+    spatial = spatial * real_k
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_query = (spatial * distances).sum(-1) / spatial.sum(-1)
+    valid = real_q & np.isfinite(per_query)
+    per_head = np.where(valid, per_query, 0).sum((0, 2)) / valid.sum((0, 2))
+    return float(per_head.mean())
 
 
 def run_one(name: str) -> dict[str, Any]:
@@ -339,6 +355,8 @@ PADDED_SIZES = {  # windowed families: an input whose maps are not a multiple of
     "hieradet_sam2": 256,
     "tiny_vit": 256,
     "nest": 256,
+    "twins": 256,
+    "efficientvit_msra": 256,
 }
 
 
@@ -383,10 +401,14 @@ def main_one(name: str, size: int | None) -> dict[str, Any]:
         failed = failed_analyses(run)
         out["analyses"] = {a: failed.get(a, "ok") for a in options.analyses}
         kinds: dict[str, int] = {}
+        padded = 0
         for layer in run.attention_layers():
-            kind = str((layer.attrs.get("geometry") or {}).get("kind", "unknown"))
+            geometry = layer.attrs.get("geometry") or {}
+            kind = str(geometry.get("kind", "unknown"))
             kinds[kind] = kinds.get(kind, 0) + 1
+            padded += bool(geometry) and hooks.TokenGeometry.from_dict(geometry).padded
         out["attention"] = kinds
+        out["padded_layers"] = padded  # windows zero-padded at the border (METRICS.md §1)
         out["notes"] = {a: dict(list(run.result(a).notes.items())[:3]) for a in run.analysis}
         out["warnings"] = []
     out["seconds"] = round(time.perf_counter() - start, 1)
@@ -394,12 +416,17 @@ def main_one(name: str, size: int | None) -> dict[str, Any]:
     return out
 
 
-def _main_sweep(args: argparse.Namespace, families: list[str] | None) -> int:
-    from _coverage_report import write_main_markdown
+def _load(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
 
-    results: dict[str, Any] = {}
-    if args.main_json.exists():
-        results = json.loads(args.main_json.read_text())
+
+def _write_report(args: argparse.Namespace) -> None:
+    """``--out`` from both result files (the main job and the capture sweep)."""
+    write_markdown(_load(args.json), args.out, main=_load(args.main_json))
+
+
+def _main_sweep(args: argparse.Namespace, families: list[str] | None) -> int:
+    results = _load(args.main_json)
     chosen = choose_models(families, args.counts)
     for family, models in chosen.items():
         runs = [(m, None) for m in models]
@@ -413,8 +440,8 @@ def _main_sweep(args: argparse.Namespace, families: list[str] | None) -> int:
             extra = ["--size", str(size)] if size else []
             results[key] = {"family": family, **_child(model, args.timeout, ["--main", *extra])}
             args.main_json.write_text(json.dumps(results, indent=1))
-            write_main_markdown(results, args.main_out)
-    write_main_markdown(results, args.main_out)
+            _write_report(args)
+    _write_report(args)
     return 0
 
 
@@ -456,13 +483,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--main-json", type=Path, default=REPO / "benchmarks" / "coverage_main.json"
     )
-    parser.add_argument("--main-out", type=Path, default=REPO / "docs" / "coverage-main.md")
+    parser.add_argument(
+        "--report", action="store_true", help="only rewrite --out from the result files"
+    )
     args = parser.parse_args(argv)
     if args.one:
         import timm
 
         one = main_one(args.one, args.size) if args.main else run_one(args.one)
         print(json.dumps({**one, "timm": timm.__version__}, default=str))
+        return 0
+    if args.report:
+        _write_report(args)
         return 0
     families = args.families.split(",") if args.families else None
     if args.main:
@@ -484,8 +516,8 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(done.get(model) or _child(model, args.timeout))
         results[family] = runs
         args.json.write_text(json.dumps(results, indent=1))
-        write_markdown(results, args.out)
-    write_markdown(results, args.out)
+        write_markdown(results, args.out, main=_load(args.main_json))
+    write_markdown(results, args.out, main=_load(args.main_json))
     return 0
 
 
