@@ -147,6 +147,13 @@ class HeadRedundancy:
             if broken is not None:
                 notes[name] = broken
                 continue
+            rows = int(np.asarray(layer.groups["count"]))
+            if rows < 4:  # class attention on few images: one query row per image
+                notes[name] = (
+                    f"{rows} head-output rows (tokens x images) captured: debiased CKA needs "
+                    "at least 4 (more images, or more querying tokens)"
+                )
+                continue
             heads = int(layer.attrs["heads"])
             cka = _grouped_cka(layer.groups)
             comoment = np.asarray(layer.moments["comoment"])
