@@ -37,6 +37,9 @@ class LayerInput:
         moments: ``count``, ``mean``, ``comoment`` or None.
         groups: CKA sums (``GroupSums`` state) or None.
         distances: ``[query, key]`` pixel distances between spatial tokens, or None.
+        slots: For windows zero-padded at the border, which query and key slots of each
+            window of one image are real tokens (``[window, query]``, ``[window, key]``
+            booleans); ``None`` when nothing is padded.
     """
 
     name: str
@@ -47,6 +50,7 @@ class LayerInput:
     moments: Mapping[str, np.ndarray] | None = None
     groups: Mapping[str, np.ndarray] | None = None
     distances: np.ndarray | None = None
+    slots: tuple[np.ndarray, np.ndarray] | None = None
 
 
 @dataclass(frozen=True)

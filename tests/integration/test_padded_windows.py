@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from timm.models import swin_transformer, vision_transformer_sam
 from torch import nn
 
 import hooks
+from inspector import AnalyzeOptions, analyze
 from inspector._summaries import attention_summaries
 from inspector.metrics import distance_matrix, mean_attention_distance
 
@@ -171,3 +173,30 @@ def test_real_slots_of_a_5x5_map_in_3x3_windows() -> None:
     np.testing.assert_array_equal(keys, queries)
     whole = hooks.TokenGeometry(kind="windowed", grid=(6, 6), stride=(16.0, 16.0), window=(3, 3))
     assert not whole.padded and whole.real_slots() is None
+
+
+def test_padded_sam_run_reports_distance_and_uniform_over_real_tokens(tmp_path: Path) -> None:
+    """Through ``inspector.analyze``: the uniform reference stored beside the MAD is
+    uniform attention over each window's real keys, mean over the 25 real queries (not
+    the full 3×3 window's 23.25 px)."""
+    model = sam_model()
+    options = AnalyzeOptions(
+        analyses=("attention_distance",), limit=2, input_size=80, report=False, progress=False
+    )
+    run = analyze(model, "builtin", out=tmp_path, options=options)
+    layer = run.result("attention_distance").layers["blocks.0.attn"]
+    side, window, stride = 5, 3, 16.0
+    per_query = []
+    for top in range(0, side, window):
+        for left in range(0, side, window):
+            rows = np.arange(top, min(top + window, side))
+            cols = np.arange(left, min(left + window, side))
+            pos = np.stack(np.meshgrid(rows, cols, indexing="ij"), -1).reshape(-1, 2) * stride
+            d = np.sqrt(((pos[:, None] - pos[None]) ** 2).sum(-1))
+            per_query += list(d.mean(1))
+    assert len(per_query) == side * side
+    assert layer.uniform == pytest.approx(np.mean(per_query), rel=1e-9)
+    slots = np.indices((window, window)).reshape(2, -1).T * stride
+    full = np.sqrt(((slots[:, None] - slots[None]) ** 2).sum(-1)).mean()
+    assert full == pytest.approx(23.252980, rel=1e-6)  # one full 3×3 window
+    assert layer.uniform < full - 1.0
