@@ -200,3 +200,26 @@ def test_padded_sam_run_reports_distance_and_uniform_over_real_tokens(tmp_path: 
     full = np.sqrt(((slots[:, None] - slots[None]) ** 2).sum(-1)).mean()
     assert full == pytest.approx(23.252980, rel=1e-6)  # one full 3×3 window
     assert layer.uniform < full - 1.0
+
+
+def test_head_output_moments_skip_padded_slots() -> None:
+    """The per-head outputs (input of ``proj``) of padded slots are not sampled: with every
+    position kept, the moments count the 25 real tokens of each image, and their mean is
+    the mean over the real rows picked by SAM's own partition of a marker map."""
+    model = sam_model()
+    layer = "blocks.0.attn"
+    x = torch.randn(2, 3, 80, 80, generator=torch.Generator().manual_seed(1))
+    inputs: list[torch.Tensor] = []
+    handle = model.get_submodule(f"{layer}.proj").register_forward_pre_hook(
+        lambda m, args: inputs.append(args[0].detach().clone()) and None
+    )
+    with torch.no_grad(), hooks.capture(model, positions=None, channels=None) as cap:
+        model(x)
+    handle.remove()
+    real = sam_marker(model, layer, 80).reshape(-1) > 0.5  # [window · slot] of one image
+    outputs = inputs[0].reshape(2, real.numel(), -1)  # [image, window · slot, features]
+    assert outputs.shape[1] == 36 and int(real.sum()) == 25
+    moments = cap.attention[layer].moments
+    assert moments is not None and moments.count == 2 * 25
+    expected = outputs[:, real].reshape(-1, outputs.shape[-1]).double().mean(0)
+    torch.testing.assert_close(moments.mean.double(), expected, atol=1e-5, rtol=0)
