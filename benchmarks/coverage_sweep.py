@@ -51,6 +51,10 @@ from _coverage_report import TOLERANCE, UNCOMPARABLE, write_markdown  # noqa: E4
 MAX_PARAMS = 100_000_000
 LOW_PRIORITY = ("_enc", "_dist", "_distilled", "_clip", "_siglip")  # same arch, other head
 ATTENTION_LIKE = re.compile(r"Attention|Attn|SHSA|MHSA")
+# One intra-op thread per model: on a shared machine (more runnable processes than cores)
+# two OpenMP threads wait on each other's time slices — a forward of mobilenetv3_small_050
+# took 5-10 s with 2 threads and 0.17 s with 1 on the 2-core dev box under load.
+THREADS = 1
 
 
 # -- choosing the models ------------------------------------------------------------------
@@ -190,7 +194,7 @@ def run_one(name: str) -> dict[str, Any]:
 
     import hooks
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
     start = time.perf_counter()
     out: dict[str, Any] = {"model": name, "status": "ok"}
     torch.manual_seed(0)
@@ -372,7 +376,7 @@ def main_one(name: str, size: int | None) -> dict[str, Any]:
     from inspector import AnalyzeOptions, analyze
     from inspector.present import failed_analyses
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
     start = time.perf_counter()
     out: dict[str, Any] = {"model": name, "status": "ok", "size": size}
     with torch.device("meta"):
