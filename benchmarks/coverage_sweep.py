@@ -433,7 +433,7 @@ def _main_sweep(args: argparse.Namespace, families: list[str] | None) -> int:
     results = _load(args.main_json)
     chosen = choose_models(families, args.counts)
     for family, models in chosen.items():
-        runs = [(m, None) for m in models]
+        runs = [] if args.padded_only else [(m, None) for m in models]
         if family in PADDED_SIZES:
             runs.append((models[-1], PADDED_SIZES[family]))
         for model, size in runs:
@@ -484,6 +484,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--main", action="store_true", help="the default main job per model")
     parser.add_argument("--size", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--fresh", action="store_true", help="--main: rerun models done")
+    parser.add_argument(
+        "--padded-only", action="store_true", help="--main: only the runs at a padding size"
+    )
     parser.add_argument(
         "--main-json", type=Path, default=REPO / "benchmarks" / "coverage_main.json"
     )
