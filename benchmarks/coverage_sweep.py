@@ -387,7 +387,8 @@ def main_one(name: str, size: int | None) -> dict[str, Any]:
         out.update(status="skipped", error=f"{params / 1e6:.0f}M parameters > 100M")
         return out
     default = int(meta.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
-    if size is None and default > 256 and hooks.find_attention(meta):
+    smaller = size is None and default > 256 and bool(hooks.find_attention(meta))
+    if smaller:  # try the smaller size it allows, else its own
         size = 224
     del meta
     model: Any = name
@@ -396,8 +397,10 @@ def main_one(name: str, size: int | None) -> dict[str, Any]:
             model = timm.create_model(name, pretrained=False, img_size=size).eval()
             model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, size, size)}
         except Exception as exc:
-            out.update(status="skipped", error=f"cannot build at {size} px: {exc}")
-            return out
+            if not smaller:
+                out.update(status="skipped", error=f"cannot build at {size} px: {exc}")
+                return out
+            model, size = name, None
     out["input"] = size or default
     options = AnalyzeOptions(weights="random", limit=2, report=False, progress=False)
     with tempfile.TemporaryDirectory() as tmp:
