@@ -303,6 +303,10 @@ def main_lines(results: dict[str, Any]) -> list[str]:
             if name not in analyses:
                 analyses.append(name)
     failed = totals["failed_analyses"]
+    import timm
+
+    seen = {r.get("family") for r in results.values()}
+    missing = [f for f in sorted(timm.list_modules()) if f not in seen]
     lines = [
         "## The default main job",
         "",
@@ -317,6 +321,7 @@ def main_lines(results: dict[str, Any]) -> list[str]:
         "### Totals",
         "",
         f"- families run with the full main job: {totals['families']} ({totals['runs']} runs)",
+        f"- families not run yet: {len(missing)}" + (f" ({', '.join(missing)})" if missing else ""),
         f"- analyses failed: {len(failed)}"
         + (": " + "; ".join(f"{k} {a}" for k, a, _ in failed) if failed else ""),
         f"- runs that failed as a whole: {len(totals['failed_runs'])}"
