@@ -392,17 +392,25 @@ def main_one(name: str, size: int | None) -> dict[str, Any]:
         size = 224
     del meta
     model: Any = name
+    input_size = None
     if size is not None and size != default:
         try:
             model = timm.create_model(name, pretrained=False, img_size=size).eval()
             model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, size, size)}
+        except TypeError:  # no img_size: a model whose maps follow the input
+            if smaller:
+                size = None
+            else:
+                input_size = size
         except Exception as exc:
             if not smaller:
                 out.update(status="skipped", error=f"cannot build at {size} px: {exc}")
                 return out
             model, size = name, None
     out["input"] = size or default
-    options = AnalyzeOptions(weights="random", limit=2, report=False, progress=False)
+    options = AnalyzeOptions(
+        weights="random", limit=2, input_size=input_size, report=False, progress=False
+    )
     with tempfile.TemporaryDirectory() as tmp:
         run = analyze(model, "builtin", out=tmp, options=options)
         failed = failed_analyses(run)
