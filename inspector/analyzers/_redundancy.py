@@ -111,10 +111,13 @@ def _grouped_cka(groups: Mapping[str, np.ndarray]) -> np.ndarray:
 
 
 def _covariance_fraction(moments: Mapping[str, np.ndarray]) -> float:
-    comoment = np.asarray(moments["comoment"])
+    comoment = np.asarray(moments["comoment"], dtype=np.float64)
     if comoment.ndim != 2:
         return float("nan")
-    return participation_ratio(comoment) / comoment.shape[0]
+    # The streamed co-moment is symmetric up to rounding; where the mean is large next to
+    # the spread (un-normalised random CNNs: DPN) its corrections cancel and the rounding
+    # shows. Average it with its transpose rather than refuse it.
+    return participation_ratio((comoment + comoment.T) / 2) / comoment.shape[0]
 
 
 @REGISTRY.register
@@ -202,11 +205,12 @@ class ChannelRedundancy:
             if broken is not None:
                 notes[name] = broken
                 continue
-            comoment = np.asarray(layer.moments["comoment"])
+            comoment = np.asarray(layer.moments["comoment"], dtype=np.float64)
             count = int(layer.moments["count"])
             if comoment.ndim != 2 or count < 3:
                 notes[name] = "too wide or too few rows for a covariance"
                 continue
+            comoment = (comoment + comoment.T) / 2  # symmetric up to rounding (see above)
             correlation = correlation_from_covariance(comoment / (count - 1))
             grouped_cka, grouped = None, None
             if layer.groups is not None:
