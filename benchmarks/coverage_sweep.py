@@ -398,10 +398,7 @@ def main_one(name: str, size: int | None) -> dict[str, Any]:
             model = timm.create_model(name, pretrained=False, img_size=size).eval()
             model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, size, size)}
         except TypeError:  # no img_size: a model whose maps follow the input
-            if smaller:
-                size = None
-            else:
-                input_size = size
+            input_size = size
         except Exception as exc:
             if not smaller:
                 out.update(status="skipped", error=f"cannot build at {size} px: {exc}")
