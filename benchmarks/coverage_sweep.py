@@ -116,9 +116,10 @@ def choose_models(families: list[str] | None, cache: Path) -> dict[str, list[str
 
 def _sequences(probs: Any, module: Any) -> Any:
     """``[sequence, head, query, key]`` as the capture reports it."""
+    from hooks._discovery import head_count
     from hooks._taps import _as_sequences
 
-    out = _as_sequences(probs, int(module.num_heads), module)
+    out = _as_sequences(probs, head_count(module), module)
     return probs if out is None else out
 
 
