@@ -117,6 +117,22 @@ def _update(moments: Moments, groups: GroupSums | None, rows: torch.Tensor) -> N
         groups.update(rows)
 
 
+def _real_rows(x: torch.Tensor, batch: int, geometry: TokenGeometry) -> torch.Tensor:
+    """Per-head outputs ``[batch · window, token, features]`` of windows zero-padded at the
+    border, as ``[batch, real tokens, features]``: padded slots are not tokens (METRICS.md
+    §1). Anything else is returned as it is."""
+    slots = geometry.real_slots() if geometry.padded else None
+    if slots is None or x.dim() != 3:
+        return x
+    queries = torch.from_numpy(slots[0])
+    windows, tokens = queries.shape[0], geometry.prefix + queries.shape[1]
+    if x.shape[0] != batch * windows or x.shape[1] != tokens:
+        return x
+    prefix = torch.ones(windows, geometry.prefix, dtype=torch.bool)
+    keep = torch.cat([prefix, queries], 1).reshape(-1).to(x.device)
+    return x.reshape(batch, windows * tokens, x.shape[-1])[:, keep]
+
+
 def stratified_positions(
     count: int, positions: int, images: int, generator: torch.Generator
 ) -> torch.Tensor:
@@ -322,6 +338,7 @@ class Capture:
             width = x.shape[-1]
             if width % record.heads:
                 raise CaptureError(f"{record.name}: width {width} not divisible by heads")
+            x = _real_rows(x, self._batch, record.geometry)
             rows = _sample_rows(x, self._batch, self.options.positions, self._draws(record.name))
             if record.moments is None:
                 record.moments = Moments(width)

@@ -37,7 +37,10 @@ class DistanceLayer(Record):
     raw_mean: np.ndarray = array("head", doc="MAD without renormalising, mean over images")
     raw_std: np.ndarray = array("head", doc="its standard deviation over images")
     prefix_mass: np.ndarray = array("head", doc="attention on prefix keys, mean over images")
-    uniform: float = value("MAD of uniform attention on the layer's grid (one window's)")
+    uniform: float = value(
+        "MAD of uniform attention on the layer's grid (one window's; over real keys and "
+        "queries where border windows are zero-padded)"
+    )
     windowed: bool = value("the geometry is windowed (the reference is one window's)")
     images: int = value("images averaged")
     mean_low: np.ndarray | None = array(
@@ -156,7 +159,7 @@ class AttentionDistance:
                     "centre_mean": centre_mean,
                     "centre_low": low,
                     "centre_high": high,
-                    "centre_uniform": centre_uniform(layer.distances),
+                    "centre_uniform": centre_uniform(layer.distances, layer.slots),
                 }
             layers[name] = DistanceLayer(
                 mean=mean,
@@ -164,7 +167,7 @@ class AttentionDistance:
                 raw_mean=raw_mean,
                 raw_std=raw_std,
                 prefix_mass=prefix_mean,
-                uniform=float(layer.distances.mean()),
+                uniform=uniform_reference(layer.distances, layer.slots),
                 windowed=geometry.get("kind") == "windowed",
                 images=int(layer.summaries["distance"].shape[0]),
                 mean_low=mean_low,
@@ -218,12 +221,33 @@ class AttentionEntropy:
         return EntropyResult(version=self.version, params=self.params(), layers=layers, notes=notes)
 
 
-def uniform_reference(distances: np.ndarray) -> float:
-    """MAD of attention spread uniformly over every spatial key (self included)."""
-    return float(np.asarray(distances).mean())
+def _padded_uniform(
+    distances: np.ndarray, slots: tuple[np.ndarray, np.ndarray], rows: np.ndarray
+) -> float:
+    """Uniform attention over each window's real keys, mean over its real ``rows``."""
+    per_query = [
+        distances[np.ix_(q & rows, k)].mean(1)
+        for q, k in zip(*slots, strict=True)
+        if (q & rows).any() and k.any()
+    ]
+    return float(np.concatenate(per_query).mean()) if per_query else float("nan")
 
 
-def centre_uniform(distances: np.ndarray) -> float:
+def uniform_reference(
+    distances: np.ndarray, slots: tuple[np.ndarray, np.ndarray] | None = None
+) -> float:
+    """MAD of attention spread uniformly over every spatial key (self included); with
+    ``slots`` (windows zero-padded at the border), over each window's real keys, mean
+    over the real queries of every window (METRICS.md §1: padded slots are not tokens)."""
+    d = np.asarray(distances, dtype=np.float64)
+    if slots is None:
+        return float(d.mean())
+    return _padded_uniform(d, slots, np.ones(d.shape[0], dtype=bool))
+
+
+def centre_uniform(
+    distances: np.ndarray, slots: tuple[np.ndarray, np.ndarray] | None = None
+) -> float:
     """``MAD_centre`` of uniform attention: the mean distance from the central queries
     (nearest the query grid's centre, as in the capture summary) to every spatial key.
 
@@ -234,4 +258,6 @@ def centre_uniform(distances: np.ndarray) -> float:
     d = np.asarray(distances, dtype=np.float64)
     spread = (d**2).sum(1)
     central = spread <= spread.min() * (1 + 1e-9) + 1e-9
+    if slots is not None:
+        return _padded_uniform(d, slots, central)
     return float(d[central].mean())

@@ -212,10 +212,13 @@ def _sample(layer: Any, width: int) -> dict[str, Any]:
 
 
 def _covariance_fraction(moments: Mapping[str, np.ndarray]) -> float:
-    comoment = np.asarray(moments["comoment"])
+    comoment = np.asarray(moments["comoment"], dtype=np.float64)
     if comoment.ndim != 2:
         return float("nan")
-    return participation_ratio(comoment) / comoment.shape[0]
+    # The streamed co-moment is symmetric up to rounding; where the mean is large next to
+    # the spread (un-normalised random CNNs: DPN) its corrections cancel and the rounding
+    # shows. Average it with its transpose rather than refuse it.
+    return participation_ratio((comoment + comoment.T) / 2) / comoment.shape[0]
 
 
 @REGISTRY.register
@@ -249,6 +252,13 @@ class HeadRedundancy:
             broken = nonfinite_note(layer, state=True)
             if broken is not None:
                 notes[name] = broken
+                continue
+            rows = int(np.asarray(layer.groups["count"]))
+            if rows < 4:  # class attention on few images: one query row per image
+                notes[name] = (
+                    f"{rows} head-output rows (tokens x images) captured: debiased CKA needs "
+                    "at least 4 (more images, or more querying tokens)"
+                )
                 continue
             heads = int(layer.attrs["heads"])
             cka = _grouped_cka(layer.groups)
@@ -308,11 +318,12 @@ class ChannelRedundancy:
             if broken is not None:
                 notes[name] = broken
                 continue
-            comoment = np.asarray(layer.moments["comoment"])
+            comoment = np.asarray(layer.moments["comoment"], dtype=np.float64)
             count = int(layer.moments["count"])
             if comoment.ndim != 2 or count < 3:
                 notes[name] = "too wide or too few rows for a covariance"
                 continue
+            comoment = (comoment + comoment.T) / 2  # symmetric up to rounding (see above)
             correlation = correlation_from_covariance(comoment / (count - 1))
             sample = _sample(layer, comoment.shape[0])
             stats = _stats(correlation, absolute=True, rows=count) | sample

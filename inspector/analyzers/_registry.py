@@ -39,6 +39,9 @@ class LayerInput:
         image_groups: CKA pieces per contiguous image group (``hooks.ImageGroups``
             state), or None.
         distances: ``[query, key]`` pixel distances between spatial tokens, or None.
+        slots: For windows zero-padded at the border, which query and key slots of each
+            window of one image are real tokens (``[window, query]``, ``[window, key]``
+            booleans); ``None`` when nothing is padded.
     """
 
     name: str
@@ -50,6 +53,7 @@ class LayerInput:
     groups: Mapping[str, np.ndarray] | None = None
     image_groups: Mapping[str, np.ndarray] | None = None
     distances: np.ndarray | None = None
+    slots: tuple[np.ndarray, np.ndarray] | None = None
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,11 @@ def _distances(geometry: Mapping[str, Any]) -> np.ndarray | None:
     return np.sqrt(((queries[:, None, :] - keys[None, :, :]) ** 2).sum(-1))
 
 
+def _slots(geometry: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    parsed = hooks.TokenGeometry.from_dict(geometry)
+    return parsed.real_slots() if parsed.known else None
+
+
 def layer_inputs(state: hooks.CaptureState) -> dict[str, LayerInput]:
     """Analyzer inputs from a capture state (a live pass's, or a run file's)."""
     return {
@@ -100,6 +105,7 @@ def layer_inputs(state: hooks.CaptureState) -> dict[str, LayerInput]:
             groups=layer.groups,
             image_groups=layer.image_groups,
             distances=_distances(layer.attrs["geometry"]) if layer.attrs.get("geometry") else None,
+            slots=_slots(layer.attrs["geometry"]) if layer.attrs.get("geometry") else None,
         )
         for name, layer in state.layers.items()
     }

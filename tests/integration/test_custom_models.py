@@ -3,6 +3,7 @@ without attention."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -195,6 +196,57 @@ def test_transformers_vit_sdpa_probabilities_equal_eager_output_attentions() -> 
     assert (geometry.kind, geometry.prefix, geometry.grid, geometry.stride) == (
         "global", 1, (4, 4), (8.0, 8.0),
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("patch", [16, 32])  # vit_b_16, vit_b_32: the same class
+def test_torchvision_vit_probabilities_geometry_and_outputs(patch: int) -> None:
+    """torchvision's ``VisionTransformer`` (``vit_b_16`` / ``vit_b_32`` at tiny width, random
+    init) captured through the API: its ``nn.MultiheadAttention`` keeps the fused path
+    (outputs bit-identical), the maps equal the module's own per-head weights
+    (``need_weights=True, average_attn_weights=False`` on the same input), the geometry is
+    inferred: class token + the ``image_size / patch_size`` grid at ``patch_size`` px."""
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    model = VisionTransformer(
+        image_size=96, patch_size=patch, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64
+    ).eval()
+    x = torch.randn(2, 3, 96, 96)
+    inputs: dict[str, torch.Tensor] = {}
+    attention = hooks.find_attention(model)
+    assert list(attention) == [
+        "encoder.layers.encoder_layer_0.self_attention",
+        "encoder.layers.encoder_layer_1.self_attention",
+    ]
+
+    def keep(name: str) -> Callable[[nn.Module, tuple], None]:
+        def hook(module: nn.Module, args: tuple) -> None:
+            inputs.setdefault(name, args[0].detach())
+
+        return hook
+
+    handles = [module.register_forward_pre_hook(keep(name)) for name, module in attention.items()]
+    seen: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        plain = model(x)
+        with hooks.capture(model, on_attention=lambda n, p: seen.setdefault(n, p)) as cap:
+            out = model(x)
+        for handle in handles:
+            handle.remove()
+        expected = {
+            name: module(inputs[name], inputs[name], inputs[name], need_weights=True,
+                         average_attn_weights=False)[1]
+            for name, module in attention.items()
+        }  # fmt: skip
+    assert torch.equal(out, plain), "the capture changed the outputs"
+    side = 96 // patch
+    for name in attention:
+        torch.testing.assert_close(seen[name], expected[name], atol=1e-6, rtol=0)
+        geometry = cap.attention[name].geometry
+        assert (geometry.kind, geometry.prefix, geometry.grid, geometry.stride) == (
+            "global", 1, (side, side), (float(patch), float(patch)),
+        )  # fmt: skip
+    assert seen[name].shape == (2, 2, 1 + side * side, 1 + side * side)
 
 
 def _needs_64px() -> nn.Module:

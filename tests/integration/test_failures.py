@@ -82,3 +82,22 @@ def test_help_states_the_dependencies(capsys: pytest.CaptureFixture[str]) -> Non
     out = " ".join(capsys.readouterr().out.split())
     assert "pruning_curve needs a gate-gradient pass and ablations and importance" in out
     assert "receptive_field needs a gradient pass" in out
+
+
+def test_head_redundancy_notes_class_attention_with_too_few_rows(tmp_path: Path) -> None:
+    """CaiT's class attention has one querying token per image: on 2 images its head
+    outputs hold 2 rows, too few for debiased CKA. That layer is a note; the analysis
+    and the other layers still run (the main-job sweep found this crash)."""
+    import timm
+
+    model = timm.create_model("cait_xxs24_224", depth=2, img_size=64, pretrained=False).eval()
+    options = AnalyzeOptions(
+        analyses=("head_redundancy",), limit=2, input_size=64, report=False, progress=False
+    )
+    run = analyze(model, "builtin", out=tmp_path, options=options)
+    assert failed_analyses(run) == {}
+    result = run.result("head_redundancy")
+    class_attention = "blocks_token_only.0.attn"
+    assert "debiased CKA needs at least 4" in result.notes[class_attention]
+    assert class_attention not in result.layers
+    assert "blocks.0.attn" in result.layers  # the patch-token layers are measured

@@ -128,6 +128,15 @@ EXPECT: dict[str, dict[str, dict[str, Any]]] = {
             key_origin=(8.0, 8.0),
         )
     },
+    "shvit": {  # 14×14 at 16 px, then 3×3 / stride-2 / pad-1 merges: 7×7, 4×4 (ceil)
+        "stages.1.blocks.0.mixer.m": dict(grid=(7, 7), stride=(32.0, 32.0), origin=(8.0, 8.0)),
+        "stages.2.blocks.0.mixer.m": dict(grid=(4, 4), stride=(64.0, 64.0), origin=(8.0, 8.0)),
+    },
+    "iformer": {
+        "stages.2.blocks.7.mixer.module": dict(grid=(14, 14), stride=(16.0, 16.0)),
+        "stages.3.blocks.1.mixer.module": dict(grid=(7, 7), stride=(32.0, 32.0)),
+    },
+    "hiera": {"blocks.0.attn": dict(kind="unknown")},
     "sam2-hiera": {
         "blocks.1.attn": dict(  # stage change: 2×2 max-pooled queries in 8×8 key windows
             grid=(16, 16),
@@ -235,9 +244,10 @@ def captured(
 
 def as_sequences(probs: torch.Tensor, module: nn.Module) -> torch.Tensor:
     """``[sequence, head, query, key]`` as the capture reports it."""
+    from hooks._discovery import head_count
     from hooks._taps import _as_sequences
 
-    out = _as_sequences(probs, int(module.num_heads), module)
+    out = _as_sequences(probs, head_count(module), module)
     assert out is not None, f"reference of shape {tuple(probs.shape)} has no head axis"
     return out
 
