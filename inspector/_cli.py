@@ -158,7 +158,7 @@ def _analyze_parser(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=64,
         help="token positions per image sampled (stratified at random) for the moment "
-        "and CKA accumulators; rows = images x positions",
+        "and CKA accumulators; rows = images x positions (default: 64)",
     )
     analyze.add_argument("--quiet", action="store_true", help="no progress bars")
     analyze.add_argument(
