@@ -9,7 +9,6 @@ from __future__ import annotations
 import shutil
 import struct
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import h5py
 import numpy as np
 import pytest
-from support import DATA, REPO
+from support import DATA, run_child
 
 import reports
 from inspector import RunFileError
@@ -39,18 +38,8 @@ READ = (
 )
 
 
-def _child(code: str, *args: str, timeout: float = 120, env: dict[str, str] | None = None) -> Any:
-    try:
-        return subprocess.run(
-            [sys.executable, "-c", code, *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            cwd=REPO,
-            env=env,
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"hung for {timeout} s")
+def _child(code: str, *args: str, timeout: float = 120, **kwargs: Any) -> Any:
+    return run_child(code, *args, timeout=timeout, **kwargs)
 
 
 # -- the global heap in size_t arithmetic -------------------------------------------------

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
 import pytest
-from support import DATA, REPO
+from support import DATA, run_child
 
 from inspector import RunFileError
 from inspector.cli import main
@@ -27,19 +26,8 @@ from inspector.store._writer import scratch_path
 GOLDEN = DATA / "golden-run-1.1.h5"
 
 
-def _child(code: str, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    """``code`` in a fresh interpreter (``sys.argv[1:]`` = ``args``); a hang fails the
-    test after ``timeout`` seconds instead of blocking the suite."""
-    try:
-        return subprocess.run(
-            [sys.executable, "-c", code, *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            cwd=REPO,
-        )
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"hung for {timeout} s: {exc.cmd[-len(args) - 1 :]}")
+def _child(code: str, *args: str, timeout: float = 180, **kwargs: Any) -> Any:
+    return run_child(code, *args, timeout=timeout, **kwargs)
 
 
 def _error_lines(err: str) -> list[str]:
