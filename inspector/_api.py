@@ -7,17 +7,37 @@ from typing import Any
 
 from torch import nn
 
-from ._errors import InspectorError
+from ._errors import InspectorError, Interrupted, ReportInterrupted
 from ._options import AnalyzeOptions
 from .pipeline import execute, make_plan, resolve, world
-from .store import Run, read_run
+from .store import Run, claim_output, read_run, refuse_existing
 
 __all__ = ["analyze", "open_run"]
 
 
-def open_run(path: str | Path) -> Run:
-    """Read a complete run file (plain numpy arrays and dataclasses; no model needed)."""
-    return read_run(path)
+def open_run(path: str | Path, *, verify: bool = True) -> Run:
+    """Read a complete run file (plain numpy arrays and dataclasses; no model needed).
+
+    Args:
+        path: The run file.
+        verify: Check its content against its checksum manifest; ``False`` reads a
+            damaged file as it is (forensics).
+    """
+    return read_run(path, verify=verify)
+
+
+def _report(run: Run, path: Path) -> None:
+    """Write the report of a finished run; a failure says that the run file is
+    complete and how to write the report later."""
+    from .present import write_run_report
+
+    try:
+        write_run_report(run, path.with_suffix(".html"))
+    except InspectorError as exc:
+        raise InspectorError(
+            f"the run file {path} is complete, but its report was not written ({exc}); "
+            f"fix that, then write it with `inspector report {path}`"
+        ) from exc
 
 
 def analyze(
@@ -26,6 +46,7 @@ def analyze(
     *,
     out: str | Path | None = None,
     options: AnalyzeOptions | None = None,
+    name: str | None = None,
     **kwargs: Any,
 ) -> Run:
     """Capture and analyse ``model`` on ``images``; write a run file (and a report).
@@ -33,8 +54,11 @@ def analyze(
     Args:
         model: A timm name or alias (``deit_small``) or any ``torch.nn.Module``.
         images: ``"builtin"``, a folder, an image file, a torch ``Dataset`` or ``DataLoader``.
-        out: A folder (the file is ``<model>.h5`` in it) or a ``.h5`` path.
+        out: A folder (the file is ``<model>.h5`` in it) or a ``.h5`` path. A file
+            already there is replaced only with ``overwrite=True``.
         options: An :class:`AnalyzeOptions`; or give its fields as keyword arguments.
+        name: The run's model name for a module (default: timm's ``pretrained_cfg``
+            architecture when the module has one, else its class name).
 
     Returns:
         The run, read back from the file written.
@@ -48,7 +72,7 @@ def analyze(
             raise InspectorError(
                 "--resume is not supported in multi-process runs; resume it in one process"
             )
-        given = resolve(model, images, opts)
+        given = resolve(model, images, opts, name=name)
         plan = make_plan(
             given.model,
             given.info,
@@ -59,15 +83,22 @@ def analyze(
             given.device,
             leader=ranks is None or ranks.leader,
         )
-        path = execute(given.model, plan, ranks)
         if ranks is not None and not ranks.leader:
+            refuse_existing(plan.output, overwrite=opts.overwrite)  # as rank 0 will
+            path = execute(given.model, plan, ranks)
             ranks.barrier()  # rank 0 analyses, writes and reports
             return read_run(path)
-        run = read_run(path)
-        if opts.report:
-            from .present import write_run_report
-
-            write_run_report(run, path.with_suffix(".html"))
+        # The lock spans the resume, the run file and its report (docs/run-file.md).
+        with claim_output(plan.output, overwrite=opts.overwrite):
+            path = execute(given.model, plan, ranks)
+            try:
+                run = read_run(path)
+                if opts.report:
+                    _report(run, path)
+            except KeyboardInterrupt as exc:  # the run file is complete: nothing to resume
+                if isinstance(exc, Interrupted):
+                    raise
+                raise ReportInterrupted(path) from exc
         if ranks is not None:
             ranks.barrier()
         return run

@@ -49,9 +49,16 @@ class Gallery:
 
 def _distance(view: RunReport) -> Context:
     return {
-        "figure": distance_figure(view.attention_distance, view.erf),
+        "figure": distance_figure(
+            view.attention_distance, view.erf, centre=True, erf_uniform=view.erf_uniform
+        ),
         "windowed": [a.name for a in view.attention_distance if a.windowed],
+        "centre": any(a.centre_distance is not None for a in view.attention_distance),
     }
+
+
+def _mad(view: RunReport) -> Context:
+    return {"figure": distance_figure(view.attention_distance, ())}
 
 
 def _gallery_samples(view: RunReport) -> list[AttentionSample]:
@@ -141,6 +148,12 @@ RUN_SECTIONS = SectionList(
     RunReport,
     (
         Spec(
+            "verdict",
+            "Verdict: heads vs channels, like for like",
+            reads="verdict",
+            empty_note="No verdict: no head or channel-group redundancy was measured.",
+        ),
+        Spec(
             "findings",
             "Headline findings",
             reads="findings",
@@ -150,8 +163,15 @@ RUN_SECTIONS = SectionList(
         Spec(
             "distance",
             "Interaction distance vs depth",
-            reads=("attention_distance", "erf"),
+            reads=("attention_distance", "erf", "erf_uniform", "erf_warning", "pass_images"),
             build=_distance,
+            measured=lambda view: bool(view.attention_distance or view.erf),
+        ),
+        Spec(
+            "mad",
+            "Mean attention distance",
+            reads="attention_distance",
+            build=_mad,
         ),
         Spec(
             "attention-maps",
@@ -163,14 +183,14 @@ RUN_SECTIONS = SectionList(
         Spec(
             "erf-maps",
             "Effective receptive fields",
-            reads="erf",
+            reads=("erf", "pass_images"),
             build=_erf_maps,
             measured=lambda view: bool(_with_map(view)),
         ),
         Spec(
             "dynamics",
             "Fixed vs dynamic, equivariance",
-            reads=("dynamics", "dynamics_verdict"),
+            reads="dynamics",
             build=lambda view: dynamics_figures([("", view.dynamics)]),
         ),
         Spec("similarity", "Unit similarity", reads="similarity", build=_similarity),

@@ -40,7 +40,7 @@ class InputDependenceLayer(Record):
         "head", doc="D per head in nats (attention maps over spatial keys)", optional=True
     )
     heads_low: np.ndarray | None = array(
-        "head", doc="95 % interval, low end (jackknife over image groups)", optional=True
+        "head", doc="95 % interval, low end (jackknife over contiguous image groups)", optional=True
     )
     heads_high: np.ndarray | None = array("head", doc="95 % interval, high end", optional=True)
     heads_normalised: np.ndarray | None = array(
@@ -186,9 +186,10 @@ class InputDependence:
     the generalised Jensen–Shannon divergence among the images' interaction maps.
 
     Heads: streamed from the running sums of their spatial attention maps and per-image
-    entropies, in image groups (interval: bootstrap over the groups). Layers with an
-    ERF map: from the per-image ERF maps of the centre unit (interval: bootstrap over
-    images). ``D`` grows with the image count (plug-in): compare units at equal ``n``.
+    entropies, in the capture's contiguous image groups (interval: delete-a-group
+    jackknife over the groups). Layers with an ERF map: from the per-image ERF maps of
+    the centre unit (interval: delete-one jackknife over images). ``D`` grows with the
+    image count (plug-in): compare units at equal ``n``.
     """
 
     name: ClassVar[str] = "input_dependence"
@@ -208,8 +209,8 @@ class InputDependence:
             "erf_query": "centre unit",
             "interval": {
                 "level": self.level,
-                "method": "delete-a-group jackknife, normal: over image groups (heads), "
-                "over images (ERF maps)",
+                "method": "delete-a-group jackknife, normal: over contiguous image groups "
+                "(heads), over images (ERF maps)",
             },
         }
 

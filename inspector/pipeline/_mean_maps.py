@@ -1,7 +1,12 @@
 """Streaming sums for input dependence (METRICS.md §8): per attention layer, the sum of
 the images' spatial attention maps (renormalised over spatial keys) and of their
-entropies, in ``G`` image groups (image ``i`` goes to group ``i mod G``) so that the
-interval is a bootstrap over groups (METRICS.md §7). Nothing grows with the images.
+entropies, in ``G`` contiguous image groups so that the interval is a delete-a-group
+jackknife over groups (METRICS.md §7). Nothing grows with the images.
+
+The groups are the capture's (``hooks.ImageGroups``): with the image set's size ``N``
+known (``CaptureOptions.images``), image ``i`` (its index in the whole image set, so a
+resumed run or a shard fills the same groups) goes to group ``i * G // N``,
+``G = min(CaptureOptions.image_groups, N)``; without it, to group ``i mod G``.
 
 Fed by ``hooks.CaptureOptions.on_attention`` during the capture pass.
 """
@@ -64,6 +69,32 @@ class MeanMaps:
     def __call__(self, name: str, probs: torch.Tensor) -> None:
         if self._capture is None:
             return
+        try:
+            self._add(name, probs)
+        except Exception as exc:  # a failed analysis is a note, not a failed capture
+            sums = self.layers.setdefault(name, MeanMapSums())
+            sums.problem = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            sums.maps = sums.entropy = sums.counts = None
+
+    def _count(self) -> int:
+        """G: the capture's image groups (``self.groups`` when it keeps none)."""
+        assert self._capture is not None
+        opts = self._capture.options
+        if opts.image_groups is None or opts.images is None:
+            return self.groups
+        return min(opts.image_groups, opts.images)
+
+    def _group_index(self, first: int, batch: int, groups: int) -> torch.Tensor:
+        """The image groups of images ``first .. first + batch - 1``."""
+        assert self._capture is not None
+        index = torch.arange(batch) + first
+        total = self._capture.options.images
+        if self._capture.options.image_groups is None or total is None:
+            return index % groups
+        return (index * groups // total).clamp(max=groups - 1)
+
+    def _add(self, name: str, probs: torch.Tensor) -> None:
+        assert self._capture is not None
         record = self._capture.attention[name]
         sums = self.layers.setdefault(name, MeanMapSums())
         if sums.problem:
@@ -89,7 +120,7 @@ class MeanMaps:
         entropy = entropy.reshape(batch, per_image, -1).mean(1)  # [image, head]
         if sums.maps is None:
             one = rows[0].numel()
-            groups = max(1, min(self.groups, BUDGET // max(one, 1)))
+            groups = max(1, min(self._count(), BUDGET // max(one, 1)))
             if one > BUDGET:
                 sums.problem = f"its maps ({one} values) exceed the streaming budget"
                 return
@@ -98,7 +129,7 @@ class MeanMaps:
             sums.counts = torch.zeros(groups, dtype=torch.float64)
             sums.keys = int(rows.shape[-1])
         assert sums.entropy is not None and sums.counts is not None
-        index = (torch.arange(batch) + sums.images) % sums.maps.shape[0]
+        index = self._group_index(self._capture.images, batch, sums.maps.shape[0])
         sums.maps.index_add_(0, index, rows.cpu().double())
         sums.entropy.index_add_(0, index, entropy.cpu())
         sums.counts.index_add_(0, index, torch.ones(batch, dtype=torch.float64))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._text import terminal_safe
 from ..analyzers import AnalysisResult, EquivarianceResult, InputDependenceResult
 
 __all__ = [
@@ -199,7 +200,8 @@ def _ci(value: float, low: float, high: float) -> str:
 def terminal_lines(
     dependence: InputDependenceResult | None, equivariance: EquivarianceResult | None
 ) -> list[str]:
-    """The terminal's fixed-vs-dynamic table and the closing verdict lines."""
+    """The terminal's fixed-vs-dynamic table (its verdict sentences are printed with the
+    run's verdict, :func:`inspector.present._verdict.verdict`)."""
     rows = dynamics_rows(dependence, equivariance)
     if not rows:
         return []
@@ -210,16 +212,11 @@ def terminal_lines(
     lines = ["", "fixed vs dynamic interaction (D) and translation equivariance (E)", header]
     lines.append("-" * len(header))
     for r in rows:
+        layer = terminal_safe(r.layer)[:28]
         lines.append(
-            f"{r.layer[:28]:<28} {_range(r.heads):>12} {_ci(r.erf, r.erf_low, r.erf_high):>18} "
+            f"{layer:<28} {_range(r.heads):>12} {_ci(r.erf, r.erf_low, r.erf_high):>18} "
             f"{_ci(r.equivariance, r.low, r.high):>18} "
             f"{'-' if math.isnan(r.sub) else f'{r.sub:.2f}':>7} "
             f"{'-' if math.isnan(r.unaligned) else f'{r.unaligned:.2f}':>6}"
         )
-    results: dict[str, AnalysisResult] = {}
-    if dependence is not None:
-        results["input_dependence"] = dependence
-    if equivariance is not None:
-        results["translation_equivariance"] = equivariance
-    lines += [f"verdict: {line}" for line in verdict_lines(results)]
     return lines

@@ -9,11 +9,21 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .._errors import RunFileError
-from ..analyzers import EquivarianceResult, InputDependenceResult
+from .._text import terminal_safe
 from ..store import Run, read_run
 from ._dynamics import terminal_lines
-from ._rows import RunResults, _optional, agreement_text, layer_rows
+from ._rows import (
+    RunResults,
+    agreement_text,
+    failed_analyses,
+    interval_text,
+    layer_rows,
+    pass_counts,
+)
+from ._verdict import verdict
 
 __all__ = ["describe", "describe_models", "print_summary"]
 
@@ -26,33 +36,77 @@ def _num(value: Any, digits: int = 1) -> str:
     return "-" if math.isnan(number) else f"{number:.{digits}f}"
 
 
+def _interval(point: float, low: float, high: float, digits: int = 0) -> str:
+    if math.isnan(point):
+        return "-"
+    if math.isnan(low) or math.isnan(high):
+        return _num(point, digits)
+    return f"{_num(point, digits)} [{_num(low, digits)}-{_num(high, digits)}]"
+
+
+def _field(side: float) -> str:
+    if math.isnan(side):
+        return "-"
+    return "all" if math.isinf(side) else f"{side:.0f}"
+
+
 def print_summary(run: Run) -> None:
-    """The per-layer table and the pruning lines of a run, on stdout."""
+    """The per-layer table, the image counts of the passes, the degenerate-ERF warning
+    and the pruning lines of a run, on stdout."""
     results = RunResults.of(run)
+    images = len(run.sample_ids)
     header = (
-        f"{'layer':<28} {'kind':<9} {'units':>5} {'MAD px (min-max)':>20} "
-        f"{'ERF px':>7} {'r50':>6} {'redund':>6}"
+        f"{'layer':<26} {'kind':<9} {'units':>5} {'CKA redund [95%]':>18} {'|r| red [95%]':>18} "
+        f"{'rows':>6} {'MAD px (min-max)':>17} {'MADc px [95%]':>14} {'ERF px [95%]':>14} "
+        f"{'TRF':>4}"
     )
+    print(
+        "CKA redund: debiased CKA between heads, or between channel groups of head width "
+        "(like for like); |r| red: single channels, secondary (depends on the channel "
+        f"count); {images} images; ! = rows < 5 x width (sample-limited)"
+    )
+    for name, why in failed_analyses(run).items():
+        print(f"failed analysis {name}: {why}")
     print(header)
     print("-" * len(header))
+    flagged = 0
     for row in layer_rows(run, results):
-        if all(math.isnan(v) for v in (row.distance, row.erf_distance, row.redundancy)):
+        shown = (row.distance, row.erf_distance, row.redundancy, row.correlation_redundancy)
+        if all(math.isnan(v) for v in shown):
             continue
         low, high = _num(row.distance_min, 0), _num(row.distance_max, 0)
-        spread = "-" if math.isnan(row.distance) else f"{_num(row.distance)} ({low}-{high})"
-        print(
-            f"{row.layer[:28]:<28} {row.kind:<9} {row.units:>5} {spread:>20} "
-            f"{_num(row.erf_distance):>7} {_num(row.erf_radius_50):>6} "
-            f"{_num(row.redundancy, 2):>6}"
+        spread = "-" if math.isnan(row.distance) else f"{_num(row.distance, 0)} ({low}-{high})"
+        layer, kind = terminal_safe(row.layer), terminal_safe(row.kind)
+        rows = f"{row.rows}{'!' if row.sample_limited else ''}" if row.rows else "-"
+        flagged += row.sample_limited
+        cka = interval_text(row.redundancy, row.redundancy_low, row.redundancy_high)
+        correlation = interval_text(
+            row.correlation_redundancy, row.correlation_low, row.correlation_high
         )
-    _print_pruning(results)
-    for line in terminal_lines(
-        _optional(run, InputDependenceResult), _optional(run, EquivarianceResult)
-    ):
+        print(
+            f"{layer[:26]:<26} {kind:<9} {row.units:>5} {cka:>18} "
+            f"{correlation:>18} {rows:>6} {spread:>17} "
+            f"{_interval(row.centre, row.centre_low, row.centre_high):>14} "
+            f"{_interval(row.erf_distance, row.erf_low, row.erf_high):>14} "
+            f"{_field(row.theoretical_rf):>4}"
+        )
+    print(
+        "MADc: attention distance of the centre query (comparable with ERF); ERF: cumulative "
+        "from the input; TRF: theoretical receptive field side (px)"
+    )
+    if flagged:
+        print(f"{flagged} layer(s) sample-limited (rows < 5 x width): raise --positions")
+    for line in pass_counts(results):
         print(line)
-
-
-def _print_pruning(results: RunResults) -> None:
+    model = results.erf.summary.get("model") if results.erf else None
+    if model is not None and model.degenerate:
+        print(f"WARNING: {model.reason}")
+    for line in terminal_lines(results.dependence, results.equivariance):
+        print(line)
+    answer = verdict(results, images)
+    print(f"Verdict: {answer.overall}")
+    for line in answer.dynamics:
+        print(f"Verdict: {line}")
     if results.pruning is None:
         return
     threshold = agreement_text(results.pruning.threshold)
@@ -60,15 +114,48 @@ def _print_pruning(results: RunResults) -> None:
     for kind, curve in results.pruning.summary.items():
         line = (
             f"{kind}: {curve.prunable_fraction:.0%} removable at >= {threshold} top-1 "
-            f"agreement ({curve.units} units)"
+            f"agreement ({curve.units} units"
         )
-        check = checks.get(kind)
-        if check is not None and not math.isnan(check.spearman_vs_ablation):
+        if curve.agreement_low is not None:
+            line += ", the 95 % interval's lower bound"
+        if curve.images:
+            line += f", {curve.images} held-out images"
+        line += ")"
+        if curve.agreement_low is not None and curve.agreement_high is not None:
+            step = 1 if curve.fractions.size > 1 else 0
             line += (
-                f"; gate gradient vs true ablation: Spearman {check.spearman_vs_ablation:.2f} "
-                f"over {check.ablation_units} units"
+                f"; at {curve.fractions[step]:.0%} removed agreement "
+                f"{curve.agreement[step]:.2f} [{curve.agreement_low[step]:.2f}-"
+                f"{curve.agreement_high[step]:.2f}]"
             )
         print(line)
+        if curve.accuracy is not None and curve.labelled:
+            print(f"  {_accuracy(curve)}")
+        check = checks.get(kind)
+        if check is not None and not math.isnan(check.spearman_vs_ablation):
+            rho = f"{check.spearman_vs_ablation:.2f}"
+            if check.spearman_low is not None and check.spearman_high is not None:
+                rho += f" [95 %: {check.spearman_low:.2f}, {check.spearman_high:.2f}]"
+            print(
+                f"  gate gradient vs true ablation: Spearman {rho} "
+                f"over {check.ablation_units} units"
+                + (f" on {check.ablation_images} images" if check.ablation_images else "")
+            )
+
+
+def _accuracy(curve: Any) -> str:
+    """Top-1 accuracy of the pruned model on the labelled held-out images, with its
+    Wilson interval: unpruned, at the first step and at the removable fraction."""
+    steps = sorted({0, min(1, curve.fractions.size - 1)})
+    removable = np.flatnonzero(np.isclose(curve.fractions, curve.prunable_fraction))
+    steps += [int(i) for i in removable[:1] if int(i) not in steps]
+    parts = []
+    for i in steps:
+        text = f"{curve.accuracy[i]:.2f}"
+        if curve.accuracy_low is not None and curve.accuracy_high is not None:
+            text += f" [{curve.accuracy_low[i]:.2f}-{curve.accuracy_high[i]:.2f}]"
+        parts.append(f"{text} at {curve.fractions[i]:.0%} removed")
+    return f"top-1 accuracy on {curve.labelled} labelled held-out images: " + ", ".join(parts)
 
 
 def _unreadable(run: Run) -> list[str]:
@@ -82,35 +169,66 @@ def _unreadable(run: Run) -> list[str]:
     return problems
 
 
-def describe(path: str | Path) -> str:
-    """What a run file holds (also for incomplete runs)."""
-    run = read_run(path, allow_incomplete=True)
-    meta = run.meta
+def _ids(ids: list[str], shown: int = 10) -> str:
+    """The first ``shown`` image ids (which images a ``--limit``/``--seed`` run used)."""
+    more = f" ... and {len(ids) - shown} more" if len(ids) > shown else ""
+    return (", ".join(ids[:shown]) or "none") + more
+
+
+def describe(path: str | Path, *, verify: bool = True) -> str:
+    """What a run file holds (also for incomplete runs); names from the file escaped."""
+    run = read_run(path, allow_incomplete=True, verify=verify)
+    meta = {key: _safe(value) for key, value in run.meta.items()}
     attention = run.attention_layers()
     channels = run.channel_layers()
     requested = f"requested {meta.get('model_requested')!r}, {meta.get('resolution')}"
     source = f"{len(run.sample_ids)} from {meta.get('images_source')}"
     kinds = Counter(
-        str((layer.attrs.get("geometry") or {}).get("kind", "unknown")) for layer in attention
+        terminal_safe((layer.attrs.get("geometry") or {}).get("kind", "unknown"))
+        for layer in attention
     )
     geometry = ", ".join(f"{kind} {count}" for kind, count in sorted(kinds.items()))
     lines = [
-        f"run file:  {run.path}",
-        f"complete:  {'yes' if run.complete else 'NO (resume with --resume)'}",
+        f"run file:  {terminal_safe(run.path)}",
+        f"complete:  {'yes' if run.complete else _incomplete(run)}",
         f"model:     {meta.get('model')} ({requested})",
         f"weights:   {meta.get('weights_source')} - {meta.get('weights_reason')}",
         f"images:    {source}, input {meta.get('input_size')}",
+        f"image ids: {terminal_safe(_ids(run.sample_ids))}",
         f"layers:    {len(attention)} attention (geometry: {geometry or 'none'}), "
         f"{len(channels)} channel",
-        f"analyses:  {', '.join(run.analysis) or 'none'}",
-        *(f"           {problem}" for problem in _unreadable(run)),
+        f"analyses:  {terminal_safe(', '.join(run.analysis)) or 'none'}",
+        *(f"           {terminal_safe(problem)}" for problem in _unreadable(run)),
+        *(
+            f"failed:    {terminal_safe(name)}: {terminal_safe(why)}"
+            for name, why in failed_analyses(run).items()
+        ),
         f"created:   {meta.get('created')} with inspector {meta.get('tool_version')}, "
         f"timm {meta.get('timm_version')}, torch {meta.get('torch_version')}",
     ]
     timings = meta.get("timings")
     if isinstance(timings, dict):
-        lines.append("timings:   " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+        lines.append("timings:   " + ", ".join(f"{k} {_num(v)}s" for k, v in timings.items()))
     return "\n".join(lines)
+
+
+def _safe(value: Any) -> Any:
+    """Strings from a run file escaped for the terminal, inside lists and dicts too."""
+    if isinstance(value, str):
+        return terminal_safe(value)
+    if isinstance(value, list):
+        return [_safe(item) for item in value]
+    if isinstance(value, dict):
+        return {terminal_safe(key): _safe(item) for key, item in value.items()}
+    return value
+
+
+def _incomplete(run: Run) -> str:
+    """The ``complete:`` line of an unfinished run: ``--resume`` advice only when the
+    ``.partial`` file holds work."""
+    if run.sample_ids:
+        return f"NO ({len(run.sample_ids)} images done; finish with --resume)"
+    return "NO (stopped before its first checkpoint: no image to resume; run it again)"
 
 
 def _measurable(name: str) -> str:
@@ -133,7 +251,7 @@ def _measurable(name: str) -> str:
     channels = sum(1 for site in sites.values() if site.kind in ("conv", "mlp"))
     parts = [f"{channels} channel layers"]
     if attention:
-        heads = sum(int(getattr(m, "num_heads", 0)) for m in attention.values())
+        heads = sum(hooks.head_count(m) for m in attention.values())
         known = sum(1 for g in geometries if g.known)
         parts.append(
             f"{len(attention)} attention layers ({heads} heads), geometry known "

@@ -1,5 +1,8 @@
 """The run file (HDF5): one writer, one reader, a versioned schema (docs/run-file.md)."""
 
+from ._lock import claim_output as claim_output
+from ._lock import images_kept as images_kept
+from ._lock import refuse_existing as refuse_existing
 from ._reader import Layer as Layer
 from ._reader import Run as Run
 from ._reader import read_run as read_run
@@ -22,6 +25,9 @@ __all__ = [
     "Layer",
     "Run",
     "RunWriter",
+    "claim_output",
+    "images_kept",
     "partial_path",
     "read_run",
+    "refuse_existing",
 ]

@@ -177,7 +177,7 @@ def vit_report(
         notes=NOTES,
         tables=(table,),
         dynamics=_dynamics([a.name for a in attn], heads, rng, vit=True),
-        dynamics_verdict=(
+        verdict=(
             "Interaction is input-dependent: in the attention heads (D median 0.30 nats).",
             "Not translation equivariant from the first measured layer: blocks.0 has E = 0.950.",
         ),

@@ -82,3 +82,31 @@ def test_equivariant_up_to_the_last_layer_that_passes() -> None:
     (line,) = dynamics_verdict_lines({"translation_equivariance": equivariance([0.9])})
     assert line.startswith("Not translation equivariant from the first measured layer")
     assert dynamics_verdict_lines({}) == []
+
+
+def test_the_run_verdict_closes_with_the_dynamics_sentences() -> None:
+    """One verdict: ``present._verdict.verdict`` (terminal and reports) carries them."""
+    from inspector.present._rows import RunResults
+    from inspector.present._verdict import compare_verdict, verdict
+
+    empty = dict.fromkeys(
+        ("distance", "entropy", "erf", "heads", "channels", "importance", "pruning")
+    )
+    results = RunResults(
+        **empty, dependence=dependence(0.5, 0.4), equivariance=equivariance([1, 0.9])
+    )
+    answer = verdict(results, 9)
+    assert answer.overall == "No redundancy was measured."
+    assert answer.dynamics == tuple(
+        dynamics_verdict_lines(
+            {
+                "input_dependence": dependence(0.5, 0.4),
+                "translation_equivariance": equivariance([1, 0.9]),
+            }
+        )
+    )
+    assert answer.dynamics[0].startswith("Interaction is input-dependent")
+    assert answer.dynamics[1].startswith("Equivariant up to stages.0")
+    assert verdict(RunResults(**empty), 9).dynamics == ()
+    lines = compare_verdict([("a", results, 9)])
+    assert lines[1:] == tuple(f"a: {line}" for line in answer.dynamics)

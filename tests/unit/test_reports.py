@@ -48,8 +48,10 @@ from reports._figures import redundancy_figure
 from reports._render import render_sections
 
 RUN_SECTIONS = (
+    "verdict",
     "findings",
     "distance",
+    "mad",
     "attention-maps",
     "erf-maps",
     "dynamics",
@@ -146,7 +148,7 @@ def test_run_report_has_every_section(vit_html: str) -> None:
     mimes = [_decode(img["src"] or "")[0] for img in page.find("img")]
     # distance, 2 galleries, ERF maps, input dependence, equivariance, head similarity,
     # redundancy, importance, pruning
-    assert len(mimes) == 10
+    assert len(mimes) == 11  # the MAD figure beside the interaction-distance one
     assert {"image/svg+xml", "image/png", "image/jpeg"} <= set(mimes)
     assert all(img["alt"] for img in page.find("img"))
     assert "Up to 30% of the heads can be removed" in page.in_section("pruning")
@@ -185,6 +187,7 @@ def test_compare_report_sections(compare_html: str) -> None:
     page = Page(compare_html)
     ids = [s["id"] for s in page.find("section")]
     assert ids == [
+        "verdict",
         "runs",
         "findings",
         "distance",
@@ -377,8 +380,10 @@ def test_public_surface() -> None:
 # --- declared sections -------------------------------------------------------------------
 
 RUN_TITLES = (
+    "Verdict: heads vs channels, like for like",
     "Headline findings",
     "Interaction distance vs depth",
+    "Mean attention distance",
     "Attention maps",
     "Effective receptive fields",
     "Fixed vs dynamic, equivariance",
@@ -390,6 +395,7 @@ RUN_TITLES = (
     "Method notes",
 )
 COMPARE_TITLES = (
+    "Verdict: heads vs channels, like for like",
     "Runs",
     "Headline findings",
     "Interaction distance vs depth",
@@ -405,6 +411,7 @@ def test_section_lists_keep_order_ids_and_titles() -> None:
     assert RUN_SPECS.ids == RUN_SECTIONS
     assert tuple(s.title for s in RUN_SPECS) == RUN_TITLES
     assert COMPARE_SPECS.ids == (
+        "verdict",
         "runs",
         "findings",
         "distance",
@@ -508,14 +515,14 @@ def test_adding_a_section_is_one_spec_and_one_partial(vit, tmp_path: Path) -> No
     assert RUN_SPECS.ids == RUN_SECTIONS  # the shipped list is untouched
 
     page = Page(render_sections(vit, sections, env=env))
-    ids = ["findings", "distance", "probe", *RUN_SECTIONS[2:]]
+    ids = ["verdict", "findings", "distance", "probe", *RUN_SECTIONS[3:]]
     assert [s["id"] for s in page.find("section")] == ids
     assert [a["href"] for a in page.find("a") if (a["href"] or "").startswith("#")] == [
         f"#{s}" for s in ids
     ]
     assert page.in_section("probe") == "Probe <section> <b>probe</b> — 3 layers"  # escaped
     assert not page.find("b") and len(page.find("p", **{"class": "probe"})) == 1
-    assert len(page.find("img")) == 11  # the ten of test_run_report_has_every_section + probe
+    assert len(page.find("img")) == 12  # the eleven of test_run_report_has_every_section + probe
 
     absent = Page(render_sections(replace(vit, redundancy=()), sections, env=env))
     assert "Not measured in this run" in absent.in_section("probe")
@@ -546,10 +553,15 @@ def test_section_declarations_are_checked() -> None:
         RUN_SPECS.sections(compare_report())
 
 
-def test_dynamics_section_shows_both_plots_and_the_verdict(vit, vit_html: str) -> None:
-    text = Page(vit_html).in_section("dynamics")
-    for line in vit.dynamics_verdict:
-        assert line in text
+def test_dynamics_section_shows_both_plots_its_verdict_in_the_verdict_section(
+    vit, vit_html: str
+) -> None:
+    page = Page(vit_html)
+    text = page.in_section("dynamics")
+    verdict = page.in_section("verdict")
+    for line in vit.verdict:  # one verdict section: the dynamics sentences are there
+        assert line in verdict and line not in text
+    assert any(line.startswith("Interaction is") for line in vit.verdict)
     assert "input dependence" in text.lower()
     figures = vit_html.split('id="dynamics"')[1].split("</section>")[0]
     assert figures.count("<img") == 2
