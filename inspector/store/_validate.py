@@ -181,6 +181,42 @@ def _layer_problem(layer: Layer, images: int) -> str | None:
     return _state_problem(layer)
 
 
+_PER_HEAD = ("heads", "heads_low", "heads_high", "heads_normalised")
+_IMAGE_COUNTS = {
+    "input_dependence": ("head_images", "erf_images"),
+    "translation_equivariance": ("images",),
+}
+"""Per-layer image counts of the analyses of METRICS.md §8-9: at most the run's images."""
+
+
+def _dynamics_problem(name: str, tree: dict[str, Any], images: int) -> str | None:
+    """Input dependence and equivariance layers: per-head arrays of one length, image
+    counts within the run's images (what the report's tables and verdict read)."""
+    layers = tree.get("layers", {})
+    if not isinstance(layers, dict):
+        return f"the layers of analysis {name!r} are not a group"
+    for path, layer in layers.items():
+        where = f"layer {path!r} of analysis {name!r}"
+        if not isinstance(layer, dict):
+            return f"{where} is not a group"
+        lengths = set()
+        for key in _PER_HEAD if name == "input_dependence" else ():
+            if key in layer:
+                array = layer[key]
+                if not _numeric(array) or np.ndim(array) != 1:
+                    return f"{where}: {key} is not a list of numbers"
+                lengths.add(len(array))
+        if len(lengths) > 1:
+            return f"{where}: its per-head arrays differ in length ({sorted(lengths)})"
+        for key in _IMAGE_COUNTS[name]:
+            value = layer.get(key)
+            if isinstance(value, np.integer):
+                value = int(value)
+            if value is not None and not _count(value, 0, images):
+                return f"{where}: {key} is {value!r}, not a count of at most {images} images"
+    return None
+
+
 def check_run(run: Run) -> str | None:
     """What is inconsistent in ``run`` (one phrase naming the element), or ``None``."""
     problem = _meta_problem(run) or _samples_problem(run)
@@ -194,4 +230,8 @@ def check_run(run: Run) -> str | None:
     for name, tree in run.analysis.items():
         if not isinstance(tree.get("params"), dict):
             return f"the parameters of analysis {name!r} are not a mapping"
+        if name in _IMAGE_COUNTS:
+            problem = _dynamics_problem(name, tree, images)
+            if problem is not None:
+                return problem
     return None

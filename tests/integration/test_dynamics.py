@@ -253,6 +253,104 @@ def test_default_job_shows_dynamics_in_terminal_report_and_tables(default_run, c
     assert "fixed vs dynamic, equivariance" in html  # the exported table
 
 
+def _heads_low_of_two(f) -> None:
+    layer = f["analysis/input_dependence/layers/blocks.0.attn"]
+    del layer["heads_low"]
+    layer["heads_low"] = np.zeros(3)  # test_vit has 2 heads
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (
+            _heads_low_of_two,
+            "layer 'blocks.0.attn' of analysis 'input_dependence': its per-head arrays "
+            "differ in length ([2, 3])",
+        ),
+        (
+            lambda f: f["analysis/input_dependence/layers/blocks.0"].attrs.__setitem__(
+                "erf_images", 7
+            ),
+            "layer 'blocks.0' of analysis 'input_dependence': erf_images is 7, not a count "
+            "of at most 3 images",
+        ),
+        (
+            lambda f: f["analysis/translation_equivariance/layers/blocks.0"].attrs.__setitem__(
+                "images", -1
+            ),
+            "layer 'blocks.0' of analysis 'translation_equivariance': images is -1, not a "
+            "count of at most 3 images",
+        ),
+    ],
+    ids=["heads-length", "erf-images", "equivariance-images"],
+)
+def test_dynamics_results_pass_the_readers_checks_and_edited_ones_are_refused(
+    default_run, tmp_path, edit, problem
+) -> None:
+    import shutil
+
+    import h5py
+
+    from inspector import RunFileError
+    from inspector.store import read_run
+    from inspector.store._checksum import seal
+
+    assert read_run(default_run.path).result("input_dependence").layers  # passes check_run
+    path = tmp_path / "edited.h5"
+    shutil.copyfile(default_run.path, path)
+    with h5py.File(path, "r+") as handle:
+        edit(handle)
+        seal(handle)
+    with pytest.raises(RunFileError) as info:
+        read_run(path)
+    assert f"is inconsistent ({problem})" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("arch", "kwargs", "size"),
+    [
+        (
+            "swin_tiny_patch4_window7_224",
+            dict(img_size=56, embed_dim=24, depths=(2, 2), num_heads=(1, 2)),
+            56,
+        ),
+        ("pvt_v2_b0", dict(depths=(1, 1, 1, 1)), 64),
+    ],
+    ids=["windowed", "reduced-keys"],
+)
+def test_streamed_dependence_of_windowed_and_reduced_key_attention(arch, kwargs, size) -> None:
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model(arch, pretrained=False, **kwargs).eval()
+    x = torch.randn(4, 3, size, size, generator=torch.Generator().manual_seed(3))
+    kept: dict[str, list[torch.Tensor]] = {}
+    sums = MeanMaps(groups=3)
+
+    def both(name: str, probs: torch.Tensor) -> None:
+        kept.setdefault(name, []).append(probs.double().clone())
+        sums(name, probs)
+
+    cap = hooks.capture(model, attention="*", channels=None, keep_maps=0, on_attention=both)
+    sums.bind(cap)
+    with cap, torch.no_grad():
+        model(x[:2])
+        model(x[2:])
+    inputs = {
+        n: MeanMapInput(a["maps"], a["entropy"], a["counts"]) for n, a in sums.arrays().items()
+    }
+    result = REGISTRY["input_dependence"]().compute(AnalysisInputs({}, mean_maps=inputs))
+    assert result.layers, result.notes
+    for name, layer in result.layers.items():
+        prefix = cap.attention[name].geometry.prefix
+        probs = torch.cat(kept[name])[:, :, prefix:, prefix:].numpy()  # [seq, head, q, k]
+        b, per = 4, probs.shape[0] // 4
+        maps = probs.reshape(b, per, *probs.shape[1:]).transpose(0, 2, 1, 3, 4)
+        maps = maps.reshape(b, probs.shape[1], per * probs.shape[2], probs.shape[3])
+        direct = [metrics.input_dependence(maps[:, h]) for h in range(maps.shape[1])]
+        assert np.allclose(layer.heads, direct, atol=1e-6), name
+
+
 def test_default_job_on_a_tiny_resnet_measures_blocks_not_heads(tmp_path, capsys) -> None:
     from inspector.present import print_summary
 
