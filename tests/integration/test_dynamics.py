@@ -253,7 +253,7 @@ def test_default_job_shows_dynamics_in_terminal_report_and_tables(default_run, c
     assert "fixed vs dynamic, equivariance" in html  # the exported table
 
 
-def _heads_low_of_two(f) -> None:
+def _heads_low_of_three(f) -> None:
     layer = f["analysis/input_dependence/layers/blocks.0.attn"]
     del layer["heads_low"]
     layer["heads_low"] = np.zeros(3)  # test_vit has 2 heads
@@ -263,7 +263,7 @@ def _heads_low_of_two(f) -> None:
     ("edit", "problem"),
     [
         (
-            _heads_low_of_two,
+            _heads_low_of_three,
             "layer 'blocks.0.attn' of analysis 'input_dependence': its per-head arrays "
             "differ in length ([2, 3])",
         ),
