@@ -101,13 +101,15 @@ def dynamics_rows(
 
 
 def _interaction_sentence(rows: list[DynamicsRow]) -> str | None:
-    heads = [r for r in rows if r.heads.size]
+    heads = [r for r in rows if r.heads.size and r.heads.shape == r.heads_normalised.shape]
     maps = [r for r in rows if not math.isnan(r.erf) and r.branch in ("block", "conv")]
     parts = []
     verdicts = []
-    if heads:
-        values = np.concatenate([r.heads for r in heads])
-        normal = np.concatenate([r.heads_normalised for r in heads])
+    values = np.concatenate([r.heads for r in heads]) if heads else np.zeros(0)
+    normal = np.concatenate([r.heads_normalised for r in heads]) if heads else np.zeros(0)
+    keep = np.isfinite(values) & np.isfinite(normal)  # heads without a number left out
+    values, normal = values[keep], normal[keep]
+    if values.size:
         n = heads[0].head_images
         fixed = bool(np.nanmedian(normal) < FIXED_BELOW)
         verdicts.append(fixed)
@@ -186,6 +188,7 @@ def verdict_lines(results: Mapping[str, AnalysisResult]) -> list[str]:
 
 
 def _range(values: np.ndarray) -> str:
+    values = values[np.isfinite(values)]
     if not values.size:
         return "-"
     return f"{np.nanmin(values):.2f}-{np.nanmax(values):.2f}"

@@ -471,6 +471,7 @@ def _dynamics_table(run: Run) -> reports.Table | None:
     )
 
     def heads(fn: Any, values: np.ndarray) -> float | None:
+        values = values[np.isfinite(values)]
         return float(fn(values)) if values.size else None
 
     cells = tuple(

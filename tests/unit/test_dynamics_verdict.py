@@ -110,3 +110,15 @@ def test_the_run_verdict_closes_with_the_dynamics_sentences() -> None:
     assert verdict(RunResults(**empty), 9).dynamics == ()
     lines = compare_verdict([("a", results, 9)])
     assert lines[1:] == tuple(f"a: {line}" for line in answer.dynamics)
+
+
+def test_heads_without_a_number_are_left_out_of_the_sentence() -> None:
+    """Non-finite attention (NaN D for every head) gives no heads clause, not a
+    'input-dependent ... D median nan' one."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lines = dynamics_verdict_lines({"input_dependence": dependence(math.nan, 0.0)})
+    assert lines == [lines[0]] and lines[0].startswith("Interaction is fixed: in the blocks'")
+    assert "attention heads" not in lines[0]
