@@ -32,6 +32,8 @@ from ._view import Table as Table
 from ._view import WeightsInfo as WeightsInfo
 from ._view_compare import CompareReport as CompareReport
 from ._view_compare import CompareRun as CompareRun
+from ._view_explorer import Explorer as Explorer
+from ._view_explorer import ExplorerLayer as ExplorerLayer
 
 __all__ = [
     "COMPARE_SECTIONS",
@@ -42,6 +44,8 @@ __all__ = [
     "CompareReport",
     "CompareRun",
     "ErfLayer",
+    "Explorer",
+    "ExplorerLayer",
     "ImportanceLayer",
     "PruningCurve",
     "RedundancyLayer",

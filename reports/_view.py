@@ -37,6 +37,7 @@ from ._checks import (
     set_field,
 )
 from ._errors import ViewError
+from ._view_explorer import Explorer
 
 __all__ = [
     "AttentionDistance",
@@ -460,6 +461,7 @@ class RunReport:
         erf_warning: Why the ERF series is degenerate (then no ERF finding is written),
             or empty.
         pass_images: How many images each gradient pass used, one sentence each.
+        explorer: Kept attention rows for the attention-map explorer, or ``None``.
     """
 
     header: RunHeader
@@ -478,6 +480,7 @@ class RunReport:
     erf_uniform: float | None = None
     erf_warning: str = ""
     pass_images: tuple[str, ...] = ()
+    explorer: Explorer | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.header, RunHeader):
@@ -490,6 +493,8 @@ class RunReport:
         as_tuple(self, "verdict", str)
         as_tuple(self, "notes", str)
         as_tuple(self, "tables", Table)
+        if self.explorer is not None and not isinstance(self.explorer, Explorer):
+            raise ViewError("RunReport.explorer must be an Explorer or None")
         if not self.title:
             set_field(self, "title", f"inspector report — {self.header.model}")
 

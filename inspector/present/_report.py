@@ -18,6 +18,7 @@ from .._images import builtin_images_dir, decode_image
 from .._version import __version__
 from ..analyzers import ErfLayer, uniform_erf_distance
 from ..store import Run
+from ._explorer import explorer_view
 from ._rows import (
     RunResults,
     agreement_text,
@@ -453,6 +454,7 @@ def run_view(run: Run) -> reports.RunReport:
         findings=_findings(run, sections),
         verdict=tuple(t for t in (answer.overall, answer.heads, *answer.blocks) if t),
         attention_maps=_gallery(run, {}),
+        explorer=explorer_view(run, lambda sample_id: _image(run, sample_id)),
         notes=_NOTES,
         tables=(_table(run, results),),
         **sections,
