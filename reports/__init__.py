@@ -33,6 +33,8 @@ from ._view import Table as Table
 from ._view import WeightsInfo as WeightsInfo
 from ._view_compare import CompareReport as CompareReport
 from ._view_compare import CompareRun as CompareRun
+from ._view_explorer import Explorer as Explorer
+from ._view_explorer import ExplorerLayer as ExplorerLayer
 
 __all__ = [
     "COMPARE_SECTIONS",
@@ -44,6 +46,8 @@ __all__ = [
     "CompareRun",
     "DynamicsLayer",
     "ErfLayer",
+    "Explorer",
+    "ExplorerLayer",
     "ImportanceLayer",
     "PruningCurve",
     "RedundancyLayer",

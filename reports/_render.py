@@ -19,6 +19,7 @@ from typing import Any
 import jinja2
 
 from ._errors import ReportError
+from ._explorer import script_hash
 from ._sections import SectionList
 from ._sections_compare import COMPARE_SECTIONS
 from ._sections_run import RUN_SECTIONS
@@ -54,12 +55,15 @@ def _page(view: RunReport | CompareReport) -> tuple[str, dict[str, Any]]:
             "tool_version": header.tool_version,
             "created": header.created,
             "random_runs": [header.model] if header.weights.source == "random" else [],
+            # The one inline script a page may run, pinned by its hash (see _explorer).
+            "script_sources": [script_hash()] if view.explorer is not None else [],
         }
     if isinstance(view, CompareReport):
         return "compare.html.j2", {
             "tool_version": view.tool_version,
             "created": view.created,
             "random_runs": [r.label for r in view.runs if r.weights.source == "random"],
+            "script_sources": [],
         }
     raise ReportError(f"cannot render a {type(view).__name__}: need a RunReport or CompareReport")
 

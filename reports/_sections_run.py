@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ._explorer import explorer_context
 from ._figures import distance_figure, importance_figures, pruning_figure, redundancy_figure
 from ._figures_dynamics import dynamics_figures
 from ._figures_maps import erf_maps_figure, similarity_figure
@@ -179,6 +180,13 @@ RUN_SECTIONS = SectionList(
             reads="attention_maps",
             build=_galleries,
             measured=_has_gallery,
+        ),
+        Spec(
+            "explorer",
+            "Attention explorer",
+            reads="explorer",
+            build=lambda view: explorer_context(view.explorer) if view.explorer else {},
+            measured=lambda view: view.explorer is not None,
         ),
         Spec(
             "erf-maps",

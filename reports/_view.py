@@ -37,6 +37,7 @@ from ._checks import (
     set_field,
 )
 from ._errors import ViewError
+from ._view_explorer import Explorer
 
 __all__ = [
     "AttentionDistance",
@@ -500,6 +501,7 @@ class RunReport:
         pass_images: How many images each gradient pass used, one sentence each.
         dynamics: Input dependence and equivariance per layer (their verdict sentences
             are in ``verdict``).
+        explorer: Kept attention rows for the attention-map explorer, or ``None``.
     """
 
     header: RunHeader
@@ -519,6 +521,7 @@ class RunReport:
     erf_warning: str = ""
     pass_images: tuple[str, ...] = ()
     dynamics: tuple[DynamicsLayer, ...] = ()
+    explorer: Explorer | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.header, RunHeader):
@@ -531,6 +534,8 @@ class RunReport:
         as_tuple(self, "verdict", str)
         as_tuple(self, "notes", str)
         as_tuple(self, "tables", Table)
+        if self.explorer is not None and not isinstance(self.explorer, Explorer):
+            raise ViewError("RunReport.explorer must be an Explorer or None")
         if not self.title:
             set_field(self, "title", f"inspector report — {self.header.model}")
 

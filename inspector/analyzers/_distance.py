@@ -59,7 +59,12 @@ def _split(
 
 
 def mean_attention_distance(
-    probs: np.ndarray, distances: np.ndarray, prefix: int, key_prefix: int | None = None
+    probs: np.ndarray,
+    distances: np.ndarray,
+    prefix: int,
+    key_prefix: int | None = None,
+    real_queries: np.ndarray | None = None,
+    real_keys: np.ndarray | None = None,
 ) -> DistanceStats:
     """Mean attention distance (MAD) of attention maps, in the units of ``distances``.
 
@@ -69,34 +74,89 @@ def mean_attention_distance(
             pairs included (see :func:`distance_matrix`).
         prefix: Prefix tokens leading the query axis.
         key_prefix: Prefix tokens leading the key axis; defaults to ``prefix``.
+        real_queries: Booleans over the spatial queries (broadcast against
+            ``probs[..., spatial query]``), False for the padding slots of a window
+            zero-padded at the border (``TokenGeometry.real_slots``): those queries are
+            left out (METRICS.md §1: padded slots are not tokens).
+        real_keys: Booleans over the spatial keys, likewise: each row is restricted to
+            the real keys (prefix keys included) and renormalised.
 
     Returns:
-        Per leading index: renormalised and raw MAD, prefix mass and rows left out.
+        Per leading index: renormalised and raw MAD, prefix mass and rows left out
+        (padded queries are not counted as rows left out).
 
     Raises:
         ValueError: If the spatial part of ``probs`` does not match ``distances``.
     """
-    _, spatial, prefix_keys = _split(probs, prefix, key_prefix)
+    rows, spatial, prefix_keys = _split(probs, prefix, key_prefix)
     distances = np.asarray(distances, dtype=np.float64)
     if distances.shape != spatial.shape[-2:]:
         raise ValueError(
             f"distances {distances.shape} do not match the spatial attention block "
             f"{spatial.shape[-2:]} of attention {np.shape(probs)}"
         )
+    queries = np.ones(spatial.shape[-2], dtype=bool)
+    if real_keys is not None or real_queries is not None:
+        kp = prefix_keys.shape[-1]
+        # Raw MAD stays unnormalised over the real keys, as the streamed summary.
+        rows, queries = _real_rows(rows, kp, real_queries, real_keys, renormalise=False)
+        total = rows.sum(-1, keepdims=True)
+        spatial = rows[..., kp:]
+        prefix_keys = np.divide(
+            rows[..., :kp], total, out=np.zeros_like(rows[..., :kp]), where=total > 0
+        )
     weighted = np.einsum("...qk,qk->...q", spatial, distances)
     mass = spatial.sum(-1)
     # A row with all its mass on prefix tokens has no spatial distribution to measure.
-    has_mass = mass > 0
+    has_mass = (mass > 0) & queries
     per_query = np.divide(weighted, mass, out=np.zeros_like(weighted), where=has_mass)
     kept = has_mass.sum(-1)
+    counted = np.broadcast_to(queries, has_mass.shape).sum(-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         renormalised = per_query.sum(-1) / kept
+        raw = np.where(queries, weighted, 0.0).sum(-1) / counted
+        prefix_mass = np.where(queries, prefix_keys.sum(-1), 0.0).sum(-1) / counted
     return DistanceStats(
         renormalised=renormalised,
-        raw=weighted.mean(-1),
-        prefix_mass=prefix_keys.sum(-1).mean(-1),
-        empty_rows=has_mass.shape[-1] - kept,
+        raw=raw,
+        prefix_mass=prefix_mass,
+        empty_rows=counted - kept,
     )
+
+
+def _real_rows(
+    rows: np.ndarray,
+    key_prefix: int,
+    real_queries: np.ndarray | None,
+    real_keys: np.ndarray | None,
+    renormalise: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows restricted to the real keys (prefix keys kept), renormalised unless told, and
+    the real-query mask (METRICS.md §1, padded windows)."""
+    spatial_queries, spatial_keys = rows.shape[-2], rows.shape[-1] - key_prefix
+    queries = np.ones(spatial_queries, dtype=bool)
+    if real_queries is not None:
+        real_queries = np.asarray(real_queries, dtype=bool)
+        if real_queries.shape[-1:] != (spatial_queries,):
+            raise ValueError(
+                f"real_queries {real_queries.shape} must end in the {spatial_queries} "
+                f"spatial queries of attention {rows.shape}"
+            )
+        queries = real_queries
+    if real_keys is not None:
+        real_keys = np.asarray(real_keys, dtype=bool)
+        if real_keys.shape[-1:] != (spatial_keys,):
+            raise ValueError(
+                f"real_keys {real_keys.shape} must end in the {spatial_keys} spatial keys "
+                f"of attention {rows.shape}"
+            )
+        prefix = np.ones((*real_keys.shape[:-1], key_prefix), dtype=bool)
+        keep = np.concatenate([prefix, real_keys], -1)[..., None, :]
+        rows = np.where(keep, rows, 0.0)
+        if renormalise:
+            total = rows.sum(-1, keepdims=True)
+            rows = np.divide(rows, total, out=np.zeros_like(rows), where=total > 0)
+    return rows, queries
 
 
 def _entropy(rows: np.ndarray) -> np.ndarray:
@@ -110,6 +170,8 @@ def attention_entropy(
     prefix: int,
     include_prefix_keys: bool = True,
     key_prefix: int | None = None,
+    real_queries: np.ndarray | None = None,
+    real_keys: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Entropy of attention rows (natural log), mean over spatial queries.
 
@@ -120,24 +182,36 @@ def attention_entropy(
             spatial keys and renormalised; rows with no spatial mass are left out (NaN
             where none is left).
         key_prefix: Prefix tokens leading the key axis; defaults to ``prefix``.
+        real_queries: Booleans over the spatial queries, False for padding slots (see
+            :func:`mean_attention_distance`): those queries are left out.
+        real_keys: Booleans over the spatial keys: rows are restricted to the real keys
+            and renormalised, and ``keys`` below counts real keys only.
 
     Returns:
         ``(entropy, normalised)`` per leading index; ``normalised = entropy / ln(keys)``
         with ``keys`` the number of keys counted (NaN for a single key).
     """
     rows, spatial, _ = _split(probs, prefix, key_prefix)
+    kp = rows.shape[-1] - spatial.shape[-1]
+    queries: np.ndarray = np.ones(spatial.shape[-2], dtype=bool)
+    keys: np.ndarray | int = rows.shape[-1] if include_prefix_keys else spatial.shape[-1]
+    if real_keys is not None or real_queries is not None:
+        rows, queries = _real_rows(rows, kp, real_queries, real_keys)
+        spatial = rows[..., kp:]
+        if real_keys is not None:
+            real = np.asarray(real_keys, dtype=bool).sum(-1)
+            keys = real + kp if include_prefix_keys else real
     if include_prefix_keys:
-        entropy = _entropy(rows).mean(-1)
-        keys = rows.shape[-1]
+        has_row = np.broadcast_to(queries, rows.shape[:-1])
+        per_query = _entropy(rows)
     else:
         mass = spatial.sum(-1, keepdims=True)
-        has_mass = mass[..., 0] > 0
-        normed = np.divide(spatial, mass, out=np.zeros_like(spatial), where=mass > 0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            entropy = _entropy(normed).sum(-1) / has_mass.sum(-1)
-        keys = spatial.shape[-1]
+        has_row = (mass[..., 0] > 0) & queries
+        per_query = _entropy(np.divide(spatial, mass, out=np.zeros_like(spatial), where=mass > 0))
     with np.errstate(invalid="ignore", divide="ignore"):
-        normalised = entropy / np.log(keys) if keys > 1 else np.full_like(entropy, np.nan)
+        entropy = np.where(has_row, per_query, 0.0).sum(-1) / has_row.sum(-1)
+        logs = np.log(np.asarray(keys, dtype=np.float64))
+        normalised = np.where(logs > 0, entropy / np.where(logs > 0, logs, 1.0), np.nan)
     return entropy, normalised
 
 

@@ -24,6 +24,7 @@ from ..analyzers import (
 )
 from ..store import Run
 from ._dynamics import dynamics_rows
+from ._explorer import explorer_view
 from ._rows import (
     RunResults,
     _optional,
@@ -559,6 +560,7 @@ def run_view(run: Run) -> reports.RunReport:
             t for t in (answer.overall, answer.heads, *answer.blocks, *answer.dynamics) if t
         ),
         attention_maps=_gallery(run, {}),
+        explorer=explorer_view(run, lambda sample_id: _image(run, sample_id)),
         notes=_NOTES,
         tables=tuple(t for t in (_table(run, results), _dynamics_table(run)) if t is not None),
         **sections,

@@ -154,3 +154,56 @@ def test_harness_sees_an_external_request(browser: Any, tmp_path: Path) -> None:
         assert visit.console_errors  # CSP refusal (or the aborted load) is reported
     finally:
         page.context.close()
+
+
+def _state(page: Any) -> list[int]:
+    """``[layer, head, image, query cell, strongest key cell]`` the explorer drew last."""
+    return [int(v) for v in page.get_attribute("#ex-root", "data-state").split(",")]
+
+
+def test_explorer_switches_layer_head_image_and_query(
+    browser: Any, random_vit: RunReport, tmp_path: Path
+) -> None:
+    """The planted rows (report_samples.planted_explorer): head h of query (r, c) looks
+    most at (r, c + h mod 14), the class token at (7, 7)."""
+    path = write_report(render_run_report(random_vit), tmp_path / "vit.html")
+    page, visit = _open(browser, path)
+    try:
+        _check_clean(page, visit)  # the pinned script ran: no CSP refusal, no request
+        assert page.locator("#ex-root").is_visible()
+        assert _state(page) == [0, 0, 0, -1, 7 * 14 + 7]
+        page.select_option("#ex-layer", "2")
+        page.select_option("#ex-head", "1")
+        page.select_option("#ex-image", "1")
+        assert _state(page) == [2, 1, 1, -1, 7 * 14 + 7]
+        page.select_option("#ex-query", "cell")
+        page.fill("#ex-row", "3")
+        page.fill("#ex-col", "5")
+        assert _state(page) == [2, 1, 1, 3 * 14 + 5, 3 * 14 + 6]
+        assert "token (3, 5)" in page.text_content("#ex-readout")
+        canvas = page.locator("#ex-canvas")
+        box = canvas.bounding_box()
+        # Token (4, 10) is pixels 64-80 down and 160-176 across of the 224-px image.
+        canvas.click(position={"x": box["width"] * 168 / 224, "y": box["height"] * 72 / 224})
+        assert _state(page) == [2, 1, 1, 4 * 14 + 10, 4 * 14 + 11]
+        page.select_option("#ex-head", "2")
+        assert _state(page) == [2, 2, 1, 4 * 14 + 10, 4 * 14 + 12]
+        assert visit.console_errors == []
+        assert [u for u in visit.requests if urlsplit(u).scheme not in LOCAL_SCHEMES] == []
+    finally:
+        page.context.close()
+
+
+def test_explorer_without_script_shows_the_static_fallback(
+    browser: Any, random_vit: RunReport, tmp_path: Path
+) -> None:
+    path = write_report(render_run_report(random_vit), tmp_path / "vit.html")
+    context = browser.new_context(java_script_enabled=False)
+    try:
+        page = context.new_page()
+        page.goto(path.as_uri(), wait_until="load")
+        assert not page.locator("#ex-root").is_visible()
+        assert "The explorer needs script" in page.locator("section#explorer").inner_text()
+        assert page.locator("section#attention-maps img").count() >= 1  # the static maps
+    finally:
+        context.close()

@@ -25,7 +25,7 @@ from torch import nn
 import hooks
 from inspector import AnalyzeOptions, analyze
 from inspector._summaries import attention_summaries
-from inspector.metrics import distance_matrix, mean_attention_distance
+from inspector.metrics import attention_entropy, distance_matrix, mean_attention_distance
 
 pytestmark = pytest.mark.families
 
@@ -161,6 +161,21 @@ def test_padded_window_slots_are_not_tokens(case: str) -> None:
     ).renormalised
     naive_image = naive.reshape(2, -1, naive.shape[-1]).mean(1)
     assert np.abs(naive_image - expected["distance"]).min() > 0.01 * expected["distance"].min()
+
+    # The numpy API given the real slots agrees: per window, then weighted by real queries.
+    windows = queries.shape[0]
+    maps = probs.numpy().reshape(2, windows, *probs.shape[1:])
+    masks = dict(real_queries=queries[:, None, :], real_keys=keys[:, None, :])
+    stats = mean_attention_distance(maps, distance_matrix(*geometry.centres()), 0, **masks)
+    entropy, normalised = attention_entropy(maps, 0, **masks)
+    weights = queries.sum(-1)[None, :, None] / queries.sum()
+    for got, want in [
+        (stats.renormalised, "distance"),
+        (stats.raw, "raw"),
+        (entropy, "entropy"),
+        (normalised, "normalised"),
+    ]:
+        np.testing.assert_allclose((got * weights).sum(1), expected[want], rtol=1e-5)
 
 
 def test_real_slots_of_a_5x5_map_in_3x3_windows() -> None:

@@ -19,6 +19,8 @@ from reports import (
     CompareRun,
     DynamicsLayer,
     ErfLayer,
+    Explorer,
+    ExplorerLayer,
     ImportanceLayer,
     PruningCurve,
     RedundancyLayer,
@@ -85,8 +87,10 @@ def vit_report(
     model: str = "vit_tiny_fake",
     weights: WeightsInfo | None = None,
     seed: int = 0,
+    explorer: bool = True,
 ) -> RunReport:
-    """A run report of a fake ViT (14×14 tokens of 16 px, 224-px input)."""
+    """A run report of a fake ViT (14×14 tokens of 16 px, 224-px input); its explorer
+    holds every query row (:func:`planted_explorer`)."""
     rng = np.random.default_rng(seed)
     images = list(images) if images is not None else [synthetic_image(i) for i in range(2)]
     ids = list(image_ids) if image_ids is not None else [f"img_{i}.png" for i in range(len(images))]
@@ -180,6 +184,37 @@ def vit_report(
         verdict=(
             "Interaction is input-dependent: in the attention heads (D median 0.30 nats).",
             "Not translation equivariant from the first measured layer: blocks.0 has E = 0.950.",
+        ),
+        explorer=planted_explorer(images, ids, [a.name for a in attn], heads) if explorer else None,
+    )
+
+
+def planted_explorer(
+    images: Sequence[np.ndarray],
+    ids: Sequence[str],
+    layers: Sequence[str],
+    heads: int,
+    step: int = 1,
+) -> Explorer:
+    """Explorer rows with a known answer on a 14×14 grid of 16 px (class token first,
+    then every ``step``-th token): head ``h`` of query ``(r, c)`` attends most to
+    ``(r, (c + h) % 14)``, the class token to ``(7, 7)``; every other key a tenth as much."""
+    cells = np.arange(196)
+    spatial = cells[(cells // 14 % step == 0) & (cells % 14 % step == 0)]
+    queries = np.concatenate([[-1], spatial])
+    target = np.zeros((heads, len(queries)), dtype=np.int64)
+    for h in range(heads):
+        target[h, 0] = 7 * 14 + 7
+        target[h, 1:] = (spatial // 14) * 14 + (spatial % 14 + h) % 14
+    rows = np.full((len(images), heads, len(queries), 196), 0.1)
+    for h in range(heads):
+        rows[:, h, np.arange(len(queries)), target[h]] = 1.0
+    zeros = np.zeros(len(queries))
+    return Explorer(
+        tuple(zip(ids, images, strict=True)),
+        tuple(
+            ExplorerLayer(name, (14, 14), (16, 16), (8, 8), queries, zeros, cells[None], rows, step)
+            for name in layers
         ),
     )
 

@@ -222,3 +222,24 @@ def test_rollout_order_and_rows() -> None:
     rollout = attention_rollout(layers)
     np.testing.assert_allclose(rollout, mixed[1] @ mixed[0])
     np.testing.assert_allclose(rollout.sum(-1), 1.0)
+
+
+def test_padded_slots_are_not_tokens_in_the_numpy_api() -> None:
+    """A 2×2 image map in a 3×3 window: uniform attention over all 9 slots, with the real
+    slots given, reads as uniform attention over the 4 real tokens (METRICS.md §1)."""
+    slots = token_centres(3, 3, 16, 16)
+    real = np.zeros((3, 3), dtype=bool)
+    real[:2, :2] = True
+    real = real.ravel()
+    d = distance_matrix(slots, slots)
+    stats = mean_attention_distance(uniform(9), d, 0, real_queries=real, real_keys=real)
+    tokens = token_centres(2, 2, 16, 16)
+    want = distance_matrix(tokens, tokens).mean()  # (0 + 16 + 16 + 16√2) / 4
+    assert stats.renormalised == pytest.approx(want, rel=RTOL)
+    assert stats.raw == pytest.approx(want * 4 / 9, rel=RTOL)  # unnormalised: 4/9 of the mass
+    assert stats.empty_rows == 0
+    entropy, normalised = attention_entropy(uniform(9), 0, real_queries=real, real_keys=real)
+    assert entropy == pytest.approx(np.log(4), rel=RTOL)
+    assert normalised == pytest.approx(1.0, rel=RTOL)
+    with pytest.raises(ValueError, match=r"real_keys .* 9 spatial keys"):
+        mean_attention_distance(uniform(9), d, 0, real_keys=real[:4])

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import base64
 import csv
+import hashlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
 from dataclasses import fields, replace
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -20,7 +23,14 @@ import numpy as np
 import pytest
 import tomllib
 from support import REPO
-from support.report_samples import EVIL_ID, EVIL_MODEL, cnn_report, compare_report, vit_report
+from support.report_samples import (
+    EVIL_ID,
+    EVIL_MODEL,
+    cnn_report,
+    compare_report,
+    planted_explorer,
+    vit_report,
+)
 
 import reports
 from reports import COMPARE_SECTIONS as COMPARE_SPECS
@@ -44,6 +54,7 @@ from reports import (
     render_run_report,
     write_report,
 )
+from reports._explorer import packed_size
 from reports._figures import redundancy_figure
 from reports._render import render_sections
 
@@ -53,6 +64,7 @@ RUN_SECTIONS = (
     "distance",
     "mad",
     "attention-maps",
+    "explorer",
     "erf-maps",
     "dynamics",
     "similarity",
@@ -209,7 +221,8 @@ def test_markup_in_names_is_escaped(vit) -> None:
     page = Page(html)
     for _, attrs in page.elements:
         assert "onerror" not in attrs, attrs
-    assert not page.find("script")
+    _check_scripts(html)  # only the explorer's data block and its hash-pinned script
+    assert "<img src=x" not in "".join(body for _, body in _scripts(html))
     assert not page.find("b")
     text = page.all_text()
     assert EVIL_ID in text
@@ -237,8 +250,33 @@ def test_no_network_references(which: str, request: pytest.FixtureRequest) -> No
                 if scheme == "data" and _decode(value)[0] == "image/svg+xml":
                     svg = _decode(value)[1].decode()
                     assert 'href="http' not in svg and "url(http" not in svg
-    assert not Page(html).find("link") and not Page(html).find("script")
+    assert not Page(html).find("link")
+    _check_scripts(html)
     assert "@import" not in html and "url(" not in html
+
+
+def _scripts(html: str) -> list[tuple[str, str]]:
+    """``(attributes, body)`` of every ``<script>`` element."""
+    return re.findall(r"<script([^>]*)>(.*?)</script>", html, flags=re.DOTALL)
+
+
+def _check_scripts(html: str) -> None:
+    """A page runs no script but the explorer's, allowed by its hash in the page's CSP,
+    and holds no script but that one and its JSON data block (never executed)."""
+    found = re.search(r'http-equiv="Content-Security-Policy" content="([^"]*)"', html)
+    assert found is not None
+    policy = unescape(found.group(1))
+    scripts = _scripts(html)
+    code = [body for attrs, body in scripts if "application/json" not in attrs]
+    data = [attrs for attrs, _ in scripts if "application/json" in attrs]
+    assert all("src=" not in attrs for attrs, _ in scripts)
+    assert len(code) <= 1 and len(data) == len(code)
+    if not code:
+        assert "script-src" not in policy
+        return
+    digest = base64.b64encode(hashlib.sha256(code[0].encode("utf-8")).digest()).decode()
+    assert f"script-src 'sha256-{digest}';" in policy
+    assert "unsafe-inline" not in policy.split("script-src")[1].split(";")[0]
 
 
 def test_random_weights_banner_only_when_random(vit, cnn, vit_html, cnn_html, compare_html) -> None:
@@ -342,10 +380,25 @@ def test_size_budget_for_a_vit_base_with_nine_images() -> None:
         rng = np.random.default_rng(0)
         images = [rng.integers(0, 256, (224, 224, 3), dtype=np.uint8) for _ in range(9)]
         ids = [f"noise_{i}.png" for i in range(9)]
-    html = render_run_report(vit_report(layers=12, heads=12, images=images, image_ids=ids))
+    view = vit_report(layers=12, heads=12, images=images, image_ids=ids, explorer=False)
+    html = render_run_report(view)
     assert len(html.encode("utf-8")) < 3_000_000
     page = Page(html)
     assert "Showing 3 of 9 images, 4 of 12 layers (evenly spaced)." in page.all_text()
+    # The explorer at what a ViT-B gets within the budget: 2 images, every 3rd query row.
+    names = [a.name for a in view.attention_distance]
+    explorer = planted_explorer(images[:2], ids[:2], names, 12, step=3)
+    assert packed_size(explorer) <= reports.Explorer.BUDGET
+    html = render_run_report(replace(view, explorer=explorer))
+    assert len(html.encode("utf-8")) < 5_000_000
+
+
+def test_explorer_over_the_budget_is_refused(vit) -> None:
+    names = [a.name for a in vit.attention_distance] * 12
+    images = [s.image for s in vit.attention_maps] * 3
+    big = planted_explorer(images, [f"i{i}" for i in range(len(images))], names, 12)
+    with pytest.raises(ReportError, match="over the page budget"):
+        render_run_report(replace(vit, explorer=big))
 
 
 def test_package_imports_nothing_forbidden() -> None:
@@ -385,6 +438,7 @@ RUN_TITLES = (
     "Interaction distance vs depth",
     "Mean attention distance",
     "Attention maps",
+    "Attention explorer",
     "Effective receptive fields",
     "Fixed vs dynamic, equivariance",
     "Unit similarity",
@@ -459,7 +513,7 @@ def test_templates_are_package_data() -> None:
 
 def _drawn(context: dict) -> bool:
     return context.get("figure") is not None or any(
-        context.get(k) for k in ("galleries", "groups", "figures", "tables")
+        context.get(k) for k in ("galleries", "groups", "figures", "tables", "data")
     )
 
 
