@@ -127,7 +127,10 @@ def _group_dependence(sums: MeanMapInput, level: float) -> dict[str, Any]:
     total_map, total_entropy = maps.sum(0), entropy.sum(0)
 
     def heads(map_sum: np.ndarray, entropy_sum: np.ndarray, images: float) -> np.ndarray:
-        return map_entropy(map_sum / images).mean(-1) - entropy_sum / images
+        # Mean over the queries with a map (padded window slots have none).
+        alive = map_sum.sum(-1) > 0
+        mean_map = np.where(alive, map_entropy(map_sum / images), 0.0).sum(-1)
+        return mean_map / np.maximum(alive.sum(-1), 1) - entropy_sum / images
 
     point = heads(total_map, total_entropy, n)
     leave_out = (

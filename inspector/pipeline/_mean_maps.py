@@ -109,15 +109,25 @@ class MeanMaps:
         if spatial.shape[-1] < 1 or spatial.shape[-2] < 1:
             sums.problem = "no spatial tokens"
             return
+        per_image = spatial.shape[0] // batch
+        slots = geometry.real_slots() if geometry.padded else None
+        if slots is not None:  # padded window slots are not tokens (CONTRIBUTING.md 33)
+            queries, keys = (torch.from_numpy(s).to(spatial.device) for s in slots)
+            if queries.shape[0] != per_image:
+                sums.problem = f"{per_image} windows per image, its geometry {queries.shape[0]}"
+                return
+            real = queries.repeat(batch, 1)[:, None, :, None] & keys.repeat(batch, 1)[:, None, None]
+            spatial = torch.where(real, spatial, 0.0)  # padded queries: rows without mass
         mass = spatial.sum(-1, keepdim=True)
         rows = spatial / mass.clamp_min(1e-30)  # rows without spatial mass stay 0
         plogp = torch.special.xlogy(rows, rows).sum(-1, dtype=torch.float64)  # [seq, head, q]
-        # Queries without spatial mass carry no distribution: left out of the entropy.
+        # Queries without spatial mass (padded ones included) carry no distribution: left
+        # out of the entropy, the mean over the image's other queries.
         alive = (mass[..., 0] > 0).double()
-        per_image = rows.shape[0] // batch
+        heads = rows.shape[1]
+        entropy = -(plogp * alive).sum(-1).reshape(batch, per_image, heads).sum(1)
+        entropy = entropy / alive.sum(-1).reshape(batch, per_image, heads).sum(1).clamp_min(1)
         rows = rows.reshape(batch, per_image, *rows.shape[1:])
-        entropy = -(plogp * alive).sum(-1) / alive.sum(-1).clamp_min(1)  # [seq, head]
-        entropy = entropy.reshape(batch, per_image, -1).mean(1)  # [image, head]
         if sums.maps is None:
             one = rows[0].numel()
             groups = max(1, min(self._count(), BUDGET // max(one, 1)))

@@ -371,3 +371,47 @@ def test_default_job_on_a_tiny_resnet_measures_blocks_not_heads(tmp_path, capsys
     verdict = html.split('id="verdict"')[1].split("</section>")[0]
     assert "Interaction is" in verdict and "equivariant" in verdict
     assert html.split('id="dynamics"')[1].split("</section>")[0].count("<img") == 2
+
+
+def test_streamed_dependence_leaves_padded_window_slots_out() -> None:
+    """Swin with a 16x16 map in 7x7 windows (padded to 21x21): padded queries have no
+    map and padded keys no mass (METRICS.md §1, CONTRIBUTING.md decision 33); the streamed
+    D equals the direct computation on the real slots only."""
+    from timm.models import swin_transformer
+
+    torch.manual_seed(0)
+    model = swin_transformer.SwinTransformer(
+        img_size=64, embed_dim=24, depths=(2,), num_heads=(2,), window_size=7, num_classes=0
+    ).eval()
+    x = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    kept: dict[str, list[torch.Tensor]] = {}
+    sums = MeanMaps(groups=4)
+
+    def both(name: str, probs: torch.Tensor) -> None:
+        kept.setdefault(name, []).append(probs.double().clone())
+        sums(name, probs)
+
+    cap = hooks.capture(
+        model, attention="*", channels=None, keep_maps=0, on_attention=both, images=4
+    )
+    sums.bind(cap)
+    with cap, torch.no_grad():
+        model(x[:2])
+        model(x[2:])
+    inputs = {
+        n: MeanMapInput(a["maps"], a["entropy"], a["counts"]) for n, a in sums.arrays().items()
+    }
+    result = REGISTRY["input_dependence"]().compute(AnalysisInputs({}, mean_maps=inputs))
+    assert result.layers, result.notes
+    for name, layer in result.layers.items():
+        geometry = cap.attention[name].geometry
+        slots = geometry.real_slots()
+        assert geometry.padded and slots is not None
+        probs = torch.cat(kept[name]).numpy()  # [seq, head, q, k], no prefix
+        b, per = 4, probs.shape[0] // 4
+        real = slots[0][:, None, :, None] & slots[1][:, None, None, :]  # [window, 1, q, k]
+        probs = np.where(np.tile(real, (b, 1, 1, 1)), probs, 0.0)
+        maps = probs.reshape(b, per, *probs.shape[1:]).transpose(0, 2, 1, 3, 4)
+        maps = maps.reshape(b, probs.shape[1], per * probs.shape[2], probs.shape[3])
+        direct = [metrics.input_dependence(maps[:, h]) for h in range(maps.shape[1])]
+        assert np.allclose(layer.heads, direct, atol=1e-6), name
