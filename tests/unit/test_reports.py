@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import hashlib
 import io
 import json
 import os
@@ -13,7 +12,6 @@ import subprocess
 import sys
 import textwrap
 from dataclasses import fields, replace
-from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -22,7 +20,7 @@ import jinja2
 import numpy as np
 import pytest
 import tomllib
-from support import REPO
+from support import REPO, assert_page_script
 from support.report_samples import (
     EVIL_ID,
     EVIL_MODEL,
@@ -253,20 +251,7 @@ def _scripts(html: str) -> list[tuple[str, str]]:
 
 
 def _check_scripts(html: str) -> None:
-    """A page runs one script, the page script allowed by its hash in the page's CSP, and
-    holds no other script but the explorer's JSON data block (never executed)."""
-    found = re.search(r'http-equiv="Content-Security-Policy" content="([^"]*)"', html)
-    assert found is not None
-    policy = unescape(found.group(1))
-    scripts = _scripts(html)
-    code = [body for attrs, body in scripts if "application/json" not in attrs]
-    data = [attrs for attrs, _ in scripts if "application/json" in attrs]
-    assert all("src=" not in attrs for attrs, _ in scripts)
-    assert len(code) == 1 and len(data) <= 1
-    assert code[0] == (REPO / "reports" / "templates" / "report.js").read_text("utf-8")
-    digest = base64.b64encode(hashlib.sha256(code[0].encode("utf-8")).digest()).decode()
-    assert f"script-src 'sha256-{digest}';" in policy
-    assert "unsafe-inline" not in policy.split("script-src")[1].split(";")[0]
+    assert_page_script(html)
 
 
 def test_random_weights_banner_only_when_random(vit, cnn, vit_html, cnn_html, compare_html) -> None:
