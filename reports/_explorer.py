@@ -2,9 +2,10 @@
 
 Rows are packed 8 bits per key, each scaled to its own maximum, base64 per layer and
 image, in a ``<script type="application/json">`` block (data, never executed). The
-script is a fixed file, ``templates/explorer.js``; the page's Content-Security-Policy
-allows exactly that script by its SHA-256 hash and nothing else, so a report still
-makes no network request and runs no other code.
+page's one script is a fixed file, ``templates/report.js`` (the explorer and hover
+values on figures); the page's Content-Security-Policy allows exactly that script by its
+SHA-256 hash and nothing else, so a report still makes no network request and runs no
+other code.
 """
 
 from __future__ import annotations
@@ -29,13 +30,13 @@ __all__ = ["explorer_context", "packed_size", "script_hash", "script_text"]
 
 @functools.cache
 def script_text() -> str:
-    """The explorer's script, exactly as the page embeds it."""
-    return resources.files("reports").joinpath("templates/explorer.js").read_text("utf-8")
+    """The page script, exactly as the page embeds it."""
+    return resources.files("reports").joinpath("templates/report.js").read_text("utf-8")
 
 
 @functools.cache
 def script_hash() -> str:
-    """The CSP source that allows the explorer's script (``'sha256-…'``)."""
+    """The CSP source that allows the page script (``'sha256-…'``)."""
     digest = hashlib.sha256(script_text().encode("utf-8")).digest()
     return f"'sha256-{base64.b64encode(digest).decode('ascii')}'"
 
@@ -77,8 +78,8 @@ def packed_size(explorer: Explorer) -> int:
 
 
 def explorer_context(explorer: Explorer) -> dict[str, Any]:
-    """The explorer section's context: the JSON data block, the script and the choices
-    the static page lists (layers, images, what was left out).
+    """The explorer section's context: the JSON data block and the choices the static
+    page lists (layers, images, what was left out).
 
     Raises:
         ReportError: The rows exceed :attr:`Explorer.BUDGET` (pick fewer images or
@@ -102,7 +103,6 @@ def explorer_context(explorer: Explorer) -> dict[str, Any]:
     steps = sorted({layer.query_step for layer in explorer.layers})
     return {
         "data": Markup(text),
-        "script": Markup(script_text()),
         "layers": [layer.name for layer in explorer.layers],
         "images": [image_id for image_id, _ in explorer.images],
         "steps": steps,

@@ -20,6 +20,7 @@ from ._plot import (
     KIND_MARKERS,
     OKABE_ITO,
     RenderedFigure,
+    hover,
     new_figure,
     short,
     styled,
@@ -115,6 +116,17 @@ def distance_figure(
                     + (" (windowed attention)" if windowed else ""),
                     zorder=3,
                 )
+        for layer in attention:  # hover: layer, head, value and its interval
+            bounds = layer.centre_interval if centre else layer.head_interval
+            hover(
+                ax,
+                [layer.depth] * layer.head_distance.size,
+                values[id(layer)],
+                [
+                    f"{layer.name} · head {h}: {v:.1f} px" + _interval(bounds, h)
+                    for h, v in enumerate(values[id(layer)])
+                ],
+            )
         for layer in attention:  # each head's 95 % interval over images, where stored
             bounds = layer.centre_interval if centre else layer.head_interval
             if bounds is not None and np.isfinite(bounds).any():
@@ -147,6 +159,16 @@ def distance_figure(
                 ax.fill_between(
                     [e.depth for e in layers], low, high, color=colour, alpha=0.18, lw=0
                 )
+            hover(
+                ax,
+                [e.depth for e in layers],
+                [e.mean_distance for e in layers],
+                [
+                    f"{e.name} ({series}): ERF {e.mean_distance:.1f} px"
+                    + ("" if e.low is None else f" [95 %: {e.low:.1f}, {e.high:.1f}]")
+                    for e in layers
+                ],
+            )
             ax.plot(
                 [layer.depth for layer in layers],
                 [layer.mean_distance for layer in layers],
@@ -170,6 +192,13 @@ def distance_figure(
         f"{what} and ERF mean distance against depth; vertical bars and bands: 95 % "
         "intervals over images.",
     )
+
+
+def _interval(bounds: np.ndarray | None, index: int) -> str:
+    """`` [95 %: lo, hi]`` of column ``index`` of a ``[2, n]`` interval, or ``""``."""
+    if bounds is None or not np.isfinite(bounds[:, index]).all():
+        return ""
+    return f" [95 %: {bounds[0, index]:.1f}, {bounds[1, index]:.1f}]"
 
 
 @styled
@@ -198,6 +227,22 @@ def redundancy_figure(layers: Sequence[RedundancyLayer]) -> RenderedFigure | Non
         left.plot(depth, value, **style)
         low = np.array([np.nan if r.redundancy_low is None else r.redundancy_low for r in rows])
         high = np.array([np.nan if r.redundancy_high is None else r.redundancy_high for r in rows])
+        hover(
+            left,
+            depth,
+            value,
+            [
+                f"{r.name} · {label}: redundancy {v:.2f}"
+                + (f" [95 %: {lo:.2f}, {hi:.2f}]" if np.isfinite(lo) else "")
+                for r, v, lo, hi in zip(rows, value, low, high, strict=True)
+            ],
+        )
+        hover(
+            right,
+            depth,
+            [r.mean_similarity for r in rows],
+            [f"{r.name} · {label}: mean similarity {r.mean_similarity:.2f}" for r in rows],
+        )
         if np.isfinite(low).any():
             left.errorbar(
                 depth,
@@ -278,6 +323,16 @@ def pruning_figure(curves: Sequence[PruningCurve]) -> RenderedFigure | None:
         colour = KIND_COLOURS[curve.kind]
         style = {"color": colour, "marker": KIND_MARKERS[curve.kind]}
         agree_ax.plot(curve.fraction, curve.agreement, label=KIND_LABELS[curve.kind], **style)
+        hover(
+            agree_ax,
+            curve.fraction,
+            curve.agreement,
+            [
+                f"{KIND_LABELS[curve.kind]}: {f:.0%} removed, agreement {a:.3f}"
+                + ("" if curve.low is None else f" [95 %: {curve.low[i]:.3f}, {curve.high[i]:.3f}]")
+                for i, (f, a) in enumerate(zip(curve.fraction, curve.agreement, strict=True))
+            ],
+        )
         if curve.low is not None and curve.high is not None:
             agree_ax.fill_between(curve.fraction, curve.low, curve.high, color=colour, alpha=0.15)
         if curve.accuracy is not None:

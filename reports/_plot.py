@@ -14,12 +14,14 @@ from __future__ import annotations
 import base64
 import functools
 import io
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
 import numpy as np
 from matplotlib import rc_context
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -29,6 +31,7 @@ __all__ = [
     "KIND_MARKERS",
     "OKABE_ITO",
     "RenderedFigure",
+    "hover",
     "new_figure",
     "short",
     "spread",
@@ -102,11 +105,41 @@ class RenderedFigure:
     alt: str
     width: int
     height: int
+    points: tuple[tuple[float, float, str], ...] = ()
 
     @property
     def nbytes(self) -> int:
         """Size of the URI in the page, in bytes."""
         return len(self.src)
+
+    @property
+    def points_json(self) -> str:
+        """The hover points as JSON ``[[x, y, label], ...]``, x and y as fractions of the
+        image's width and height from its top-left corner (the page's script reads it)."""
+        return json.dumps([[round(x, 4), round(y, 4), text] for x, y, text in self.points])
+
+
+def hover(ax: Axes, x: Sequence[float], y: Sequence[float], labels: Sequence[str]) -> None:
+    """Give the points ``(x, y)`` of ``ax`` (data coordinates) a value shown on hover.
+
+    The figure keeps them until it is encoded; non-finite points are left out."""
+    fig = ax.get_figure()
+    entries = getattr(fig, "_hover_points", [])
+    entries.append((ax, np.asarray(x, dtype=float), np.asarray(y, dtype=float), list(labels)))
+    fig._hover_points = entries  # type: ignore[union-attr]
+
+
+def _points(fig: Figure) -> tuple[tuple[float, float, str], ...]:
+    """Hover points as fractions of the encoded image, after the figure was drawn."""
+    width, height = fig.bbox.width, fig.bbox.height
+    out = []
+    for ax, x, y, labels in getattr(fig, "_hover_points", []):
+        finite = np.isfinite(x) & np.isfinite(y)
+        pixels = ax.transData.transform(np.column_stack([x, y])[finite])
+        for (px, py), text in zip(pixels, np.asarray(labels, dtype=object)[finite], strict=True):
+            if 0 <= px <= width and 0 <= py <= height:
+                out.append((float(px / width), float(1 - py / height), str(text)))
+    return tuple(out)
 
 
 def styled(func: Callable[P, R]) -> Callable[P, R]:
@@ -140,14 +173,14 @@ def to_svg(fig: Figure, alt: str) -> RenderedFigure:
     """Encode a line plot as SVG (text drawn as paths; no date stamp)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="svg", metadata={"Date": None})
-    return RenderedFigure(_uri("image/svg+xml", buf.getvalue()), alt, *_size(fig))
+    return RenderedFigure(_uri("image/svg+xml", buf.getvalue()), alt, *_size(fig), _points(fig))
 
 
 def to_png(fig: Figure, alt: str, *, dpi: float = 100.0) -> RenderedFigure:
     """Encode a heatmap as PNG."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
-    return RenderedFigure(_uri("image/png", buf.getvalue()), alt, *_size(fig))
+    return RenderedFigure(_uri("image/png", buf.getvalue()), alt, *_size(fig), _points(fig))
 
 
 def to_jpeg(fig: Figure, alt: str, *, dpi: float = 100.0, quality: int = 82) -> RenderedFigure:

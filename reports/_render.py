@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from markupsafe import Markup
 
 from ._errors import ReportError
-from ._explorer import script_hash
+from ._explorer import script_hash, script_text
 from ._sections import SectionList
 from ._sections_compare import COMPARE_SECTIONS
 from ._sections_run import RUN_SECTIONS
@@ -55,15 +56,12 @@ def _page(view: RunReport | CompareReport) -> tuple[str, dict[str, Any]]:
             "tool_version": header.tool_version,
             "created": header.created,
             "random_runs": [header.model] if header.weights.source == "random" else [],
-            # The one inline script a page may run, pinned by its hash (see _explorer).
-            "script_sources": [script_hash()] if view.explorer is not None else [],
         }
     if isinstance(view, CompareReport):
         return "compare.html.j2", {
             "tool_version": view.tool_version,
             "created": view.created,
             "random_runs": [r.label for r in view.runs if r.weights.source == "random"],
-            "script_sources": [],
         }
     raise ReportError(f"cannot render a {type(view).__name__}: need a RunReport or CompareReport")
 
@@ -88,7 +86,14 @@ def render_sections(
         A complete, self-contained HTML document.
     """
     template, facts = _page(view)
-    context = {"view": view, **facts, "sections": sections.sections(view)}
+    context = {
+        "view": view,
+        **facts,
+        "sections": sections.sections(view),
+        # The one inline script a page runs, pinned by its hash in the CSP (see _explorer).
+        "script": Markup(script_text()),
+        "script_source": script_hash(),
+    }
     return (env or environment()).get_template(template).render(context)
 
 

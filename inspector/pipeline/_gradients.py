@@ -81,6 +81,11 @@ def _selector(
 
         return pick, centre, note
     if len(shape) == 3:
+        if geometry is not None and geometry.known and geometry.kind != "global":
+            return (
+                f"no ERF here: the output holds {shape[1]} tokens per sequence in "
+                f"{geometry.kind} order, not one token map (ERFs are read at block outputs)"
+            )
         if geometry is None or geometry.kind != "global" or geometry.tokens != shape[1]:
             return "token layout unknown for this layer (no global geometry matching its tokens)"
         assert geometry.grid is not None and geometry.stride is not None

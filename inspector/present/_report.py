@@ -334,10 +334,7 @@ def _findings(run: Run, sections: dict[str, Any]) -> tuple[str, ...]:
     if sections.get("erf_warning"):
         found.append(f"ERF not interpreted: {sections['erf_warning']}")
     elif len(erf) > 1:
-        found.append(
-            f"ERF mean distance grows from {erf[0].mean_distance:.0f} px ({erf[0].name}) "
-            f"to {erf[-1].mean_distance:.0f} px ({erf[-1].name})"
-        )
+        found.append(_erf_change(erf[0], erf[-1], len(run.sample_ids)))
     for kind, what in (("head", "heads"), ("channel", "channel groups")):
         # like for like only: |r| over single channels is a different, secondary measure
         layers = [
@@ -507,6 +504,33 @@ def _dynamics_table(run: Run) -> reports.Table | None:
     )
 
 
+def _erf_change(first: reports.ErfLayer, last: reports.ErfLayer, images: int) -> str:
+    """The finding on the ERF from the first to the last layer, worded from the intervals:
+    'grows' or 'shrinks' only when they do not overlap."""
+    a, b = first.mean_distance, last.mean_distance
+    both = f"{a:.0f} px ({first.name}) to {b:.0f} px ({last.name})"
+    if None in (first.low, first.high, last.low, last.high):
+        verb = "grows" if b > a else "shrinks" if b < a else "stays"
+        return f"ERF mean distance {verb} from {both} (no interval)"
+    if first.high < last.low:  # type: ignore[operator]
+        return f"ERF mean distance grows from {both}"
+    if first.low > last.high:  # type: ignore[operator]
+        return f"ERF mean distance shrinks from {both}"
+    return f"ERF mean distance from {both}: the change is not resolved at {images} images"
+
+
+def _grouped(notes: Mapping[str, str], shown: int = 4) -> list[str]:
+    """One line per distinct note, naming the layers it is about."""
+    by_note: dict[str, list[str]] = {}
+    for name, note in notes.items():
+        by_note.setdefault(note, []).append(name)
+    lines = []
+    for note, names in by_note.items():
+        more = f" and {len(names) - shown} more" if len(names) > shown else ""
+        lines.append(f"{', '.join(names[:shown])}{more}: {note}")
+    return lines
+
+
 def run_view(run: Run) -> reports.RunReport:
     """The run report's view model, from the run file alone (images re-read for overlays)."""
     results = RunResults.of(run)
@@ -528,7 +552,7 @@ def run_view(run: Run) -> reports.RunReport:
         name: note for analysis in run.analysis for name, note in run.result(analysis).notes.items()
     }
     warnings += [f"analysis {name} failed: {why}" for name, why in failed_analyses(run).items()]
-    warnings += [f"{name}: {note}" for name, note in list(notes.items())[:6]]
+    warnings += _grouped(notes)
     limited = [r.layer for r in layer_rows(run, results) if r.sample_limited]
     if limited:
         warnings.append(

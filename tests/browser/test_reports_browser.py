@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,3 +208,24 @@ def test_explorer_without_script_shows_the_static_fallback(
         assert page.locator("section#attention-maps img").count() >= 1  # the static maps
     finally:
         context.close()
+
+
+def test_hover_shows_the_value_of_the_nearest_point(
+    browser: Any, random_vit: RunReport, tmp_path: Path
+) -> None:
+    path = write_report(render_run_report(random_vit), tmp_path / "vit.html")
+    page, visit = _open(browser, path)
+    try:
+        figure = page.locator("section#mad img[data-points]")
+        points = json.loads(figure.get_attribute("data-points"))
+        x, y, label = points[0]
+        box = figure.bounding_box()
+        figure.hover(position={"x": x * box["width"], "y": y * box["height"]})
+        tip = page.locator(".hover-tip")
+        assert tip.is_visible() and tip.inner_text() == label
+        assert " · head 0: " in label and label.endswith(" px")
+        figure.hover(position={"x": 2, "y": 2})  # the corner: no point within 12 px
+        assert not tip.is_visible()
+        assert visit.console_errors == []
+    finally:
+        page.context.close()

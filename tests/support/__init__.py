@@ -5,8 +5,12 @@ process of the fault tests in ``support/fault_child.py``."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 import subprocess
 import sys
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -68,6 +72,23 @@ def sequential_cnn() -> nn.Module:
         nn.Flatten(),
         nn.Linear(16, 4),
     ).eval()
+
+
+def assert_page_script(html: str) -> None:
+    """A report runs one script, ``reports/templates/report.js`` verbatim, allowed by its
+    SHA-256 in the page's CSP (no other source, no ``unsafe-inline``), and holds no other
+    script but the explorer's JSON data block (data: never executed)."""
+    found = re.search(r'http-equiv="Content-Security-Policy" content="([^"]*)"', html)
+    assert found is not None, "no Content-Security-Policy"
+    policy = unescape(found.group(1))
+    scripts = re.findall(r"<script([^>]*)>(.*?)</script>", html, flags=re.DOTALL)
+    code = [body for attrs, body in scripts if not attrs]
+    data = [attrs for attrs, _ in scripts if attrs]
+    assert len(code) == 1, f"{len(code)} script elements run"
+    assert code[0] == (REPO / "reports" / "templates" / "report.js").read_text("utf-8")
+    assert data in ([], [' type="application/json" id="explorer-data"']), data
+    digest = base64.b64encode(hashlib.sha256(code[0].encode("utf-8")).digest()).decode()
+    assert re.search(r"script-src ([^;]*);", policy).group(1) == f"'sha256-{digest}'", policy
 
 
 class Page(HTMLParser):

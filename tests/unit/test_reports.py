@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import hashlib
 import io
 import json
 import os
@@ -13,7 +12,6 @@ import subprocess
 import sys
 import textwrap
 from dataclasses import fields, replace
-from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -22,7 +20,7 @@ import jinja2
 import numpy as np
 import pytest
 import tomllib
-from support import REPO
+from support import REPO, assert_page_script
 from support.report_samples import (
     EVIL_ID,
     EVIL_MODEL,
@@ -232,8 +230,10 @@ def test_markup_in_names_is_escaped(vit) -> None:
     (csv_link,) = page.find("a", **{"class": "download-csv"})
     assert csv_link["download"] == "vit_b_bold_b_quoted_script_alert_2_script_per-layer.csv"
     label = CompareReport((replace(compare_report().runs[0], label=EVIL_MODEL),))
-    page = Page(render_compare_report(label))
-    assert not page.find("script") and not page.find("b")
+    html = render_compare_report(label)
+    page = Page(html)
+    _check_scripts(html)
+    assert not page.find("b")
     assert EVIL_MODEL in page.all_text()
 
 
@@ -261,22 +261,7 @@ def _scripts(html: str) -> list[tuple[str, str]]:
 
 
 def _check_scripts(html: str) -> None:
-    """A page runs no script but the explorer's, allowed by its hash in the page's CSP,
-    and holds no script but that one and its JSON data block (never executed)."""
-    found = re.search(r'http-equiv="Content-Security-Policy" content="([^"]*)"', html)
-    assert found is not None
-    policy = unescape(found.group(1))
-    scripts = _scripts(html)
-    code = [body for attrs, body in scripts if "application/json" not in attrs]
-    data = [attrs for attrs, _ in scripts if "application/json" in attrs]
-    assert all("src=" not in attrs for attrs, _ in scripts)
-    assert len(code) <= 1 and len(data) == len(code)
-    if not code:
-        assert "script-src" not in policy
-        return
-    digest = base64.b64encode(hashlib.sha256(code[0].encode("utf-8")).digest()).decode()
-    assert f"script-src 'sha256-{digest}';" in policy
-    assert "unsafe-inline" not in policy.split("script-src")[1].split(";")[0]
+    assert_page_script(html)
 
 
 def test_random_weights_banner_only_when_random(vit, cnn, vit_html, cnn_html, compare_html) -> None:
@@ -625,3 +610,25 @@ def test_compare_dynamics_section_has_both_runs(compare_html: str) -> None:
     body = compare_html.split('id="dynamics"')[1].split("</section>")[0]
     assert body.count("<img") == 2
     assert "Not measured" not in body
+
+
+def test_figures_carry_hover_values_where_their_points_are(vit) -> None:
+    """Hover points of the distance figure: one per head, at the head's depth and value
+    (the axis transform is checked against two heads' pixel positions)."""
+    from reports._figures import distance_figure
+
+    fig = distance_figure(vit.attention_distance, vit.erf, centre=False)
+    heads = sum(a.head_distance.size for a in vit.attention_distance)
+    labels = [p[2] for p in fig.points]
+    assert len([t for t in labels if " · head " in t]) == heads
+    first = vit.attention_distance[0]
+    point = next(p for p in fig.points if p[2].startswith(f"{first.name} · head 0:"))
+    assert point[2] == f"{first.name} · head 0: {first.head_distance[0]:.1f} px"
+    last = vit.attention_distance[-1]
+    other = next(p for p in fig.points if p[2].startswith(f"{last.name} · head 0:"))
+    assert 0 < point[0] < other[0] < 1  # deeper is further right
+    higher = point if first.head_distance[0] > last.head_distance[0] else other
+    lower = other if higher is point else point
+    assert higher[1] < lower[1]  # a larger distance is higher up (smaller y from the top)
+    page = Page(render_run_report(vit))
+    assert any(img.get("data-points") for img in page.find("img"))

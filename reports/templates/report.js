@@ -1,7 +1,9 @@
+// The report's one script (its SHA-256 is pinned in the page's CSP): the attention-map
+// explorer and hover values on figures. It reads only the page; nothing is fetched.
 (function () {
   "use strict";
-  // Attention-map explorer: draws one stored attention row over its image. Data come
-  // from the JSON block #explorer-data; nothing is fetched.
+  // Attention-map explorer: draws one stored attention row over its image, from the
+  // JSON block #explorer-data.
   var root = document.getElementById("ex-root");
   var source = document.getElementById("explorer-data");
   if (!root || !source) return;
@@ -132,4 +134,36 @@
   root.hidden = false;
   fillHeads();
   draw();
+})();
+
+(function () {
+  "use strict";
+  // Hover values: each <img data-points> lists [x, y, label], x and y as fractions of
+  // the image from its top-left corner; the nearest point within 12 px is shown.
+  var figures = document.querySelectorAll("img[data-points]");
+  if (!figures.length) return;
+  var tip = document.createElement("div");
+  tip.className = "hover-tip";
+  tip.setAttribute("role", "status");
+  tip.hidden = true;
+  document.body.appendChild(tip);
+  Array.prototype.forEach.call(figures, function (img) {
+    var points = JSON.parse(img.getAttribute("data-points"));
+    img.addEventListener("mousemove", function (e) {
+      var box = img.getBoundingClientRect(), best = null, bestD = 144;
+      var mx = e.clientX - box.left, my = e.clientY - box.top;
+      for (var i = 0; i < points.length; i++) {
+        var dx = points[i][0] * box.width - mx, dy = points[i][1] * box.height - my;
+        var d = dx * dx + dy * dy;
+        if (d < bestD) { bestD = d; best = points[i]; }
+      }
+      if (!best) { tip.hidden = true; img.removeAttribute("data-hovered"); return; }
+      tip.textContent = best[2];
+      tip.hidden = false;
+      tip.style.left = (window.scrollX + box.left + best[0] * box.width + 10) + "px";
+      tip.style.top = (window.scrollY + box.top + best[1] * box.height + 10) + "px";
+      img.setAttribute("data-hovered", best[2]);
+    });
+    img.addEventListener("mouseleave", function () { tip.hidden = true; });
+  });
 })();
