@@ -10,14 +10,10 @@ from torch import nn
 from ._errors import InspectorError
 from ._options import AnalyzeOptions
 from .pipeline import execute, make_plan, resolve, world
+from ._open import open_run
 from .store import Run, read_run
 
 __all__ = ["analyze", "open_run"]
-
-
-def open_run(path: str | Path) -> Run:
-    """Read a complete run file (plain numpy arrays and dataclasses; no model needed)."""
-    return read_run(path)
 
 
 def analyze(

@@ -14,15 +14,12 @@ import reports
 
 from .._images import builtin_images_dir
 from .._version import __version__
-from ..analyzers import ErfLayer
+from ..analyzers import GLOBAL, LOCAL, ErfLayer
 from ..store import Run
 from ._rows import RunResults, agreement_text, in_model_order, layer_rows
 
 __all__ = ["compare_view", "run_view", "write_compare_report", "write_run_report"]
 
-LOCAL, GLOBAL = 0.35, 0.75
-"""Heads below / above these fractions of the uniform-attention distance count as local /
-global in the headline findings."""
 
 _KIND = {"heads": "head", "channels": "channel"}
 
