@@ -8,9 +8,9 @@ from typing import Any
 from torch import nn
 
 from ._errors import InspectorError
+from ._open import open_run
 from ._options import AnalyzeOptions
 from .pipeline import execute, make_plan, resolve, world
-from ._open import open_run
 from .store import Run, read_run
 
 __all__ = ["analyze", "open_run"]

@@ -264,7 +264,8 @@ _LEGEND = (
     "MAD: mean attention distance of the heads, input pixels (range over heads); "
     "ERF: mass-weighted mean distance of the effective receptive field from its centre, "
     "pixels, of the branch named in 'ERF of' (block: after the residual; attention: the "
-    "attention branch before it; conv: the layer's output); redundancy: 1 - effective units / units (0 none, towards 1 all alike)"
+    "attention branch before it; conv: the layer's output); redundancy: 1 - effective "
+    "units / units (0 none, towards 1 all alike)"
 )
 
 
