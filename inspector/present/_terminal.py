@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import math
 import warnings
@@ -9,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .._errors import RunFileError
+from .._errors import ModelNotFoundError, RunFileError
 from ..store import Run, read_run
 from ._rows import RunResults, agreement_text, layer_rows
 
@@ -122,19 +123,28 @@ def _measurable(name: str) -> str:
         return f"(not inspected: {type(exc).__name__})"
     channels = sum(1 for site in sites.values() if site.kind in ("conv", "mlp"))
     parts = [f"{channels} channel layers"]
+    analyses = ["receptive_field", "importance", "pruning_curve"]
+    if channels:
+        analyses.append("channel_redundancy")
     if attention:
         heads = sum(int(getattr(m, "num_heads", 0)) for m in attention.values())
         known = sum(1 for g in geometries if g.known)
+        kinds = sorted({str(g.kind) for g in geometries if g.known})
         parts.append(
             f"{len(attention)} attention layers ({heads} heads), geometry known "
-            f"for {known}/{len(attention)}"
+            f"for {known}/{len(attention)}{f' ({chr(44).join(kinds)})' if kinds else ''}"
         )
+        analyses.append("head_redundancy")
+        if known:
+            analyses += ["attention_distance", "attention_entropy"]
+        elif attention:
+            analyses.append("attention_entropy")
     else:
         parts.append("no attention")
-    return ", ".join(parts)
+    return ", ".join(parts) + "; measures: " + ", ".join(analyses)
 
 
-def describe_models(pattern: str, *, inspect_up_to: int = 12) -> str:
+def describe_models(pattern: str, *, inspect_up_to: int = 40) -> str:
     """Registered timm architectures matching ``pattern`` and what inspector measures.
 
     Args:
@@ -154,7 +164,10 @@ def describe_models(pattern: str, *, inspect_up_to: int = 12) -> str:
         names = [resolve_model_name(pattern).name]
         header = f"{pattern!r} resolves to:"
     if not names:
-        return f"no timm architecture matches {pattern!r}"
+        stem = pattern.replace("*", "").replace("?", "").strip("_[]")
+        close = difflib.get_close_matches(stem, timm.list_models(), n=5, cutoff=0.5)
+        hint = f"; close names: {', '.join(close)}" if close else ""
+        raise ModelNotFoundError(f"no timm architecture matches {pattern!r}{hint}")
     lines = [header]
     if len(names) <= inspect_up_to:
         width = max(len(n) for n in names)
