@@ -150,8 +150,10 @@ def _channels_first_norm(module: nn.Module) -> bool:
 
 def find_channels(model: nn.Module) -> dict[str, ChannelSite]:
     """Channel layers of ``model`` by path: convolutions, normalisation layers and MLP
-    hidden layers (modules with ``fc1`` and ``fc2`` children, read at ``fc2``'s input)."""
+    hidden layers (modules with ``fc1`` and ``fc2`` children, read at ``fc2``'s input,
+    after the nonlinearity, also when ``fc1``/``fc2`` are 1x1 convolutions)."""
     sites: dict[str, ChannelSite] = {}
+    hidden: dict[str, ChannelSite] = {}
     for name, module in model.named_modules():
         if not name:
             continue
@@ -166,9 +168,16 @@ def find_channels(model: nn.Module) -> dict[str, ChannelSite]:
         fc2 = children.get("fc2")
         if "fc1" in children or "fc1_g" in children:
             if isinstance(fc2, nn.Linear):
-                sites[f"{name}.fc2"] = ChannelSite(f"{name}.fc2", "mlp", "input", -1)
+                hidden[name] = ChannelSite(f"{name}.fc2", "mlp", "input", -1)
             elif isinstance(fc2, nn.Conv2d):
-                sites[f"{name}.fc2"] = ChannelSite(f"{name}.fc2", "mlp", "input", 1)
+                hidden[name] = ChannelSite(f"{name}.fc2", "mlp", "input", 1)
+    # A conv MLP (ConvNeXt's conv_mlp, ...) has 1x1 convolutions as fc1 and fc2: its
+    # hidden layer is read at fc2's input, after the nonlinearity, like a linear MLP's;
+    # the conv sites of the same names (fc2's output, fc1's pre-activation output) would
+    # overwrite or duplicate it.
+    for name, site in hidden.items():
+        sites.pop(f"{name}.fc1", None)
+        sites[site.name] = site
     return sites
 
 
