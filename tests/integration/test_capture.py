@@ -342,9 +342,10 @@ def test_conv_mlp_hidden_layer_is_read_after_the_nonlinearity() -> None:
     handle = mlp.act.register_forward_hook(lambda m, i, o: seen.append(o.detach().clone()))
     x = model_input(model, batch=2).double()
     try:
-        with torch.no_grad(), hooks.capture(
-            model, attention=None, channels=f"{name}.fc2", positions=None
-        ) as cap:
+        with (
+            torch.no_grad(),
+            hooks.capture(model, attention=None, channels=f"{name}.fc2", positions=None) as cap,
+        ):
             model(x)
     finally:
         handle.remove()

@@ -164,3 +164,45 @@ def test_models_glob(capsys: pytest.CaptureFixture[str]) -> None:
 
     assert main(["models", "deit_smal"]) == 1  # a misspelling: suggestions
     assert "deit_small_patch16_224" in capsys.readouterr().err
+
+
+def test_help_shows_defaults_and_named_positionals(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["analyze", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for default in ("(default: builtin)", "(default: 16)", "(default: 8)", "(default: 0)",
+                    "(default: inspector-runs)", "(default: auto)"):  # fmt: skip
+        assert default in text, default
+    assert "usage: inspector analyze [-h]" in text and "MODEL" in text
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    assert "RUN.h5 [RUN.h5 ...]" in capsys.readouterr().out
+
+
+def test_models_no_match_exits_1_and_alias_prefers_the_canonical_model(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["models", "zzzq*"]) == 1
+    assert "no timm architecture matches 'zzzq*'" in capsys.readouterr().err
+    assert main(["models", "swin"]) == 0
+    out = capsys.readouterr().out
+    assert "swin_tiny_patch4_window7_224" in out and "measures:" in out and "windowed" in out
+
+
+def test_bad_arguments_are_refused_before_torch_loads() -> None:
+    code = (
+        "import sys; from inspector.cli import main; "
+        "rc = main(sys.argv[1:]); print(rc, 'torch' in sys.modules)"
+    )
+    for args, message in (
+        (["--images", "/no/such/folder"], "--images '/no/such/folder': no such file"),
+        (["--device", "gpu"], "--device 'gpu' is not one of auto, cpu, cuda"),
+        (["--keep-maps", "-1"], "--keep-maps -1 must be 0 (keep none) or more"),
+        (["--layers", "blocks.*,"], "holds an empty pattern"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-c", code, "analyze", "test_vit", *args],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.stdout.split() == ["2", "False"], (args, done.stderr)
+        assert message in done.stderr
