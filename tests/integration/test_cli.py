@@ -91,7 +91,7 @@ def test_exit_code_1_from_a_subprocess(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert done.stderr == f"error: no run file at {tmp_path / 'missing.h5'}\n"
     usage = inspector("analyze")
-    assert usage.returncode == 2 and "required: model" in usage.stderr
+    assert usage.returncode == 2 and "required: MODEL" in usage.stderr
 
 
 def test_version() -> None:
