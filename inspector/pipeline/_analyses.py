@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,8 +26,9 @@ from ..analyzers import (
 )
 from ..store import RunWriter
 from ._capture import CaptureInput
-from ._gradients import erf_layers, erf_pass, importance_pass, pruning_pass
+from ._gradients import ABLATE, PRUNING_STEPS, erf_layers, erf_pass, importance_pass, pruning_pass
 from ._plan import Plan
+from ._progress import Progress, Silent
 
 __all__ = [
     "ErfPassResult",
@@ -116,16 +117,20 @@ class ErfPass:
     name = "receptive_field"
 
     def run(
-        self, model: nn.Module, x: torch.Tensor, capture: CaptureInput, plan: Plan
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        capture: CaptureInput,
+        plan: Plan,
+        progress: Progress | None = None,
     ) -> ErfPassResult:
         began = time.perf_counter()
         attention = [n for n, s in capture.state.layers.items() if s.kind == "attention"]
         channels = [n for n, s in capture.state.layers.items() if s.kind == "channel"]
         geometry = {n: g for n in attention if (g := capture.state.layers[n].geometry) is not None}
         layers = erf_layers(model, attention, channels)
-        found, skipped = erf_pass(
-            model, x, layers, geometry, progress=plan.options.progress and plan.leader
-        )
+        with (progress or Silent()).step("receptive field", len(layers), "layers") as step:
+            found, skipped = erf_pass(model, x, layers, geometry, tick=step.update)
         layers = {
             name: ErfInput(
                 map=v["map"],
@@ -145,11 +150,19 @@ class ImportancePass:
     name = "importance"
 
     def run(
-        self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor, units: Mapping[str, Any]
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        units: Mapping[str, Any],
+        progress: Progress | None = None,
     ) -> ImportancePassResult:
         began = time.perf_counter()
+        # one backward for every gate, then ABLATE single-unit ablations per kind
+        total = 1 + sum(min(ABLATE, sum(layers.values())) for layers in units.values())
         try:
-            found = importance_pass(model, x, units, labels)
+            with (progress or Silent()).step("importance", total, "passes") as step:
+                found = importance_pass(model, x, units, labels, tick=step.update)
         except ValueError as exc:
             return ImportancePassResult(
                 units=units, problem=str(exc), seconds=time.perf_counter() - began
@@ -182,8 +195,22 @@ class PruningPass:
         x: torch.Tensor,
         gates: ImportancePassResult,
         layers: Mapping[str, LayerInput],
+        progress: Progress | None = None,
     ) -> PruningPassResult:
         began = time.perf_counter()
+        step = (progress or Silent()).step("pruning", PRUNING_STEPS * len(gates.kinds), "forwards")
+        with step as bar:
+            return self._curves(model, x, gates, layers, began, bar.update)
+
+    def _curves(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        gates: ImportancePassResult,
+        layers: Mapping[str, LayerInput],
+        began: float,
+        tick: Callable[[int], None],
+    ) -> PruningPassResult:
         importance = REGISTRY["importance"]().compute(AnalysisInputs(layers, gates=gates.kinds))
         curves: dict[str, PruningInput] = {}
         notes: dict[str, str] = {}
@@ -199,7 +226,9 @@ class PruningPass:
                 for unit, v in enumerate(layer.normalised)
             )
             order = [(path, unit) for _, path, unit in ranked]
-            curve = pruning_pass(model, x, kind, gates.units[kind], order, full=gates.logits)
+            curve = pruning_pass(
+                model, x, kind, gates.units[kind], order, full=gates.logits, tick=tick
+            )
             curves[kind] = PruningInput(
                 curve["fractions"], curve["agreement"], curve["kl"], units=len(order)
             )
@@ -207,7 +236,11 @@ class PruningPass:
 
 
 def run_analyses(
-    model: nn.Module, plan: Plan, capture: CaptureInput, writer: RunWriter
+    model: nn.Module,
+    plan: Plan,
+    capture: CaptureInput,
+    writer: RunWriter,
+    progress: Progress | None = None,
 ) -> dict[str, float]:
     """Run the plan's model passes, then its analyzers; write their results.
 
@@ -221,14 +254,14 @@ def run_analyses(
         x, _, labels = next(plan.images.batches(plan.gradient_images))
         x = x.to(plan.device)
         if "receptive_field" in plan.passes:
-            erf = ErfPass().run(model, x, capture, plan)
+            erf = ErfPass().run(model, x, capture, plan, progress)
             timings["receptive_field"] = erf.seconds
         units = gate_units(plan.gateable, capture.state)
         if "importance" in plan.passes and units:
-            gates = ImportancePass().run(model, x, labels, units)
+            gates = ImportancePass().run(model, x, labels, units, progress)
             timings["importance"] = gates.seconds
         if "pruning" in plan.passes and gates.kinds:
-            pruning = PruningPass().run(model, x, gates, layers)
+            pruning = PruningPass().run(model, x, gates, layers, progress)
             timings["pruning"] = pruning.seconds
     began = time.perf_counter()
     inputs = AnalysisInputs(layers, erf=erf.layers, gates=gates.kinds, pruning=pruning.curves)

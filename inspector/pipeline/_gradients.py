@@ -5,14 +5,13 @@ Each returns plain numpy arrays for ``inspector.analyzers``; hooks are scoped to
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 import hooks
 
@@ -107,7 +106,7 @@ def erf_pass(
     layers: Sequence[tuple[str, str]],
     geometry: Mapping[str, hooks.TokenGeometry],
     *,
-    progress: bool = True,
+    tick: Callable[[int], None] | None = None,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     """Gradient ERF (METRICS.md §3) of each layer: mean over images of ``|∂s/∂x|``
     summed over colour channels, ``s = Σ_c y[c, centre]``.
@@ -116,6 +115,9 @@ def erf_pass(
     (``autograd.grad`` with the graph retained). captum's ``NeuronGradient`` reruns the
     whole forward per layer; it is used only for a layer whose kept output a later
     in-place operation modified.
+
+    Args:
+        tick: Called with 1 after each layer (the progress display).
 
     Returns:
         Per layer: ``map`` ``[y, x]``, ``centre`` (pixels), ``branch``, ``note``; and
@@ -131,7 +133,7 @@ def erf_pass(
     input_hw = (int(x.shape[-2]), int(x.shape[-1]))
     four_d = [n for n, _ in layers if outputs.get(n) is not None and outputs[n].dim() == 4]
     pixels = pixel_maps(model, x, four_d) if four_d else {}
-    for name, branch in tqdm(layers, desc="receptive field", unit="layer", disable=not progress):
+    for name, branch in _ticking(layers, tick):
         output = outputs.get(name)
         owner = next(
             (g for path, g in geometry.items() if path == name or path.startswith(name + ".")),
@@ -174,14 +176,30 @@ def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
+ABLATE = 6
+"""Units per kind whose gate gradient is checked against true ablation."""
+
+PRUNING_STEPS = 10
+"""Points of a pruning curve after the unpruned model (1/10 of the units each)."""
+
+
+def _ticking(items: Sequence[Any], tick: Callable[[int], None] | None) -> Iterator[Any]:
+    """``items``, calling ``tick(1)`` after each has been handled."""
+    for item in items:
+        yield item
+        if tick is not None:
+            tick(1)
+
+
 def importance_pass(
     model: nn.Module,
     x: torch.Tensor,
     units: Mapping[str, Mapping[str, int]],
     labels: torch.Tensor | None = None,
     *,
-    ablate: int = 6,
+    ablate: int = ABLATE,
     ablation_images: int = 4,
+    tick: Callable[[int], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Gate-gradient importance (METRICS.md §5): ``|∂L/∂ξ_u|`` per image, with ``L`` the
     cross-entropy of the model's own top-1 (or the label where known), plus true
@@ -195,6 +213,7 @@ def importance_pass(
 
     Args:
         units: ``{"heads": {path: heads}, "channels": {path: channels}}``.
+        tick: Called with 1 after the gradient pass and after each ablation.
 
     Returns:
         Per kind: ``raw`` ``{path: [sample, unit]}``, ``ablation`` (``layers``, ``units``,
@@ -226,11 +245,13 @@ def importance_pass(
     flat = [g for layers in gates.values() for g in layers.values()]
     grads = torch.autograd.grad(loss, flat) if flat else ()
     by_gate = {id(g): d for g, d in zip(flat, grads, strict=True)}
+    if tick is not None:
+        tick(1)
     seen = min(batch, max(1, ablation_images))
     out: dict[str, Any] = {"logits": full}
     for kind, layers in gates.items():
         raw = {p: by_gate[id(g)].abs().cpu().numpy() for p, g in layers.items()}
-        check = _AblationCheck(model, x[:seen], target[:seen], full[:seen])
+        check = _AblationCheck(model, x[:seen], target[:seen], full[:seen], tick)
         out[kind] = {"raw": raw, "ablation": check.run(kind, units[kind], raw, ablate)}
     return out
 
@@ -239,9 +260,14 @@ class _AblationCheck:
     """True single-unit ablation of a few units, to validate their gate gradients."""
 
     def __init__(
-        self, model: nn.Module, x: torch.Tensor, target: torch.Tensor, full: torch.Tensor
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        target: torch.Tensor,
+        full: torch.Tensor,
+        tick: Callable[[int], None] | None = None,
     ) -> None:
-        self.model, self.x, self.target = model, x, target
+        self.model, self.x, self.target, self.tick = model, x, target, tick
         with torch.no_grad():
             self.base = F.cross_entropy(full, target, reduction="none")
 
@@ -255,7 +281,7 @@ class _AblationCheck:
         ranked = np.argsort(gradient, kind="stable")
         spots = np.linspace(0, len(everything) - 1, min(ablate, len(everything))).round()
         rows = []
-        for index in ranked[np.unique(spots).astype(int)]:
+        for index in _ticking(ranked[np.unique(spots).astype(int)], self.tick):
             path, unit = everything[index]
             rows.append((path, unit, float(gradient[index]), self._delta(kind, units, path, unit)))
         return {
@@ -283,14 +309,16 @@ def pruning_pass(
     kind: str,
     units: Mapping[str, int],
     order: Sequence[tuple[str, int]],
-    steps: int = 10,
+    steps: int = PRUNING_STEPS,
     full: torch.Tensor | None = None,
+    tick: Callable[[int], None] | None = None,
 ) -> dict[str, np.ndarray]:
     """Remove units (gate 0) in the given order, ``1/steps`` of them at a time; measure
     top-1 agreement with the full model and mean KL(full ‖ pruned).
 
     Args:
         full: The unpruned model's logits on ``x`` when already known.
+        tick: Called with 1 after each pruned forward.
     """
     with torch.inference_mode():
         full = _logits(model, x) if full is None else full
@@ -298,7 +326,7 @@ def pruning_pass(
         fractions = np.linspace(0.0, 1.0, steps + 1)
         # Nothing removed is the model itself: agreement 1 and KL 0 without a forward.
         agreement, kl = [1.0], [0.0]
-        for fraction in fractions[1:]:
+        for fraction in _ticking(fractions[1:], tick):
             removed = order[: round(float(fraction) * len(order))]
             gates = {p: torch.ones(n, device=x.device) for p, n in units.items()}
             for path, unit in removed:

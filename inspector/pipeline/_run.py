@@ -18,6 +18,7 @@ from ._analyses import run_analyses
 from ._capture import CaptureInput, layer_order
 from ._distributed import World, gather_capture
 from ._plan import Plan
+from ._progress import Progress
 
 __all__ = ["execute", "resumable"]
 
@@ -75,6 +76,10 @@ def _stage_merged(writer: RunWriter, model: nn.Module, plan: Plan, capture: Capt
     )
 
 
+_STEP = {"receptive_field": "receptive field", "importance": "importance", "pruning": "pruning"}
+"""The model passes, in the order they run, and their names in the progress display."""
+
+
 def execute(model: nn.Module, plan: Plan, ranks: World | None = None) -> Path:
     """Run ``plan`` on ``model`` and write the run file; returns its path.
 
@@ -88,6 +93,8 @@ def execute(model: nn.Module, plan: Plan, ranks: World | None = None) -> Path:
         if plan.leader
         else None
     )
+    steps = ["capture", *(_STEP[p] for p in _STEP if p in plan.passes)]
+    progress = Progress(steps, enabled=plan.options.progress and plan.leader)
     try:
         started = time.perf_counter()
         captured = _capture.run_capture_pass(
@@ -96,6 +103,7 @@ def execute(model: nn.Module, plan: Plan, ranks: World | None = None) -> Path:
             writer if ranks is None else None,
             partial=partial,
             shard=ranks.shard(len(plan.images)) if ranks is not None else None,
+            progress=progress,
         )
         if ranks is not None:
             captured = gather_capture(ranks, captured, plan.options.keep_maps)
@@ -108,7 +116,7 @@ def execute(model: nn.Module, plan: Plan, ranks: World | None = None) -> Path:
             raise InspectorError(f"no image of {plan.images.source} could be read")
         _warn_nonfinite(model, captured.state)
         timings = {"capture": captured.seconds}
-        timings |= run_analyses(model, plan, captured, writer)
+        timings |= run_analyses(model, plan, captured, writer, progress)
         timings["total"] = time.perf_counter() - started
         writer.set_attrs(
             timings=timings,

@@ -25,12 +25,26 @@ def _num(value: Any, digits: int = 1) -> str:
     return "-" if math.isnan(number) else f"{number:.{digits}f}"
 
 
+LEGEND = """\
+MAD px     mean attention distance: how far a head looks, in input pixels, mean over
+           the layer's heads (min-max: its most local and most global head); docs/metrics.md §1
+ERF px     effective receptive field: mass-weighted mean distance of the input gradient
+           from the unit's centre, pixels (§3). On a 'block' row it is the whole block's
+           output (after the residual); on an 'attention' row the attention branch alone
+           (before the residual); on a 'channel' row of a CNN the convolution's output
+r50 px     radius of the disc about the centre holding 50 % of the ERF mass
+redund     redundancy 1 - effective units / units (0: every unit distinct; near 1: the
+           units are alike), heads by debiased CKA, channels by |correlation| (§4)
+units      heads of an attention layer, channels of a channel layer; '-': not measured"""
+"""The terminal table's legend (names, units, where they are defined)."""
+
+
 def print_summary(run: Run) -> None:
     """The per-layer table and the pruning lines of a run, on stdout."""
     results = RunResults.of(run)
     header = (
         f"{'layer':<28} {'kind':<9} {'units':>5} {'MAD px (min-max)':>20} "
-        f"{'ERF px':>7} {'r50':>6} {'redund':>6}"
+        f"{'ERF px':>7} {'r50 px':>6} {'redund':>6}"
     )
     print(header)
     print("-" * len(header))
@@ -44,6 +58,8 @@ def print_summary(run: Run) -> None:
             f"{_num(row.erf_distance):>7} {_num(row.erf_radius_50):>6} "
             f"{_num(row.redundancy, 2):>6}"
         )
+    print("-" * len(header))
+    print(LEGEND)
     if results.pruning is None:
         return
     threshold = agreement_text(results.pruning.threshold)
