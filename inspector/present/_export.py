@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import InspectorError
-from ..store import Run
-from ..store._frames import table_rows, to_dataframe
+from ..store import Run, table_rows, to_dataframe
 
 __all__ = ["export_tables"]
 

@@ -15,7 +15,7 @@ import reports
 from .._images import builtin_images_dir
 from .._version import __version__
 from ..analyzers import GLOBAL, LOCAL, ErfLayer
-from ..store import Run
+from ..store import Run, table_rows
 from ._rows import RunResults, agreement_text, in_model_order, layer_rows
 
 __all__ = ["compare_view", "run_view", "write_compare_report", "write_run_report"]
@@ -24,7 +24,7 @@ __all__ = ["compare_view", "run_view", "write_compare_report", "write_run_report
 _KIND = {"heads": "head", "channels": "channel"}
 
 _NOTES = (
-    "Mean attention distance (METRICS.md §1): rows renormalised over spatial keys "
+    "Mean attention distance (docs/metrics.md §1): rows renormalised over spatial keys "
     "(prefix tokens excluded), mean over spatial queries, self pair included, pixel "
     "distances between token centres on the model's own grid (never sqrt(N)); mean over "
     "images. The raw variant and the prefix mass are stored in the run file.",
@@ -265,6 +265,36 @@ def _table(run: Run, results: RunResults) -> reports.Table:
     return reports.Table("per-layer numbers", columns, cells, "one row per captured or ERF layer")
 
 
+def _head_table(run: Run) -> reports.Table | None:
+    """One row per head: every per-head field of the run's results (the columns of
+    ``Run.to_dataframe("heads")``, built from the declarations, so interval fields appear
+    as they are added), and the head's locality."""
+    rows = table_rows(run, "heads")
+    if not rows:
+        return None
+    columns: dict[str, None] = {}
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    names = tuple(columns)
+    cells = tuple(tuple(_cell(row.get(c)) for c in names) for row in rows)
+    return reports.Table(
+        "per-head numbers",
+        names,
+        cells,
+        "one row per attention head: distance (px), entropy (nats), prefix mass, importance, "
+        f"locality (local below {LOCAL:.0%}, global above {GLOBAL:.0%} of the uniform "
+        "distance); docs/metrics.md §1, §2, §5",
+    )
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return _float(value)
+    return value
+
+
 def run_view(run: Run) -> reports.RunReport:
     """The run report's view model, from the run file alone (images re-read for overlays)."""
     results = RunResults.of(run)
@@ -306,7 +336,7 @@ def run_view(run: Run) -> reports.RunReport:
         findings=_findings(run, sections),
         attention_maps=_gallery(run, {}),
         notes=_NOTES,
-        tables=(_table(run, results),),
+        tables=tuple(t for t in (_head_table(run), _table(run, results)) if t is not None),
         **sections,
     )
 

@@ -1,6 +1,10 @@
 """The run file (HDF5): one writer, one reader, a versioned schema (docs/run-file.md)."""
 
+from ._frames import TABLES as TABLES
+from ._frames import table_rows as table_rows
+from ._frames import to_dataframe as to_dataframe
 from ._reader import Layer as Layer
+from ._reader import LayerList as LayerList
 from ._reader import Run as Run
 from ._reader import read_run as read_run
 from ._schema import DIM_LABELS as DIM_LABELS
@@ -18,10 +22,14 @@ __all__ = [
     "ENCODING_VERSION",
     "JSON_ATTRS",
     "SCHEMA_VERSION",
+    "TABLES",
     "TYPE",
     "Layer",
+    "LayerList",
     "Run",
     "RunWriter",
     "partial_path",
     "read_run",
+    "table_rows",
+    "to_dataframe",
 ]
