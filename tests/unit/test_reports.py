@@ -13,6 +13,7 @@ import textwrap
 from dataclasses import fields, replace
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import jinja2
@@ -530,3 +531,34 @@ def test_section_declarations_are_checked() -> None:
         RUN_SPECS.with_section(SectionSpec("x", "X", reads="erf"), after="nowhere")
     with pytest.raises(ReportError, match="show a RunReport"):
         RUN_SPECS.sections(compare_report())
+
+
+def test_figure_legends_are_never_clipped() -> None:
+    """Long legend labels in four columns reached outside the figure ("(attention
+    branc"); encoding a figure wraps its legend until every entry is inside (measured on
+    the drawn text boxes). The unfitted figure is the control: it is clipped."""
+    from reports._plot import clipped_text, new_figure, to_svg
+
+    def figure() -> Any:
+        fig = new_figure(6.0, 3.2)
+        ax = fig.add_subplot()
+        labels = [
+            "head (windowed attention)",
+            "mean over heads",
+            "uniform attention",
+            "ERF mean distance (attention branch)",
+            "ERF mean distance (block output)",
+        ]
+        for label in labels:
+            ax.plot([0, 1], [0, 1], label=label)
+        fig.legend(loc="outside lower center", ncols=4)
+        return fig
+
+    assert "ERF mean distance (block output)" in clipped_text(figure())  # type: ignore[arg-type]
+    fig: Any = figure()
+    to_svg(fig, "a figure")
+    assert clipped_text(fig) == []
+    assert (
+        sorted(t.get_text() for t in fig.legends[0].texts)[0]
+        == "ERF mean distance (attention branch)"
+    )
