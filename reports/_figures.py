@@ -63,6 +63,31 @@ def head_means(attention: Sequence[AttentionDistance]) -> np.ndarray:
     return out
 
 
+MAX_INDEXED_HEADS = 16
+"""Layers with at most this many heads get each point labelled with its head index."""
+
+
+def _head_indices(ax: Axes, attention: Sequence[AttentionDistance]) -> None:
+    """Each head's index beside its point (``h0``, ``h1``, ...), so a point can be found
+    in the per-head table; layers with more than :data:`MAX_INDEXED_HEADS` heads are left
+    unlabelled (the labels would cover each other)."""
+    for layer in attention:
+        if layer.head_distance.size > MAX_INDEXED_HEADS:
+            continue
+        for head, value in enumerate(layer.head_distance.tolist()):
+            if np.isfinite(value):
+                ax.annotate(
+                    f"h{head}",
+                    (layer.depth, value),
+                    xytext=(3, 0),
+                    textcoords="offset points",
+                    fontsize=5.5,
+                    color="#444444",
+                    va="center",
+                    zorder=5,
+                )
+
+
 @styled
 def distance_figure(
     attention: Sequence[AttentionDistance], erf: Sequence[ErfLayer]
@@ -97,6 +122,7 @@ def distance_figure(
                     label="head (windowed attention)" if windowed else "head",
                     zorder=3,
                 )
+        _head_indices(ax, attention)
         ax.plot(depth, head_means(attention), color=_HEAD_COLOUR, lw=1.1, label="mean over heads")
         uniform = np.array(
             [np.nan if a.uniform_distance is None else a.uniform_distance for a in attention]

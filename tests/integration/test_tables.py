@@ -122,3 +122,16 @@ def test_export_csv_json_parquet(
                  "-o", str(tmp_path)]) == 0  # fmt: skip
     back = pandas.read_parquet(tmp_path / f"{stem}.heads.parquet")
     assert len(back) == len(run.to_dataframe("heads"))
+
+
+def test_report_has_the_per_head_table(run: inspector.Run) -> None:
+    from inspector.present import run_view
+
+    view = run_view(run)
+    table = next(t for t in view.tables if t.name == "per-head numbers")
+    heads = sum(int(layer.attrs["heads"]) for layer in run.attention_layers)
+    assert len(table.rows) == heads
+    assert {"layer", "head", "attention_distance.mean", "locality"} <= set(table.columns)
+    at = table.columns.index("attention_distance.mean")
+    first = run.result("attention_distance").layers["blocks.0.attn"].mean
+    assert [r[at] for r in table.rows[: first.size]] == pytest.approx(first)
