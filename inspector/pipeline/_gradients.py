@@ -16,6 +16,7 @@ from torch import nn
 import hooks
 
 from ._pixel_map import PixelMap, pixel_maps
+from ._progress import Progress
 
 __all__ = ["erf_layers", "erf_pass", "importance_pass", "pruning_pass"]
 
@@ -107,6 +108,7 @@ def erf_pass(
     geometry: Mapping[str, hooks.TokenGeometry],
     *,
     tick: Callable[[int], None] | None = None,
+    progress: bool = False,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     """Gradient ERF (METRICS.md §3) of each layer: mean over images of ``|∂s/∂x|``
     summed over colour channels, ``s = Σ_c y[c, centre]``.
@@ -117,12 +119,16 @@ def erf_pass(
     in-place operation modified.
 
     Args:
-        tick: Called with 1 after each layer (the progress display).
+        tick: Called with 1 after each layer (the run's progress display).
+        progress: Without ``tick``, show a progress display of this pass alone.
 
     Returns:
         Per layer: ``map`` ``[y, x]``, ``centre`` (pixels), ``branch``, ``note``; and
         per skipped layer the reason.
     """
+    if tick is None and progress:
+        with Progress(["receptive field"]).step("receptive field", len(layers), "layers") as step:
+            return erf_pass(model, x, layers, geometry, tick=step.update)
     modules = dict(model.named_modules())
     inputs = x.detach().clone().requires_grad_(True)
     with torch.enable_grad(), hooks.probe(model, [name for name, _ in layers]) as kept:

@@ -119,7 +119,10 @@ def _weights(run: Run) -> reports.WeightsInfo:
     source = str(run.meta.get("weights_source", ""))
     shown = source if source in ("pretrained", "random", "file") else "file"
     detail = str(run.meta.get("weights_path", "")) if shown == "file" else ""
-    return reports.WeightsInfo(shown, str(run.meta.get("weights_reason", "")), detail)
+    reason = str(run.meta.get("weights_reason", ""))
+    if detail and detail in reason:  # the reason names the file already: say it once
+        detail = ""
+    return reports.WeightsInfo(shown, reason, detail)
 
 
 def _sections(run: Run, results: RunResults) -> dict[str, Any]:
