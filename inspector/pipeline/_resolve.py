@@ -49,8 +49,12 @@ class Resolved:
 
 def _model(model: str | nn.Module, opts: AnalyzeOptions) -> tuple[nn.Module, dict[str, Any]]:
     if isinstance(model, nn.Module):
+        # a timm model names its architecture (``mobileone_s0``), not just its class
+        cfg = getattr(model, "pretrained_cfg", None)
+        arch = cfg.get("architecture") if isinstance(cfg, dict) else None
+        name = str(arch) if isinstance(arch, str) and arch else type(model).__name__
         info = {
-            "model": type(model).__name__,
+            "model": name,
             "model_requested": type(model).__name__,
             "resolution": "custom module",
             "weights_source": "given",
