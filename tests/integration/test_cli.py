@@ -34,8 +34,9 @@ def test_analyze_vit_then_info(tmp_path: Path) -> None:
     done = inspector("analyze", "test_vit", "--limit", "4", "--batch-size", "2",
                      "--analyses", analyses, "--out", str(out), *loud)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "[1/2] capture: 4 images ..." in done.stderr  # progress as a log shows it
-    assert "[1/2] capture: done, 4 images in" in done.stderr
+    # progress as a log shows it: the capture is the only step (no model-pass analyses)
+    assert "[1/1] capture: 4 images ..." in done.stderr
+    assert "[1/1] capture: done, 4 images in" in done.stderr
     path = out / "test_vit.h5"
     lines = done.stdout.splitlines()
     header = next(line for line in lines if line.startswith("layer"))
@@ -160,8 +161,8 @@ def test_models_glob(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models", "deit_small"]) == 0  # an alias resolves
     assert "deit_small_patch16_224" in capsys.readouterr().out
 
-    assert main(["models", "zz_no_such_*"]) == 0
-    assert "no timm architecture matches" in capsys.readouterr().out
+    assert main(["models", "zz_no_such_*"]) == 1  # no match is an error
+    assert "no timm architecture matches" in capsys.readouterr().err
 
     assert main(["models", "deit_smal"]) == 1  # a misspelling: suggestions
     assert "deit_small_patch16_224" in capsys.readouterr().err
