@@ -37,7 +37,9 @@ from ..analyzers import GLOBAL, LOCAL, REGISTRY, AnalysisResult, Record
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ._reader import Run
+# ``Run`` (``._reader``) imports this module lazily for its methods; annotating with it
+# here would be an import cycle, so a run is ``Run`` in the docstrings and ``Any`` here.
+Run = Any
 
 __all__ = ["TABLES", "table_rows", "to_dataframe"]
 
