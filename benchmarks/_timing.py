@@ -82,8 +82,8 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def machine() -> str:
-    """One line describing the machine and the software measured."""
+def machine(device: str = "cpu") -> str:
+    """One line describing the machine and the software measured (and the GPU on CUDA)."""
     import torch
 
     cpu = platform.processor() or platform.machine()
@@ -99,6 +99,7 @@ def machine() -> str:
         f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), Python {sys.version.split()[0]}, "
         f"load average {load}"
+        + (f", GPU {torch.cuda.get_device_name()}" if device.startswith("cuda") else "")
     )
 
 

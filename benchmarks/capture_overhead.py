@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import statistics
 import sys
 from collections.abc import Callable
 
@@ -141,6 +142,7 @@ def measure(
     peers: bool,
     clock: str = "wall",
     device: str = "cpu",
+    autocast: bool = False,
 ) -> tuple[list[list[str]], dict[str, list[float]]]:
     torch.manual_seed(0)
     model = timm.create_model(name, pretrained=False).eval().to(device)
@@ -212,12 +214,27 @@ def measure(
         reference = torch.from_numpy(first.maps_array()[: options.keep_maps])
         cases |= peer_cases(model, x, reference)
     _timing.log(f"{name}: {len(cases)} cases, {repeats} rounds")
+    if autocast:  # every case, the baseline too, as `analyze --autocast` runs its forward
+        cases = {case: _autocast(fn, x.device) for case, fn in cases.items()}
     if x.device.type == "cuda":  # kernels run asynchronously: time until they finish
         cases = {case: _synchronised(fn) for case, fn in cases.items()}
     times = _timing.interleaved(cases, repeats=repeats, clock=clock, log=_timing.log)
     ratios = _timing.ratios(times, "plain fused forward")
-    rows = [[name, case, _timing.spread(ratios[case])] for case in cases]
+    rows = [
+        [name, case, _timing.spread(ratios[case]), f"{batch / statistics.median(times[case]):.0f}"]
+        for case in cases
+    ]
     return rows, ratios
+
+
+def _autocast(fn: Callable[[], object], device: torch.device) -> Callable[[], object]:
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+
+    def timed() -> object:
+        with torch.autocast(device.type, dtype=dtype):
+            return fn()
+
+    return timed
 
 
 def _synchronised(fn: Callable[[], object]) -> Callable[[], object]:
@@ -236,6 +253,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds per model")
     parser.add_argument(
+        "--autocast",
+        action="store_true",
+        help="every case under torch.autocast (float16 on CUDA, bfloat16 on CPU), as "
+        "`inspector analyze --autocast` runs the capture pass",
+    )
+    parser.add_argument(
         "--peers",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -247,11 +270,18 @@ def main(argv: list[str] | None = None) -> None:
     rows: list[list[str]] = []
     for name in args.models.split(","):
         peers = args.peers if args.peers is not None else name.startswith("deit_small")
-        got, _ = measure(name, args.batch, args.repeats, peers, args.clock, args.device)
+        got, _ = measure(
+            name, args.batch, args.repeats, peers, args.clock, args.device, args.autocast
+        )
         rows += got
-    print(_timing.machine())
-    print(f"batch {args.batch}, {args.repeats} rounds, {how}; ratio to the plain fused forward")
-    print(_timing.table(["model", "case", "time ratio, median (min–max)"], rows))
+    precision = ", autocast" if args.autocast else ""
+    print(_timing.machine(args.device))
+    print(
+        f"batch {args.batch}, {args.repeats} rounds, {how}{precision}; "
+        "ratio to the plain fused forward"
+    )
+    header = ["model", "case", "time ratio, median (min–max)", "images/s (median)"]
+    print(_timing.table(header, rows))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,16 @@ Run on demand (not in CI); on a 2-core machine the whole sweep takes one to two 
     .venv/bin/python benchmarks/coverage_sweep.py            # all families
     .venv/bin/python benchmarks/coverage_sweep.py --families swin_transformer,levit
     .venv/bin/python benchmarks/coverage_sweep.py --reuse    # only what is missing
+
+``--main`` runs the default main job instead — ``inspector.analyze`` with every analysis on
+2 builtin images, random weights — on the same models (and, for windowed families, also
+at an input size whose maps do not fill whole windows, so padding is exercised). Results
+go to ``benchmarks/coverage_main.json``, one entry per model written as soon as it is
+done; a rerun skips the models already there (``--fresh`` reruns them), so the sweep can
+be stopped and continued. ``docs/coverage.md`` reports both sweeps (``--report`` rewrites
+it from the two result files). Run it in the background, one process at a time::
+
+    nohup .venv/bin/python benchmarks/coverage_sweep.py --main > /tmp/main-sweep.log 2>&1 &
 """
 
 from __future__ import annotations
@@ -41,6 +51,10 @@ from _coverage_report import TOLERANCE, UNCOMPARABLE, write_markdown  # noqa: E4
 MAX_PARAMS = 100_000_000
 LOW_PRIORITY = ("_enc", "_dist", "_distilled", "_clip", "_siglip")  # same arch, other head
 ATTENTION_LIKE = re.compile(r"Attention|Attn|SHSA|MHSA")
+# One intra-op thread per model: on a shared machine (more runnable processes than cores)
+# two OpenMP threads wait on each other's time slices — a forward of mobilenetv3_small_050
+# took 5-10 s with 2 threads and 0.17 s with 1 on the 2-core dev box under load.
+THREADS = 1
 
 
 # -- choosing the models ------------------------------------------------------------------
@@ -102,9 +116,10 @@ def choose_models(families: list[str] | None, cache: Path) -> dict[str, list[str
 
 def _sequences(probs: Any, module: Any) -> Any:
     """``[sequence, head, query, key]`` as the capture reports it."""
+    from hooks._discovery import head_count
     from hooks._taps import _as_sequences
 
-    out = _as_sequences(probs, int(module.num_heads), module)
+    out = _as_sequences(probs, head_count(module), module)
     return probs if out is None else out
 
 
@@ -147,15 +162,30 @@ def _unfused_reference(model: Any, x: Any, attention: dict[str, Any]) -> dict[st
 
 def _mad(probs: Any, geometry: Any) -> float | None:
     """Mean attention distance (px, mean over heads) of ``[sequence, head, Q, K]`` maps:
-    prefix rows/cols dropped, rows renormalised over spatial keys (METRICS.md §1)."""
+    prefix rows/cols dropped, rows renormalised over spatial keys (METRICS.md §1); in
+    windows zero-padded at the border, padded queries dropped and padded keys left out."""
+    import numpy as np
+
     from inspector.analyzers._distance import mean_attention_distance
     from inspector.analyzers._geometry import distance_matrix
 
     queries, keys = geometry.centres()
-    stats = mean_attention_distance(
-        probs.double().numpy(), distance_matrix(queries, keys), geometry.prefix
-    )
-    return float(stats.renormalised.mean())
+    distances = distance_matrix(queries, keys)
+    slots = geometry.real_slots()
+    if slots is None:
+        stats = mean_attention_distance(probs.double().numpy(), distances, geometry.prefix)
+        return float(stats.renormalised.mean())
+    p = geometry.prefix
+    spatial = probs.double().numpy()[..., p:, p:]  # [sequence, head, Q, K]
+    windows = slots[0].shape[0]
+    real_q = np.tile(slots[0], (spatial.shape[0] // windows, 1))[:, None, :]
+    real_k = np.tile(slots[1], (spatial.shape[0] // windows, 1))[:, None, None, :]
+    spatial = spatial * real_k
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_query = (spatial * distances).sum(-1) / spatial.sum(-1)
+    valid = real_q & np.isfinite(per_query)
+    per_head = np.where(valid, per_query, 0).sum((0, 2)) / valid.sum((0, 2))
+    return float(per_head.mean())
 
 
 def run_one(name: str) -> dict[str, Any]:
@@ -165,7 +195,7 @@ def run_one(name: str) -> dict[str, Any]:
 
     import hooks
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
     start = time.perf_counter()
     out: dict[str, Any] = {"model": name, "status": "ok"}
     torch.manual_seed(0)
@@ -317,13 +347,124 @@ def _check_in_float64(
         _set_fused(model, None, saved)
 
 
+# -- the default main job (``--main``) ----------------------------------------------------
+
+PADDED_SIZES = {  # windowed families: an input whose maps are not a multiple of the window
+    "swin_transformer": 256,
+    "swin_transformer_v2": 224,
+    "swin_transformer_v2_cr": 256,
+    "maxxvit": 256,
+    "davit": 256,
+    "gcvit": 256,
+    "vision_transformer_sam": 272,
+    "hieradet_sam2": 256,
+    "tiny_vit": 256,
+    "nest": 256,
+    "twins": 256,
+    "efficientvit_msra": 256,
+}
+
+
+def main_one(name: str, size: int | None) -> dict[str, Any]:
+    """``inspector.analyze`` with every analysis on 2 builtin images; per analysis ok or
+    the reason it failed, and the geometry kinds of the attention layers."""
+    import tempfile
+
+    import timm
+    import torch
+
+    import hooks
+    from inspector import AnalyzeOptions, analyze
+    from inspector.present import failed_analyses
+
+    torch.set_num_threads(THREADS)
+    start = time.perf_counter()
+    out: dict[str, Any] = {"model": name, "status": "ok", "size": size}
+    with torch.device("meta"):
+        meta = timm.create_model(name, pretrained=False)
+    params = sum(p.numel() for p in meta.parameters())
+    out["params"] = params
+    if params > MAX_PARAMS:
+        out.update(status="skipped", error=f"{params / 1e6:.0f}M parameters > 100M")
+        return out
+    default = int(meta.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
+    smaller = size is None and default > 256 and bool(hooks.find_attention(meta))
+    if smaller:  # try the smaller size it allows, else its own
+        size = 224
+    del meta
+    model: Any = name
+    input_size = None
+    if size is not None and size != default:
+        try:
+            model = timm.create_model(name, pretrained=False, img_size=size).eval()
+            model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, size, size)}
+        except TypeError:  # no img_size: a model whose maps follow the input
+            input_size = size
+        except Exception as exc:
+            if not smaller:
+                out.update(status="skipped", error=f"cannot build at {size} px: {exc}")
+                return out
+            model, size = name, None
+    out["input"] = size or default
+    options = AnalyzeOptions(
+        weights="random", limit=2, input_size=input_size, report=False, progress=False
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        run = analyze(model, "builtin", out=tmp, options=options)
+        failed = failed_analyses(run)
+        out["analyses"] = {a: failed.get(a, "ok") for a in options.analyses}
+        kinds: dict[str, int] = {}
+        padded = 0
+        for layer in run.attention_layers():
+            geometry = layer.attrs.get("geometry") or {}
+            kind = str(geometry.get("kind", "unknown"))
+            kinds[kind] = kinds.get(kind, 0) + 1
+            padded += bool(geometry) and hooks.TokenGeometry.from_dict(geometry).padded
+        out["attention"] = kinds
+        out["padded_layers"] = padded  # windows zero-padded at the border (METRICS.md §1)
+        out["notes"] = {a: dict(list(run.result(a).notes.items())[:3]) for a in run.analysis}
+        out["warnings"] = []
+    out["seconds"] = round(time.perf_counter() - start, 1)
+    out["peak_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return out
+
+
+def _load(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _write_report(args: argparse.Namespace) -> None:
+    """``--out`` from both result files (the main job and the capture sweep)."""
+    write_markdown(_load(args.json), args.out, main=_load(args.main_json))
+
+
+def _main_sweep(args: argparse.Namespace, families: list[str] | None) -> int:
+    results = _load(args.main_json)
+    chosen = choose_models(families, args.counts)
+    for family, models in chosen.items():
+        runs = [] if args.padded_only else [(m, None) for m in models]
+        if family in PADDED_SIZES:
+            runs.append((models[-1], PADDED_SIZES[family]))
+        for model, size in runs:
+            key = f"{family}/{model}" + (f"@{size}" if size else "")
+            if key in results and results[key].get("status") != "failed" and not args.fresh:
+                continue  # done (a failed run is tried again)
+            print(f"{key}", file=sys.stderr, flush=True)
+            extra = ["--size", str(size)] if size else []
+            results[key] = {"family": family, **_child(model, args.timeout, ["--main", *extra])}
+            args.main_json.write_text(json.dumps(results, indent=1))
+            _write_report(args)
+    _write_report(args)
+    return 0
+
+
 # -- driver -------------------------------------------------------------------------------
 
 
-def _child(model: str, timeout: int) -> dict[str, Any]:
+def _child(model: str, timeout: int, extra: list[str] | None = None) -> dict[str, Any]:
     try:
         done = subprocess.run(
-            [sys.executable, __file__, "--one", model],
+            [sys.executable, __file__, "--one", model, *(extra or [])],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -349,13 +490,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--reuse", action="store_true", help="keep results in --json (all families only)"
     )
+    parser.add_argument("--main", action="store_true", help="the default main job per model")
+    parser.add_argument("--size", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--fresh", action="store_true", help="--main: rerun models done")
+    parser.add_argument(
+        "--padded-only", action="store_true", help="--main: only the runs at a padding size"
+    )
+    parser.add_argument(
+        "--main-json", type=Path, default=REPO / "benchmarks" / "coverage_main.json"
+    )
+    parser.add_argument(
+        "--report", action="store_true", help="only rewrite --out from the result files"
+    )
     args = parser.parse_args(argv)
     if args.one:
         import timm
 
-        print(json.dumps({**run_one(args.one), "timm": timm.__version__}))
+        one = main_one(args.one, args.size) if args.main else run_one(args.one)
+        print(json.dumps({**one, "timm": timm.__version__}, default=str))
+        return 0
+    if args.report:
+        _write_report(args)
         return 0
     families = args.families.split(",") if args.families else None
+    if args.main:
+        return _main_sweep(args, families)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.counts.parent.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[dict[str, Any]]] = {}
@@ -373,8 +532,8 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(done.get(model) or _child(model, args.timeout))
         results[family] = runs
         args.json.write_text(json.dumps(results, indent=1))
-        write_markdown(results, args.out)
-    write_markdown(results, args.out)
+        write_markdown(results, args.out, main=_load(args.main_json))
+    write_markdown(results, args.out, main=_load(args.main_json))
     return 0
 
 

@@ -18,6 +18,7 @@ from ._discovery import find_attention as find_attention
 from ._discovery import find_blocks as find_blocks
 from ._discovery import find_channels as find_channels
 from ._discovery import gateable_heads as gateable_heads
+from ._discovery import head_count as head_count
 from ._discovery import head_width as head_width
 from ._discovery import match_names as match_names
 from ._discovery import output_projection as output_projection
@@ -28,6 +29,7 @@ from ._gates import gates as gates
 from ._probe import Probe as Probe
 from ._probe import first_tensor as first_tensor
 from ._probe import probe as probe
+from ._softmax import softmax_modules as softmax_modules
 from ._state import CaptureState as CaptureState
 from ._state import LayerState as LayerState
 from ._taps import sdpa_probabilities as sdpa_probabilities
@@ -57,10 +59,12 @@ __all__ = [
     "first_tensor",
     "gateable_heads",
     "gates",
+    "head_count",
     "head_width",
     "infer_geometry",
     "match_names",
     "output_projection",
     "probe",
     "sdpa_probabilities",
+    "softmax_modules",
 ]

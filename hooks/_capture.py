@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -13,8 +14,8 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from ._accumulate import GroupSums, Moments
-from ._discovery import ChannelSite, find_attention, find_channels, match_names
+from ._accumulate import GroupSums, ImageGroups, Moments
+from ._discovery import ChannelSite, find_attention, find_channels, head_count, match_names
 from ._errors import CaptureError
 from ._state import CaptureState, LayerState
 from ._taps import AttentionTap, ChannelTap
@@ -34,14 +35,25 @@ class CaptureOptions:
     """What a capture reads.
 
     Attributes:
-        attention: Globs over attention-module paths, ``"*"`` for all, ``None`` for none.
+        attention: Globs over attention-module paths, ``"*"`` for all (none is fine for a
+            model without attention), ``None`` for none.
         channels: Globs over channel-layer paths; ``"auto"`` selects convolutions and
             MLP hidden layers (normalisation layers only when named), ``None`` none.
         keep_maps: Keep full attention maps (float16) of the first this many images.
         head_moments: Accumulate per-head context moments and CKA sums.
         channel_moments: Accumulate channel moments (and CKA sums with ``group_size``).
         positions: Rows (tokens / spatial positions) sampled per image for moments,
-            evenly spaced; ``None`` keeps all.
+            stratified at random over the grid (:func:`stratified_positions`);
+            ``None`` keeps all.
+        seed: Seed of the position sampling (draws depend on the seed, the layer and
+            how many images the capture had seen, not on the batch size's history).
+        image_groups: G, contiguous image groups whose CKA pieces are kept apart
+            (:class:`ImageGroups`, METRICS.md §7: intervals by batch means); needs
+            ``images``; ``None`` keeps none.
+        images: Images in the whole image set (fixes the groups' members); ``None``
+            (unknown) keeps no image groups.
+        group_summary: Called as ``fn(covariance, rows)`` on each closed image group of a
+            channel layer (kept as its ``summary``: intervals of |r| summaries).
         group_size: Channel group width for head-like CKA on channels; ``None`` skips.
         max_covariance: Channel layers wider than this keep variances only.
         summaries: Named per-image reductions of attention computed in the hook.
@@ -63,6 +75,10 @@ class CaptureOptions:
     head_moments: bool = True
     channel_moments: bool = True
     positions: int | None = 64
+    seed: int = 0
+    image_groups: int | None = 20
+    images: int | None = None
+    group_summary: Callable[[np.ndarray, int], np.ndarray] | None = None
     group_size: int | None = None
     max_covariance: int = 4096
     summaries: Mapping[str, Summary] = field(default_factory=lambda: _EMPTY)
@@ -75,6 +91,8 @@ class CaptureOptions:
             raise ValueError(f"keep_maps must be >= 0, got {self.keep_maps}")
         if self.positions is not None and self.positions < 1:
             raise ValueError(f"positions must be >= 1 or None, got {self.positions}")
+        if self.image_groups is not None and self.image_groups < 2:
+            raise ValueError(f"image_groups must be >= 2 or None, got {self.image_groups}")
         if self.group_size is not None and self.group_size < 1:
             raise ValueError(f"group_size must be >= 1 or None, got {self.group_size}")
 
@@ -99,20 +117,57 @@ def _update(moments: Moments, groups: GroupSums | None, rows: torch.Tensor) -> N
         groups.update(rows)
 
 
-def _sample_rows(x: torch.Tensor, batch: int, positions: int | None) -> torch.Tensor:
-    """``[rows, features]`` from ``[batch, positions..., features]``, evenly subsampled."""
+def _real_rows(x: torch.Tensor, batch: int, geometry: TokenGeometry) -> torch.Tensor:
+    """Per-head outputs ``[batch · window, token, features]`` of windows zero-padded at the
+    border, as ``[batch, real tokens, features]``: padded slots are not tokens (METRICS.md
+    §1). Anything else is returned as it is."""
+    slots = geometry.real_slots() if geometry.padded else None
+    if slots is None or x.dim() != 3:
+        return x
+    queries = torch.from_numpy(slots[0])
+    windows, tokens = queries.shape[0], geometry.prefix + queries.shape[1]
+    if x.shape[0] != batch * windows or x.shape[1] != tokens:
+        return x
+    prefix = torch.ones(windows, geometry.prefix, dtype=torch.bool)
+    keep = torch.cat([prefix, queries], 1).reshape(-1).to(x.device)
+    return x.reshape(batch, windows * tokens, x.shape[-1])[:, keep]
+
+
+def stratified_positions(
+    count: int, positions: int, images: int, generator: torch.Generator
+) -> torch.Tensor:
+    """``[images, positions]`` indices into ``range(count)``, stratified at random.
+
+    The raster order is cut into ``positions`` equal strata and one index is drawn
+    uniformly inside each (METRICS.md §4, sampling): every position of the grid has the
+    same chance ``positions / count`` of being drawn, rows and columns alike, unlike a
+    fixed lattice of evenly spaced raster indices. Draws come from ``generator``.
+    """
+    u = torch.rand(images, positions, generator=generator, dtype=torch.float64)
+    edges = (torch.arange(positions, dtype=torch.float64) + u) * (count / positions)
+    return edges.floor().long().clamp_(0, count - 1)
+
+
+def _sample_rows(
+    x: torch.Tensor, batch: int, positions: int | None, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """``[rows, features]`` from ``[batch, positions..., features]``: ``positions`` rows
+    per image drawn by :func:`stratified_positions` (all rows when ``None``)."""
     features = x.shape[-1]
+    generator = generator or torch.Generator().manual_seed(0)
     if x.dim() >= 3 and x.shape[0] == batch:
         per_image = x.reshape(batch, -1, features)
         count = per_image.shape[1]
         if positions is not None and count > positions:
-            index = torch.linspace(0, count - 1, positions, device=x.device).round().long()
-            per_image = per_image[:, index]
+            index = stratified_positions(count, positions, batch, generator).to(x.device)
+            per_image = torch.gather(
+                per_image, 1, index[:, :, None].expand(batch, positions, features)
+            )
         return per_image.reshape(-1, features)
     flat = x.reshape(-1, features)
     if positions is not None and flat.shape[0] > positions * batch:
-        index = torch.linspace(0, flat.shape[0] - 1, positions * batch, device=x.device)
-        flat = flat[index.round().long()]
+        index = stratified_positions(flat.shape[0], positions * batch, 1, generator)[0]
+        flat = flat[index.to(x.device)]
     return flat
 
 
@@ -131,6 +186,7 @@ class AttentionRecord:
         summaries: Per-image results of each summary, ``[sample, ...]``.
         moments: Moments of the per-head context ``[head * head_dim]``.
         groups: CKA sums with one group per head.
+        image_sums: The same sums per image group (for intervals), or None.
         nonfinite: Batches whose probabilities held NaN or inf.
         source: Where the probabilities were read (``sdpa``, ``softmax``, ``attn_drop``,
             ``need_weights``).
@@ -146,6 +202,7 @@ class AttentionRecord:
     summaries: dict[str, list[torch.Tensor]] = field(default_factory=dict)
     moments: Moments | None = None
     groups: GroupSums | None = None
+    image_sums: ImageGroups | None = None
     nonfinite: int = 0
     source: str = ""
     problem: str = ""
@@ -174,6 +231,7 @@ class ChannelRecord:
     images: int = 0
     moments: Moments | None = None
     groups: GroupSums | None = None
+    image_sums: ImageGroups | None = None
     nonfinite: int = 0
 
 
@@ -197,7 +255,7 @@ class Capture:
         self.attention: dict[str, AttentionRecord] = {}
         self.channels: dict[str, ChannelRecord] = {}
         self._modules = dict(model.named_modules())
-        if opts.attention is not None:
+        if opts.attention is not None and (attention or opts.attention != "*"):
             if not attention:
                 raise CaptureError(
                     f"{type(model).__name__} has no attention module inspector recognises "
@@ -206,7 +264,7 @@ class Capture:
             for name in match_names(attention, opts.attention, what="attention"):
                 module = attention[name]
                 self.attention[name] = AttentionRecord(
-                    name=name, heads=int(module.num_heads), geometry=self._geometry(name, module)
+                    name=name, heads=head_count(module), geometry=self._geometry(name, module)
                 )
         if opts.channels is not None:
             if opts.channels == "auto":
@@ -280,11 +338,14 @@ class Capture:
             width = x.shape[-1]
             if width % record.heads:
                 raise CaptureError(f"{record.name}: width {width} not divisible by heads")
-            rows = _sample_rows(x, self._batch, self.options.positions)
+            x = _real_rows(x, self._batch, record.geometry)
+            rows = _sample_rows(x, self._batch, self.options.positions, self._draws(record.name))
             if record.moments is None:
                 record.moments = Moments(width)
                 record.groups = GroupSums(record.heads, width // record.heads)
+                record.image_sums = self._image_sums(record.heads, width // record.heads)
             _update(record.moments, record.groups, rows)
+            self._update_images(record.image_sums, x, rows)
 
         return handle
 
@@ -296,7 +357,7 @@ class Capture:
                 record.nonfinite += 1
             if record.site.channel_axis != -1:
                 x = x.movedim(record.site.channel_axis, -1)
-            rows = _sample_rows(x, self._batch, opts.positions)
+            rows = _sample_rows(x, self._batch, opts.positions, self._draws(record.site.name))
             width = rows.shape[-1]
             if record.moments is None:
                 record.channels = width
@@ -304,10 +365,44 @@ class Capture:
                 size = opts.group_size
                 if size is not None and width % size == 0 and width // size > 1:
                     record.groups = GroupSums(width // size, size)
+                    record.image_sums = self._image_sums(width // size, size, channels=True)
             _update(record.moments, record.groups, rows)
+            self._update_images(record.image_sums, x, rows)
             record.images += self._batch
 
         return handle
+
+    def seek(self, index: int) -> None:
+        """Number the next batch's first image ``index`` (its position in the whole image
+        set): position draws and image groups follow the image's index, so a shard of a
+        multi-process run, or a resumed run, draws what one uninterrupted process draws."""
+        if index < 0:
+            raise ValueError(f"image index must be >= 0, got {index}")
+        self.images = index
+
+    def _draws(self, name: str) -> torch.Generator:
+        """The position sampler of layer ``name`` for this batch (seeded, see options)."""
+        key = f"{self.options.seed}:{name}:{self.images}".encode()
+        return torch.Generator().manual_seed(zlib.crc32(key))
+
+    def _image_sums(self, groups: int, size: int, channels: bool = False) -> ImageGroups | None:
+        count, images = self.options.image_groups, self.options.images
+        if count is None or images is None:
+            return None
+        summary = self.options.group_summary if channels else None
+        return ImageGroups(count, images, groups, size, summary)
+
+    def _update_images(self, sums: ImageGroups | None, x: torch.Tensor, rows: torch.Tensor) -> None:
+        """Route each image's rows to its image group (only image-major layouts of
+        images inside the declared image set)."""
+        batch = self._batch
+        if (
+            sums is not None
+            and x.shape[0] == batch
+            and rows.shape[0] % batch == 0
+            and self.images + batch <= sums.images
+        ):
+            sums.update(rows, batch, first=self.images)
 
     def _root_pre(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         first = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), None)
@@ -382,6 +477,7 @@ class Capture:
                 maps=record.maps_array() if record.maps else None,
                 moments=record.moments.state(copy) if record.moments else None,
                 groups=record.groups.state(copy) if record.groups else None,
+                image_groups=record.image_sums.state() if record.image_sums else None,
             )
         for name, channel in self.channels.items():
             site = channel.site
@@ -400,12 +496,14 @@ class Capture:
                 },
                 moments=channel.moments.state(copy) if channel.moments else None,
                 groups=channel.groups.state(copy) if channel.groups else None,
+                image_groups=channel.image_sums.state() if channel.image_sums else None,
             )
         return CaptureState(layers)
 
     def restore(self, state: CaptureState) -> None:
         """Seed the records with ``state`` (e.g. a checkpoint), so that this capture
         continues it: later batches add to its counts, summaries and accumulators."""
+        self.images = state.images()  # position draws continue where the state stopped
         for name, layer in state.layers.items():
             if layer.kind == "attention" and name in self.attention:
                 record = self.attention[name]
@@ -419,6 +517,8 @@ class Capture:
                 if layer.moments is not None and layer.groups is not None:
                     record.moments = Moments.from_state(layer.moments)
                     record.groups = GroupSums.from_state(layer.groups)
+                if layer.image_groups is not None:
+                    record.image_sums = ImageGroups.from_state(layer.image_groups)
             elif layer.kind == "channel" and name in self.channels:
                 channel = self.channels[name]
                 channel.channels = int(layer.attrs["channels"])
@@ -428,6 +528,10 @@ class Capture:
                     channel.moments = Moments.from_state(layer.moments)
                 if layer.groups is not None:
                     channel.groups = GroupSums.from_state(layer.groups)
+                if layer.image_groups is not None:
+                    channel.image_sums = ImageGroups.from_state(
+                        layer.image_groups, self.options.group_summary
+                    )
 
     def _remove(self) -> None:
         try:

@@ -23,12 +23,13 @@ __all__ = [
     "find_blocks",
     "find_channels",
     "gateable_heads",
+    "head_count",
     "head_width",
     "match_names",
     "output_projection",
 ]
 
-ChannelKind = Literal["conv", "norm", "mlp"]
+ChannelKind = Literal["conv", "norm", "mlp", "linear"]
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _NORM_FIRST = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm)
@@ -41,7 +42,8 @@ class ChannelSite:
     Attributes:
         name: The layer's path; for MLP hidden layers the MLP's second projection,
             whose *input* is the hidden activation (after the nonlinearity).
-        kind: ``conv``, ``norm`` or ``mlp`` (MLP hidden layer).
+        kind: ``conv``, ``norm``, ``mlp`` (MLP hidden layer) or ``linear`` (any other
+            ``nn.Linear``, read at its output; selected only by name, never by ``auto``).
         point: ``output`` or ``input`` of the module at ``name``.
         channel_axis: ``1`` for ``[batch, channel, ...]``, ``-1`` for ``[..., channel]``.
     """
@@ -62,11 +64,26 @@ _PROJECTIONS = (
 )  # fmt: skip
 
 
+# Single-head softmax attention with no head attribute: SHViT's SHSA, iFormer's SHMA.
+_SINGLE_HEAD = re.compile(r"^(SHSA|SHMA)$")
+
+
+def head_count(module: nn.Module) -> int:
+    """Heads of an attention module: ``num_heads``, else ``heads`` (Hiera's
+    ``MaskUnitAttention``), else ``num_attention_heads`` (Hugging Face), else 1 for the
+    single-head classes (``SHSA``, ``SHMA``); 0 when none of these apply."""
+    for attribute in ("num_heads", "heads", "num_attention_heads"):
+        heads = getattr(module, attribute, None)
+        if isinstance(heads, int) and not isinstance(heads, bool) and heads > 0:
+            return heads
+    return 1 if _SINGLE_HEAD.match(type(module).__name__) else 0
+
+
 def _is_attention(module: nn.Module) -> bool:
     if isinstance(module, nn.MultiheadAttention):
         return True
-    heads = getattr(module, "num_heads", None)
-    if not isinstance(heads, int) or not _ATTENTION_NAME.search(type(module).__name__):
+    name = type(module).__name__
+    if not head_count(module) or not (_ATTENTION_NAME.search(name) or _SINGLE_HEAD.match(name)):
         return False
     children = dict(module.named_children())
     return any(k in children for k in _PROJECTIONS)
@@ -74,7 +91,8 @@ def _is_attention(module: nn.Module) -> bool:
 
 def find_attention(model: nn.Module) -> dict[str, nn.Module]:
     """Attention modules of ``model`` by path: classes named like attention (``*Attention*``,
-    ``*Attn*``, ``MHSA``, ``GPSA``, ``XCA``) with an integer ``num_heads`` and projection
+    ``*Attn*``, ``MHSA``, ``GPSA``, ``XCA``, ``SHSA``, ``SHMA``) with a head count
+    (:func:`head_count`: ``num_heads``, ``heads``, single-head classes) and projection
     children (``qkv``, ``q``/``k``/``v``, ``proj``, ``o_proj``, ``query``, ...), and
     ``nn.MultiheadAttention``.
     Only the innermost such module is kept when they nest."""
@@ -125,8 +143,8 @@ def head_width(module: nn.Module) -> int | None:
     """Width of one head's context (``head_dim``): the output projection's input width
     divided by the number of heads; ``None`` when it has no such projection."""
     projection = output_projection(module)
-    heads = getattr(module, "num_heads", None)
-    if projection is None or not isinstance(heads, int) or heads < 1:
+    heads = head_count(module)
+    if projection is None or heads < 1:
         return None
     width, rest = divmod(projection.in_features, heads)
     return width if rest == 0 else None
@@ -137,7 +155,7 @@ def gateable_heads(model: nn.Module) -> dict[str, int]:
     those with a linear output projection, except ``nn.MultiheadAttention`` (its
     projection runs inside ``F.multi_head_attention_forward``)."""
     return {
-        name: int(module.num_heads)
+        name: head_count(module)
         for name, module in find_attention(model).items()
         if not isinstance(module, nn.MultiheadAttention) and output_projection(module) is not None
     }
@@ -149,9 +167,11 @@ def _channels_first_norm(module: nn.Module) -> bool:
 
 
 def find_channels(model: nn.Module) -> dict[str, ChannelSite]:
-    """Channel layers of ``model`` by path: convolutions, normalisation layers and MLP
+    """Channel layers of ``model`` by path: convolutions, normalisation layers, MLP
     hidden layers (modules with ``fc1`` and ``fc2`` children, read at ``fc2``'s input,
-    after the nonlinearity, also when ``fc1``/``fc2`` are 1x1 convolutions)."""
+    after the nonlinearity, also when ``fc1``/``fc2`` are 1x1 convolutions) and every
+    other ``nn.Linear`` (``linear``, its output; for MLPs named otherwise, chosen by glob
+    with ``--layers``/``layers=``)."""
     sites: dict[str, ChannelSite] = {}
     hidden: dict[str, ChannelSite] = {}
     for name, module in model.named_modules():
@@ -171,12 +191,15 @@ def find_channels(model: nn.Module) -> dict[str, ChannelSite]:
                 hidden[name] = ChannelSite(f"{name}.fc2", "mlp", "input", -1)
             elif isinstance(fc2, nn.Conv2d):
                 hidden[name] = ChannelSite(f"{name}.fc2", "mlp", "input", 1)
-    # A conv MLP (ConvNeXt's conv_mlp, ...) has 1x1 convolutions as fc1 and fc2: its
-    # hidden layer is read at fc2's input, after the nonlinearity, like a linear MLP's;
-    # the conv sites of the same names (fc2's output, fc1's pre-activation output) would
-    # overwrite or duplicate it.
+        if isinstance(module, nn.Linear) and name not in sites:  # fc2 becomes an MLP site
+            sites[name] = ChannelSite(name, "linear", "output", -1)
+    # The hidden layer of an MLP is read at fc2's input, after the nonlinearity; it
+    # replaces fc2's own site. A conv MLP (ConvNeXt's conv_mlp, ...) has 1x1 convolutions
+    # as fc1 and fc2: fc1's conv site (its pre-activation output) would duplicate the
+    # hidden layer and goes (a linear fc1 stays a ``linear`` site, chosen only by name).
     for name, site in hidden.items():
-        sites.pop(f"{name}.fc1", None)
+        if name + ".fc1" in sites and sites[name + ".fc1"].kind == "conv":
+            del sites[name + ".fc1"]
         sites[site.name] = site
     return sites
 

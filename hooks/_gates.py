@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from ._discovery import find_attention, find_channels, match_names
+from ._discovery import find_attention, find_channels, head_count, match_names
 from ._errors import CaptureError
 from ._taps import AttentionTap, ChannelTap
 
@@ -45,10 +45,10 @@ def gates(
             match_names(attention, list(heads), what="attention")
             for name, gate in heads.items():
                 module = attention[name]
-                if gate.shape[-1] != module.num_heads or gate.dim() > 2:
+                if gate.shape[-1] != head_count(module) or gate.dim() > 2:
                     raise CaptureError(
                         f"{name}: head gate of shape {tuple(gate.shape)}, the module has "
-                        f"{module.num_heads} heads"
+                        f"{head_count(module)} heads"
                     )
                 handles.extend(AttentionTap(module, gate=gate).attach())
         if channels:

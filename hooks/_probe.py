@@ -16,9 +16,12 @@ __all__ = ["Probe", "first_tensor", "probe"]
 
 
 def first_tensor(output: Any) -> torch.Tensor | None:
-    """The tensor a module returned, or the first element of a returned tuple/list."""
+    """The tensor a module returned, or the first element of a returned tuple/list (or of a
+    Hugging Face ``ModelOutput``)."""
     if isinstance(output, torch.Tensor):
         return output
+    if callable(getattr(output, "to_tuple", None)):
+        output = output.to_tuple()
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
         return output[0]
     return None

@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from ._accumulate import GroupSums, Moments
+from ._accumulate import GroupSums, ImageGroups, Moments
 from .geometry import TokenGeometry
 
 __all__ = ["CaptureState", "LayerState"]
@@ -28,6 +28,7 @@ class _LayerLike(Protocol):
     maps: np.ndarray | None
     moments: Mapping[str, np.ndarray] | None
     groups: Mapping[str, np.ndarray] | None
+    image_groups: Mapping[str, np.ndarray] | None
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class LayerState:
         maps: First-K attention maps (float16) ``[sample, head, query, key]``, or None.
         moments: :meth:`Moments.state`, or None.
         groups: :meth:`GroupSums.state`, or None.
+        image_groups: :meth:`ImageGroups.state` (CKA pieces per image group, for
+            intervals), or None.
     """
 
     name: str
@@ -53,6 +56,7 @@ class LayerState:
     maps: np.ndarray | None = None
     moments: Mapping[str, np.ndarray] | None = None
     groups: Mapping[str, np.ndarray] | None = None
+    image_groups: Mapping[str, np.ndarray] | None = None
 
     @property
     def geometry(self) -> TokenGeometry | None:
@@ -68,6 +72,7 @@ class LayerState:
             tree["maps"] = self.maps
         tree["moments"] = dict(self.moments) if self.moments is not None else None
         tree["groups"] = dict(self.groups) if self.groups is not None else None
+        tree["image_groups"] = dict(self.image_groups) if self.image_groups is not None else None
         return tree
 
     def merge(self, other: LayerState, *, keep_maps: int) -> LayerState:
@@ -102,6 +107,7 @@ class LayerState:
             maps=_merge_maps(self.maps, other.maps, keep_maps),
             moments=_merge_state(self.moments, other.moments, Moments),
             groups=_merge_state(self.groups, other.groups, GroupSums),
+            image_groups=_merge_state(self.image_groups, other.image_groups, ImageGroups),
         )
 
 
@@ -143,6 +149,7 @@ class CaptureState:
                     layer.maps,
                     layer.moments,
                     layer.groups,
+                    layer.image_groups,
                 )
                 for layer in layers
             }

@@ -26,7 +26,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.hooks import RemovableHandle
 
-from ._discovery import output_projection
+from ._discovery import head_count, output_projection
 from ._errors import CaptureError
 
 __all__ = ["AttentionTap", "ChannelTap", "sdpa_probabilities"]
@@ -102,7 +102,13 @@ def _row_stochastic(x: torch.Tensor) -> bool:
 # Attention classes whose maps put the head axis right after the batch axis rather than
 # just before ``[query, key]`` (NesT ``[batch, head, block, query, key]``, VOLO outlook
 # ``[batch, head, position, query, key]``).
-_HEAD_AFTER_BATCH = frozenset({"timm.models.nest.Attention", "timm.models.volo.OutlookAttention"})
+_HEAD_AFTER_BATCH = frozenset(
+    {
+        "timm.models.nest.Attention",
+        "timm.models.volo.OutlookAttention",
+        "timm.models.hiera.MaskUnitAttention",  # [batch, head, mask unit, query, key]
+    }
+)
 
 
 def _as_sequences(
@@ -231,7 +237,7 @@ class AttentionTap:
         self.on_problem = on_problem
         self.source = ""
         self.gate = gate
-        self.heads = int(getattr(module, "num_heads", 0) or 0)
+        self.heads = head_count(module)
         self.is_mha = isinstance(module, nn.MultiheadAttention)
         self.proj_weight = module.out_proj.weight if self.is_mha else _output_projection(module)
         self._modes: list[_Mode] = []
@@ -239,15 +245,28 @@ class AttentionTap:
 
     def apply_gate(self, x: torch.Tensor) -> torch.Tensor:
         """Multiply the per-head context by the gate: ``[head]`` for every sample, or
-        ``[sample, head]`` per sample (the context's first axis is the sample)."""
+        ``[sample, head]`` per sample (the context's first axis is the sample, or the
+        sample-major ``sample · window`` of windowed attention)."""
         assert self.gate is not None
         shape = x.shape
         heads = self.gate.shape[-1]
         if self.gate.dim() == 1:
             split = x.reshape(*shape[:-1], heads, shape[-1] // heads)
             return (split * self.gate[:, None]).reshape(shape)
+        gate = self.gate
+        samples = gate.shape[0]
+        if shape[0] != samples:
+            # Windowed, blocked or grid attention runs on ``[sample · window, ...]``,
+            # sample-major as every window partition lays it out (Swin, MaxViT, SAM, ...).
+            if shape[0] % samples:
+                raise CaptureError(
+                    f"{type(self.module).__name__}: a per-sample head gate of "
+                    f"{samples} samples cannot gate a context of {shape[0]} sequences "
+                    "(not a multiple of the samples); use a gate of shape [head]"
+                )
+            gate = gate.repeat_interleave(shape[0] // samples, dim=0)
         split = x.reshape(shape[0], -1, heads, shape[-1] // heads)
-        return (split * self.gate[:, None, :, None]).reshape(shape)
+        return (split * gate[:, None, :, None]).reshape(shape)
 
     def attach(self) -> list[RemovableHandle]:
         if self.is_mha and self.gate is not None:

@@ -1,17 +1,26 @@
-"""The ``inspector`` command line. Errors are one clean line (exit 1); usage errors exit 2."""
+"""The ``inspector`` command line.
+
+Exit status: 0 done; 1 an error (one clean line); 2 a usage error; 3 the run finished and
+its file is written, but some analyses failed (each named with its reason, also in the
+run file and the report); 130 interrupted.
+"""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import os
+import re
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._errors import InspectorError
+from ._errors import InspectorError, Interrupted
 from ._options import ALL_ANALYSES, AnalyzeOptions, parse_analyses
+from ._text import terminal_safe
 from ._version import __version__
 
 _TABLES = ("heads", "units", "layers", "pruning")
@@ -23,10 +32,11 @@ logger = logging.getLogger("inspector")
 
 
 class _Printer(logging.Handler):
-    """Info lines to stdout as they are; warnings to stderr, loud."""
+    """Info lines to stdout; warnings to stderr, loud. Control characters in the names
+    they hold (layers, images, files) are escaped."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
+        message = terminal_safe(record.getMessage(), keep_newlines=True)
         if record.levelno >= logging.WARNING:
             print(f"warning: {message}", file=sys.stderr, flush=True)
         else:
@@ -49,6 +59,52 @@ class _Help(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+class _WarningsToLog:
+    """Python warnings (numpy's, torch's, timm's) as one ``warning:`` line each through
+    the logger, each distinct message once, for the duration of a command; the previous
+    ``warnings.showwarning`` is put back on exit."""
+
+    def __init__(self) -> None:
+        self.seen: set[tuple[str, str]] = set()
+
+    def show(
+        self, message: Warning | str, category: type[Warning], *args: object, **kw: object
+    ) -> None:
+        text = " ".join(str(message).split())
+        key = (category.__name__, text)
+        if key not in self.seen:
+            self.seen.add(key)
+            logger.warning("%s: %s", category.__name__, text)
+
+    def __enter__(self) -> _WarningsToLog:
+        self.previous = warnings.showwarning
+        warnings.showwarning = self.show  # type: ignore[assignment]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        warnings.showwarning = self.previous
+
+
+EXIT_FAILED_ANALYSES = 3
+"""``inspector analyze`` finished and wrote the run, but some analyses failed."""
+
+
+def _dependencies() -> str:
+    """What each analysis needs, for ``--help``: the model passes and other analyses."""
+    from .analyzers import REGISTRY
+
+    passes = {"erf": "a gradient pass", "gates": "a gate-gradient pass", "pruning": "ablations"}
+    parts = []
+    for name in ALL_ANALYSES:
+        needs = [passes[n] for n in sorted(REGISTRY.needs([name])) if n in passes]
+        required = sorted(REGISTRY.requires(name))
+        if required:
+            needs.append(f"{', '.join(required)} (run automatically)")
+        if needs:
+            parts.append(f"{name} needs {' and '.join(needs)}")
+    return "; ".join(parts) + "."
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="inspector",
@@ -64,6 +120,13 @@ def _parser() -> argparse.ArgumentParser:
         dest="command", required=True, metavar="COMMAND", parser_class=_SubParser
     )
 
+    _analyze_parser(sub)
+    _run_file_parsers(sub)
+    return parser
+
+
+def _analyze_parser(sub: argparse._SubParsersAction) -> None:
+    """``inspector analyze`` and its options."""
     analyze = sub.add_parser("analyze", help="capture and analyse a model; write a run file")
     analyze.add_argument("model", metavar="MODEL", help="timm name or alias, e.g. deit_small")
     analyze.add_argument(
@@ -91,13 +154,36 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument(
         "--analyses",
         default=None,
-        help=f"comma-separated subset of: {', '.join(ALL_ANALYSES)} (default: all)",
+        help=f"comma-separated subset of: {', '.join(ALL_ANALYSES)} (default: all). "
+        f"{_dependencies()}",
+    )
+    analyze.add_argument(
+        "--input-size",
+        default=None,
+        help="input side in px, or HEIGHTxWIDTH (default: timm's data config of the model)",
+    )
+    analyze.add_argument(
+        "--mean", default=None, help="normalisation mean R,G,B (default: the data config's)"
+    )
+    analyze.add_argument(
+        "--std", default=None, help="normalisation std R,G,B (default: the data config's)"
+    )
+    analyze.add_argument(
+        "--interpolation",
+        default=None,
+        choices=("bilinear", "bicubic", "nearest"),
+        help="resize interpolation (default: the data config's)",
     )
     analyze.add_argument(
         "--out", default="inspector-runs", metavar="DIR", help="output folder or .h5 path"
     )
     analyze.add_argument("--no-report", action="store_true", help="do not write the HTML report")
     analyze.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    analyze.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing run file at the output path (default: refuse)",
+    )
     analyze.add_argument(
         "--seed",
         type=int,
@@ -112,18 +198,81 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="keep the attention maps of the first N images (0: none)",
     )
+    analyze.add_argument(
+        "--positions",
+        type=int,
+        default=64,
+        metavar="N",
+        help="token positions per image sampled (stratified at random) for the moment "
+        "and CKA accumulators; rows = images x positions (default: 64)",
+    )
     analyze.add_argument("--quiet", action="store_true", help="no progress bars")
     analyze.add_argument(
         "--autocast",
         action="store_true",
         help="capture under mixed precision (bfloat16 on CPU, float16 on CUDA)",
     )
+    _pass_options(analyze)
     analyze.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
 
+
+def _pass_options(analyze: argparse.ArgumentParser) -> None:
+    """The gradient passes' options of ``inspector analyze`` (an argument group)."""
+    passes = analyze.add_argument_group("gradient passes (ERF, importance, pruning)")
+    passes.add_argument(
+        "--erf-images",
+        type=int,
+        default=16,
+        help="images of the ERF pass, the first of --images (default: 16)",
+    )
+    passes.add_argument(
+        "--pruning-images",
+        type=int,
+        default=16,
+        help="images of importance + pruning: importance on the first half, the pruning "
+        "curve on the held-out rest (default: 16)",
+    )
+    passes.add_argument(
+        "--adaptive",
+        action="store_true",
+        help="add images until every 95%% interval of the headline numbers (ERF mean "
+        "distance, pruning agreement) is narrower than --precision, or --max-images",
+    )
+    passes.add_argument(
+        "--precision",
+        type=float,
+        default=0.05,
+        help="--adaptive target half-width: relative for ERF distance, absolute for "
+        "agreement (default: 0.05)",
+    )
+    passes.add_argument(
+        "--max-images", type=int, default=128, help="--adaptive: most images per pass (128)"
+    )
+    passes.add_argument(
+        "--pruning-threshold",
+        type=float,
+        default=0.99,
+        help="least top-1 agreement (interval lower bound) for 'removable' (default: 0.99)",
+    )
+    passes.add_argument(
+        "--pruning-order",
+        choices=("raw", "normalised"),
+        default="raw",
+        help="order units by raw |dL/dgate| or per-layer-normalised importance (default: raw)",
+    )
+
+
+def _run_file_parsers(sub: argparse._SubParsersAction) -> None:
+    """The commands that read run files or list models: info, models, report, compare."""
     info = sub.add_parser("info", help="describe what a run file holds")
     info.add_argument("run", type=Path, metavar="RUN.h5", help="a run file")
+    info.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="read a file whose checksums do not match (forensics)",
+    )
     info.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
@@ -151,6 +300,11 @@ def _parser() -> argparse.ArgumentParser:
         help="the HTML file (default: the run file's name with .html)",
     )
     report.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="read a file whose checksums do not match (forensics)",
+    )
+    report.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
 
@@ -158,11 +312,18 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("runs", type=Path, nargs="+", metavar="RUN.h5", help="run files")
     compare.add_argument(
         "-o",
+        "--out",
         "--output",
+        dest="output",
         type=Path,
-        default=Path("compare.html"),
+        default=None,
         metavar="FILE",
-        help="the HTML file",
+        help="the HTML file (default: compare-<run>-vs-<run>.html beside the first run file)",
+    )
+    compare.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="read a file whose checksums do not match (forensics)",
     )
     compare.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
@@ -190,9 +351,13 @@ def _parser() -> argparse.ArgumentParser:
         help="folder for RUN.<table>.<format> (default: the run file's folder)",
     )
     export.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="read a file whose checksums do not match (forensics)",
+    )
+    export.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
-    return parser
 
 
 class _SubParser(argparse.ArgumentParser):
@@ -207,9 +372,33 @@ class _UsageError(Exception):
     """A command-line value that parses but is out of range (exit 2, like argparse)."""
 
 
+def _numbers(flag: str, text: str | None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise _UsageError(f"{flag} {text!r} must be comma-separated numbers") from None
+
+
+def _size(text: str | None) -> int | tuple[int, int] | None:
+    if text is None:
+        return None
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        sides = [int(v) for v in parts]
+    except ValueError:
+        raise _UsageError(f"--input-size {text!r} must be N or HEIGHTxWIDTH in px") from None
+    return sides[0] if len(sides) == 1 else (sides[0], sides[1]) if len(sides) == 2 else -1
+
+
 def _analyze_options(args: argparse.Namespace, layers: tuple[str, ...] | None) -> AnalyzeOptions:
     """The options of ``inspector analyze`` (validated by :class:`AnalyzeOptions`)."""
     return AnalyzeOptions(
+        input_size=_size(args.input_size),
+        mean=_numbers("--mean", args.mean),
+        std=_numbers("--std", args.std),
+        interpolation=args.interpolation,
         weights=args.weights,
         limit=args.limit,
         batch_size=args.batch_size,
@@ -218,10 +407,19 @@ def _analyze_options(args: argparse.Namespace, layers: tuple[str, ...] | None) -
         layers=layers,
         analyses=parse_analyses(args.analyses),
         keep_maps=args.keep_maps,
+        positions=args.positions,
         resume=args.resume,
+        overwrite=args.overwrite,
         report=not args.no_report,
         progress=not args.quiet,
         autocast=args.autocast,
+        erf_images=args.erf_images,
+        pruning_images=args.pruning_images,
+        adaptive=args.adaptive,
+        precision=args.precision,
+        max_images=args.max_images,
+        pruning_threshold=args.pruning_threshold,
+        pruning_order=args.pruning_order,
     )
 
 
@@ -253,7 +451,7 @@ def _analyze(args: argparse.Namespace) -> int:
     except InspectorError as exc:  # an option value out of range: a usage error
         raise _UsageError(str(exc)) from exc
     from ._api import analyze  # torch and timm load only once the command line is valid
-    from .present import print_summary
+    from .present import failed_analyses, print_summary
 
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 speaks for the run
         logger.setLevel(logging.ERROR)
@@ -261,17 +459,25 @@ def _analyze(args: argparse.Namespace) -> int:
         return 0
     run = analyze(args.model, args.images, out=args.out, options=options)
     print_summary(run)
-    print(f"run file: {run.path}")
+    print(f"run file: {terminal_safe(run.path)}")
     report = run.path.with_suffix(".html")
     if report.exists() and not args.no_report:
-        print(f"report:   {report}")
+        print(f"report:   {terminal_safe(report)}")
+    failed = failed_analyses(run)
+    if failed:
+        print(
+            f"finished with {len(failed)} failed analysis(es): {', '.join(failed)} "
+            f"(exit status {EXIT_FAILED_ANALYSES}; reasons above and in the run file)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED_ANALYSES
     return 0
 
 
 def _info(args: argparse.Namespace) -> int:
     from .present import describe
 
-    print(describe(args.run))
+    print(describe(args.run, verify=not args.no_verify))
     return 0
 
 
@@ -286,9 +492,9 @@ def _report(args: argparse.Namespace) -> int:
     from ._open import open_run
     from .present import write_run_report
 
-    run = open_run(args.run)
+    run = open_run(args.run, verify=not args.no_verify)
     path = write_run_report(run, args.output or args.run.with_suffix(".html"))
-    print(f"report: {path}")
+    print(f"report: {terminal_safe(path)}")
     return 0
 
 
@@ -296,9 +502,9 @@ def _compare(args: argparse.Namespace) -> int:
     from ._open import open_run
     from .present import write_compare_report
 
-    runs = [open_run(path) for path in args.runs]
-    path = write_compare_report(runs, args.output)
-    print(f"report: {path}")
+    runs = [open_run(path, verify=not args.no_verify) for path in args.runs]
+    path = write_compare_report(runs, args.output or _compare_path(args.runs))
+    print(f"report: {terminal_safe(path)}")
     return 0
 
 
@@ -306,25 +512,42 @@ def _export(args: argparse.Namespace) -> int:
     from ._open import open_run
     from .present import export_tables
 
-    run = open_run(args.run)
+    run = open_run(args.run, verify=not args.no_verify)
     tables = _TABLES if args.table == "all" else (args.table,)
     for path in export_tables(run, tables, args.format, args.out or args.run.parent):
-        print(f"wrote {path}")
+        print(f"wrote {terminal_safe(path)}")
     return 0
 
 
+def _compare_path(runs: Sequence[Path]) -> Path:
+    """Where ``inspector compare`` writes without ``-o``: beside the first run file,
+    named after the runs (``compare-deit_small-vs-vit_tiny.html``), so that it is never
+    a surprise file in the working directory and comparisons of other runs do not
+    replace it."""
+    stems = [_FILE_UNSAFE.sub("_", path.stem) for path in runs]
+    name = "compare-" + "-vs-".join(stems)
+    if len(name) > 120:
+        digest = hashlib.sha256("\0".join(map(str, runs)).encode()).hexdigest()[:8]
+        name = f"compare-{stems[0][:60]}-and-{len(runs) - 1}-more-{digest}"
+    return runs[0].parent / f"{name}.html"
+
+
+_FILE_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
 _COMMANDS = {
-    "export": _export,
     "analyze": _analyze,
     "info": _info,
     "models": _models,
     "report": _report,
     "compare": _compare,
+    "export": _export,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (0 ok, 1 clean error, 2 usage error)."""
+    """Run the CLI; returns the exit code (0 ok, 1 clean error, 2 usage error, 3 finished
+    with failed analyses, 130 interrupted)."""
     args = _parser().parse_args(argv)
     handler = _Printer()
     level = logger.level
@@ -332,31 +555,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.setLevel(logging.INFO)
     logger.propagate = False
     try:
-        return _COMMANDS[args.command](args)
+        with _WarningsToLog():
+            return _COMMANDS[args.command](args)
     except BrokenPipeError:
         # the reader of our output went away (``inspector models | head``): not an error
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
     except _UsageError as exc:
-        print(f"inspector {args.command}: error: {exc}", file=sys.stderr)
+        print(f"inspector {args.command}: error: {terminal_safe(exc)}", file=sys.stderr)
         return 2
+    except Interrupted as exc:
+        print(f"interrupted: {terminal_safe(exc)}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
-        if args.command == "analyze":
-            print(
-                "interrupted: the work done so far is kept in the .partial file; "
-                "run the same command with --resume to continue",
-                file=sys.stderr,
-            )
-        else:
-            print("interrupted", file=sys.stderr)
+        print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
         if args.debug:
             traceback.print_exc()
-        known = isinstance(exc, InspectorError) or type(exc).__module__.startswith("hooks")
+        module = type(exc).__module__
+        known = isinstance(exc, InspectorError) or module.split(".")[0] in ("hooks", "reports")
         prefix = "error" if known else f"error ({type(exc).__name__})"
-        print(f"{prefix}: {exc}", file=sys.stderr)
+        print(f"{prefix}: {terminal_safe(exc)}", file=sys.stderr)
         if not known and not args.debug:
             print("run with --debug for the traceback", file=sys.stderr)
         return 1

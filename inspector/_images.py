@@ -9,11 +9,12 @@ or oversized files are skipped, recorded in :attr:`ImageSet.skipped` and logged 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import random
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, SequentialSam
 from torchvision.transforms.functional import to_pil_image
 
 from ._errors import ImageError
+from ._files import regular_file_problem
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -33,6 +35,8 @@ __all__ = [
     "MAX_ASPECT",
     "ImageSet",
     "builtin_images_dir",
+    "decode_image",
+    "model_class_names",
     "model_transform",
     "open_images",
 ]
@@ -63,17 +67,21 @@ def builtin_images_dir() -> Path:
     return Path(str(resources.files("inspector") / "data" / "sample_images"))
 
 
-def model_transform(model: nn.Module) -> tuple[Transform, dict[str, Any]]:
+def model_transform(
+    model: nn.Module, overrides: Mapping[str, Any] | None = None
+) -> tuple[Transform, dict[str, Any]]:
     """The evaluation preprocessing timm defines for ``model``.
 
     Args:
         model: A timm model (any module works; unknown ones get timm's defaults).
+        overrides: Data-config entries set by the user (``input_size`` ``(3, h, w)``,
+            ``mean``, ``std``, ``interpolation``); they replace timm's.
 
     Returns:
         The transform (PIL RGB image to a ``(channel, height, width)`` tensor) and the
         data config it was built from (``input_size``, ``mean``, ``std``, ...).
     """
-    config = timm.data.resolve_model_data_config(model)
+    config = dict(timm.data.resolve_model_data_config(model)) | dict(overrides or {})
     return timm.data.create_transform(**config, is_training=False), config
 
 
@@ -84,11 +92,14 @@ class ImageSet:
         ids: One id per image: the path relative to the folder (posix, for the builtin
             set the file name), ``dataset[i]`` for a Dataset, ``loader[i]`` for a
             DataLoader that does not read its dataset in order.
-        labels: One class index per image, -1 where unknown. Path sources have none;
-            a Dataset's labels are filled in as :meth:`batches` reads its items.
+        labels: One class index per image, -1 where unknown. A folder of class
+            sub-folders has them from the folder names (see :func:`open_images`), other
+            path sources none; a Dataset's are filled in as :meth:`batches` reads them.
         source: What the images came from (``builtin``, a path, a dataset type).
         skipped: ``(path, reason)`` for every file left out, at listing time or when a
             file that passed the header check failed to decode.
+        labelling: How the labels were found, or why a folder of class sub-folders gave
+            none (empty when there is nothing to say).
     """
 
     def __init__(
@@ -103,11 +114,35 @@ class ImageSet:
         self.labels = labels
         self.source = source
         self.skipped: list[tuple[str, str]] = []
+        self.files: list[Path] | None = None  # the image files, for path sources
+        self.labelling = ""
         self._reader = reader
         self._paths = paths if paths is not None else ids
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def identity(self) -> str | None:
+        """A SHA-256 digest of which images these are: each file's id, size and content
+        (path sources); ``None`` for datasets, whose items have no file to hash. A resume
+        compares it, so a folder whose images were renamed, replaced or edited is not
+        continued as if nothing changed. Reads every file once (hashing runs at disk
+        speed, far below the cost of decoding and a forward pass)."""
+        if self.files is None:
+            return None
+        digest = hashlib.sha256()
+        for image_id, path in zip(self.ids, self.files, strict=True):
+            content = hashlib.sha256()
+            try:
+                with path.open("rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        content.update(block)
+                size = path.stat().st_size
+            except OSError as exc:
+                content.update(f"unreadable: {exc.strerror}".encode())
+                size = -1
+            digest.update(f"{image_id}\0{size}\0{content.hexdigest()}\n".encode())
+        return digest.hexdigest()
 
     def __repr__(self) -> str:
         return f"ImageSet({len(self)} images from {self.source}, {len(self.skipped)} skipped)"
@@ -157,7 +192,8 @@ class ImageSet:
             if isinstance(image, str):
                 self._skip(self._paths[position], image)
                 continue
-            self.labels[position] = label
+            if label >= 0:  # a Dataset's label; a folder's come from its class sub-folders
+                self.labels[position] = label
             images.append(image)
             positions.append(position)
             if len(images) == batch_size:
@@ -186,6 +222,8 @@ def open_images(
     *,
     seed: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    num_classes: int | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> ImageSet:
     """Open an image source without decoding any image yet.
 
@@ -202,6 +240,13 @@ def open_images(
         seed: With ``limit``, pick a seeded random subset instead of the first images
             (folders and Datasets; kept in source order). None picks the first.
         max_pixels: Files with more pixels are skipped as possible decompression bombs.
+        num_classes: The model's classes (a timm model's ``num_classes``). A folder whose
+            images all sit in sub-folders (``CLASS/image.jpg``, ImageFolder's layout) is
+            labelled when every sub-folder's name is a class index below ``num_classes``
+            (``0``, ``17``) or one of ``class_names``; otherwise (and with ``None``) it
+            has no labels and :attr:`ImageSet.labelling` says why.
+        class_names: The model's label name of each class index (timm's ImageNet
+            synsets ``n01440764``, ..., see :func:`model_class_names`), or ``None``.
 
     Returns:
         The image set; nothing is decoded until :meth:`ImageSet.batches`.
@@ -232,7 +277,59 @@ def open_images(
             f"Image source {str(path)!r} does not exist; expected 'builtin', a folder or an "
             "image file. Check the path."
         )
-    return _open_files(path, transform, limit, seed, max_pixels, str(path))
+    images = _open_files(path, transform, limit, seed, max_pixels, str(path))
+    if path.is_dir():
+        _label_class_folders(images, num_classes, class_names)
+    return images
+
+
+def model_class_names(model: nn.Module) -> list[str] | None:
+    """The label name of each of a timm model's classes, where timm knows them: the
+    ImageNet synsets (``n01440764``, ...) of an ImageNet-1k/-22k classifier; else None."""
+    classes = getattr(model, "num_classes", None)
+    try:
+        subset = timm.data.infer_imagenet_subset(model)
+        info = timm.data.ImageNetInfo(subset) if subset else None
+    except Exception:  # not a timm model, or timm without the class files
+        return None
+    if info is None or info.num_classes() != classes:
+        return None
+    return list(info.label_names())
+
+
+def _label_class_folders(
+    images: ImageSet, num_classes: int | None, class_names: Sequence[str] | None
+) -> None:
+    """Labels from the class sub-folders of a folder source (see :func:`open_images`)."""
+    folders = [Path(i).parts[0] if len(Path(i).parts) == 2 else None for i in images.ids]
+    if not folders or None in folders:
+        return  # images directly in the folder or deeper down: not ImageFolder's layout
+    names = sorted(set(folders), key=str)
+    if num_classes is None:
+        images.labelling = (
+            "no labels (no accuracy) from the class sub-folders: the model states no "
+            "num_classes to check their names against; pass a Dataset yielding (image, label)"
+        )
+        return
+    index = {name: i for i, name in enumerate(class_names or ())}
+    if all(n.isdecimal() and int(n) < num_classes for n in names):
+        mapping = {n: int(n) for n in names}
+        how = "named by class index"
+    elif index and all(n in index for n in names):
+        mapping = {n: index[n] for n in names}
+        how = "named by the model's label names"
+    else:
+        shown = ", ".join(repr(n) for n in names[:4]) + (" ..." if len(names) > 4 else "")
+        images.labelling = (
+            f"no labels (no accuracy): the class sub-folders {shown} are neither class "
+            f"indices below {num_classes} nor all the model's label names"
+            + (f" (e.g. {class_names[0]})" if class_names else "")
+            + "; accuracy needs folders named by class index (0, 1, ...) or a Dataset "
+            "yielding (image, label)"
+        )
+        return
+    images.labels[:] = [mapping[f] for f in folders if f is not None]
+    images.labelling = f"labels from {len(names)} class sub-folders {how}"
 
 
 # ------------------------------------------------------------------------ files
@@ -302,6 +399,7 @@ def _open_files(
 
     ids = [ids_of[i] for i in chosen]
     images = ImageSet(ids, [-1] * len(files), source, reader, [str(f) for f in files])
+    images.files = files
     images.skipped.extend(skipped)
     if skipped:
         logger.warning("%s", images.warnings[0])
@@ -310,6 +408,9 @@ def _open_files(
 
 def _header_problem(path: Path, max_pixels: int) -> str | None:
     """Why ``path`` cannot be used, judged from its header only; None if it looks fine."""
+    problem = regular_file_problem(path)
+    if problem is not None:
+        return problem.removeprefix("is ")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -336,8 +437,18 @@ def _aspect_problem(width: int, height: int) -> str | None:
     return None
 
 
+def decode_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """:func:`_decode` for other modules (the report's gallery)."""
+    return _decode(path, max_pixels)
+
+
 def _decode(path: Path, max_pixels: int) -> Image.Image:
-    """Decode ``path`` as an upright RGB image, refusing more than ``max_pixels``."""
+    """Decode ``path`` as an upright RGB image, refusing more than ``max_pixels``, a
+    shape beyond :data:`MAX_ASPECT` and anything but a regular file (a named pipe would
+    block PIL's open forever)."""
+    problem = regular_file_problem(path)
+    if problem is not None:
+        raise ValueError(f"{path} {problem}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         with Image.open(path) as image:

@@ -33,6 +33,7 @@ from timm.models import get_pretrained_cfg
 from torch import nn
 
 from ._errors import ModelNotFoundError, WeightsError
+from ._files import regular_file_problem
 
 __all__ = [
     "Resolution",
@@ -83,12 +84,15 @@ class WeightsInfo:
         reason: One human-readable line; for a random fallback it says why.
         path: The file the weights were read from (a cached or given file), if any.
         tag: The timm pretrained tag (``fb_in1k``) for pretrained weights, else None.
+        reparameterized: The file held the re-parameterized (fused, inference) form, so
+            the model was re-parameterized (``timm.utils.reparameterize_model``) first.
     """
 
     source: Literal["pretrained", "random", "file"]
     reason: str
     path: str | None = None
     tag: str | None = None
+    reparameterized: bool = False
 
 
 # --------------------------------------------------------------------------- names
@@ -230,8 +234,11 @@ def create_model(
     else:
         path = Path(os.fspath(weights)).expanduser()
         model = timm.create_model(resolved, pretrained=False)
-        load_weights_file(model, path)
-        info = WeightsInfo("file", f"weights loaded from {path}", path=str(path))
+        model, fused = load_weights_file(model, path, reparameterize=True)
+        how = " into the re-parameterized (fused) form" if fused else ""
+        info = WeightsInfo(
+            "file", f"weights loaded from {path}{how}", path=str(path), reparameterized=fused
+        )
         return model.eval(), info
 
     if mode == "random":
@@ -353,8 +360,26 @@ def _unreachable(host: str) -> str | None:
 # ---------------------------------------------------------------------------- files
 
 
-def load_weights_file(model: nn.Module, path: str | os.PathLike[str]) -> None:
+def _fits(model: nn.Module, state: Mapping[str, torch.Tensor]) -> bool:
+    own = model.state_dict()
+    return own.keys() == state.keys() and all(own[k].shape == state[k].shape for k in own)
+
+
+def _reparameterizable(model: nn.Module) -> bool:
+    return any(
+        hasattr(m, a) for m in model.modules() for a in ("reparameterize", "switch_to_deploy")
+    )
+
+
+def load_weights_file(
+    model: nn.Module, path: str | os.PathLike[str], *, reparameterize: bool = False
+) -> tuple[nn.Module, bool]:
     """Load a state-dict file into ``model`` strictly.
+
+    With ``reparameterize``, a file holding a timm model's re-parameterized (fused,
+    inference) form — the keys of ``timm.utils.reparameterize_model(model)``, as MobileOne,
+    RepVGG, FastViT, RepViT, ... publish them — is detected by its keys: the model is
+    re-parameterized, then loaded strictly.
 
     ``.safetensors`` files are read with :func:`safetensors.torch.load_file`;
     ``.pth``/``.pt``/``.bin`` files with ``torch.load(weights_only=True)``, so a file
@@ -366,15 +391,19 @@ def load_weights_file(model: nn.Module, path: str | os.PathLike[str]) -> None:
         model: The module to load into (left unchanged when loading fails).
         path: The weights file.
 
+    Returns:
+        The loaded model (``model`` itself, or its re-parameterized copy) and whether it
+        was re-parameterized.
+
     Raises:
         WeightsError: The file is missing, unreadable, not a state dict, or its keys
-            and shapes do not match the model's.
+            and shapes do not match the model's (in either form).
     """
     path = Path(os.fspath(path)).expanduser()
     expected = f"'auto', 'pretrained', 'random' or a .safetensors/{'/'.join(_TORCH_SUFFIXES)} file"
-    if not path.is_file():
-        what = "is a directory" if path.is_dir() else "does not exist"
-        raise WeightsError(f"Weights {str(path)!r} {what}; expected {expected}.")
+    problem = regular_file_problem(path)  # a named pipe would block torch.load forever
+    if problem is not None:
+        raise WeightsError(f"Weights {str(path)!r} {problem}; expected {expected}.")
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
         try:
@@ -391,8 +420,20 @@ def load_weights_file(model: nn.Module, path: str | os.PathLike[str]) -> None:
             f"Weights file {str(path)!r} has an unknown extension {suffix!r}; expected {expected}."
         )
     state_dict = _state_dict(obj, path)
+    if reparameterize and not _fits(model, state_dict) and _reparameterizable(model):
+        from timm.utils.model import reparameterize_model
+
+        fused = reparameterize_model(model.eval())
+        if _fits(fused, state_dict):
+            fused.load_state_dict(state_dict, strict=True)
+            logger.info("%s holds the re-parameterized (fused) form: model fused", path.name)
+            return fused, True
+        fused_own = fused.state_dict()
+        if len(set(fused_own) & set(state_dict)) > len(set(model.state_dict()) & set(state_dict)):
+            _check_fits(fused, state_dict, path, form="the re-parameterized (fused) ")
     _check_fits(model, state_dict, path)
     model.load_state_dict(state_dict, strict=True)
+    return model, False
 
 
 def _torch_load(path: Path) -> object:
@@ -439,7 +480,9 @@ def _state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _check_fits(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+def _check_fits(
+    model: nn.Module, state: dict[str, torch.Tensor], path: Path, form: str = ""
+) -> None:
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -459,6 +502,7 @@ def _check_fits(model: nn.Module, state: dict[str, torch.Tensor], path: Path) ->
     name = (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
     name = name or type(model).__name__
     raise WeightsError(
-        f"Weights file {str(path)!r} does not fit model {name!r}: {', '.join(problems)}. "
-        "Pass the architecture the file was saved from (and its number of classes)."
+        f"Weights file {str(path)!r} does not fit {form or ''}model {name!r}: "
+        f"{', '.join(problems)}. Pass the architecture the file was saved from (and its "
+        "number of classes)."
     )

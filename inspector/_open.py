@@ -9,7 +9,13 @@ from .store import Run, read_run
 __all__ = ["open_run"]
 
 
-def open_run(path: str | Path) -> Run:
+def open_run(path: str | Path, *, verify: bool = True) -> Run:
     """Read a complete run file (plain numpy arrays and dataclasses; no model needed, and
-    neither torch nor timm is imported)."""
-    return read_run(path)
+    neither torch nor timm is imported).
+
+    Args:
+        path: The run file.
+        verify: Check its content against its checksum manifest; ``False`` reads a
+            damaged file as it is (forensics).
+    """
+    return read_run(path, verify=verify)

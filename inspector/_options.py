@@ -51,6 +51,13 @@ class CaptureSettings:
             on CUDA); probabilities are still computed in float32 from the autocast
             ``q``/``k``. The gradient and ablation passes stay in float32.
         geometry: Token geometry by glob, for models whose geometry cannot be inferred.
+        input_size: Input side (or ``(height, width)``) in pixels images are resized and
+            cropped to; ``None``: timm's data config of the model (224 for a module
+            timm knows nothing about).
+        mean: Per-channel normalisation mean (RGB); ``None``: the data config's.
+        std: Per-channel normalisation standard deviation; ``None``: the data config's.
+        interpolation: Resize interpolation (``bilinear``, ``bicubic``, ``nearest``);
+            ``None``: the data config's.
     """
 
     layers: str | tuple[str, ...] | None = None
@@ -59,8 +66,26 @@ class CaptureSettings:
     batch_size: int = 16
     autocast: bool = False
     geometry: Mapping[str, TokenGeometry] = field(default_factory=lambda: MappingProxyType({}))
+    input_size: int | tuple[int, int] | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    interpolation: str | None = None
 
     def __post_init__(self) -> None:
+        size = self.input_size
+        if size is not None:
+            sides = (size,) if isinstance(size, int) else tuple(size)
+            if len(sides) not in (1, 2) or any(not isinstance(v, int) or v < 8 for v in sides):
+                _fail(f"--input-size {size} must be one or two whole numbers of pixels >= 8")
+        for label, value in (("mean", self.mean), ("std", self.std)):
+            if value is not None and len(tuple(value)) != 3:
+                _fail(f"--{label} {value} must be three numbers (R, G, B), e.g. 0.5,0.5,0.5")
+        if self.std is not None and any(v <= 0 for v in self.std):
+            _fail(f"--std {self.std} must be positive")
+        if self.interpolation not in (None, "bilinear", "bicubic", "nearest"):
+            _fail(
+                f"--interpolation {self.interpolation!r} is not one of bilinear, bicubic, nearest"
+            )
         if self.batch_size < 1:
             _fail(f"--batch-size {self.batch_size} must be at least 1")
         if self.keep_maps < 0 or self.positions < 1:
@@ -73,11 +98,34 @@ class PassSettings:
 
     Attributes:
         analyses: Analyzer names to run (default: all registered).
-        erf_images: Images used by the gradient passes (ERF, importance, pruning).
+        erf_images: Images of the ERF pass (the first ones of the run's images; in the
+            adaptive mode, the first batch).
+        pruning_images: Images of the importance and pruning passes together: importance
+            on the first half (rounded up), the pruning curve on the held-out rest (in
+            the adaptive mode the held-out part grows).
+        adaptive: Add images (batches of the sizes above) until the 95 % interval of the
+            headline numbers is narrower than ``precision`` or ``max_images`` is reached:
+            every block's ERF mean distance (half-width relative to it) and the pruning
+            agreement at every step (half-width, absolute).
+        precision: The adaptive mode's target half-width.
+        max_images: The adaptive mode's most images per pass.
+        pruning_threshold: Least top-1 agreement (the interval's lower bound) at which a
+            fraction of units counts as removable.
+        pruning_order: ``raw`` (increasing |dL/dgate|, default) or ``normalised`` (per
+            layer L2, then min-max over the model).
+        ablation_units: Units per kind whose gate gradient is checked against true
+            ablation.
     """
 
     analyses: tuple[str, ...] = ALL_ANALYSES
     erf_images: int = 16
+    pruning_images: int = 16
+    adaptive: bool = False
+    precision: float = 0.05
+    max_images: int = 128
+    pruning_threshold: float = 0.99
+    pruning_order: str = "raw"
+    ablation_units: int = 6
 
     def __post_init__(self) -> None:
         unknown = [a for a in self.analyses if a not in REGISTRY]
@@ -87,7 +135,22 @@ class PassSettings:
                 f"{', '.join(ALL_ANALYSES)}"
             )
         if self.erf_images < 1:
-            _fail("erf_images must be >= 1")
+            _fail(f"--erf-images {self.erf_images} must be at least 1")
+        if self.pruning_images < 2:
+            _fail(
+                f"--pruning-images {self.pruning_images} must be at least 2 (importance on "
+                "one part, the curve on the held-out rest)"
+            )
+        if not 0 < self.precision < 1:
+            _fail(f"--precision {self.precision} must be in (0, 1), e.g. 0.05")
+        if self.max_images < 1:
+            _fail(f"--max-images {self.max_images} must be at least 1")
+        if not 0 < self.pruning_threshold <= 1:
+            _fail(f"--pruning-threshold {self.pruning_threshold} must be in (0, 1], e.g. 0.99")
+        if self.pruning_order not in ("raw", "normalised"):
+            _fail(f"--pruning-order {self.pruning_order!r} must be raw or normalised")
+        if self.ablation_units < 0:
+            _fail(f"--ablation-units {self.ablation_units} must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -100,6 +163,8 @@ class RunSettings:
         seed: Seeds random initialisation and chooses the ``limit`` subset of the images.
         device: ``auto``, ``cpu`` or ``cuda``.
         resume: Continue an interrupted run's ``.partial`` file.
+        overwrite: Replace an existing file at the run file's path (otherwise a run
+            refuses to start). Not part of the resume fingerprint.
         report: Write the HTML report next to the run file.
         checkpoint_seconds: Minimum time between checkpoints of the capture state.
         progress: Show progress bars.
@@ -113,6 +178,7 @@ class RunSettings:
     seed: int = 0
     device: str = "auto"
     resume: bool = False
+    overwrite: bool = False
     report: bool = True
     checkpoint_seconds: float = 30.0
     progress: bool = True
@@ -184,11 +250,24 @@ class AnalyzeOptions:
         """A copy with some fields (flat names or whole groups) changed."""
         return AnalyzeOptions(capture=self.capture, passes=self.passes, run=self.run, **changes)
 
+    def preprocessing(self) -> dict[str, Any]:
+        """The data-config entries the user set (``input_size`` as ``(3, h, w)``)."""
+        out: dict[str, Any] = {}
+        size = self.input_size
+        if size is not None:
+            height, width = (size, size) if isinstance(size, int) else size
+            out["input_size"] = (3, int(height), int(width))
+        for key in ("mean", "std", "interpolation"):
+            if getattr(self, key) is not None:
+                value = getattr(self, key)
+                out[key] = tuple(float(v) for v in value) if key != "interpolation" else value
+        return out
+
     def fingerprint(self) -> dict[str, Any]:
         """What must match for a resumed run to continue this one."""
         keep = (
             "weights", "limit", "batch_size", "seed", "layers", "keep_maps", "positions",
-            "autocast",
+            "autocast", "input_size", "mean", "std", "interpolation",
         )  # fmt: skip
         return {k: getattr(self, k) for k in keep}
 

@@ -16,7 +16,24 @@ from hooks import Summary, TokenGeometry
 
 __all__ = ["SUMMARY_NAMES", "attention_summaries"]
 
-SUMMARY_NAMES = ("distance", "distance_raw", "prefix_mass", "entropy", "entropy_normalised")
+SUMMARY_NAMES = (
+    "distance",
+    "distance_raw",
+    "prefix_mass",
+    "entropy",
+    "entropy_normalised",
+    "distance_centre",
+)
+
+
+@lru_cache(maxsize=64)
+def central_queries(geometry: TokenGeometry) -> torch.Tensor:
+    """Indices of the spatial queries whose centre is nearest the centre of the query
+    grid (for an even grid its 2×2 central tokens; METRICS.md §1, ``MAD_centre``)."""
+    queries, _ = geometry.centres()
+    queries = np.asarray(queries, dtype=np.float64)
+    gap = np.hypot(*(queries - queries.mean(0)).T)
+    return torch.from_numpy(np.flatnonzero(gap <= gap.min() + 1e-6))
 
 
 @lru_cache(maxsize=64)
@@ -35,21 +52,89 @@ def _spatial(probs: torch.Tensor, geometry: TokenGeometry) -> torch.Tensor | Non
     return probs[..., p:, p:]
 
 
+@lru_cache(maxsize=64)
+def _real_slots(geometry: TokenGeometry) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Real (not padding) query and key slots ``[sequence, Q]``, ``[sequence, K]`` of one
+    image's windows, or ``None`` when nothing is padded."""
+    slots = geometry.real_slots()
+    if slots is None:
+        return None
+    return torch.from_numpy(slots[0]), torch.from_numpy(slots[1])
+
+
+def _image_mean(values: torch.Tensor, valid: torch.Tensor, per_image: int) -> torch.Tensor:
+    """``[sequence, head]`` contributions of ``values [sequence, head, query]`` whose mean
+    over the ``per_image`` sequences of one image is the mean over that image's ``valid``
+    queries (border windows hold fewer real queries than the others)."""
+    sequences, heads = values.shape[:2]
+    sums = torch.where(valid, values, 0.0).sum(-1).reshape(-1, per_image, heads)
+    counts = valid.sum(-1).reshape(-1, per_image, heads).sum(1, keepdim=True)
+    return (sums * per_image / counts).reshape(sequences, heads)
+
+
+def _tiled(mask: torch.Tensor, sequences: int, device: torch.device) -> torch.Tensor:
+    """A per-image ``[window, slot]`` mask repeated for every image of the batch."""
+    if sequences % mask.shape[0]:
+        raise ValueError(f"{sequences} sequences is not a multiple of {mask.shape[0]} windows")
+    return mask.to(device).repeat(sequences // mask.shape[0], 1)
+
+
+def _padded(
+    probs: torch.Tensor, geometry: TokenGeometry, slots: tuple[torch.Tensor, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Every summary of windows zero-padded at the border (METRICS.md §1): padded queries
+    dropped, each row restricted to the real keys (prefix included) and renormalised."""
+    p, device = geometry.prefix, probs.device
+    sequences, per_image = probs.shape[0], slots[0].shape[0]
+    queries = _tiled(slots[0], sequences, device)[:, None, :]  # [S, 1, Q]
+    keys = _tiled(slots[1], sequences, device)  # [S, K]
+    rows = (
+        probs[..., p:, :].float()
+        * torch.cat([torch.ones(sequences, p, dtype=torch.bool, device=device), keys], -1)[
+            :, None, None, :
+        ]
+    )
+    spatial = rows[..., p:]
+    weighted = (spatial * _distances(geometry).to(device)).sum(-1)  # [S, H, Q]
+    mass = spatial.sum(-1)
+    total = rows.sum(-1)
+    per_query = weighted / mass
+    valid = queries & torch.isfinite(per_query)
+    centre = torch.zeros(queries.shape[-1], dtype=torch.bool, device=device)
+    centre[central_queries(geometry).to(device)] = True
+    normed = rows / total[..., None]
+    entropy = -torch.special.xlogy(normed, normed).sum(-1)
+    counted = (p + keys.sum(-1)).float()[:, None, None]  # real keys per sequence
+    normalised = entropy / torch.where(counted > 1, counted.log(), math.nan)
+    real = queries.expand_as(weighted)
+    kept = real & (total > 0)
+    return {
+        "distance": _image_mean(per_query, valid, per_image),
+        "distance_raw": _image_mean(weighted, real, per_image),
+        "prefix_mass": _image_mean((total - mass) / total, kept, per_image),
+        "entropy": _image_mean(entropy, kept, per_image),
+        "entropy_normalised": _image_mean(normalised, kept, per_image),
+        "distance_centre": _image_mean(per_query, valid & centre, per_image),
+    }
+
+
 def _distance(probs: torch.Tensor, geometry: TokenGeometry) -> tuple[torch.Tensor, ...]:
     nan = torch.full(probs.shape[:2], math.nan)
     if not geometry.known:
-        return nan, nan, nan
+        return nan, nan, nan, nan
     spatial = _spatial(probs, geometry)
     if spatial is None:
-        return nan, nan, nan
+        return nan, nan, nan, nan
     spatial = spatial.float()
     weighted = (spatial * _distances(geometry).to(spatial.device)).sum(-1)
     mass = spatial.sum(-1)
     # A query whose whole mass sits on prefix tokens has no spatial distribution to renormalise.
-    renormalised = (weighted / mass).nanmean(-1)
+    per_query = weighted / mass
+    renormalised = per_query.nanmean(-1)
+    centre = per_query[..., central_queries(geometry).to(per_query.device)].nanmean(-1)
     prefix = geometry.prefix
     prefix_mass = probs[..., prefix:, :prefix].float().sum(-1).mean(-1)
-    return renormalised, weighted.mean(-1), prefix_mass
+    return renormalised, weighted.mean(-1), prefix_mass, centre
 
 
 def _entropy(probs: torch.Tensor, prefix: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,17 +156,30 @@ def _entropy(probs: torch.Tensor, prefix: int) -> tuple[torch.Tensor, torch.Tens
 
 def attention_summaries() -> dict[str, Summary]:
     """Summaries for :class:`hooks.CaptureOptions`: renormalised and raw mean attention
-    distance (px), prefix mass, entropy over all keys (nats) and its normalised form,
+    distance (px), the renormalised distance of the central queries (``MAD_centre``),
+    prefix mass, entropy over all keys (nats) and its normalised form,
     each a mean over spatial queries.
 
-    One call per batch computes all five; results are shared through a one-entry cache
+    Windows zero-padded at the border (:attr:`TokenGeometry.padded`) count real tokens
+    only (METRICS.md §1): padded queries are dropped and every row is renormalised over
+    the real keys, for the entropy too (normalised by the log of the real keys). As border
+    windows hold fewer real queries, their per-sequence values are weighted so that the
+    mean over an image's sequences (what the capture stores) is the mean over its real
+    queries.
+
+    One call per batch computes all six; results are shared through a one-entry cache
     keyed on the probabilities tensor.
     """
     cache: dict[str, object] = {}
 
     def compute(probs: torch.Tensor, geometry: TokenGeometry) -> dict[str, torch.Tensor]:
+        if cache.get("key") is not probs and geometry.padded:
+            slots = _real_slots(geometry) if _spatial(probs, geometry) is not None else None
+            if slots is not None:
+                cache["key"] = probs
+                cache["value"] = _padded(probs, geometry, slots)
         if cache.get("key") is not probs:
-            distance, raw, prefix_mass = _distance(probs, geometry)
+            distance, raw, prefix_mass, centre = _distance(probs, geometry)
             entropy, normalised = _entropy(probs, geometry.prefix)
             cache["key"] = probs
             cache["value"] = {
@@ -90,6 +188,7 @@ def attention_summaries() -> dict[str, Summary]:
                 "prefix_mass": prefix_mass,
                 "entropy": entropy,
                 "entropy_normalised": normalised,
+                "distance_centre": centre,
             }
         return cache["value"]  # type: ignore[return-value]
 

@@ -12,6 +12,7 @@ from ._images import IMAGE_EXTENSIONS as IMAGE_EXTENSIONS
 from ._images import MAX_ASPECT as MAX_ASPECT
 from ._images import ImageSet as ImageSet
 from ._images import builtin_images_dir as builtin_images_dir
+from ._images import model_class_names as model_class_names
 from ._images import model_transform as model_transform
 from ._images import open_images as open_images
 
@@ -21,6 +22,7 @@ __all__ = [
     "MAX_ASPECT",
     "ImageSet",
     "builtin_images_dir",
+    "model_class_names",
     "model_transform",
     "open_images",
 ]

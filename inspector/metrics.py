@@ -15,6 +15,7 @@ from .analyzers._distance import pairwise_js_divergence as pairwise_js_divergenc
 from .analyzers._erf import erf_axis_std as erf_axis_std
 from .analyzers._erf import erf_mean_distance as erf_mean_distance
 from .analyzers._erf import erf_radius as erf_radius
+from .analyzers._erf import radius_intervals as radius_intervals
 from .analyzers._erf import replknet_area_ratios as replknet_area_ratios
 from .analyzers._geometry import distance_matrix as distance_matrix
 from .analyzers._geometry import token_centres as token_centres
@@ -22,6 +23,7 @@ from .analyzers._importance import largest_prunable_fraction as largest_prunable
 from .analyzers._importance import normalise_importance as normalise_importance
 from .analyzers._importance import rankdata as rankdata
 from .analyzers._importance import spearman as spearman
+from .analyzers._importance import spearman_interval as spearman_interval
 from .analyzers._intervals import IntervalSpec as IntervalSpec
 from .analyzers._intervals import bootstrap as bootstrap
 from .analyzers._intervals import bootstrap_mean as bootstrap_mean
@@ -53,9 +55,11 @@ __all__ = [
     "normalise_importance",
     "pairwise_js_divergence",
     "participation_ratio",
+    "radius_intervals",
     "rankdata",
     "redundancy_summary",
     "replknet_area_ratios",
     "spearman",
+    "spearman_interval",
     "token_centres",
 ]

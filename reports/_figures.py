@@ -67,14 +67,17 @@ MAX_INDEXED_HEADS = 16
 """Layers with at most this many heads get each point labelled with its head index."""
 
 
-def _head_indices(ax: Axes, attention: Sequence[AttentionDistance]) -> None:
-    """Each head's index beside its point (``h0``, ``h1``, ...), so a point can be found
-    in the per-head table; layers with more than :data:`MAX_INDEXED_HEADS` heads are left
-    unlabelled (the labels would cover each other)."""
+def _head_indices(
+    ax: Axes, attention: Sequence[AttentionDistance], values: dict[int, np.ndarray]
+) -> None:
+    """Each head's index beside its point (``h0``, ``h1``, ...; ``values`` by ``id`` of
+    the layer: the plotted distances), so a point can be found in the per-head table;
+    layers with more than :data:`MAX_INDEXED_HEADS` heads are left unlabelled (the labels
+    would cover each other)."""
     for layer in attention:
         if layer.head_distance.size > MAX_INDEXED_HEADS:
             continue
-        for head, value in enumerate(layer.head_distance.tolist()):
+        for head, value in enumerate(np.asarray(values[id(layer)], dtype=float).tolist()):
             if np.isfinite(value):
                 ax.annotate(
                     f"h{head}",
@@ -88,19 +91,36 @@ def _head_indices(ax: Axes, attention: Sequence[AttentionDistance]) -> None:
                 )
 
 
+def _centre_values(layer: AttentionDistance) -> np.ndarray:
+    if layer.centre_distance is None:
+        return np.full(layer.head_distance.shape, np.nan)
+    return np.asarray(layer.centre_distance, dtype=float)
+
+
 @styled
 def distance_figure(
-    attention: Sequence[AttentionDistance], erf: Sequence[ErfLayer]
+    attention: Sequence[AttentionDistance],
+    erf: Sequence[ErfLayer],
+    *,
+    centre: bool = False,
+    erf_uniform: float | None = None,
 ) -> RenderedFigure | None:
-    """Interaction distance vs depth: head points, ERF lines, uniform reference.
+    """Distance vs depth: head points, ERF lines, uniform references.
 
-    Like Fig. 7 of the ViT paper, every head is one point at its layer's depth;
-    the ERF mean distance of every measured layer is a line on the same axes.
+    Like Fig. 7 of the ViT paper, every head is one point at its layer's depth; the ERF
+    mean distance of every measured layer is a line on the same axes. With ``centre``
+    the heads are their ``MAD_centre`` (the central query's distance, the one comparable
+    with the ERF) and both uniform references are drawn (``MAD_centre`` of uniform
+    attention per layer, a uniform ERF at the input size); without it, the heads are
+    their MAD (mean over every query) and ERF lines are left out unless no head has a
+    distance.
     """
     if not attention and not erf:
         return None
     fig = new_figure(7.6, 4.1)
     ax = fig.add_subplot()
+    values = {id(layer): (_centre_values(layer) if centre else layer.head_distance)
+              for layer in attention}  # fmt: skip
     if attention:
         depth = np.array([layer.depth for layer in attention])
         for windowed in (False, True):
@@ -108,7 +128,7 @@ def distance_figure(
             for layer in attention:
                 if layer.windowed is windowed:
                     xs.extend([layer.depth] * layer.head_distance.size)
-                    ys.extend(layer.head_distance.tolist())
+                    ys.extend(values[id(layer)].tolist())
             if xs:
                 ax.scatter(
                     xs,
@@ -119,33 +139,66 @@ def distance_figure(
                     edgecolors=_HEAD_COLOUR,
                     alpha=0.9 if windowed else 0.55,
                     linewidths=0.9,
-                    label="head (windowed attention)" if windowed else "head",
+                    label=("head MAD_centre" if centre else "head MAD")
+                    + (" (windowed attention)" if windowed else ""),
                     zorder=3,
                 )
-        _head_indices(ax, attention)
-        ax.plot(depth, head_means(attention), color=_HEAD_COLOUR, lw=1.1, label="mean over heads")
+        _head_indices(ax, attention, values)
+        for layer in attention:  # each head's 95 % interval over images, where stored
+            bounds = layer.centre_interval if centre else layer.head_interval
+            if bounds is not None and np.isfinite(bounds).any():
+                ax.vlines(
+                    np.full(bounds.shape[1], layer.depth), bounds[0], bounds[1],
+                    color=_HEAD_COLOUR, alpha=0.35, lw=1.0, zorder=2,
+                )  # fmt: skip
+        means = np.array(
+            [np.nanmean(v) if np.isfinite(v).any() else np.nan for v in values.values()]
+        )
+        ax.plot(depth, means, color=_HEAD_COLOUR, lw=1.1, label="mean over heads")
         uniform = np.array(
-            [np.nan if a.uniform_distance is None else a.uniform_distance for a in attention]
+            [
+                np.nan
+                if (a.centre_uniform if centre else a.uniform_distance) is None
+                else (a.centre_uniform if centre else a.uniform_distance)
+                for a in attention
+            ]
         )
         if np.isfinite(uniform).any():
-            ax.plot(depth, uniform, "--", color="#333333", lw=1.1, label="uniform attention")
-    for colour, (series, layers) in zip(_ERF_COLOURS * 4, erf_series(erf).items(), strict=False):
-        ax.plot(
-            [layer.depth for layer in layers],
-            [layer.mean_distance for layer in layers],
-            "-D",
-            color=colour,
-            ms=3.2,
-            lw=1.8,
-            label="ERF mean distance" + ("" if series == "ERF" else f" ({series})"),
-            zorder=4,
-        )
+            label = "uniform attention (centre query)" if centre else "uniform attention"
+            ax.plot(depth, uniform, "--", color="#333333", lw=1.1, label=label)
+    if centre or not attention:
+        for colour, (series, layers) in zip(
+            _ERF_COLOURS * 4, erf_series(erf).items(), strict=False
+        ):
+            low = np.array([np.nan if e.low is None else e.low for e in layers], dtype=float)
+            high = np.array([np.nan if e.high is None else e.high for e in layers], dtype=float)
+            if np.isfinite(low).any():  # the ERF mean distance's 95 % interval as a band
+                ax.fill_between(
+                    [e.depth for e in layers], low, high, color=colour, alpha=0.18, lw=0
+                )
+            ax.plot(
+                [layer.depth for layer in layers],
+                [layer.mean_distance for layer in layers],
+                "-D",
+                color=colour,
+                ms=3.2,
+                lw=1.8,
+                label="ERF mean distance" + ("" if series == "ERF" else f" ({series})"),
+                zorder=4,
+            )
+        if erf and erf_uniform is not None:
+            ax.axhline(erf_uniform, ls=":", color=_ERF_COLOURS[0], lw=1.1, label="uniform ERF")
     _depth_axis(ax)
     ax.set_ylim(bottom=0)
     ax.set_ylabel("mean distance (input pixels)")
     handles, labels = ax.get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)))
-    return to_svg(fig, "Mean attention distance per head and ERF mean distance against depth.")
+    what = "MAD_centre per head" if centre else "Mean attention distance per head"
+    return to_svg(
+        fig,
+        f"{what} and ERF mean distance against depth; vertical bars and bands: 95 % "
+        "intervals over images.",
+    )
 
 
 @styled
@@ -155,25 +208,36 @@ def redundancy_figure(layers: Sequence[RedundancyLayer]) -> RenderedFigure | Non
         return None
     fig = new_figure(7.6, 3.2)
     left, right = fig.subplots(1, 2, sharex=True)
-    for kind in ("head", "channel"):
-        rows = [r for r in layers if r.kind == kind]
-        if not rows:
-            continue
-        measures = sorted({r.measure for r in rows if r.measure})
-        label = KIND_LABELS[kind] + (f" ({', '.join(measures)})" if measures else "")
-        style = {"color": KIND_COLOURS[kind], "marker": KIND_MARKERS[kind], "label": label}
-        depth = [r.depth for r in rows]
-        left.plot(depth, [1.0 - r.effective_units / r.units for r in rows], **style)
-        right.plot(depth, [r.mean_similarity for r in rows], **style)
-        if any(r.mean_max_similarity is not None for r in rows):
-            right.plot(
+    series = sorted(
+        {(r.kind, r.measure) for r in layers}, key=lambda km: ("secondary" in km[1], *km)
+    )
+    for kind, measure in series:
+        rows = [r for r in layers if r.kind == kind and r.measure == measure]
+        secondary = "secondary" in measure
+        label = KIND_LABELS[kind] + (f" ({measure})" if measure else "")
+        style = {
+            "color": KIND_COLOURS[kind],
+            "marker": KIND_MARKERS[kind],
+            "label": label,
+            "linestyle": "--" if secondary else "-",
+            "alpha": 0.5 if secondary else 1.0,
+        }
+        depth = np.array([r.depth for r in rows])
+        value = np.array([1.0 - r.effective_units / r.units for r in rows])
+        left.plot(depth, value, **style)
+        low = np.array([np.nan if r.redundancy_low is None else r.redundancy_low for r in rows])
+        high = np.array([np.nan if r.redundancy_high is None else r.redundancy_high for r in rows])
+        if np.isfinite(low).any():
+            left.errorbar(
                 depth,
-                [np.nan if r.mean_max_similarity is None else r.mean_max_similarity for r in rows],
-                ":",
-                color=KIND_COLOURS[kind],
-                lw=1.2,
-                label=f"{KIND_LABELS[kind]}: mean of max similarity",
+                value,
+                yerr=np.abs(np.vstack([value - low, high - value])),
+                fmt="none",
+                ecolor=KIND_COLOURS[kind],
+                capsize=2,
+                lw=1,
             )
+        right.plot(depth, [r.mean_similarity for r in rows], **style)
     left.set_ylabel("redundancy = 1 − effective units / units")
     left.set_ylim(0, 1.02)
     right.set_ylabel("mean off-diagonal similarity")
@@ -183,7 +247,11 @@ def redundancy_figure(layers: Sequence[RedundancyLayer]) -> RenderedFigure | Non
         _depth_axis(ax)
     left.legend(loc="best")
     right.legend(loc="best")
-    return to_svg(fig, "Redundancy and mean similarity of heads and channels against depth.")
+    return to_svg(
+        fig,
+        "Redundancy (with 95 % intervals where measured) and mean similarity of heads and "
+        "channels against depth; dashed: |Pearson r| between single channels (secondary).",
+    )
 
 
 @styled
@@ -239,6 +307,26 @@ def pruning_figure(curves: Sequence[PruningCurve]) -> RenderedFigure | None:
         colour = KIND_COLOURS[curve.kind]
         style = {"color": colour, "marker": KIND_MARKERS[curve.kind]}
         agree_ax.plot(curve.fraction, curve.agreement, label=KIND_LABELS[curve.kind], **style)
+        if curve.low is not None and curve.high is not None:
+            agree_ax.fill_between(curve.fraction, curve.low, curve.high, color=colour, alpha=0.15)
+        if curve.accuracy is not None:
+            agree_ax.plot(
+                curve.fraction,
+                curve.accuracy,
+                color=colour,
+                ls="--",
+                lw=1.2,
+                label=f"{KIND_LABELS[curve.kind]}: top-1 accuracy",
+            )
+            if curve.accuracy_low is not None and curve.accuracy_high is not None:
+                agree_ax.fill_between(
+                    curve.fraction,
+                    curve.accuracy_low,
+                    curve.accuracy_high,
+                    color=colour,
+                    alpha=0.08,
+                    hatch="//",
+                )
         kl_ax.plot(curve.fraction, curve.kl, label=KIND_LABELS[curve.kind], **style)
         if curve.max_removable is not None:
             for ax in (agree_ax, kl_ax):
@@ -258,7 +346,10 @@ def pruning_figure(curves: Sequence[PruningCurve]) -> RenderedFigure | None:
         ax.set_xlim(-0.02, 1.02)
         ax.set_xlabel("fraction of units removed")
     agree_ax.set_ylim(-0.02, 1.02)
-    agree_ax.set_ylabel("top-1 agreement with full model")
+    agree_ax.set_ylabel(
+        "top-1 agreement with full model"
+        + (" (dashed: accuracy)" if any(c.accuracy is not None for c in curves) else "")
+    )
     kl_ax.set_ylim(bottom=0)
     kl_ax.set_ylabel("mean KL(full ‖ pruned) (nats)")
     handles, labels = agree_ax.get_legend_handles_labels()

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ._figures import DEPTH_LABEL, erf_series, head_means
+from ._figures import DEPTH_LABEL, erf_series
 from ._plot import KIND_COLOURS, KIND_LABELS, OKABE_ITO, RenderedFigure, new_figure, styled, to_svg
 from ._view_compare import CompareRun
 
@@ -29,12 +29,18 @@ def compare_distance_figure(runs: Sequence[CompareRun]) -> RenderedFigure | None
     for i, run in enumerate(runs):
         colour = _colour(i)
         if run.attention_distance:
+            centre = all(a.centre_distance is not None for a in run.attention_distance)
+            values = [
+                np.nanmean(a.centre_distance) if centre else np.nanmean(a.head_distance)
+                for a in run.attention_distance
+            ]
             ax.plot(
                 [a.depth for a in run.attention_distance],
-                head_means(run.attention_distance),
+                values,
                 "-o",
                 color=colour,
-                label=f"{run.label}: mean head distance",
+                label=f"{run.label}: mean head "
+                + ("MAD_centre" if centre else "distance (MAD, every query)"),
             )
         for style, (series, layers) in zip(
             _ERF_STYLES * 4, erf_series(run.erf).items(), strict=False
@@ -67,16 +73,28 @@ def compare_redundancy_figure(runs: Sequence[CompareRun]) -> RenderedFigure | No
     panels = dict(zip(("head", "channel"), fig.subplots(1, 2, sharey=True), strict=True))
     for i, run in enumerate(runs):
         for kind, ax in panels.items():
-            rows = [r for r in run.redundancy if r.kind == kind]
-            if rows:
+            # one line per measure: like for like (CKA) solid with its 95 % intervals,
+            # |r| between single channels dashed (a different, secondary measure)
+            for secondary in (False, True):
+                rows = [
+                    r for r in run.redundancy
+                    if r.kind == kind and ("secondary" in r.measure) is secondary
+                ]  # fmt: skip
+                if not rows:
+                    continue
+                depth = np.array([r.depth for r in rows])
+                value = np.array([1.0 - r.effective_units / r.units for r in rows])
                 ax.plot(
-                    [r.depth for r in rows],
-                    [1.0 - r.effective_units / r.units for r in rows],
-                    "-o",
-                    ms=3.5,
-                    color=_colour(i),
-                    label=run.label,
-                )
+                    depth, value, "--" if secondary else "-o", ms=3.5, color=_colour(i),
+                    alpha=0.5 if secondary else 1.0,
+                    label=f"{run.label}" + (" (|r|, secondary)" if secondary else ""),
+                )  # fmt: skip
+                low = np.array([np.nan if r.redundancy_low is None else r.redundancy_low
+                                for r in rows])  # fmt: skip
+                high = np.array([np.nan if r.redundancy_high is None else r.redundancy_high
+                                 for r in rows])  # fmt: skip
+                if np.isfinite(low).any():
+                    ax.vlines(depth, low, high, color=_colour(i), lw=1, alpha=0.6)
     for kind, ax in panels.items():
         ax.set_title(KIND_LABELS[kind])
         ax.set_xlim(-0.03, 1.03)
@@ -92,7 +110,12 @@ def compare_redundancy_figure(runs: Sequence[CompareRun]) -> RenderedFigure | No
     fig.legend(
         legend.values(), legend.keys(), loc="outside lower center", ncols=min(4, len(legend))
     )
-    return to_svg(fig, "Redundancy of heads and channels against depth for every run.")
+    return to_svg(
+        fig,
+        "Redundancy of heads and channel groups (debiased CKA, like for like, with 95 % "
+        "intervals) against depth for every run; dashed: |Pearson r| between single "
+        "channels (secondary).",
+    )
 
 
 @styled

@@ -9,6 +9,7 @@ section's partial; every string in the page goes through the template.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import secrets
@@ -115,6 +116,13 @@ def render_compare_report(view: CompareReport) -> str:
     return render_sections(view, COMPARE_SECTIONS)
 
 
+def _remove(path: Path) -> None:
+    """Remove a scratch file, best effort: a failure here (a read-only folder) must not
+    hide the error that brought us here."""
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
+
+
 def write_report(html: str, path: str | os.PathLike[str]) -> Path:
     """Write ``html`` to ``path`` atomically (a temporary file beside it, then a rename).
 
@@ -142,9 +150,9 @@ def write_report(html: str, path: str | os.PathLike[str]) -> Path:
             os.fsync(fh.fileno())
         os.replace(tmp, dest)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
         raise ReportError(f"cannot write report {dest}: {exc.strerror or exc}") from exc
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
         raise
     return dest

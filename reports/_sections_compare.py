@@ -69,6 +69,12 @@ Spec = SectionSpec[CompareReport]
 COMPARE_SECTIONS = SectionList(
     CompareReport,
     (
+        Spec(
+            "verdict",
+            "Verdict: heads vs channels, like for like",
+            reads="verdict",
+            empty_note="No verdict: no head or channel-group redundancy was measured.",
+        ),
         Spec("runs", "Runs", reads="runs", measured=_always),
         Spec(
             "findings",

@@ -48,9 +48,16 @@ class Gallery:
 
 def _distance(view: RunReport) -> Context:
     return {
-        "figure": distance_figure(view.attention_distance, view.erf),
+        "figure": distance_figure(
+            view.attention_distance, view.erf, centre=True, erf_uniform=view.erf_uniform
+        ),
         "windowed": [a.name for a in view.attention_distance if a.windowed],
+        "centre": any(a.centre_distance is not None for a in view.attention_distance),
     }
+
+
+def _mad(view: RunReport) -> Context:
+    return {"figure": distance_figure(view.attention_distance, ())}
 
 
 def _gallery_samples(view: RunReport) -> list[AttentionSample]:
@@ -140,6 +147,12 @@ RUN_SECTIONS = SectionList(
     RunReport,
     (
         Spec(
+            "verdict",
+            "Verdict: heads vs channels, like for like",
+            reads="verdict",
+            empty_note="No verdict: no head or channel-group redundancy was measured.",
+        ),
+        Spec(
             "findings",
             "Headline findings",
             reads="findings",
@@ -149,8 +162,15 @@ RUN_SECTIONS = SectionList(
         Spec(
             "distance",
             "Interaction distance vs depth",
-            reads=("attention_distance", "erf"),
+            reads=("attention_distance", "erf", "erf_uniform", "erf_warning", "pass_images"),
             build=_distance,
+            measured=lambda view: bool(view.attention_distance or view.erf),
+        ),
+        Spec(
+            "mad",
+            "Mean attention distance",
+            reads="attention_distance",
+            build=_mad,
         ),
         Spec(
             "attention-maps",
@@ -162,7 +182,7 @@ RUN_SECTIONS = SectionList(
         Spec(
             "erf-maps",
             "Effective receptive fields",
-            reads="erf",
+            reads=("erf", "pass_images"),
             build=_erf_maps,
             measured=lambda view: bool(_with_map(view)),
         ),

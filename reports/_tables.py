@@ -70,14 +70,30 @@ def _json_cell(cell: Cell) -> Cell:
     return cell
 
 
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+"""How a text cell opens when a spreadsheet would run it as a formula (``=HYPERLINK(...)``
+in a layer name): OWASP's list for CSV injection."""
+
+
+def _csv_text(cell: Cell) -> Cell:
+    """A text cell that a spreadsheet would take as a formula, prefixed with ``'`` so it
+    is shown as text; numbers (a negative number is not text) and other text unchanged."""
+    if isinstance(cell, str) and cell.startswith(_FORMULA):
+        return "'" + cell
+    return cell
+
+
 def table_csv(table: Table) -> str:
-    """The table as CSV text (header row first; missing values empty)."""
+    """The table as CSV text (header row first; missing values empty). Text cells that
+    start like a spreadsheet formula (``=``, ``+``, ``-``, ``@``, tab, CR) are prefixed with
+    ``'`` (layer and image names come from the model and the run file)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(table.columns)
+    writer.writerow(_csv_text(c) for c in table.columns)
     for row in table.rows:
         writer.writerow(
-            "" if c is None or (isinstance(c, float) and math.isnan(c)) else c for c in row
+            "" if c is None or (isinstance(c, float) and math.isnan(c)) else _csv_text(c)
+            for c in row
         )
     return buf.getvalue()
 

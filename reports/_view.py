@@ -138,6 +138,12 @@ class AttentionDistance:
             (the reference line), or ``None``.
         head_distance_std: ``[head]`` standard deviation over images, or ``None``.
         windowed: Windowed attention (Swin): distances are bounded by the window.
+        centre_distance: ``[head]`` ``MAD_centre`` (the central query's distance, the
+            number comparable with the ERF), or ``None``.
+        centre_uniform: ``MAD_centre`` of uniform attention on this grid, or ``None``.
+        head_interval: ``[2, head]`` 95 % interval of ``head_distance`` (low, high), or
+            ``None``.
+        centre_interval: The same for ``centre_distance``, or ``None``.
     """
 
     name: str
@@ -146,6 +152,10 @@ class AttentionDistance:
     uniform_distance: float | None = None
     head_distance_std: np.ndarray | None = None
     windowed: bool = False
+    centre_distance: np.ndarray | None = None
+    centre_uniform: float | None = None
+    head_interval: np.ndarray | None = None
+    centre_interval: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         check_depth(self)
@@ -154,6 +164,11 @@ class AttentionDistance:
             std = as_array(self, "head_distance_std", 1)
             if std.shape != dist.shape:
                 raise ViewError(f"{self.name}: head_distance_std shape {std.shape} != {dist.shape}")
+        for key in ("head_interval", "centre_interval"):
+            if getattr(self, key) is not None:
+                bounds = as_array(self, key, 2)
+                if bounds.shape != (2, dist.size):
+                    raise ViewError(f"{self.name}: {key} shape {bounds.shape} != (2, {dist.size})")
 
 
 @dataclass(frozen=True)
@@ -171,6 +186,10 @@ class ErfLayer:
         map: ``[row, col]`` ERF map over the input pixels, or ``None``.
         centre: ``(row, col)`` pixel of the gradient's source on ``map``; defaults to
             the map's centre.
+        low: 95 % interval of ``mean_distance``, low end, or ``None``.
+        high: Its high end, or ``None``.
+        theoretical_rf: Theoretical receptive field side in pixels (``inf``: unbounded),
+            or ``None`` when not traced.
     """
 
     name: str
@@ -181,6 +200,9 @@ class ErfLayer:
     series: str = "ERF"
     map: np.ndarray | None = None
     centre: tuple[float, float] | None = None
+    low: float | None = None
+    high: float | None = None
+    theoretical_rf: float | None = None
 
     def __post_init__(self) -> None:
         check_depth(self)
@@ -272,6 +294,10 @@ class RedundancyLayer:
         mean_similarity: Mean off-diagonal similarity.
         mean_max_similarity: Mean of each unit's largest similarity to another unit.
         measure: Similarity measure, e.g. ``"debiased CKA"``.
+        redundancy_low: 95 % interval of the redundancy, low end (None: no interval).
+        redundancy_high: Its high end.
+        rows: Rows the similarity was estimated from (0: unknown).
+        sample_limited: Rows < 5 × the layer's width.
     """
 
     name: str
@@ -282,6 +308,10 @@ class RedundancyLayer:
     mean_similarity: float
     mean_max_similarity: float | None = None
     measure: str = ""
+    redundancy_low: float | None = None
+    redundancy_high: float | None = None
+    rows: int = 0
+    sample_limited: bool = False
 
     def __post_init__(self) -> None:
         check_depth(self)
@@ -328,6 +358,15 @@ class PruningCurve:
         kl: ``[step]`` mean KL(full ‖ pruned) in nats.
         max_removable: Largest fraction removable with agreement ≥ ``threshold``, or ``None``.
         threshold: Agreement threshold of ``max_removable``.
+        low: ``[step]`` 95 % interval of agreement, low end (``max_removable`` reads it),
+            or ``None``.
+        high: ``[step]`` its high end, or ``None``.
+        images: Held-out images of the curve (0: not stated).
+        importance_images: Images the order was estimated on (0: not stated).
+        accuracy: ``[step]`` top-1 accuracy on labelled held-out images, or ``None``.
+        accuracy_low: ``[step]`` its 95 % interval, low end, or ``None``.
+        accuracy_high: ``[step]`` its high end, or ``None``.
+        labelled: Labelled held-out images the accuracy is measured on (0: not stated).
     """
 
     kind: UnitKind
@@ -336,6 +375,14 @@ class PruningCurve:
     kl: np.ndarray
     max_removable: float | None = None
     threshold: float = 0.99
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
+    images: int = 0
+    importance_images: int = 0
+    accuracy: np.ndarray | None = None
+    accuracy_low: np.ndarray | None = None
+    accuracy_high: np.ndarray | None = None
+    labelled: int = 0
 
     def __post_init__(self) -> None:
         check_kind(self)
@@ -396,6 +443,8 @@ class RunReport:
     Attributes:
         header: Model, weights, images and provenance.
         findings: Headline sentences, written by the caller.
+        verdict: The answer to "do heads and channels do the same job?": sentences
+            written from the like-for-like numbers and their intervals.
         attention_distance: One record per attention layer.
         erf: One record per layer with an ERF (conv or transformer).
         attention_maps: A few sample images with per-head attention maps.
@@ -406,10 +455,16 @@ class RunReport:
         notes: Method notes: paragraphs stating the conventions used.
         tables: The numbers, as tables with CSV/JSON downloads.
         title: Page title; defaults to ``"inspector report — <model>"``.
+        erf_uniform: ERF mean distance of a uniform ERF at the run's input size (the
+            reference of the interaction-distance plot), or ``None``.
+        erf_warning: Why the ERF series is degenerate (then no ERF finding is written),
+            or empty.
+        pass_images: How many images each gradient pass used, one sentence each.
     """
 
     header: RunHeader
     findings: tuple[str, ...] = ()
+    verdict: tuple[str, ...] = ()
     attention_distance: tuple[AttentionDistance, ...] = ()
     erf: tuple[ErfLayer, ...] = ()
     attention_maps: tuple[AttentionSample, ...] = ()
@@ -420,6 +475,9 @@ class RunReport:
     notes: tuple[str, ...] = ()
     tables: tuple[Table, ...] = ()
     title: str = ""
+    erf_uniform: float | None = None
+    erf_warning: str = ""
+    pass_images: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.header, RunHeader):
@@ -429,6 +487,7 @@ class RunReport:
         as_tuple(self, "similarity", SimilarityMatrix)
         as_tuple(self, "importance", ImportanceLayer)
         as_tuple(self, "findings", str)
+        as_tuple(self, "verdict", str)
         as_tuple(self, "notes", str)
         as_tuple(self, "tables", Table)
         if not self.title:

@@ -56,6 +56,8 @@ class CompareReport:
         created: Creation time of the comparison, ISO 8601 UTC.
         tool_version: inspector version.
         findings: Headline sentences, written by the caller.
+        verdict: Heads vs channels like for like, per run and across runs, written from
+            the numbers and their intervals.
         notes: Method notes.
         tables: Extra tables; a summary table (one row per run) is always shown.
         title: Page title; defaults to ``"inspector comparison — a vs b"``.
@@ -68,6 +70,7 @@ class CompareReport:
     notes: tuple[str, ...] = ()
     tables: tuple[Table, ...] = ()
     title: str = ""
+    verdict: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         runs = as_tuple(self, "runs", CompareRun)
@@ -77,6 +80,7 @@ class CompareReport:
         if len(set(labels)) != len(labels):
             raise ViewError(f"CompareReport run labels must be unique, got {labels}")
         as_tuple(self, "findings", str)
+        as_tuple(self, "verdict", str)
         as_tuple(self, "notes", str)
         as_tuple(self, "tables", Table)
         if not self.title:

@@ -1,6 +1,6 @@
 """Geometry rules of attention inside convolutional networks: MobileViT / BoTNet (byobnet),
 EdgeNeXt, EfficientFormer / FastViT / MetaFormer, EfficientFormerV2, CSATv2, LowFormer /
-CPUBone, MobileNetV4 / V5.
+CPUBone, MobileNetV4 / V5, SHViT, iFormer.
 
 Each rule names the attention paths it understands; any other path of the model is
 ``unknown`` rather than guessed.
@@ -259,3 +259,68 @@ def _multi_query_2d(context: Context) -> TokenGeometry:
         key_origin=keys[2],  # type: ignore[arg-type]
         reason="multi-query attention (one shared key / value head)",
     )
+
+
+@RULES.register(
+    "shvit",
+    attention="hybrid",
+    configs=[
+        TinyConfig(
+            "shvit",
+            "shvit_s1",
+            dict(embed_dim=(32, 48, 64), partial_dim=(8, 12, 16), qk_dim=(8, 8, 8)),
+            224,
+        ),
+    ],
+)
+def _shvit(context: Context) -> TokenGeometry:
+    """SHViT: single-head attention over the whole stage map (a slice of the channels). The
+    stem gives a 16-px map; each later stage halves it with the 3×3 / stride-2 / pad-1
+    convolution of its PatchMerging (``ceil`` sizes, token 0 kept in place)."""
+    stage = int(context.match(r"stages\.(\d+)\.blocks\.\d+\.mixer\.m").group(1))
+    grid, stride, origin = grid_of(context.size, 16), 16.0, 8.0
+    for index in range(1, stage + 1):
+        merge = context.modules[f"stages.{index}.downsample.2"]
+        if type(merge).__name__ != "PatchMerging":
+            raise Unknown(f"stages.{index} does not downsample with a PatchMerging")
+        conv = merge.conv2.c
+        grid, offset = pooled(grid, conv.kernel_size, conv.stride, conv.padding)
+        origin += offset[0] * stride
+        stride *= pair(conv.stride)[0]
+    return TokenGeometry(
+        kind="global",
+        grid=grid,
+        stride=(stride, stride),
+        origin=(origin, origin),
+        reason="SHViT single-head attention over the stage map",
+    )
+
+
+@RULES.register(
+    "iformer",
+    attention="hybrid",
+    configs=[
+        TinyConfig(
+            "iformer",
+            "iformer_t",
+            {},
+            224,
+        ),
+    ],
+)
+def _iformer(context: Context) -> TokenGeometry:
+    """iFormer: single-head modulation attention over the stage map, or in windows of its
+    ``window_size`` (zero-padded at the border)."""
+    stage = int(context.match(r"stages\.(\d+)\.blocks\.\d+\.mixer\.module").group(1))
+    stride = stage_stride(context.model, stage)
+    window = int(getattr(context.module, "window_size", 0) or 0)
+    if window:
+        grid = grid_of(context.size, stride)
+        return TokenGeometry(
+            kind="windowed",
+            grid=grid,
+            stride=fstride(stride),
+            window=(window, window),
+            reason="iFormer modulation attention in windows (zero-padded at the border)",
+        )
+    return map_geometry(context, stride, "iFormer single-head modulation attention over the map")

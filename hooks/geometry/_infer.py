@@ -19,6 +19,11 @@ def _default_size(model: nn.Module) -> Pair:
     img = getattr(embed, "img_size", None)
     if img is not None:
         return pair(img)
+    image = getattr(model, "image_size", None)  # torchvision ViT
+    if image is None:  # Hugging Face transformers
+        image = getattr(getattr(model, "config", None), "image_size", None)
+    if isinstance(image, (int, tuple, list)):
+        return pair(image)
     cfg = getattr(model, "pretrained_cfg", None) or {}
     size = cfg.get("input_size")
     if size:
@@ -45,7 +50,8 @@ def infer_geometry(
         input_size: ``(height, width)`` of the input in pixels; defaults to the model's
             configured input size.
     """
-    if isinstance(module, nn.MultiheadAttention):
+    where = type(model).__module__
+    if isinstance(module, nn.MultiheadAttention) and RULES.lookup(where) is None:
         return TokenGeometry.unknown(
             "nn.MultiheadAttention carries no token layout; pass geometry= explicitly"
         )
@@ -54,7 +60,6 @@ def infer_geometry(
             f"attention pooling ({type(module).__name__}): the pooling query has no position"
         )
 
-    where = type(model).__module__
     family = where.removeprefix("timm.models.")
     rule = RULES.lookup(family)
     if rule is None and not where.startswith("timm."):

@@ -243,3 +243,75 @@ def _crossvit(context: Context) -> TokenGeometry:
     return TokenGeometry(
         kind="global", prefix=1, grid=grid, stride=stride, reason=f"CrossViT branch {branch}"
     )
+
+
+@RULES.register(
+    "torchvision.models.vision_transformer",
+    attention="plain",
+    configs=[
+        TinyConfig(
+            "torchvision-vit",
+            "torchvision.models.vision_transformer:VisionTransformer",
+            dict(image_size=64, patch_size=16, num_layers=2, num_heads=2, hidden_dim=32,
+                 mlp_dim=64),
+            64,
+        ),
+    ],
+)  # fmt: skip
+def _torchvision_vit(context: Context) -> TokenGeometry:
+    """torchvision ViT (``vit_b_16``, ``vit_b_32``, ...; ``nn.MultiheadAttention``): global
+    over the class token + the ``image_size / patch_size`` grid at ``patch_size`` px."""
+    context.match(r"encoder\.layers\.encoder_layer_\d+\.self_attention")
+    model = context.model
+    patch, image = int(model.patch_size), int(model.image_size)
+    if context.size != (image, image):
+        raise Unknown(f"input {context.size} differs from the model's image_size {image}")
+    grid = grid_of(context.size, patch)
+    return TokenGeometry(
+        kind="global", prefix=1, grid=grid, stride=fstride(patch), reason="torchvision ViT"
+    )
+
+
+def _hf(model_module: str, model: str, **config: object) -> TinyConfig:
+    return TinyConfig(
+        f"hf-{model_module.split('.')[2]}",
+        f"{model_module}:{model}",
+        dict(config=dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, intermediate_size=64,
+                         **config)),
+        32,
+    )  # fmt: skip
+
+
+_HF_PREFIX = {"vit": 1, "deit": 2, "dinov2": 1}  # class (+ distillation) token
+
+
+@RULES.register(
+    "transformers.models.vit.modeling_vit",
+    "transformers.models.deit.modeling_deit",
+    "transformers.models.dinov2.modeling_dinov2",
+    attention="plain",
+    configs=[
+        _hf("transformers.models.vit.modeling_vit", "ViTModel"),
+        _hf("transformers.models.deit.modeling_deit", "DeiTModel"),
+        _hf("transformers.models.dinov2.modeling_dinov2", "Dinov2Model"),
+    ],
+)
+def _transformers_vit(context: Context) -> TokenGeometry:
+    """Hugging Face ``transformers`` ViT / DeiT / DINOv2 (SDPA or eager attention): global
+    over the class token (DeiT: + distillation token) + the ``patch_size`` grid of the
+    input (DINOv2 interpolates its position embeddings to any multiple of the patch)."""
+    model = context.model
+    config = model.config
+    family = type(model).__module__.split(".")[2]
+    patch = int(config.patch_size)
+    if family != "dinov2" and context.size != pair(config.image_size):
+        raise Unknown(f"input {context.size} differs from config.image_size {config.image_size}")
+    prefix = _HF_PREFIX[family]
+    return TokenGeometry(
+        kind="global",
+        prefix=prefix,
+        grid=grid_of(context.size, patch),
+        stride=fstride(patch),
+        reason=f"transformers {family}: config.patch_size grid and {prefix} prefix token(s)",
+    )

@@ -59,7 +59,8 @@ class TokenGeometry:
             ``class-attention``: the querying tokens).
         grid: Query grid ``(rows, cols)`` of the whole map.
         stride: Pixel stride ``(y, x)`` between neighbouring query tokens.
-        key_grid: Key grid when it differs from the query grid (reduced or pooled keys).
+        key_grid: Key grid when it differs from the query grid (reduced or pooled keys;
+            for ``windowed`` with a ``key_window``, the map cut into key windows).
         key_stride: Pixel stride of the key grid.
         window: Tokens ``(rows, cols)`` of one sequence for ``windowed`` and ``dilated``.
         shift: Cyclic shift ``(rows, cols)`` in tokens for shifted windows.
@@ -210,6 +211,45 @@ class TokenGeometry:
         )
         return queries, keys
 
+    @property
+    def padded(self) -> bool:
+        """Windows zero-padded at the bottom / right border: the map (query or key) is not
+        a multiple of its window, so some slots of the border sequences are not tokens."""
+        if self.kind != "windowed":
+            return False
+        assert self.grid is not None and self.window is not None
+        keys, key_window = self.keys, self.key_window or self.window
+        assert keys is not None
+        return any(
+            g % w for g, w in zip((*self.grid, *keys), (*self.window, *key_window), strict=True)
+        )
+
+    def real_slots(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Which spatial slots of each sequence of one image are tokens, not padding
+        (METRICS.md §1: padded queries are dropped, attention renormalised over real keys).
+
+        Windows are cut row-major from the map zero-padded at the bottom / right (after any
+        cyclic shift, which keeps the padding at the end), slots row-major inside a window.
+
+        Returns:
+            ``(queries [sequence, Q], keys [sequence, K])`` booleans, ``None`` when no slot
+            is padding.
+
+        Raises:
+            ValueError: Query and key maps give different numbers of windows.
+        """
+        if not self.padded:
+            return None
+        assert self.grid is not None and self.window is not None and self.keys is not None
+        queries = _slots(self.grid, self.window)
+        keys = _slots(self.keys, self.key_window or self.window)
+        if len(queries) != len(keys):
+            raise ValueError(
+                f"{len(queries)} query windows and {len(keys)} key windows in {self.grid} / "
+                f"{self.keys} maps"
+            )
+        return queries, keys
+
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.as_items()}
 
@@ -234,3 +274,12 @@ def _grid_centres(
     rows, cols = np.meshgrid(np.arange(grid[0]), np.arange(grid[1]), indexing="ij")
     centres = np.stack([oy + rows * stride[0], ox + cols * stride[1]], axis=-1)
     return centres.reshape(-1, 2).astype(np.float64)
+
+
+def _slots(grid: tuple[int, int], window: tuple[int, int]) -> np.ndarray:
+    """``[window, slot]``: whether each slot of each window of the zero-padded map is real."""
+    (h, w), (wh, ww) = grid, window
+    rows = np.arange(-(-h // wh) * wh).reshape(-1, wh) < h  # [window row, slot row]
+    cols = np.arange(-(-w // ww) * ww).reshape(-1, ww) < w
+    real = rows[:, None, :, None] & cols[None, :, None, :]  # [wr, wc, sr, sc]
+    return real.reshape(rows.shape[0] * cols.shape[0], wh * ww)

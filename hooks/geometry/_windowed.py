@@ -1,5 +1,5 @@
 """Geometry rules of attention in windows, grids and blocks of the map: Swin, SAM ViT, MaxViT /
-CoAtNet, GCViT, DaViT, TinyViT, EfficientViT-MSRA, NesT, SAM2 Hiera.
+CoAtNet, GCViT, DaViT, TinyViT, EfficientViT-MSRA, NesT, SAM2 Hiera (Hiera: unknown).
 
 Each rule names the attention paths it understands; any other path of the model is
 ``unknown`` rather than guessed.
@@ -332,8 +332,36 @@ def _hiera_pooled(context: Context, block: nn.Module, stride: int) -> TokenGeome
             key_origin[0] + offset[0] * key_stride[0],
             key_origin[1] + offset[1] * key_stride[1],
         ),
+        key_grid=keys,
         key_window=key_window,
         key_stride=fstride(key_stride),
         key_origin=key_origin,
         reason="SAM2 Hiera stage change: queries max-pooled inside each key window",
+    )
+
+
+@RULES.register(
+    "hiera",
+    attention="windowed",
+    configs=[
+        TinyConfig(
+            "hiera",
+            "hiera_tiny_224",
+            dict(embed_dim=16, num_heads=1, stages=(1, 1, 1, 1)),
+            224,
+            frozenset({"unknown"}),
+        ),
+    ],
+)
+def _hiera(context: Context) -> TokenGeometry:
+    """Hiera (``MaskUnitAttention``): unknown. Its tokens are unrolled (``Unroll``: the map
+    reordered as ``(Sy, Sx, H / Sy, W / Sx)`` once per q_stride stage), mask-unit windows
+    are strided over that sequence (token ``t`` in window ``t % windows``) and queries are
+    max-pooled across the unrolled order: neither the row-major windows nor the grids of
+    :class:`TokenGeometry` describe those positions."""
+    context.match(r"blocks\.\d+\.attn")
+    raise Unknown(
+        "Hiera attends over unrolled tokens (Unroll reorders the map per q_stride stage; "
+        "mask-unit windows are strided over that order, queries max-pooled across it): "
+        "token positions are not row-major windows or grids, so they are not modelled"
     )

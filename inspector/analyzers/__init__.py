@@ -12,13 +12,16 @@ from ._attention import DistanceLayer as DistanceLayer
 from ._attention import DistanceResult as DistanceResult
 from ._attention import EntropyLayer as EntropyLayer
 from ._attention import EntropyResult as EntropyResult
+from ._erf import uniform_erf_distance as uniform_erf_distance
 from ._gradients import AblationCheck as AblationCheck
 from ._gradients import ErfLayer as ErfLayer
 from ._gradients import ErfResult as ErfResult
+from ._gradients import ErfSummary as ErfSummary
 from ._gradients import ImportanceLayer as ImportanceLayer
 from ._gradients import ImportanceResult as ImportanceResult
 from ._gradients import PruningCurveResult as PruningCurveResult
 from ._gradients import PruningKind as PruningKind
+from ._importance import wilson_interval as wilson_interval
 from ._intervals import IntervalSpec as IntervalSpec
 from ._intervals import bootstrap as bootstrap
 from ._intervals import bootstrap_mean as bootstrap_mean
@@ -30,6 +33,7 @@ from ._redundancy import ChannelRedundancyResult as ChannelRedundancyResult
 from ._redundancy import HeadRedundancyLayer as HeadRedundancyLayer
 from ._redundancy import HeadRedundancyResult as HeadRedundancyResult
 from ._redundancy import RedundancyStats as RedundancyStats
+from ._redundancy import correlation_summary as correlation_summary
 from ._registry import REGISTRY as REGISTRY
 from ._registry import AblationInput as AblationInput
 from ._registry import AnalysisInputs as AnalysisInputs
@@ -56,6 +60,7 @@ __all__ = [
     "ErfInput",
     "ErfLayer",
     "ErfResult",
+    "ErfSummary",
     "GateInput",
     "HeadRedundancyLayer",
     "HeadRedundancyResult",
@@ -71,5 +76,8 @@ __all__ = [
     "ResultSchemaError",
     "bootstrap",
     "bootstrap_mean",
+    "correlation_summary",
     "results_schema_markdown",
+    "uniform_erf_distance",
+    "wilson_interval",
 ]

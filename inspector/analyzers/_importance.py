@@ -6,7 +6,17 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["largest_prunable_fraction", "normalise_importance", "rankdata", "spearman"]
+from ._intervals import IntervalSpec, bootstrap
+
+__all__ = [
+    "largest_prunable_fraction",
+    "normalise_importance",
+    "prunable_with_interval",
+    "rankdata",
+    "spearman",
+    "spearman_interval",
+    "wilson_interval",
+]
 
 
 def normalise_importance(raw: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -109,3 +119,50 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     ry = rankdata(y) - (y.size + 1) / 2.0
     denominator = np.sqrt((rx @ rx) * (ry @ ry))
     return float(rx @ ry / denominator) if denominator > 0 else float("nan")
+
+
+def wilson_interval(
+    successes: np.ndarray, n: int, level: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval of a proportion (Wilson 1927), elementwise.
+
+    With ``n`` images all agreeing the lower bound is ``n / (n + z²)`` (9 of 9 at 95 %:
+    0.701), so a threshold of 99 % needs about 380 agreeing images to be cleared.
+
+    Args:
+        successes: Number of agreeing images (any shape).
+        n: Images, at least 1.
+        level: Coverage.
+    """
+    if n < 1:
+        raise ValueError(f"a Wilson interval needs at least one image, got {n}")
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    k = np.asarray(successes, dtype=np.float64)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
+
+
+def prunable_with_interval(
+    fractions: Sequence[float], lower: Sequence[float], threshold: float = 0.99
+) -> float:
+    """Largest fraction removable while the agreement interval's lower bound clears
+    ``threshold`` (METRICS.md §5): :func:`largest_prunable_fraction` on the lower bound."""
+    return largest_prunable_fraction(fractions, lower, threshold)
+
+
+def spearman_interval(
+    gradient: np.ndarray, delta: np.ndarray, spec: IntervalSpec | None = None
+) -> tuple[float, float]:
+    """Bootstrap over images of the Spearman correlation between the units' mean gate
+    gradient and mean |ΔL| (``[unit, image]`` each; the units stay fixed)."""
+    gradient, delta = np.asarray(gradient, np.float64), np.asarray(delta, np.float64)
+
+    def rho(index: np.ndarray) -> np.ndarray:
+        return np.asarray(spearman(gradient[:, index].mean(1), delta[:, index].mean(1)))
+
+    low, high = bootstrap(gradient.shape[1], rho, spec or IntervalSpec())
+    return float(low), float(high)

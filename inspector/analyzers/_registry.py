@@ -36,7 +36,12 @@ class LayerInput:
         maps: First-K attention maps ``[sample, head, query, key]`` or None.
         moments: ``count``, ``mean``, ``comoment`` or None.
         groups: CKA sums (``GroupSums`` state) or None.
+        image_groups: CKA pieces per contiguous image group (``hooks.ImageGroups``
+            state), or None.
         distances: ``[query, key]`` pixel distances between spatial tokens, or None.
+        slots: For windows zero-padded at the border, which query and key slots of each
+            window of one image are real tokens (``[window, query]``, ``[window, key]``
+            booleans); ``None`` when nothing is padded.
     """
 
     name: str
@@ -46,7 +51,9 @@ class LayerInput:
     maps: np.ndarray | None = None
     moments: Mapping[str, np.ndarray] | None = None
     groups: Mapping[str, np.ndarray] | None = None
+    image_groups: Mapping[str, np.ndarray] | None = None
     distances: np.ndarray | None = None
+    slots: tuple[np.ndarray, np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,17 @@ class ErfInput:
         position: Which output unit was selected and how its centre was placed
             (``token 55 (grid 5, 5 of 10x10)``).
         reason: Why a skipped layer has no map.
+        weighted: ``[sample]`` per image ``Σ_p m_p ‖p − centre‖`` of its own map ``m``
+            (for the interval of the mean distance), or ``None``.
+        mass: ``[sample]`` per image ``Σ_p m_p``, or ``None``.
+        profile: ``[sample, radius]`` per image the mass ``Σ m_p`` over the pixels at each
+            distance of ``radii`` from the centre (for the intervals of the radii), or
+            ``None``.
+        radii: ``[radius]`` the distinct pixel distances from the centre, ascending.
+        theoretical_rf: Side in input pixels of the region that can reach the centre
+            unit (``inf`` unbounded, NaN unknown).
+        replknet_map: ``[y, x]`` the map of RepLKNet's protocol (ReLU on the centre
+            activations and on the gradient, mean over images), or ``None``.
     """
 
     map: np.ndarray | None = None
@@ -69,6 +87,12 @@ class ErfInput:
     branch: str = ""
     position: str = ""
     reason: str = ""
+    weighted: np.ndarray | None = None
+    mass: np.ndarray | None = None
+    theoretical_rf: float = float("nan")
+    profile: np.ndarray | None = None
+    radii: np.ndarray | None = None
+    replknet_map: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +105,9 @@ class AblationInput:
         gradient: ``[unit]`` mean gate gradient ``|∂L/∂ξ|`` over the first ``images``.
         delta: ``[unit]`` mean ``|ΔL|`` when the unit's gate is 0, same images.
         images: Images the ablations ran on.
+        gradient_images: ``[unit, image]`` the gate gradient per image (for the bootstrap
+            interval of the rank correlation), or ``None``.
+        delta_images: ``[unit, image]`` ``|ΔL|`` per image, or ``None``.
     """
 
     layers: tuple[str, ...] = ()
@@ -88,6 +115,8 @@ class AblationInput:
     gradient: np.ndarray = field(default_factory=lambda: np.zeros(0))
     delta: np.ndarray = field(default_factory=lambda: np.zeros(0))
     images: int = 0
+    gradient_images: np.ndarray | None = None
+    delta_images: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -112,12 +141,20 @@ class PruningInput:
         agreement: ``[step]`` top-1 agreement with the unpruned model.
         kl: ``[step]`` mean KL(full ‖ pruned).
         units: Units in the order (all units of the kind).
+        images: Held-out images the curve was measured on (0: unknown).
+        accuracy: ``[step]`` top-1 accuracy on the labelled held-out images, or ``None``.
+        labelled: Held-out images with a label.
+        importance_images: Images the order was estimated on.
     """
 
     fractions: np.ndarray
     agreement: np.ndarray
     kl: np.ndarray
     units: int = 0
+    images: int = 0
+    accuracy: np.ndarray | None = None
+    labelled: int = 0
+    importance_images: int = 0
 
 
 @dataclass(frozen=True)
@@ -200,6 +237,20 @@ class Registry:
 
     def needs(self, names: list[str]) -> set[str]:
         return set().union(*(self._classes[n].needs for n in names))  # type: ignore[attr-defined]
+
+    def requires(self, name: str) -> frozenset[str]:
+        """Analyses whose results analyzer ``name`` builds on (its class's ``requires``)."""
+        return frozenset(getattr(self[name], "requires", frozenset()))
+
+    def closure(self, names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+        """``names`` and every analysis they require, transitively, in registry order."""
+        chosen = set(names)
+        todo = list(names)
+        while todo:
+            for extra in self.requires(todo.pop()) - chosen:
+                chosen.add(extra)
+                todo.append(extra)
+        return tuple(n for n in self._classes if n in chosen)
 
 
 REGISTRY = Registry()

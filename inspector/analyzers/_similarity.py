@@ -25,7 +25,9 @@ import numpy as np
 __all__ = [
     "RedundancySummary",
     "biased_cka_from_moments",
+    "corrected_participation_ratio",
     "correlation_from_covariance",
+    "debiased_cka_from_blocks",
     "debiased_cka_from_sums",
     "linear_cka",
     "participation_ratio",
@@ -145,15 +147,40 @@ def debiased_cka_from_sums(
     for name, array in (("sum", s), ("cross", c), ("weighted", r), ("norms", kl_diag)):
         if array.shape != expected[name]:
             raise ValueError(f"{name} must have shape {expected[name]}, got {array.shape}")
-    n = int(count)
     s = s.reshape(groups, size)
     c = c.reshape(groups, size, groups, size)
     r = r.reshape(groups, size, groups)
-    tr_kl = np.einsum("hagb,hagb->hg", c, c) - kl_diag
-    trace = np.einsum("haha->h", c)  # Σ_i ‖x_i^h‖² = tr K_h
-    ones_k = np.einsum("ha,ha->h", s, s) - trace
-    s_r = np.einsum("ha,hag->hg", s, r)  # s_hᵀ r, with r weighted by group g's norms
-    ones_kl = np.einsum("ha,hagb,gb->hg", s, c, s) - s_r - s_r.T + kl_diag
+    return debiased_cka_from_blocks(
+        count=count,
+        frob=np.einsum("hagb,hagb->hg", c, c),
+        trace=np.einsum("haha->h", c),
+        quad=np.einsum("ha,hagb,gb->hg", s, c, s),
+        sum_sq=np.einsum("ha,ha->h", s, s),
+        sum_weighted=np.einsum("ha,hag->hg", s, r),
+        norms=kl_diag,
+    )
+
+
+def debiased_cka_from_blocks(
+    count: int,
+    frob: np.ndarray,
+    trace: np.ndarray,
+    quad: np.ndarray,
+    sum_sq: np.ndarray,
+    sum_weighted: np.ndarray,
+    norms: np.ndarray,
+) -> np.ndarray:
+    """Debiased linear CKA from the per-group-pair reductions of the sums (what the
+    capture keeps of a closed image group, ``hooks.ImageGroups``): ``frob`` ``‖C_hg‖²``,
+    ``trace`` ``tr C_hh``, ``quad`` ``s_hᵀ C_hg s_g``, ``sum_sq`` ``‖s_h‖²``,
+    ``sum_weighted`` ``s_hᵀ r_·g`` and ``norms``, with ``C = Σ x xᵀ``, ``s = Σ x``, ``r``
+    the ``weighted`` sums. Same result and NaN rules as :func:`debiased_cka_from_sums`."""
+    kl_diag = np.asarray(norms, dtype=np.float64)
+    n = int(count)
+    tr_kl = np.asarray(frob, dtype=np.float64) - kl_diag
+    ones_k = np.asarray(sum_sq, dtype=np.float64) - np.asarray(trace, dtype=np.float64)
+    s_r = np.asarray(sum_weighted, dtype=np.float64)
+    ones_kl = np.asarray(quad, dtype=np.float64) - s_r - s_r.T + kl_diag
     hsic, scale = _unbiased_hsic(n, tr_kl, ones_k[:, None], ones_k[None, :], ones_kl)
     diag = np.diag(hsic)
     diag = np.where(diag > _RESOLVABLE * np.diag(scale), diag, 0.0)
@@ -301,3 +328,30 @@ def redundancy_summary(similarity: np.ndarray, *, absolute: bool = False) -> Red
         redundancy=1.0 - fraction,
         absolute=absolute,
     )
+
+
+def corrected_participation_ratio(correlation: np.ndarray, rows: int) -> float:
+    """Participation ratio of a correlation matrix estimated from ``rows`` rows, with the
+    first-order small-sample correction of METRICS.md §4.
+
+    ``E r̂² ≈ r² + (1 − r²)² / (n − 1)``, so ``Σλ² = ‖R‖²_F`` is biased upward by about
+    ``p² / n`` at ``n ≈ p``; each squared off-diagonal correlation loses
+    ``(1 − r̂²)² / (n − 1)`` before ``p² / ‖R‖²_F`` is taken (entries are not floored,
+    which would bias the sum up again; the result is capped at ``p``).
+
+    Args:
+        correlation: ``[unit, unit]`` correlation matrix (unit diagonal, no NaN).
+        rows: Rows ``n`` it was estimated from.
+
+    Returns:
+        The corrected participation ratio (NaN with fewer than 3 rows).
+    """
+    r = np.asarray(correlation, dtype=np.float64)
+    if rows < 3:
+        return float("nan")
+    squares = r * r
+    corrected = squares - (1.0 - squares) ** 2 / (rows - 1)
+    np.fill_diagonal(corrected, np.diag(squares))
+    total = np.trace(r)
+    ssum = max(float(corrected.sum()), float(total**2) / r.shape[0])
+    return float(total**2 / ssum) if ssum > 0 else float("nan")

@@ -12,6 +12,7 @@ from ._analyses import PruningPassResult as PruningPassResult
 from ._analyses import gate_units as gate_units
 from ._analyses import layer_inputs as layer_inputs
 from ._capture import CaptureInput as CaptureInput
+from ._capture import defer_sigint as defer_sigint
 from ._capture import layer_order as layer_order
 from ._capture import stop_between_batches as stop_between_batches
 from ._distributed import World as World
@@ -40,6 +41,7 @@ __all__ = [
     "Resolved",
     "World",
     "capture_options",
+    "defer_sigint",
     "erf_layers",
     "erf_pass",
     "execute",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,13 +21,25 @@ from ..analyzers import (
     AnalysisInputs,
     ErfInput,
     GateInput,
+    ImportanceResult,
+    IntervalSpec,
     LayerInput,
     PruningInput,
+    bootstrap,
+    wilson_interval,
 )
 from ..store import RunWriter
 from ._capture import CaptureInput
-from ._gradients import ABLATE, PRUNING_STEPS, erf_layers, erf_pass, importance_pass, pruning_pass
-from ._plan import Plan
+from ._gradients import (
+    ABLATE,
+    PRUNING_STEPS,
+    _logits,
+    erf_layers,
+    erf_pass,
+    importance_pass,
+    pruning_pass,
+)
+from ._plan import PASSES_OF, Plan
 from ._progress import Progress, Silent
 
 __all__ = [
@@ -35,7 +47,9 @@ __all__ = [
     "ImportancePassResult",
     "PruningPassResult",
     "gate_units",
+    "importance_split",
     "layer_inputs",
+    "pruning_order",
     "run_analyses",
 ]
 
@@ -48,6 +62,7 @@ class ErfPassResult:
 
     layers: Mapping[str, ErfInput] = field(default_factory=dict)
     seconds: float = 0.0
+    images: int = 0
 
 
 @dataclass(frozen=True)
@@ -61,6 +76,7 @@ class ImportancePassResult:
     logits: torch.Tensor | None = None
     problem: str | None = None
     seconds: float = 0.0
+    images: int = 0
 
 
 @dataclass(frozen=True)
@@ -80,6 +96,11 @@ def _distances(geometry: Mapping[str, Any]) -> np.ndarray | None:
     return np.sqrt(((queries[:, None, :] - keys[None, :, :]) ** 2).sum(-1))
 
 
+def _slots(geometry: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    parsed = hooks.TokenGeometry.from_dict(geometry)
+    return parsed.real_slots() if parsed.known else None
+
+
 def layer_inputs(state: hooks.CaptureState) -> dict[str, LayerInput]:
     """Analyzer inputs from a capture state (a live pass's, or a run file's)."""
     return {
@@ -91,7 +112,9 @@ def layer_inputs(state: hooks.CaptureState) -> dict[str, LayerInput]:
             maps=layer.maps,
             moments=layer.moments,
             groups=layer.groups,
+            image_groups=layer.image_groups,
             distances=_distances(layer.attrs["geometry"]) if layer.attrs.get("geometry") else None,
+            slots=_slots(layer.attrs["geometry"]) if layer.attrs.get("geometry") else None,
         )
         for name, layer in state.layers.items()
     }
@@ -111,37 +134,134 @@ def gate_units(gateable: Mapping[str, int], state: hooks.CaptureState) -> dict[s
     return {k: v for k, v in (("heads", heads), ("channels", channels)) if v}
 
 
+def _erf_wide(layers: Mapping[str, dict[str, Any]], precision: float) -> bool:
+    """Whether some block's ERF mean distance interval is still wider than ``precision``
+    (half-width relative to the estimate; a quick 200-resample bootstrap)."""
+    spec = IntervalSpec(resamples=200)
+    for v in layers.values():
+        if v["branch"] not in ("block", "conv"):
+            continue
+        weighted, mass = np.concatenate(v["weighted"]), np.concatenate(v["mass"])
+        if weighted.size < 2 or mass.sum() <= 0:
+            return True
+        point = weighted.sum() / mass.sum()
+
+        def ratio(i: np.ndarray, w: np.ndarray = weighted, m: np.ndarray = mass) -> np.ndarray:
+            return np.asarray(w[i].sum() / m[i].sum())
+
+        low, high = bootstrap(weighted.size, ratio, spec)
+        if (high - low) / 2 > precision * max(point, 1e-9):
+            return True
+    return False
+
+
+PROFILE_GROUPS = 32
+"""Radial ERF profiles are kept per image up to this many images, then summed into this
+many disjoint image groups (image ``i`` into group ``i mod 32``), so their memory does not
+grow with the images; the radii's bootstrap resamples the groups (METRICS.md §7)."""
+
+
+def _grouped(groups: np.ndarray | None, profile: np.ndarray, seen: int) -> np.ndarray:
+    """Add a batch's per-image profiles (images ``seen``, ``seen + 1``, ...) to the group
+    profiles ``[group, radius]``."""
+    if groups is None:
+        groups = np.zeros((0, profile.shape[1]))
+    for i, row in enumerate(profile):
+        group = (seen + i) % PROFILE_GROUPS
+        if group == groups.shape[0]:
+            groups = np.vstack([groups, row[None]])
+        else:
+            groups[group] += row
+    return groups
+
+
 class ErfPass:
-    """Gradient ERF of every block, attention branch (or convolution of a plain CNN)."""
+    """Gradient ERF of every block, attention branch (or convolution of a plain CNN), on
+    ``erf_images`` images, or in the adaptive mode batch after batch until every block's
+    mean-distance interval is narrow enough."""
 
     name = "receptive_field"
 
     def run(
         self,
         model: nn.Module,
-        x: torch.Tensor,
         capture: CaptureInput,
         plan: Plan,
         progress: Progress | None = None,
     ) -> ErfPassResult:
         began = time.perf_counter()
+        opts = plan.options
         attention = [n for n, s in capture.state.layers.items() if s.kind == "attention"]
         channels = [n for n, s in capture.state.layers.items() if s.kind == "channel"]
         geometry = {n: g for n in attention if (g := capture.state.layers[n].geometry) is not None}
         layers = erf_layers(model, attention, channels)
+        total: dict[str, dict[str, Any]] = {}
+        skipped: dict[str, str] = {}
+        seen = 0
+        limit = opts.max_images if opts.adaptive else opts.erf_images
+        # one item per layer and batch; the adaptive mode adds a batch's layers as it goes
         with (progress or Silent()).step("receptive field", len(layers), "layers") as step:
-            found, skipped = erf_pass(model, x, layers, geometry, tick=step.update)
-        layers = {
+            for x, _, _ in plan.images.batches(min(opts.erf_images, limit)):
+                if seen:
+                    step.extend(len(layers))
+                x = x[: limit - seen].to(plan.device)
+                found, skipped = erf_pass(model, x, layers, geometry, tick=step.update)
+                n = x.shape[0]
+                seen = self._add(total, found, n, seen)
+                if seen >= limit or not opts.adaptive or not _erf_wide(total, opts.precision):
+                    break
+        out = {
             name: ErfInput(
-                map=v["map"],
+                map=v["map"] / seen,
                 centre=(float(v["centre"][0]), float(v["centre"][1])),
                 branch=v["branch"],
                 position=v["note"],
+                weighted=np.concatenate(v["weighted"]),
+                mass=np.concatenate(v["mass"]),
+                profile=v["profile"],
+                radii=v["radii"],
+                theoretical_rf=float(v["theoretical_rf"]),
+                replknet_map=None if v["replknet_map"] is None else v["replknet_map"] / seen,
             )
-            for name, v in found.items()
+            for name, v in total.items()
         }
-        layers |= {name: ErfInput(reason=reason) for name, reason in skipped.items()}
-        return ErfPassResult(layers, time.perf_counter() - began)
+        out |= {name: ErfInput(reason=reason) for name, reason in skipped.items()}
+        return ErfPassResult(out, time.perf_counter() - began, images=seen)
+
+    @staticmethod
+    def _add(
+        total: dict[str, dict[str, Any]], found: Mapping[str, dict[str, Any]], n: int, seen: int
+    ) -> int:
+        """Add one batch of ``n`` images (``seen`` before it) to the running sums; returns
+        the images seen after it."""
+        for name, v in found.items():
+            into = total.setdefault(
+                name,
+                {
+                    **v,
+                    "map": 0.0,
+                    "replknet_map": None,
+                    "weighted": [],
+                    "mass": [],
+                    "profile": None,
+                },
+            )
+            into["map"] = into["map"] + v["map"] * n
+            if v["replknet_map"] is not None:
+                base = into["replknet_map"]
+                into["replknet_map"] = v["replknet_map"] * n + (0 if base is None else base)
+            into["weighted"].append(v["weighted"])
+            into["mass"].append(v["mass"])
+            into["profile"] = _grouped(into["profile"], v["profile"], seen)
+        return seen + n
+
+
+def importance_split(total: int, available: int) -> tuple[int, int]:
+    """``(importance, held_out)`` image counts of ``total`` pruning images, at most
+    ``available``: importance on the first half (rounded up), the curve on the rest."""
+    total = min(total, available)
+    first = (total + 1) // 2
+    return first, total - first
 
 
 class ImportancePass:
@@ -155,14 +275,15 @@ class ImportancePass:
         x: torch.Tensor,
         labels: torch.Tensor,
         units: Mapping[str, Any],
+        ablate: int = ABLATE,
         progress: Progress | None = None,
     ) -> ImportancePassResult:
         began = time.perf_counter()
-        # one backward for every gate, then ABLATE single-unit ablations per kind
-        total = 1 + sum(min(ABLATE, sum(layers.values())) for layers in units.values())
+        # one backward for every gate, then ``ablate`` single-unit ablations per kind
+        total = 1 + sum(min(ablate, sum(layers.values())) for layers in units.values())
         try:
             with (progress or Silent()).step("importance", total, "passes") as step:
-                found = importance_pass(model, x, units, labels, tick=step.update)
+                found = importance_pass(model, x, units, labels, ablate=ablate, tick=step.update)
         except ValueError as exc:
             return ImportancePassResult(
                 units=units, problem=str(exc), seconds=time.perf_counter() - began
@@ -177,62 +298,130 @@ class ImportancePass:
                     gradient=v["ablation"]["gradient"],
                     delta=v["ablation"]["delta"],
                     images=v["ablation"]["images"],
+                    gradient_images=v["ablation"]["gradient_images"],
+                    delta_images=v["ablation"]["delta_images"],
                 ),
             )
             for kind, v in found.items()
         }
-        return ImportancePassResult(kinds, units, logits, seconds=time.perf_counter() - began)
+        return ImportancePassResult(
+            kinds, units, logits, seconds=time.perf_counter() - began, images=int(x.shape[0])
+        )
+
+
+def pruning_order(
+    importance: ImportanceResult, kind: str, order: str = "raw"
+) -> list[tuple[str, int]]:
+    """Units of ``kind`` in increasing ``raw`` or ``normalised`` importance (ties by path
+    and unit)."""
+    ranked = sorted(
+        (float(v), path, unit)
+        for path, layer in importance.layers.items()
+        if layer.kind == kind
+        for unit, v in enumerate(layer.raw if order == "raw" else layer.normalised)
+    )
+    return [(path, unit) for _, path, unit in ranked]
 
 
 class PruningPass:
-    """Pruning curves: units removed in increasing normalised importance."""
+    """Pruning curves on held-out images: units removed in increasing importance (as
+    estimated on the importance images, which the held-out ones never include)."""
 
     name = "pruning"
 
     def run(
         self,
         model: nn.Module,
-        x: torch.Tensor,
+        plan: Plan,
         gates: ImportancePassResult,
         layers: Mapping[str, LayerInput],
+        start: int,
+        held_out: int,
         progress: Progress | None = None,
     ) -> PruningPassResult:
         began = time.perf_counter()
-        step = (progress or Silent()).step("pruning", PRUNING_STEPS * len(gates.kinds), "forwards")
-        with step as bar:
-            return self._curves(model, x, gates, layers, began, bar.update)
-
-    def _curves(
-        self,
-        model: nn.Module,
-        x: torch.Tensor,
-        gates: ImportancePassResult,
-        layers: Mapping[str, LayerInput],
-        began: float,
-        tick: Callable[[int], None],
-    ) -> PruningPassResult:
+        opts = plan.options
         importance = REGISTRY["importance"]().compute(AnalysisInputs(layers, gates=gates.kinds))
-        curves: dict[str, PruningInput] = {}
+        orders: dict[str, list[tuple[str, int]]] = {}
         notes: dict[str, str] = {}
         for kind in gates.kinds:
             broken = [p for p in gates.units[kind] if p not in importance.layers]
             if broken:  # an order over part of the units would mislabel the curve
                 notes[kind] = f"{kind} not pruned: no finite importance for {', '.join(broken[:3])}"
                 continue
-            ranked = sorted(
-                (float(v), path, unit)
-                for path, layer in importance.layers.items()
-                if layer.kind == kind
-                for unit, v in enumerate(layer.normalised)
+            orders[kind] = pruning_order(importance, kind, opts.pruning_order)
+        if held_out < 1:
+            notes |= {k: f"{k} not pruned: no held-out image left" for k in orders}
+            return PruningPassResult({}, notes, time.perf_counter() - began)
+        sums: dict[str, dict[str, Any]] = {}
+        seen = 0
+        limit = opts.max_images if opts.adaptive else held_out
+        per_batch = PRUNING_STEPS * len(orders)  # pruned forwards per held-out batch
+        with (progress or Silent()).step("pruning", per_batch, "forwards") as step:
+            for x, _, labels in plan.images.batches(held_out, start=start):
+                if seen:  # the adaptive mode takes another batch
+                    step.extend(per_batch)
+                x, labels = x[: limit - seen].to(plan.device), labels[: limit - seen]
+                n = x.shape[0]
+                try:
+                    with torch.inference_mode():  # the unpruned logits, once for every kind
+                        full = _logits(model, x)
+                    found = {
+                        kind: pruning_pass(
+                            model,
+                            x,
+                            kind,
+                            gates.units[kind],
+                            order,
+                            full=full,
+                            labels=labels,
+                            tick=step.update,
+                        )
+                        for kind, order in orders.items()
+                    }
+                except ValueError as exc:
+                    notes["model"] = str(exc)
+                    return PruningPassResult({}, notes, time.perf_counter() - began)
+                for kind, curve in found.items():
+                    into = sums.setdefault(
+                        kind, {"agree": 0.0, "kl": 0.0, "correct": 0.0, "lab": 0}
+                    )
+                    into["fractions"] = curve["fractions"]
+                    into["agree"] = into["agree"] + curve["agreement"] * n
+                    into["kl"] = into["kl"] + curve["kl"] * n
+                    lab = int(curve["labelled"])
+                    if lab:
+                        into["correct"] = into["correct"] + curve["accuracy"] * lab
+                    into["lab"] += lab
+                seen += n
+                if seen >= limit or not opts.adaptive:
+                    break
+                widest = max(
+                    float(np.max(high - low))
+                    for v in sums.values()
+                    for low, high in [wilson_interval(np.round(v["agree"]), seen)]
+                )
+                if widest / 2 <= opts.precision:
+                    break
+        curves = {
+            kind: PruningInput(
+                v["fractions"],
+                v["agree"] / seen,
+                v["kl"] / seen,
+                units=len(orders[kind]),
+                images=seen,
+                accuracy=v["correct"] / v["lab"] if v["lab"] else None,
+                labelled=v["lab"],
+                importance_images=gates.images,
             )
-            order = [(path, unit) for _, path, unit in ranked]
-            curve = pruning_pass(
-                model, x, kind, gates.units[kind], order, full=gates.logits, tick=tick
-            )
-            curves[kind] = PruningInput(
-                curve["fractions"], curve["agreement"], curve["kl"], units=len(order)
-            )
+            for kind, v in sums.items()
+        }
         return PruningPassResult(curves, notes, time.perf_counter() - began)
+
+
+def _failure(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def run_analyses(
@@ -241,38 +430,84 @@ def run_analyses(
     capture: CaptureInput,
     writer: RunWriter,
     progress: Progress | None = None,
-) -> dict[str, float]:
+) -> tuple[dict[str, float], dict[str, str]]:
     """Run the plan's model passes, then its analyzers; write their results.
 
+    A pass or an analyzer that raises does not stop the run: the analyses it feeds are
+    recorded as failed with the reason (root attribute ``failed_analyses``, a warning) and
+    the others are written.
+
     Returns:
-        Seconds per pass (``receptive_field``, ``importance``, ``pruning``, ``analyzers``).
+        Seconds per pass (``receptive_field``, ``importance``, ``pruning``, ``analyzers``),
+        and the failed analyses with their reasons.
     """
     layers = layer_inputs(capture.state)
     erf, gates, pruning = ErfPassResult(), ImportancePassResult(), PruningPassResult()
     timings: dict[str, float] = {}
-    if plan.passes:
-        x, _, labels = next(plan.images.batches(plan.gradient_images))
-        x = x.to(plan.device)
-        if "receptive_field" in plan.passes:
-            erf = ErfPass().run(model, x, capture, plan, progress)
+    opts = plan.options
+    failed: dict[str, str] = {}
+
+    def broke(step: str, exc: Exception) -> None:
+        logger.debug("%s pass failed", step, exc_info=True)
+        for name in plan.analyses:
+            if step in PASSES_OF.get(name, ()) and name not in failed:
+                failed[name] = f"the {step.replace('_', '-')} pass failed: {_failure(exc)}"
+
+    if "receptive_field" in plan.passes:
+        try:
+            erf = ErfPass().run(model, capture, plan, progress)
             timings["receptive_field"] = erf.seconds
-        units = gate_units(plan.gateable, capture.state)
-        if "importance" in plan.passes and units:
-            gates = ImportancePass().run(model, x, labels, units, progress)
+        except Exception as exc:
+            broke("receptive_field", exc)
+    units = gate_units(plan.gateable, capture.state)
+    first, held_out = importance_split(opts.pruning_images, len(plan.images))
+    if "importance" in plan.passes and units:
+        try:
+            x, _, labels = next(plan.images.batches(first))
+            gates = ImportancePass().run(
+                model,
+                x.to(plan.device),
+                labels,
+                units,
+                ablate=opts.ablation_units,
+                progress=progress,
+            )
             timings["importance"] = gates.seconds
-        if "pruning" in plan.passes and gates.kinds:
-            pruning = PruningPass().run(model, x, gates, layers, progress)
+        except Exception as exc:
+            broke("importance", exc)
+    if "pruning" in plan.passes and gates.kinds:
+        try:
+            pruning = PruningPass().run(
+                model, plan, gates, layers, first, held_out, progress=progress
+            )
             timings["pruning"] = pruning.seconds
+        except Exception as exc:
+            broke("pruning", exc)
     began = time.perf_counter()
     inputs = AnalysisInputs(layers, erf=erf.layers, gates=gates.kinds, pruning=pruning.curves)
     for name in plan.analyses:
-        result = REGISTRY[name]().compute(inputs)
-        notes = dict(result.notes)
-        if name in ("importance", "pruning_curve") and gates.problem is not None:
-            notes = {"model": gates.problem}
-        if name == "pruning_curve":
-            notes |= pruning.notes
-        result = dataclasses.replace(result, notes=notes)
-        writer.write_analysis(name, result.to_tree(), result.params, result.version)
+        if name in failed:
+            continue
+        try:
+            analyzer = (
+                REGISTRY[name](threshold=opts.pruning_threshold, order=opts.pruning_order)
+                if name == "pruning_curve"
+                else REGISTRY[name]()
+            )
+            result = analyzer.compute(inputs)
+            notes = dict(result.notes)
+            if name in ("importance", "pruning_curve") and gates.problem is not None:
+                notes = {"model": gates.problem}
+            if name == "pruning_curve":
+                notes |= pruning.notes
+            result = dataclasses.replace(result, notes=notes)
+            tree = result.to_tree()
+        except Exception as exc:
+            logger.debug("analysis %s failed", name, exc_info=True)
+            failed[name] = _failure(exc)
+            continue
+        writer.write_analysis(name, tree, result.params, result.version)
     timings["analyzers"] = time.perf_counter() - began
-    return timings
+    for name, reason in failed.items():
+        logger.warning("analysis %s failed (the others are written): %s", name, reason)
+    return timings, failed

@@ -19,11 +19,18 @@ from torch import nn
 
 import hooks
 
+from .._errors import InspectorError
 from ..store import Run, RunWriter
 from ._plan import Plan
 from ._progress import Progress, Silent
 
-__all__ = ["CaptureInput", "layer_order", "run_capture_pass", "stop_between_batches"]
+__all__ = [
+    "CaptureInput",
+    "defer_sigint",
+    "layer_order",
+    "run_capture_pass",
+    "stop_between_batches",
+]
 
 logger = logging.getLogger("inspector")
 
@@ -32,6 +39,36 @@ def layer_order(model: nn.Module, names: list[str]) -> list[str]:
     """``names`` in ``named_modules()`` order (HDF5 sorts ``blocks.10`` before ``blocks.2``)."""
     rank = {name: i for i, (name, _) in enumerate(model.named_modules())}
     return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
+
+
+def _may_handle_sigint() -> bool:
+    """Whether a SIGINT handler may be installed: in the main thread (Python delivers
+    signals there), and unless SIGINT is ignored (``SIG_IGN`` inherited from the parent,
+    as ``nohup`` or a shell's background job sets it: Ctrl-C is not for this process)."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    return signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+
+
+@contextmanager
+def defer_sigint() -> Iterator[Callable[[], bool]]:
+    """Hold Ctrl-C (SIGINT) back for the duration of the block; yields whether it came.
+
+    For steps that must not stop half way inside library code, such as writing the
+    finished run file: a :class:`KeyboardInterrupt` raised inside h5py can land in an
+    object's destructor, where Python prints and drops it (the run went on and exited
+    0). The caller raises it after the block. Main thread only; an ignored SIGINT stays
+    ignored; the previous handler is put back.
+    """
+    if not _may_handle_sigint():
+        yield lambda: False
+        return
+    asked: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: asked.append(signum))
+    try:
+        yield lambda: bool(asked)
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
 
 
 @contextmanager
@@ -43,7 +80,7 @@ def stop_between_batches() -> Iterator[Callable[[], bool]]:
     process's handler untouched) and the previous handler is put back on exit, also
     when the block raises. A second Ctrl-C raises :class:`KeyboardInterrupt` at once.
     """
-    if threading.current_thread() is not threading.main_thread():
+    if not _may_handle_sigint():
         yield lambda: False
         return
     asked: list[int] = []
@@ -120,8 +157,15 @@ def run_capture_pass(
         torch.no_grad(),
         (progress or Silent()).step("capture", stop - first, "images", start - first) as bar,
     ):
+        position = {image_id: i for i, image_id in enumerate(plan.images.ids)}
         for batch, batch_ids, batch_labels in _shard(plan, start, stop):
-            _forward(model, batch, plan.device, opts.autocast)
+            cap.seek(position[batch_ids[0]])  # draws follow the image, not the process
+            try:
+                _forward(model, batch, plan.device, opts.autocast)
+            except (RuntimeError, ValueError, AssertionError) as exc:
+                if done.ids or isinstance(exc, hooks.HookError):
+                    raise  # the model took its input before: not a matter of size
+                raise _rejected(plan, batch, exc) from exc
             done.add(batch_ids, batch_labels)
             bar.update(len(batch_ids))
             saved = done.due(opts.checkpoint_seconds)
@@ -150,6 +194,20 @@ def _shard(plan: Plan, start: int, stop: int) -> Iterator[tuple[torch.Tensor, li
         if inside == 0:
             return
         yield batch[:inside], ids[:inside], labels[:inside]
+
+
+def _rejected(plan: Plan, batch: torch.Tensor, exc: BaseException) -> InspectorError:
+    """A one-line error for a model that rejects the first batch: the size and
+    normalisation used and the options that change them."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    height, width = batch.shape[-2:]
+    return InspectorError(
+        f"the model rejected its input of {height}×{width} px "
+        f"({type(exc).__name__}: {first}); the size comes from "
+        f"{'--input-size' if plan.options.input_size else 'the data config'}: set the size "
+        "the model expects with --input-size (API: input_size=), and --mean/--std/"
+        "--interpolation for its normalisation"
+    )
 
 
 def _forward(model: nn.Module, batch: torch.Tensor, device: torch.device, autocast: bool) -> None:

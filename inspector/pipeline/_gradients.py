@@ -15,7 +15,7 @@ from torch import nn
 
 import hooks
 
-from ._pixel_map import PixelMap, pixel_maps
+from ._pixel_map import PixelMap, receptive_fields
 from ._progress import Progress
 
 __all__ = ["erf_layers", "erf_pass", "importance_pass", "pruning_pass"]
@@ -109,6 +109,7 @@ def erf_pass(
     *,
     tick: Callable[[int], None] | None = None,
     progress: bool = False,
+    replknet: bool = True,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     """Gradient ERF (METRICS.md §3) of each layer: mean over images of ``|∂s/∂x|``
     summed over colour channels, ``s = Σ_c y[c, centre]``.
@@ -121,14 +122,21 @@ def erf_pass(
     Args:
         tick: Called with 1 after each layer (the run's progress display).
         progress: Without ``tick``, show a progress display of this pass alone.
+        replknet: Also compute, for block and convolution outputs, the map of RepLKNet's
+            protocol (ReLU on the centre activations, ReLU on the gradient; one more
+            backward per layer).
 
     Returns:
-        Per layer: ``map`` ``[y, x]``, ``centre`` (pixels), ``branch``, ``note``; and
-        per skipped layer the reason.
+        Per layer: ``map`` ``[y, x]``, ``centre`` (pixels), ``branch``, ``note``,
+        ``weighted`` and ``mass`` ``[sample]`` (each image's ``Σ m_p ‖p − centre‖`` and
+        ``Σ m_p``), ``profile`` ``[sample, radius]`` (each image's mass at each distinct
+        distance ``radii`` from the centre, ascending), ``theoretical_rf`` (px; inf
+        unbounded, NaN unknown) and ``replknet_map`` (or None); and per skipped layer the
+        reason.
     """
     if tick is None and progress:
         with Progress(["receptive field"]).step("receptive field", len(layers), "layers") as step:
-            return erf_pass(model, x, layers, geometry, tick=step.update)
+            return erf_pass(model, x, layers, geometry, tick=step.update, replknet=replknet)
     modules = dict(model.named_modules())
     inputs = x.detach().clone().requires_grad_(True)
     with torch.enable_grad(), hooks.probe(model, [name for name, _ in layers]) as kept:
@@ -138,7 +146,7 @@ def erf_pass(
     skipped: dict[str, str] = {}
     input_hw = (int(x.shape[-2]), int(x.shape[-1]))
     four_d = [n for n, _ in layers if outputs.get(n) is not None and outputs[n].dim() == 4]
-    pixels = pixel_maps(model, x, four_d) if four_d else {}
+    pixels, fields = receptive_fields(model, x, four_d) if four_d else ({}, {})
     for name, branch in _ticking(layers, tick):
         output = outputs.get(name)
         owner = next(
@@ -154,6 +162,8 @@ def erf_pass(
             skipped[name] = choice
             continue
         pick, centre, note = choice
+        # token layers reach here only with global geometry: every block attends globally
+        field = fields.get(name, float("nan")) if output.dim() == 4 else float("inf")
         # A later in-place operation (e.g. ReLU(inplace=True)) rewrites the kept output
         # and its autograd history without any error: its gradient would be that of the
         # rewritten values. captum's NeuronGradient reads a copy taken in the hook.
@@ -169,10 +179,47 @@ def erf_pass(
             grads = NeuronGradient(model, modules[name]).attribute(
                 x.detach().clone().requires_grad_(True), neuron_selector=pick
             )
-        erf = grads.detach().abs().sum(1).mean(0).double().cpu().numpy()
-        results[name] = {"map": erf, "centre": np.asarray(centre), "branch": branch, "note": note}
+        per_image = grads.detach().abs().sum(1).double()
+        rows = torch.arange(per_image.shape[-2], dtype=torch.float64) - centre[0]
+        cols = torch.arange(per_image.shape[-1], dtype=torch.float64) - centre[1]
+        distance = torch.hypot(rows[:, None], cols[None, :]).to(per_image.device)
+        # Each image's mass per distinct distance from the centre (ascending): the radii
+        # of any mean of the images' maps, for the bootstrap interval of r50 / r90.
+        radii, ring = torch.unique(distance.flatten(), sorted=True, return_inverse=True)
+        profile = per_image.new_zeros(per_image.shape[0], radii.numel())
+        profile.index_add_(1, ring, per_image.flatten(1))
+        replknet_map = None
+        if replknet and branch in ("block", "conv") and not kept.modified(name):
+            replknet_map = _replknet_map(output, pick, inputs)
+        results[name] = {
+            "map": per_image.mean(0).cpu().numpy(),
+            "centre": np.asarray(centre),
+            "branch": branch,
+            "note": note,
+            "weighted": (per_image * distance).sum((-2, -1)).cpu().numpy(),
+            "mass": per_image.sum((-2, -1)).cpu().numpy(),
+            "profile": profile.cpu().numpy(),
+            "radii": radii.cpu().numpy(),
+            "theoretical_rf": float(field),
+            "replknet_map": replknet_map,
+        }
     outputs.clear()
     return results, skipped
+
+
+def _replknet_map(output: torch.Tensor, pick: Any, inputs: torch.Tensor) -> np.ndarray | None:
+    """RepLKNet's ``get_input_grad``: ``s = Σ_c ReLU(y[c, centre])``, gradient ReLU'd,
+    summed over colour channels; mean over images. ``pick`` sums the centre over
+    channels, so ReLU is applied through a mask on the output itself."""
+    y = hooks.first_tensor(output)
+    if y is None:
+        return None
+    try:
+        gated = y * (y > 0).to(y.dtype)
+        (grads,) = torch.autograd.grad(pick(gated).sum(), inputs, retain_graph=True)
+    except RuntimeError:
+        return None
+    return grads.detach().clamp(min=0).sum(1).mean(0).double().cpu().numpy()
 
 
 def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -246,7 +293,8 @@ def importance_pass(
         )
     target = full.argmax(-1)
     if labels is not None:
-        target = torch.where(labels >= 0, labels.to(target.device), target)
+        labels = labels.to(target.device)  # the condition too: a CPU mask fails on CUDA
+        target = torch.where(labels >= 0, labels, target)
     loss = F.cross_entropy(logits, target, reduction="sum")
     flat = [g for layers in gates.values() for g in layers.values()]
     grads = torch.autograd.grad(loss, flat) if flat else ()
@@ -289,24 +337,29 @@ class _AblationCheck:
         rows = []
         for index in _ticking(ranked[np.unique(spots).astype(int)], self.tick):
             path, unit = everything[index]
-            rows.append((path, unit, float(gradient[index]), self._delta(kind, units, path, unit)))
+            per_image = self._delta(kind, units, path, unit)
+            rows.append((path, unit, float(gradient[index]), per_image))
         return {
             "layers": [r[0] for r in rows],
             "units": np.array([r[1] for r in rows], dtype=np.int64),
             "gradient": np.array([r[2] for r in rows]),
-            "delta": np.array([r[3] for r in rows]),
+            "delta": np.array([r[3].mean() for r in rows]),
             "images": seen,
+            "gradient_images": np.array(
+                [raw[r[0]][:seen, r[1]] for r in rows], dtype=np.float64
+            ).reshape(len(rows), seen),
+            "delta_images": np.array([r[3] for r in rows]).reshape(len(rows), seen),
         }
 
-    def _delta(self, kind: str, units: Mapping[str, int], path: str, unit: int) -> float:
-        """Mean |ΔL| over the images when ``unit`` of ``path`` is removed (gate 0)."""
+    def _delta(self, kind: str, units: Mapping[str, int], path: str, unit: int) -> np.ndarray:
+        """``[image]`` |ΔL| of each image when ``unit`` of ``path`` is removed (gate 0)."""
         gate = torch.ones(units[path], device=self.x.device)
         gate[unit] = 0
         key = "heads" if kind == "heads" else "channels"
         with torch.inference_mode(), hooks.gates(self.model, **{key: {path: gate}}):
             logits = _logits(self.model, self.x)
             ablated = F.cross_entropy(logits, self.target, reduction="none")
-        return float((ablated - self.base).abs().mean())
+        return (ablated - self.base).abs().double().cpu().numpy()
 
 
 def pruning_pass(
@@ -317,6 +370,7 @@ def pruning_pass(
     order: Sequence[tuple[str, int]],
     steps: int = PRUNING_STEPS,
     full: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
     tick: Callable[[int], None] | None = None,
 ) -> dict[str, np.ndarray]:
     """Remove units (gate 0) in the given order, ``1/steps`` of them at a time; measure
@@ -324,14 +378,36 @@ def pruning_pass(
 
     Args:
         full: The unpruned model's logits on ``x`` when already known.
+        labels: Class index per image (-1 unknown): top-1 accuracy on the labelled ones.
         tick: Called with 1 after each pruned forward.
+
+    Returns:
+        ``fractions``, ``agreement``, ``kl`` per step; ``accuracy`` per step (NaN without
+        labels) and ``labelled`` (images with a label).
     """
+    known = labels >= 0 if labels is not None else torch.zeros(x.shape[0], dtype=torch.bool)
+    known = known.to(x.device)
+    labelled = int(known.sum())
+
+    def accuracy(logits: torch.Tensor) -> float:
+        if not labelled:
+            return float("nan")
+        assert labels is not None
+        hits = logits.argmax(-1)[known] == labels.to(x.device)[known]
+        return float(hits.float().mean())
+
     with torch.inference_mode():
         full = _logits(model, x) if full is None else full
+        if not bool(torch.isfinite(full).all()):
+            bad = int((~torch.isfinite(full)).any(-1).sum())
+            raise ValueError(
+                f"the model's output holds NaN or inf for {bad} of {x.shape[0]} held-out "
+                "images; pruning needs finite logits"
+            )
         reference = full.log_softmax(-1)
         fractions = np.linspace(0.0, 1.0, steps + 1)
         # Nothing removed is the model itself: agreement 1 and KL 0 without a forward.
-        agreement, kl = [1.0], [0.0]
+        agreement, kl, correct = [1.0], [0.0], [accuracy(full)]
         for fraction in _ticking(fractions[1:], tick):
             removed = order[: round(float(fraction) * len(order))]
             gates = {p: torch.ones(n, device=x.device) for p, n in units.items()}
@@ -339,7 +415,15 @@ def pruning_pass(
                 gates[path][unit] = 0
             key = "heads" if kind == "heads" else "channels"
             with hooks.gates(model, **{key: gates}):
-                pruned = _logits(model, x).log_softmax(-1)
+                logits = _logits(model, x)
+                pruned = logits.log_softmax(-1)
             agreement.append(float((pruned.argmax(-1) == full.argmax(-1)).float().mean()))
             kl.append(float((reference.exp() * (reference - pruned)).sum(-1).mean()))
-    return {"fractions": fractions, "agreement": np.array(agreement), "kl": np.array(kl)}
+            correct.append(accuracy(logits))
+    return {
+        "fractions": fractions,
+        "agreement": np.array(agreement),
+        "kl": np.array(kl),
+        "accuracy": np.array(correct),
+        "labelled": np.array(labelled),
+    }

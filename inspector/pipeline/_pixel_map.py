@@ -6,10 +6,18 @@ convolutions and pools compose it (``scale · stride``, ``offset + scale · (dil
 (kernel − 1) / 2 − padding)``), explicit ``F.pad`` shifts it, and operations that keep
 the spatial shape pass it on. Anything else (flattening, interpolation, global pools)
 ends it, and the caller falls back to a documented convention.
+
+The same trace carries the theoretical receptive field (METRICS.md §3): the side, in
+input pixels, of the region that can influence one unit, per axis. A convolution or
+pool of kernel ``k``, dilation ``d`` on a map of scale ``s`` adds ``s · d · (k − 1)``;
+an operation on several traced tensors (a residual sum) takes the largest; a global pool
+(a map reduced to 1×1) makes it unbounded, and so does anything it is combined with
+(squeeze-and-excitation).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,7 +28,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 import hooks
 
-__all__ = ["PixelMap", "pixel_maps"]
+__all__ = ["PixelMap", "pixel_maps", "receptive_fields"]
 
 PixelMap = tuple[float, float, float, float, int, int]
 """``(scale_y, scale_x, offset_y, offset_x, y_axis, x_axis)``: unit ``(r, c)`` (indices on
@@ -54,6 +62,25 @@ class _Trace(TorchFunctionMode):
         super().__init__()
         self.maps: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self.maps[image] = (1.0, 1.0, 0.0, 0.0, 2, 3)
+        self.rf: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        self.rf[image] = (1.0, 1.0)
+
+    def _fields(self, args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[float, float] | None:
+        """The largest receptive field among the traced tensors in the arguments."""
+        found: list[tuple[float, float]] = []
+
+        def walk(items: Any) -> None:
+            for item in items:
+                if isinstance(item, torch.Tensor) and item in self.rf:
+                    found.append(self.rf[item])
+                elif isinstance(item, (list, tuple)):
+                    walk(item)
+
+        walk(args)
+        walk(kwargs.values())
+        if not found:
+            return None
+        return (max(f[0] for f in found), max(f[1] for f in found))
 
     def _source(self, args: Sequence[Any]) -> torch.Tensor | None:
         for arg in args:
@@ -70,10 +97,23 @@ class _Trace(TorchFunctionMode):
         out = func(*args, **kwargs)
         source = self._source(args)
         result = out[0] if isinstance(out, tuple) and out else out
-        if source is None or not isinstance(result, torch.Tensor) or result.dim() != 4:
+        if not isinstance(result, torch.Tensor) or result.dim() != 4:
+            return out
+        field = self._fields(args, kwargs)
+        if source is None:  # no pixel map (a pooled 1x1 gate): carry its field on
+            if field is not None:
+                self.rf[result] = field
             return out
         sy, sx, oy, ox, ya, xa = self.maps[source]
         name = getattr(func, "__name__", "")
+        if field is not None:
+            spatial = [source.shape[ya], source.shape[xa]]
+            if name in _CONV or name in _POOL:
+                pass  # set below, with the kernel
+            elif result.shape[-2:] == (1, 1) and spatial != [1, 1]:
+                self.rf[result] = (math.inf, math.inf)  # a global pool sees everything
+            elif result.shape == source.shape or name == "permute":
+                self.rf[result] = field
         if name == "permute":  # channels-last blocks (ConvNeXt norms, Swin) move the axes
             dims = [d % source.dim() for d in (args[1:] if len(args) > 2 else args[1])]
             self.maps[result] = (sy, sx, oy, ox, dims.index(ya), dims.index(xa))
@@ -110,6 +150,8 @@ class _Trace(TorchFunctionMode):
             if result.shape[-2:] == source.shape[-2:]:
                 self.maps[result] = (sy, sx, oy, ox, 2, 3)
             return out
+        if field is not None:
+            self.rf[result] = (field[0] + sy * dy * (ky - 1), field[1] + sx * dx * (kx - 1))
         self.maps[result] = (
             sy * ty,
             sx * tx,
@@ -134,3 +176,17 @@ def pixel_maps(model: nn.Module, image: torch.Tensor, names: Sequence[str]) -> d
     with torch.no_grad(), hooks.probe(model, names) as kept, trace:
         model(probe)
     return {name: trace.maps[t] for name, t in kept.outputs.items() if t in trace.maps}
+
+
+def receptive_fields(
+    model: nn.Module, image: torch.Tensor, names: Sequence[str]
+) -> tuple[dict[str, PixelMap], dict[str, float]]:
+    """The pixel maps (as :func:`pixel_maps`) and the theoretical receptive field side
+    (px, the larger axis; ``inf`` unbounded) of each named module's 4-D output."""
+    probe = image[:1].detach().clone()
+    trace = _Trace(probe)
+    with torch.no_grad(), hooks.probe(model, names) as kept, trace:
+        model(probe)
+    maps = {name: trace.maps[t] for name, t in kept.outputs.items() if t in trace.maps}
+    fields = {name: max(trace.rf[t]) for name, t in kept.outputs.items() if t in trace.rf}
+    return maps, fields

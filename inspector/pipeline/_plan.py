@@ -8,7 +8,9 @@ resumed run must match.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,15 +28,27 @@ from .._images import ImageSet
 from .._options import AnalyzeOptions
 from .._summaries import attention_summaries
 from .._version import __version__
-from ..analyzers import REGISTRY
+from ..analyzers import REGISTRY, correlation_summary
 
-__all__ = ["DEFAULT_OUT", "Plan", "capture_options", "make_plan", "output_path"]
+__all__ = ["DEFAULT_OUT", "PASSES_OF", "Plan", "capture_options", "make_plan", "output_path"]
+
+logger = logging.getLogger("inspector")
 
 DEFAULT_OUT = Path("inspector-runs")
 
 _PASSES = {"erf": "receptive_field", "gates": "importance", "pruning": "pruning"}
 """Model passes after the capture, in the order they run, by the need that asks for them
 (pruning orders units by their gate gradients: it needs the importance pass too)."""
+
+
+def _passes(needs: set[str]) -> tuple[str, ...]:
+    if "pruning" in needs:
+        needs = needs | {"gates"}
+    return tuple(step for need, step in _PASSES.items() if need in needs)
+
+
+PASSES_OF: dict[str, tuple[str, ...]] = {name: _passes(REGISTRY.needs([name])) for name in REGISTRY}
+"""The model passes each analysis is computed from (a failed pass fails these)."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +63,6 @@ class Plan:
         gateable: Units the gradient passes can gate: attention paths with their head
             counts under ``heads``; channel layers are those captured.
         images: The images, the ``--limit`` subset chosen with the seed.
-        gradient_images: Images of the gradient and ablation passes.
         device: Where the model runs.
         output: The run file's path.
         fingerprint: What a resumed run must match (JSON).
@@ -63,7 +76,6 @@ class Plan:
     capture: hooks.CaptureOptions
     gateable: Mapping[str, int]
     images: ImageSet
-    gradient_images: int
     device: torch.device
     output: Path
     fingerprint: str
@@ -79,7 +91,7 @@ def _safe_name(name: str) -> str:
 def output_path(out: str | Path | None, name: str) -> Path:
     """The run file for ``--out`` (a folder, or a path ending in ``.h5``); folders made."""
     out = DEFAULT_OUT if out is None else Path(out)
-    if out.suffix in (".h5", ".hdf5"):
+    if out.suffix.lower() in (".h5", ".hdf5"):  # RUN.H5 too: a file, never a folder
         path = out
     else:
         if out.exists() and not out.is_dir():
@@ -92,8 +104,11 @@ def output_path(out: str | Path | None, name: str) -> Path:
     return path
 
 
-def capture_options(net: nn.Module, opts: AnalyzeOptions) -> hooks.CaptureOptions:
-    """What ``inspector analyze``'s capture pass reads of ``net`` under ``opts``."""
+def capture_options(
+    net: nn.Module, opts: AnalyzeOptions, images: int | None = None
+) -> hooks.CaptureOptions:
+    """What ``inspector analyze``'s capture pass reads of ``net`` under ``opts``
+    (``images``: the image set's size, which fixes the image groups of the intervals)."""
     found = hooks.find_attention(net)
     attention = list(found)
     sites = hooks.find_channels(net)
@@ -110,6 +125,9 @@ def capture_options(net: nn.Module, opts: AnalyzeOptions) -> hooks.CaptureOption
         channels=channels or None,
         keep_maps=opts.keep_maps,
         positions=opts.positions,
+        seed=opts.seed,
+        images=images,
+        group_summary=correlation_summary,
         group_size=group,
         summaries=attention_summaries(),
         geometry=opts.geometry,
@@ -135,6 +153,7 @@ def _meta(
         "input_size": list(data_config["input_size"]),
         "data_config": {k: v for k, v in data_config.items() if k != "crop_mode"},
         "images_source": images.source,
+        **({"images_labels": images.labelling} if images.labelling else {}),
         "module_order": [n for n, _ in net.named_modules() if n],
         "device": str(device),
         "options": dict(opts.fingerprint()) | {"analyses": list(opts.analyses)},
@@ -160,12 +179,20 @@ def make_plan(
         images: The images (already the seeded subset).
         data_config: timm's preprocessing of the model.
     """
-    analyses = tuple(name for name in REGISTRY if name in opts.analyses)
-    needs = REGISTRY.needs(list(analyses))
-    if "pruning" in needs:
-        needs.add("gates")
-    passes = tuple(step for need, step in _PASSES.items() if need in needs)
-    capture = capture_options(net, opts)
+    analyses = REGISTRY.closure(opts.analyses)
+    added = [n for n in analyses if n not in opts.analyses]
+    if added and leader:
+        logger.info(
+            "also running %s: %s",
+            ", ".join(added),
+            "; ".join(
+                f"{n} needs {', '.join(sorted(REGISTRY.requires(n)))}"
+                for n in opts.analyses
+                if REGISTRY.requires(n) - set(opts.analyses)
+            ),
+        )
+    passes = _passes(REGISTRY.needs(list(analyses)))
+    capture = capture_options(net, opts, len(images))
     chosen = set(capture.attention or ())
     gateable = {n: h for n, h in hooks.gateable_heads(net).items() if n in chosen}
     fingerprint = json.dumps(
@@ -176,6 +203,9 @@ def make_plan(
             "weights_source": info["weights_source"],
             "images": images.source,
             "count": len(images),
+            # which images: names, sizes and content (a renamed or edited image changes it)
+            "images_sha256": images.identity(),
+            "image_ids_sha256": hashlib.sha256("\0".join(images.ids).encode()).hexdigest(),
             **opts.fingerprint(),
         },
         sort_keys=True,
@@ -188,7 +218,6 @@ def make_plan(
         capture=capture,
         gateable=gateable,
         images=images,
-        gradient_images=opts.erf_images,
         device=device,
         output=output_path(out, str(info["model"])),
         fingerprint=fingerprint,

@@ -55,6 +55,13 @@ class Step:
             return elapsed / self.done * (self.total - self.done)
         return max(0.0, self.progress.scaled(self.name) - elapsed)
 
+    def extend(self, n: int) -> None:
+        """Add ``n`` items to the total (an adaptive pass that takes another batch)."""
+        self.total += max(0, n)
+        if self.bar is not None:
+            self.bar.total = self.total
+            self.bar.refresh()
+
     def update(self, n: int = 1) -> None:
         self.done += n
         eta = self.progress.eta(self)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .._errors import InspectorError
-from .._images import ImageSet, model_transform, open_images
+from .._images import ImageSet, model_class_names, model_transform, open_images
 from .._models import create_model, resolve_model_name
 from .._options import AnalyzeOptions
 
@@ -47,14 +47,23 @@ class Resolved:
     device: torch.device
 
 
-def _model(model: str | nn.Module, opts: AnalyzeOptions) -> tuple[nn.Module, dict[str, Any]]:
+def module_name(model: nn.Module, name: str | None = None) -> str:
+    """The name a module passed to the API runs under: ``name``, else timm's
+    ``pretrained_cfg`` architecture (a timm model built by the caller, perhaps
+    re-parameterized), else its class name."""
+    if name:
+        return name
+    cfg = getattr(model, "pretrained_cfg", None)
+    architecture = cfg.get("architecture") if isinstance(cfg, dict) else None
+    return str(architecture or type(model).__name__)
+
+
+def _model(
+    model: str | nn.Module, opts: AnalyzeOptions, name: str | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
     if isinstance(model, nn.Module):
-        # a timm model names its architecture (``mobileone_s0``), not just its class
-        cfg = getattr(model, "pretrained_cfg", None)
-        arch = cfg.get("architecture") if isinstance(cfg, dict) else None
-        name = str(arch) if isinstance(arch, str) and arch else type(model).__name__
         info = {
-            "model": name,
+            "model": module_name(model, name),
             "model_requested": type(model).__name__,
             "resolution": "custom module",
             "weights_source": "given",
@@ -80,17 +89,31 @@ def _model(model: str | nn.Module, opts: AnalyzeOptions) -> tuple[nn.Module, dic
         "weights_source": weights.source,
         "weights_reason": weights.reason,
         "weights_path": weights.path or "",
+        "reparameterized": weights.reparameterized,
     }
     return net.eval(), info
 
 
-def resolve(model: str | nn.Module, images: Any, opts: AnalyzeOptions) -> Resolved:
-    """The device, the model with its weights, and the seeded image subset."""
+def resolve(
+    model: str | nn.Module, images: Any, opts: AnalyzeOptions, *, name: str | None = None
+) -> Resolved:
+    """The device, the model with its weights, and the seeded image subset (``name``: the
+    run's model name for a module, see :func:`module_name`)."""
     device = resolve_device(opts.device)
-    net, info = _model(model, opts)
+    net, info = _model(model, opts, name)
     net = net.to(device)
-    transform, data_config = model_transform(net)
-    image_set = open_images(images, transform, opts.limit, seed=opts.seed)
-    for line in image_set.warnings:
-        logger.warning(line)
+    transform, data_config = model_transform(net, opts.preprocessing())
+    classes = getattr(net, "num_classes", None)
+    image_set = open_images(  # warns once about skipped images
+        images,
+        transform,
+        opts.limit,
+        seed=opts.seed,
+        num_classes=classes if isinstance(classes, int) and classes > 0 else None,
+        class_names=model_class_names(net),
+    )
+    if image_set.labelling.startswith("no labels"):
+        logger.warning("%s: %s", image_set.source, image_set.labelling)
+    elif image_set.labelling:
+        logger.info("%s: %s", image_set.source, image_set.labelling)
     return Resolved(net, info, image_set, data_config, device)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ._export import export_tables as export_tables
 from ._rows import LayerRow as LayerRow
 from ._rows import RunResults as RunResults
+from ._rows import failed_analyses as failed_analyses
 from ._rows import layer_rows as layer_rows
 from ._terminal import describe as describe
 from ._terminal import describe_models as describe_models
@@ -34,6 +35,7 @@ __all__ = [
     "describe",
     "describe_models",
     "export_tables",
+    "failed_analyses",
     "layer_rows",
     "print_summary",
     "run_view",

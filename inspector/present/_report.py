@@ -12,11 +12,21 @@ import numpy as np
 
 import reports
 
-from .._images import builtin_images_dir
+from .._errors import InspectorError, RunFileError
+from .._files import regular_file_problem
+from .._images import builtin_images_dir, decode_image
 from .._version import __version__
-from ..analyzers import GLOBAL, LOCAL, ErfLayer
+from ..analyzers import GLOBAL, LOCAL, ErfLayer, uniform_erf_distance
 from ..store import Run, table_rows
-from ._rows import RunResults, agreement_text, in_model_order, layer_rows
+from ._rows import (
+    RunResults,
+    agreement_text,
+    failed_analyses,
+    in_model_order,
+    layer_rows,
+    pass_counts,
+)
+from ._verdict import compare_verdict, verdict
 
 __all__ = ["compare_view", "run_view", "write_compare_report", "write_run_report"]
 
@@ -30,14 +40,31 @@ _NOTES = (
     "images. The raw variant and the prefix mass are stored in the run file.",
     "Effective receptive field (§3): mean over images of |∂s/∂x| summed over colour "
     "channels, s = Σ_c y[c, centre]; transformer blocks after the residual, attention "
-    "branches before it. ERF mean distance is directly comparable with attention distance.",
+    "branches before it; 95 % percentile-bootstrap interval over images of its mean "
+    "distance. The ERF is cumulative (the input's influence through every layer below), "
+    "attention distance is one layer's own reach: ERF mean distance is compared with the "
+    "centre-query distance MAD_centre (both measured from the centre unit), never with "
+    "MAD, which averages over every query, corners included. The theoretical receptive "
+    "field (TRF) is the side of the input region that can reach the centre unit at all, "
+    "from the traced kernel, stride, dilation and padding arithmetic ('all' after global "
+    "attention or pooling). RepLKNet area ratios follow their protocol (ReLU'd centre "
+    "activations and gradients, log10(M + 1) / max, squares centred on the unit's pixel); "
+    "they depend on the input size (published at 1024 px) and the map's scale.",
     "Redundancy (§4): heads compared by debiased linear CKA of their outputs (unbiased "
     "HSIC), channels by Pearson correlation (|r|) and, like for like, by debiased CKA on "
     "groups of head width. Redundancy = 1 − effective units / units, with the effective "
-    "number the participation ratio of the similarity matrix's eigenvalues.",
+    "number the participation ratio of the similarity matrix's eigenvalues (for |r|, with "
+    "the first-order small-sample correction). Rows are token positions drawn at random, "
+    "stratified over the grid, per image (--positions); a layer with fewer rows than 5 × "
+    "its width is flagged. The CKA redundancy's 95 % interval is a batch-means interval "
+    "over up to 20 contiguous image groups (t with groups − 1 degrees of freedom); the |r| "
+    "summaries' the same way, from each group's own correlation matrix.",
     "Importance and pruning (§5): |∂L/∂ξ| of a gate on each unit, L the cross-entropy of "
-    "the model's own top-1; per-layer L2 then model-wide min–max normalisation. Units are "
-    "removed in increasing importance; agreement is top-1 agreement with the full model.",
+    "the model's own top-1 (the label where given), estimated on the first images; units "
+    "are removed in increasing importance (the order is stated with the curve) and the "
+    "curve is measured on the held-out rest; agreement is top-1 agreement with the full "
+    "model with a 95 % Wilson interval, and a fraction counts as removable only when the "
+    "interval's lower bound clears the threshold.",
     f"Findings call a head local below {LOCAL:.0%} and global above {GLOBAL:.0%} of the "
     "distance uniform attention would have on the same grid.",
 )
@@ -68,16 +95,18 @@ def _float(value: Any) -> float | None:
 
 
 def _image(run: Run, sample_id: str) -> np.ndarray | None:
-    from PIL import Image
 
     source = str(run.meta.get("images_source", ""))
     root = builtin_images_dir() if source == "builtin" else Path(source)
     path = root / sample_id if root.is_dir() else root
-    if not path.is_file():
+    if regular_file_problem(path) is not None:  # gone, or a pipe or device: no picture
         return None
     height, width = run.meta.get("input_size", [3, 224, 224])[-2:]
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB").resize((width, height)))
+    try:
+        image = decode_image(path)
+    except Exception:  # changed or damaged since the run: the gallery leaves it out
+        return None
+    return np.asarray(image.resize((width, height)))
 
 
 def _gallery(run: Run, depth: dict[str, float]) -> tuple[reports.AttentionSample, ...]:
@@ -132,6 +161,7 @@ def _sections(run: Run, results: RunResults) -> dict[str, Any]:
     erf = in_model_order(run, dict(erf_layers))
     heads = in_model_order(run, dict(results.heads.layers) if results.heads else {})
     channels = in_model_order(run, dict(results.channels.layers) if results.channels else {})
+    grouped = {n: v.grouped for n, v in channels.items() if v.grouped is not None}
     importance = in_model_order(run, dict(results.importance.layers) if results.importance else {})
     pruning = results.pruning.summary if results.pruning else {}
     threshold = results.pruning.threshold if results.pruning else math.nan
@@ -139,7 +169,16 @@ def _sections(run: Run, results: RunResults) -> dict[str, Any]:
     out: dict[str, Any] = {
         "attention_distance": tuple(
             reports.AttentionDistance(
-                name, depth[name], v.mean, _float(v.uniform), v.std, v.windowed
+                name,
+                depth[name],
+                v.mean,
+                _float(v.uniform),
+                v.std,
+                v.windowed,
+                centre_distance=v.centre_mean,
+                centre_uniform=_float(v.centre_uniform),
+                head_interval=_pair(v.mean_low, v.mean_high),
+                centre_interval=_pair(v.centre_low, v.centre_high),
             )
             for name, v in distance.items()
         ),
@@ -153,6 +192,9 @@ def _sections(run: Run, results: RunResults) -> dict[str, Any]:
                 series.get(v.branch, "ERF"),
                 v.map,
                 v.centre,
+                low=_float(v.mean_distance_low),
+                high=_float(v.mean_distance_high),
+                theoretical_rf=None if v.theoretical_rf is None else float(v.theoretical_rf),
             )
             for name, v in erf.items()
         ),
@@ -166,10 +208,15 @@ def _sections(run: Run, results: RunResults) -> dict[str, Any]:
                 float(v.mean_similarity),
                 _float(v.mean_max_similarity),
                 measure,
+                _float(v.redundancy_low),
+                _float(v.redundancy_high),
+                int(v.rows or 0),
+                bool(v.sample_limited),
             )
             for kind, measure, source in (
                 ("head", "debiased CKA", heads),
-                ("channel", "|Pearson r|", channels),
+                ("channel", "debiased CKA, channel groups", grouped),
+                ("channel", "|Pearson r|, secondary", channels),
             )
             for name, v in source.items()
             if _float(v.effective_units) is not None
@@ -177,6 +224,13 @@ def _sections(run: Run, results: RunResults) -> dict[str, Any]:
         "similarity": tuple(
             reports.SimilarityMatrix(name, "head", np.nan_to_num(v.cka), "debiased CKA")
             for name, v in heads.items()
+        )
+        + tuple(
+            reports.SimilarityMatrix(
+                name, "channel", np.nan_to_num(v.grouped_cka), "debiased CKA, channel groups"
+            )
+            for name, v in channels.items()
+            if v.grouped_cka is not None
         ),
         "importance": tuple(
             reports.ImportanceLayer(name, depth.get(name, 0.0), _KIND[v.kind], v.normalised)
@@ -190,10 +244,23 @@ def _sections(run: Run, results: RunResults) -> dict[str, Any]:
                 v.kl,
                 _float(v.prunable_fraction),
                 threshold=threshold,
+                low=v.agreement_low,
+                high=v.agreement_high,
+                images=int(v.images or 0),
+                importance_images=int(v.importance_images or 0),
+                accuracy=v.accuracy,
+                accuracy_low=v.accuracy_low,
+                accuracy_high=v.accuracy_high,
+                labelled=int(v.labelled or 0),
             )
             for kind, v in pruning.items()
         ),
     }
+    height, width = (run.meta.get("input_size") or [3, 224, 224])[-2:]
+    model = results.erf.summary.get("model") if results.erf else None
+    out["erf_uniform"] = uniform_erf_distance(int(height), int(width)) if erf else None
+    out["erf_warning"] = model.reason if model is not None and model.degenerate else ""
+    out["pass_images"] = tuple(pass_counts(results))
     return out
 
 
@@ -220,22 +287,42 @@ def _findings(run: Run, sections: dict[str, Any]) -> tuple[str, ...]:
             "top-1 agreement"
         )
     erf = [e for e in sections["erf"] if e.series != "attention branch"]
-    if len(erf) > 1:
+    if sections.get("erf_warning"):
+        found.append(f"ERF not interpreted: {sections['erf_warning']}")
+    elif len(erf) > 1:
         found.append(
             f"ERF mean distance grows from {erf[0].mean_distance:.0f} px ({erf[0].name}) "
             f"to {erf[-1].mean_distance:.0f} px ({erf[-1].name})"
         )
-    for kind in ("head", "channel"):
-        layers = [r for r in sections["redundancy"] if r.kind == kind]
+    for kind, what in (("head", "heads"), ("channel", "channel groups")):
+        # like for like only: |r| over single channels is a different, secondary measure
+        layers = [
+            r for r in sections["redundancy"] if r.kind == kind and "secondary" not in r.measure
+        ]
         if layers:
             top = max(layers, key=lambda r: 1 - r.effective_units / r.units)
             found.append(
-                f"{kind}s are most redundant in {top.name}: "
+                f"{what} are most redundant in {top.name} ({top.measure}): "
                 f"{top.effective_units:.1f} effective of {top.units}"
+                + interval_suffix(top.redundancy_low, top.redundancy_high)
             )
     if run.meta.get("weights_source") == "random":
         found.append("weights are RANDOM: these numbers describe an untrained network")
     return tuple(found)
+
+
+def _pair(low: np.ndarray | None, high: np.ndarray | None) -> np.ndarray | None:
+    """``[2, n]`` interval ends, or None when either is missing."""
+    if low is None or high is None:
+        return None
+    return np.vstack([np.asarray(low, dtype=float), np.asarray(high, dtype=float)])
+
+
+def interval_suffix(low: float | None, high: float | None) -> str:
+    """`` (redundancy 95 % [low, high])`` when an interval exists, else nothing."""
+    if low is None or high is None or math.isnan(low) or math.isnan(high):
+        return ""
+    return f" (redundancy 95 % [{low:.2f}, {high:.2f}])"
 
 
 def _table(run: Run, results: RunResults) -> reports.Table:
@@ -244,28 +331,75 @@ def _table(run: Run, results: RunResults) -> reports.Table:
         "layer",
         "kind",
         "units",
+        "CKA redundancy (like for like)",
+        "CKA redundancy 95 % low",
+        "CKA redundancy 95 % high",
+        "|r| redundancy (secondary)",
+        "|r| redundancy 95 % low",
+        "|r| redundancy 95 % high",
+        "rows",
+        "sample-limited",
         "MAD px",
         "MAD min",
         "MAD max",
+        "MAD_centre px",
+        "MAD_centre low",
+        "MAD_centre high",
         "ERF px",
+        "ERF low",
+        "ERF high",
+        "TRF px",
         "r50 px",
-        "redundancy",
+        "r50 low",
+        "r50 high",
+        "r90 px",
+        "r90 low",
+        "r90 high",
     )
     cells = tuple(
         (
             r.layer,
             r.kind,
             r.units,
+            _float(r.redundancy),
+            _float(r.redundancy_low),
+            _float(r.redundancy_high),
+            _float(r.correlation_redundancy),
+            _float(r.correlation_low),
+            _float(r.correlation_high),
+            r.rows,
+            "yes" if r.sample_limited else "no",
             _float(r.distance),
             _float(r.distance_min),
             _float(r.distance_max),
+            _float(r.centre),
+            _float(r.centre_low),
+            _float(r.centre_high),
             _float(r.erf_distance),
+            _float(r.erf_low),
+            _float(r.erf_high),
+            "all" if math.isinf(r.theoretical_rf) else _float(r.theoretical_rf),
             _float(r.erf_radius_50),
-            _float(r.redundancy),
+            _float(r.r50_low),
+            _float(r.r50_high),
+            _float(r.erf_radius_90),
+            _float(r.r90_low),
+            _float(r.r90_high),
         )
         for r in rows
     )
-    return reports.Table("per-layer numbers", columns, cells, "one row per captured or ERF layer")
+    return reports.Table(
+        "per-layer numbers",
+        columns,
+        cells,
+        "one row per captured or ERF layer; CKA redundancy: debiased CKA between heads, or "
+        "between channel groups of head width (like for like), with its 95 % batch-means "
+        "interval over contiguous image groups; |r| redundancy: single channels, secondary "
+        "(depends on the channel count), its interval the same way; rows: sampled "
+        "positions x images; MAD_centre (mean over heads), ERF mean distance and the ERF "
+        "radii holding 50 % / 90 % of its mass (r50, r90) with 95 % bootstrap intervals "
+        "over images; TRF: theoretical receptive field side ('all': unbounded)",
+    )
 
 
 def _head_table(run: Run) -> reports.Table | None:
@@ -284,9 +418,10 @@ def _head_table(run: Run) -> reports.Table | None:
         "per-head numbers",
         names,
         cells,
-        "one row per attention head: distance (px), entropy (nats), prefix mass, importance, "
+        "one row per attention head: distance MAD and MAD_centre (px), entropy (nats), "
+        "prefix mass, importance; _low/_high: 95 % bootstrap interval over images; "
         f"locality (local below {LOCAL:.0%}, global above {GLOBAL:.0%} of the uniform "
-        "distance); docs/metrics.md §1, §2, §5",
+        "distance); docs/metrics.md §1, §2, §5, §7",
     )
 
 
@@ -306,6 +441,8 @@ def run_view(run: Run) -> reports.RunReport:
     warnings = []
     if not run.complete:
         warnings.append("this run is incomplete")
+    if sections["erf_warning"]:
+        warnings.append(sections["erf_warning"])
     broken = [n for n, layer in run.layers.items() if layer.attrs.get("nonfinite_batches")]
     if broken:
         more = f" and {len(broken) - 8} more" if len(broken) > 8 else ""
@@ -316,7 +453,14 @@ def run_view(run: Run) -> reports.RunReport:
     notes = {
         name: note for analysis in run.analysis for name, note in run.result(analysis).notes.items()
     }
+    warnings += [f"analysis {name} failed: {why}" for name, why in failed_analyses(run).items()]
     warnings += [f"{name}: {note}" for name, note in list(notes.items())[:6]]
+    limited = [r.layer for r in layer_rows(run, results) if r.sample_limited]
+    if limited:
+        warnings.append(
+            f"{len(limited)} layer(s) sample-limited (rows < 5 x width): "
+            f"{', '.join(limited[:6])}{' ...' if len(limited) > 6 else ''}; raise --positions"
+        )
     timings = meta.get("timings") if isinstance(meta.get("timings"), dict) else {}
     header = reports.RunHeader(
         model=str(meta.get("model", "")),
@@ -334,9 +478,11 @@ def run_view(run: Run) -> reports.RunReport:
             ("device", str(meta.get("device", ""))),
         ),
     )
+    answer = verdict(results, len(run.sample_ids))
     return reports.RunReport(
         header=header,
         findings=_findings(run, sections),
+        verdict=tuple(t for t in (answer.overall, answer.heads, *answer.blocks) if t),
         attention_maps=_gallery(run, {}),
         notes=_NOTES,
         tables=tuple(t for t in (_head_table(run), _table(run, results)) if t is not None),
@@ -344,21 +490,68 @@ def run_view(run: Run) -> reports.RunReport:
     )
 
 
+_INCONSISTENT = (
+    reports.ReportError,
+    ValueError,
+    KeyError,
+    TypeError,
+    IndexError,
+    AttributeError,
+    ArithmeticError,
+)
+"""What building or rendering a view raises on numbers that do not fit together (a
+``ViewError`` from a record's checks, a ``KeyError`` for a missing field): the run file
+is inconsistent, even when its checksums match (it was edited and re-sealed, or written
+by something else)."""
+
+
+def _render(runs: Sequence[Run], render: Any) -> str:
+    """``render()``, its failures on inconsistent data turned into one clean line."""
+    try:
+        return str(render())
+    except _INCONSISTENT as exc:
+        files = ", ".join(str(run.path) for run in runs)
+        detail = " ".join(str(exc).split())[:300]
+        raise RunFileError(
+            f"{files} holds data its report cannot show ({type(exc).__name__}: {detail}); "
+            "the file is inconsistent (edited, or not written by inspector): run the "
+            "analysis again"
+        ) from exc
+
+
+def _write(html: str, path: str | Path) -> Path:
+    try:
+        return reports.write_report(html, Path(path))
+    except reports.ReportError as exc:  # a folder that is missing, read-only or full
+        raise InspectorError(str(exc)) from exc
+
+
 def write_run_report(run: Run, path: str | Path) -> Path:
-    """Render and atomically write the run report."""
-    return reports.write_report(reports.render_run_report(run_view(run)), Path(path))
+    """Render and atomically write the run report.
+
+    Raises:
+        RunFileError: The run's content cannot be shown (inconsistent numbers).
+        InspectorError: The report cannot be written (folder missing, read-only, full).
+    """
+    return _write(_render([run], lambda: reports.render_run_report(run_view(run))), path)
 
 
 def compare_view(runs: Sequence[Run]) -> reports.CompareReport:
     """One report comparing runs on shared axes (depth as a fraction of the network)."""
     items = []
+    degenerate: dict[str, str] = {}
     labels: set[str] = set()
+    answers: list[tuple[str, RunResults, int]] = []
     for run in runs:
         label = run.model
         if label in labels:
             label = f"{label} ({run.meta.get('weights_source')}, {run.path.name})"
         labels.add(label)
-        sections = _sections(run, RunResults.of(run))
+        results = RunResults.of(run)
+        answers.append((label, results, len(run.sample_ids)))
+        sections = _sections(run, results)
+        if sections["erf_warning"]:
+            degenerate[label] = sections["erf_warning"]
         items.append(
             reports.CompareRun(
                 label,
@@ -374,12 +567,15 @@ def compare_view(runs: Sequence[Run]) -> reports.CompareReport:
         tuple(items),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         tool_version=__version__,
-        findings=_compare_findings(items),
+        findings=_compare_findings(items, degenerate),
         notes=_NOTES,
+        verdict=compare_verdict(answers),
     )
 
 
-def _compare_findings(items: Sequence[reports.CompareRun]) -> tuple[str, ...]:
+def _compare_findings(
+    items: Sequence[reports.CompareRun], degenerate: Mapping[str, str]
+) -> tuple[str, ...]:
     found = []
     for item in items:
         parts = []
@@ -390,7 +586,9 @@ def _compare_findings(items: Sequence[reports.CompareRun]) -> tuple[str, ...]:
                 f"({first.name}) to {float(np.nanmean(last.head_distance)):.0f} px ({last.name})"
             )
         blocks = [e for e in item.erf if e.series != "attention branch"]
-        if blocks:
+        if item.label in degenerate:
+            parts.append(f"ERF not interpreted ({degenerate[item.label]})")
+        elif blocks:
             parts.append(
                 f"ERF mean distance {blocks[0].mean_distance:.0f} to "
                 f"{blocks[-1].mean_distance:.0f} px"
@@ -409,4 +607,7 @@ def _compare_findings(items: Sequence[reports.CompareRun]) -> tuple[str, ...]:
 
 
 def write_compare_report(runs: Sequence[Run], path: str | Path) -> Path:
-    return reports.write_report(reports.render_compare_report(compare_view(runs)), Path(path))
+    """Render and atomically write one report comparing ``runs`` (errors as for
+    :func:`write_run_report`)."""
+    html = _render(runs, lambda: reports.render_compare_report(compare_view(runs)))
+    return _write(html, path)

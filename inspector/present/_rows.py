@@ -3,6 +3,7 @@ wording of numbers that come from parameters."""
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -21,7 +22,30 @@ from ..analyzers import (
 )
 from ..store import Run
 
-__all__ = ["LayerRow", "RunResults", "agreement_text", "in_model_order", "layer_rows"]
+__all__ = [
+    "LayerRow",
+    "RunResults",
+    "agreement_text",
+    "failed_analyses",
+    "in_model_order",
+    "interval_text",
+    "layer_rows",
+    "pass_counts",
+    "precision",
+]
+
+
+def failed_analyses(run: Run) -> dict[str, str]:
+    """Analyses that failed in the run (name -> reason; root attribute ``failed_analyses``,
+    a JSON object); the others were written."""
+    failed = run.meta.get("failed_analyses")
+    if isinstance(failed, str):
+        try:
+            failed = json.loads(failed)
+        except ValueError:
+            return {"?": failed}
+    return {str(k): str(v) for k, v in failed.items()} if isinstance(failed, dict) else {}
+
 
 R = TypeVar("R", bound=AnalysisResult)
 
@@ -66,6 +90,25 @@ def agreement_text(threshold: float) -> str:
     return f"{threshold * 100:.3g} %"
 
 
+def precision(low: float, high: float, most: int = 4) -> int:
+    """Decimals an interval supports: one significant digit of its half-width."""
+    half = (high - low) / 2
+    if not (math.isfinite(half) and half > 0):
+        return most
+    return int(min(most, max(0, -math.floor(math.log10(half)))))
+
+
+def interval_text(value: float, low: float, high: float) -> str:
+    """``0.48 [0.43, 0.49]`` with the precision the interval supports; the value alone
+    (two decimals) without an interval."""
+    if value is None or not math.isfinite(value):
+        return "-"
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return f"{value:.2f}"
+    digits = precision(low, high)
+    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
 def in_model_order(run: Run, layers: dict[str, Any]) -> dict[str, Any]:
     """``layers`` in the model's module order (names it does not list last, by name)."""
     order = {n: i for i, n in enumerate(run.meta.get("module_order", []))}
@@ -86,6 +129,27 @@ class LayerRow:
         erf_distance: ERF mean distance (px).
         erf_radius_50: ERF radius holding 50 % of the mass (px).
         redundancy: Head or channel redundancy (``1 − effective / units``).
+        centre: Mean over heads of ``MAD_centre`` (px); NaN if none.
+        centre_low: Mean over heads of its interval's low end.
+        centre_high: The same, high end.
+        erf_low: ERF mean distance interval, low end (NaN if not measured).
+        erf_high: Its high end.
+        theoretical_rf: Theoretical receptive field side (px; inf unbounded).
+        erf_radius_90: ERF radius holding 90 % of the mass (px).
+        r50_low: ``erf_radius_50``'s bootstrap interval, low end (NaN if not measured).
+        r50_high: Its high end.
+        r90_low: ``erf_radius_90``'s interval, low end.
+        r90_high: Its high end.
+        redundancy: Like-for-like redundancy (``1 − effective / units``): debiased CKA
+            between heads, or between channel groups of head width (METRICS.md §4).
+        redundancy_low: Its 95 % interval, low end (NaN without one).
+        redundancy_high: Its high end.
+        correlation_redundancy: Channels only: from |Pearson r| between single channels
+            (secondary, depends on the channel count).
+        correlation_low: Its 95 % interval, low end (NaN without one).
+        correlation_high: Its high end.
+        rows: Rows the layer's statistics were estimated from (0 when unknown).
+        sample_limited: Rows < 5 × the layer's width.
     """
 
     layer: str
@@ -97,6 +161,61 @@ class LayerRow:
     erf_distance: float
     erf_radius_50: float
     redundancy: float
+    centre: float = math.nan
+    centre_low: float = math.nan
+    centre_high: float = math.nan
+    erf_low: float = math.nan
+    erf_high: float = math.nan
+    theoretical_rf: float = math.nan
+    erf_radius_90: float = math.nan
+    r50_low: float = math.nan
+    r50_high: float = math.nan
+    r90_low: float = math.nan
+    r90_high: float = math.nan
+    redundancy_low: float = math.nan
+    redundancy_high: float = math.nan
+    correlation_redundancy: float = math.nan
+    correlation_low: float = math.nan
+    correlation_high: float = math.nan
+    rows: int = 0
+    sample_limited: bool = False
+
+
+def _or_nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _centre(layer: Any) -> dict[str, float]:
+    """Mean over heads of ``MAD_centre`` and of its interval's ends (NaN when absent)."""
+    if layer is None or layer.centre_mean is None:
+        return {}
+    out = {}
+    for key, values in (
+        ("centre", layer.centre_mean),
+        ("centre_low", layer.centre_low),
+        ("centre_high", layer.centre_high),
+    ):
+        finite = np.asarray(values, dtype=float)
+        finite = finite[np.isfinite(finite)]
+        out[key] = float(finite.mean()) if finite.size else math.nan
+    return out
+
+
+def pass_counts(results: RunResults) -> list[str]:
+    """How many images each gradient pass used, as the terminal and report state it."""
+    lines = []
+    if results.erf is not None:
+        images = {v.images for v in results.erf.layers.values() if v.images}
+        if images:
+            lines.append(f"ERF pass: {max(images)} images")
+    if results.pruning is not None:
+        for kind, curve in results.pruning.summary.items():
+            if curve.images:
+                lines.append(
+                    f"{kind} pruning: importance on {curve.importance_images} images, curve "
+                    f"on {curve.images} held-out images"
+                )
+    return lines
 
 
 def layer_rows(run: Run, results: RunResults | None = None) -> list[LayerRow]:
@@ -118,7 +237,9 @@ def layer_rows(run: Run, results: RunResults | None = None) -> list[LayerRow]:
         mean = np.asarray(distance[name].mean if name in distance else [nan], dtype=float)
         measured = bool(np.isfinite(mean).any())
         receptive = erf.get(name)
-        redundancy = heads.get(name) or channels.get(name)
+        channel = channels.get(name)
+        redundancy = heads.get(name) or (channel.grouped if channel is not None else None)
+        source = heads.get(name) or channel
         if layer is not None:
             kind = layer.kind
             units = str(layer.attrs.get("heads") or layer.attrs.get("channels"))
@@ -135,6 +256,27 @@ def layer_rows(run: Run, results: RunResults | None = None) -> list[LayerRow]:
                 erf_distance=receptive.mean_distance if receptive else nan,
                 erf_radius_50=receptive.radius_50 if receptive else nan,
                 redundancy=redundancy.redundancy if redundancy else nan,
+                **_centre(distance.get(name)),
+                erf_low=_or_nan(receptive.mean_distance_low if receptive else None),
+                erf_high=_or_nan(receptive.mean_distance_high if receptive else None),
+                theoretical_rf=_or_nan(receptive.theoretical_rf if receptive else None),
+                redundancy_low=_get(redundancy, "redundancy_low"),
+                redundancy_high=_get(redundancy, "redundancy_high"),
+                correlation_redundancy=channel.redundancy if channel is not None else nan,
+                correlation_low=_get(channel, "redundancy_low"),
+                correlation_high=_get(channel, "redundancy_high"),
+                rows=int(getattr(source, "rows", None) or 0),
+                sample_limited=bool(getattr(source, "sample_limited", None) or False),
+                erf_radius_90=receptive.radius_90 if receptive else nan,
+                r50_low=_or_nan(receptive.radius_50_low if receptive else None),
+                r50_high=_or_nan(receptive.radius_50_high if receptive else None),
+                r90_low=_or_nan(receptive.radius_90_low if receptive else None),
+                r90_high=_or_nan(receptive.radius_90_high if receptive else None),
             )
         )
     return rows
+
+
+def _get(stats: Any, key: str) -> float:
+    found = None if stats is None else getattr(stats, key, None)
+    return math.nan if found is None else float(found)

@@ -3,6 +3,9 @@
 from ._frames import TABLES as TABLES
 from ._frames import table_rows as table_rows
 from ._frames import to_dataframe as to_dataframe
+from ._lock import claim_output as claim_output
+from ._lock import images_kept as images_kept
+from ._lock import refuse_existing as refuse_existing
 from ._reader import Layer as Layer
 from ._reader import LayerList as LayerList
 from ._reader import Run as Run
@@ -28,8 +31,11 @@ __all__ = [
     "LayerList",
     "Run",
     "RunWriter",
+    "claim_output",
+    "images_kept",
     "partial_path",
     "read_run",
+    "refuse_existing",
     "table_rows",
     "to_dataframe",
 ]

@@ -13,6 +13,7 @@ import numpy as np
 from ._schema import ENCODING_TYPE, ENCODING_VERSION, SCHEMA_VERSION, TYPE
 
 __all__ = [
+    "checksum_options",
     "decode_name",
     "encode_name",
     "read_attrs",
@@ -75,6 +76,17 @@ def _overwrite(dataset: h5py.Dataset, array: np.ndarray) -> bool:
     return True
 
 
+def checksum_options(array: np.ndarray, *, chunked: bool = False) -> dict[str, Any]:
+    """``fletcher32`` (and the chunked layout it needs) for every dataset that can have
+    it: not scalars, not empty fixed-size arrays, not variable-length strings (HDF5
+    filters do not apply to them). The manifest covers those (``_checksum``)."""
+    if h5py.check_string_dtype(array.dtype) is not None or array.dtype.kind == "O":
+        return {}
+    if array.ndim == 0 or (array.size == 0 and not chunked):
+        return {}
+    return {"fletcher32": True, **({} if chunked else {"chunks": True})}
+
+
 def _chunks(array: np.ndarray, chunk_axes: int | None) -> tuple[int, ...] | bool:
     """One chunk per item of the leading axes (e.g. one attention map per chunk)."""
     if chunk_axes is None or array.ndim <= chunk_axes:
@@ -125,6 +137,7 @@ def write_array(
         if resizable:
             options["maxshape"] = (None, *array.shape[1:])
             options.setdefault("chunks", True)
+        options.update(checksum_options(array, chunked="chunks" in options))
         dataset = group.create_dataset(name, data=array, **options)
     tag(dataset, kind)
     if dims is not None:

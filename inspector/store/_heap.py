@@ -23,21 +23,44 @@ _HEADER = 16  # signature, version, 3 reserved bytes, collection size (8-byte le
 _OBJECT_HEADER = 16  # index (2), reference count (2), reserved (4), size (8)
 
 
-def _align(size: int) -> int:
-    return (size + 7) & ~7
+_SIZE_T = 1 << 64
+"""libhdf5 computes each step in ``size_t``: modulo 2**64 on a 64-bit machine."""
+
+
+def _step(index: int, length: int) -> int:
+    """The bytes libhdf5 moves past an object, as its 64-bit ``size_t`` arithmetic gives
+    them: ``H5HG_SIZEOF_OBJHDR + H5HG_ALIGN(size)`` for an object, ``size`` for the
+    free-space entry (index 0). A length near 2**64 wraps: ``2**64 - 16`` gives 0."""
+    if index == 0:
+        return length % _SIZE_T
+    aligned = (((length + 7) % _SIZE_T) // 8 * 8) % _SIZE_T
+    return (_OBJECT_HEADER + aligned) % _SIZE_T
 
 
 def _walk(data: mmap.mmap, start: int, size: int) -> str | None:
-    """Why libhdf5's walk over the collection at ``start`` would not end, or ``None``."""
+    """Why libhdf5's walk over the collection at ``start`` would not end, or ``None``.
+
+    A step that is not strictly positive stands still (libhdf5 spins); one that passes
+    the collection's end is a pointer libhdf5 would follow outside the collection (a
+    step of 2**64 - 16 is a pointer 16 bytes back: a loop). Both are refused.
+    """
     end = start + size
     at = start + _HEADER
     while at < end:
         if at + _OBJECT_HEADER > end:  # too small for an object: libhdf5 takes it as free
             return None
         index, _, _, length = struct.unpack_from("<HHIQ", data, at)
-        step = length if index == 0 else _OBJECT_HEADER + _align(length)
-        if step <= 0:
-            return f"global heap at byte {start}: a free-space entry of size 0 at byte {at}"
+        step = _step(index, length)
+        if step == 0:
+            return (
+                f"global heap at byte {start}: an object at byte {at} whose size "
+                f"({length}) makes libhdf5's walk stand still"
+            )
+        if step > end - at:
+            return (
+                f"global heap at byte {start}: an object at byte {at} whose size "
+                f"({length}) leads outside its collection"
+            )
         at += step
     return None
 

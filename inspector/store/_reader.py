@@ -18,9 +18,12 @@ import numpy as np
 
 from .._errors import AnalysisNotFoundError, RunFileError
 from ..analyzers import REGISTRY, AnalysisResult, ResultSchemaError
+from ._checksum import verify_file
 from ._encode import decode_name, encode_name, read_attrs, read_tree
-from ._heap import global_heap_problem
+from ._lock import images_kept
+from ._open import ReadTimeout, deadline, open_untrusted
 from ._schema import ENCODING_TYPE, ENCODING_VERSION, JSON_ATTRS, SCHEMA_VERSION, TYPE
+from ._validate import check_run
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -48,6 +51,8 @@ class Layer:
         maps: First-K attention maps (float16) or ``None``.
         moments: Accumulator state (``count``, ``mean``, ``comoment``) or ``None``.
         groups: CKA sums state or ``None``.
+        image_groups: CKA pieces per contiguous image group (``hooks.ImageGroups``
+            state) or ``None``.
     """
 
     name: str
@@ -57,6 +62,7 @@ class Layer:
     maps: np.ndarray | None = None
     moments: dict[str, np.ndarray] | None = None
     groups: dict[str, np.ndarray] | None = None
+    image_groups: dict[str, np.ndarray] | None = None
 
     def __repr__(self) -> str:
         units = (
@@ -265,11 +271,30 @@ def _check_dataset(dataset: h5py.Dataset) -> int:
     return int(np.prod(dataset.shape, dtype=np.float64)) * dataset.dtype.itemsize
 
 
-_INFLATION = 2048
-"""How many times its size (at least 1 MiB) a file may take in memory once read.
-Uncompressed data takes its stored size and deflate compresses at most 1032:1; a file
-that claims more (a bomb, or a corrupt shape whose missing chunks would be read as fill
-values) is refused before anything is allocated."""
+_INFLATION = 64
+"""How many times its size a file's datasets may take in memory once read, beyond
+:data:`_FLOOR`. The writer compresses only attention maps (float16 probabilities, about
+2:1); a file that claims more (a gzip bomb, or a corrupt shape whose missing chunks would
+be read as fill values) is refused before anything is allocated."""
+
+_FLOOR = 64 << 20
+"""Bytes any file's datasets may take once read, whatever its size (64 MiB)."""
+
+_SECONDS = 5.0
+_SECONDS_PER_MB = 1.0
+"""The wall-clock budget of one read: 5 s plus 1 s per MB of file (a 1 MB run file
+reads in well under a second; the limit only stops hostile files)."""
+
+
+def memory_budget(size: int) -> int:
+    """Bytes the datasets of a file of ``size`` bytes may take once read."""
+    return _FLOOR + _INFLATION * size
+
+
+def time_budget(size: int) -> float:
+    """Seconds reading a file of ``size`` bytes may take."""
+    return _SECONDS + _SECONDS_PER_MB * size / 1e6
+
 
 _MAX_ATTRIBUTE_ITEMS = 1 << 16
 """Attributes are scalars or short arrays (dimension labels); more is corruption."""
@@ -291,7 +316,7 @@ def _check_structure(root: h5py.File) -> int:
     seen = {root.id}
     stack: list[tuple[h5py.Group, int]] = [(root, 0)]
     _check_attrs(root)
-    budget = _INFLATION * max(os.path.getsize(root.filename), 1 << 20)
+    budget = memory_budget(os.path.getsize(root.filename))
     claimed = 0
     while stack:
         group, depth = stack.pop()
@@ -308,8 +333,8 @@ def _check_structure(root: h5py.File) -> int:
                 claimed += _check_dataset(node)
                 if claimed > budget:
                     raise ValueError(
-                        f"its datasets claim {claimed} bytes, more than {_INFLATION} times "
-                        "the file's size"
+                        f"its datasets claim {claimed} bytes once read, more than the "
+                        f"{budget} a file of its size may take"
                     )
             elif isinstance(node, h5py.Group):
                 if depth + 1 >= _MAX_DEPTH:
@@ -335,6 +360,9 @@ def _read_layer(name: str, group: h5py.Group) -> Layer:
         maps=group["maps"][()] if "maps" in group else None,
         moments={k: v[()] for k, v in group["moments"].items()} if "moments" in group else None,
         groups={k: v[()] for k, v in group["groups"].items()} if "groups" in group else None,
+        image_groups={k: v[()] for k, v in group["image_groups"].items()}
+        if "image_groups" in group
+        else None,
     )
 
 
@@ -345,8 +373,9 @@ while decoding)"); ``json.JSONDecodeError`` and ``UnicodeDecodeError`` are
 ``ValueError``s."""
 
 
-_HEADROOM = 1 << 30
-"""Address space a read may take beyond what its datasets need (1 GiB)."""
+_HEADROOM = 256 << 20
+"""Address space a read may take beyond what its datasets need (256 MiB): libhdf5's
+metadata cache, Python objects, one string attribute at a time."""
 
 
 @contextmanager
@@ -396,43 +425,54 @@ def _model_order(
     )
 
 
-def read_run(path: str | Path, *, allow_incomplete: bool = False) -> Run:
+def read_run(path: str | Path, *, allow_incomplete: bool = False, verify: bool = True) -> Run:
     """Read a run file.
 
+    Args:
+        path: The run file.
+        allow_incomplete: Read a run that did not finish (a ``.partial`` file).
+        verify: Check every element against the file's checksum manifest (schema 1.1);
+            ``False`` reads a damaged file as it is, for forensics.
+
     Raises:
-        RunFileError: Missing, not HDF5, not a run file, a newer schema, corrupt, or
-            incomplete (unless ``allow_incomplete``).
+        RunFileError: Missing, not HDF5, not a run file, a newer schema, corrupt (a
+            checksum that does not match, naming the element), or incomplete (unless
+            ``allow_incomplete``).
     """
     path = Path(path)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         partial = path.with_name(path.name + ".partial")
+        kept = images_kept(partial) if partial.exists() else 0
         hint = (
-            f" ({partial.name} holds an unfinished run: finish it with "
+            f" ({partial} holds an unfinished run of {kept} images: finish it with "
             "`inspector analyze ... --resume`)"
-            if partial.exists()
+            if kept
             else ""
         )
         raise RunFileError(f"no run file at {path}{hint}")
     if path.is_dir():
         raise RunFileError(f"{path} is a folder, not a run file")
     try:
-        problem = global_heap_problem(path)
-    except OSError as exc:
-        raise RunFileError(f"cannot read {path} ({_one_line(exc)})") from exc
-    if problem is not None:  # libhdf5 would never return from reading its strings
-        raise RunFileError(f"{path} is corrupt ({problem})")
-    try:
-        handle = h5py.File(path, "r")
+        handle = open_untrusted(path)
     except (OSError, RuntimeError, ValueError) as exc:
         raise RunFileError(f"{path} is not a readable HDF5 file ({_one_line(exc)})") from exc
+    size = path.stat().st_size
     try:
-        with handle:
+        with handle, deadline(time_budget(size)):
             with _address_space_ceiling(_HEADROOM):
                 _check_version(path, handle)
                 claimed = _check_structure(handle)
-            run = _read(path, handle, allow_incomplete, 2 * claimed + path.stat().st_size)
+            if verify:
+                with _address_space_ceiling(2 * claimed + _HEADROOM):
+                    verify_file(path, handle)
+            run = _read(path, handle, allow_incomplete, 2 * claimed + size)
     except RunFileError:
         raise
+    except ReadTimeout as exc:
+        raise RunFileError(
+            f"{path} is corrupt or hostile: {exc}, the limit for a file of {size} bytes "
+            "(a damaged file can make libhdf5 work without end); check where it came from"
+        ) from exc
     except _CORRUPT as exc:
         raise RunFileError(
             f"{path} is corrupt or truncated ({type(exc).__name__}: {_one_line(exc)})"
@@ -444,7 +484,7 @@ def _read(path: Path, handle: h5py.File, allow_incomplete: bool, needs: int) -> 
     """Everything in ``handle``, its structure checked; ``needs`` bytes of memory."""
     with _address_space_ceiling(needs + _HEADROOM):
         meta = _decode(read_attrs(handle))
-        complete = bool(meta.pop("complete", False))
+        complete = _complete(path, meta.pop("complete", False))
         if not complete and not allow_incomplete:
             raise RunFileError(
                 f"{path} is an incomplete run ({meta.get('images_done', 0)} images done); "
@@ -471,4 +511,22 @@ def _read(path: Path, handle: h5py.File, allow_incomplete: bool, needs: int) -> 
                 if isinstance(tree.get("layers"), dict):  # HDF5 sorts names as strings
                     tree["layers"] = _model_order(tree["layers"], layers, meta)
                 analysis[name] = tree
-    return Run(path, meta, complete, list(ids), labels, layers, analysis)
+    run = Run(path, meta, complete, list(ids), labels, layers, analysis)
+    problem = check_run(run)
+    if problem is not None:
+        raise RunFileError(
+            f"{path} is inconsistent ({problem}); it was not written by inspector as it "
+            "is, or was damaged: run the analysis again"
+        )
+    return run
+
+
+def _complete(path: Path, value: Any) -> bool:
+    """The root attribute ``complete``: a boolean, nothing else (the string ``"false"``
+    would be true for ``bool``)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise RunFileError(
+        f"{path} is inconsistent (its attribute 'complete' is {value!r}, not a boolean); "
+        "it was not written by inspector as it is, or was damaged: run the analysis again"
+    )

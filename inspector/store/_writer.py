@@ -9,6 +9,7 @@ import errno
 import json
 import os
 import re
+import traceback
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,7 +19,10 @@ import h5py
 import numpy as np
 
 from .._errors import RunFileError
-from ._encode import encode_name, tag, write_array, write_strings, write_tree
+from ._checksum import seal
+from ._encode import checksum_options, encode_name, tag, write_array, write_strings, write_tree
+from ._lock import images_kept
+from ._open import open_untrusted
 from ._schema import ACCUMULATOR_DIMS, ENCODING_TYPE, MAP_DIMS, SCHEMA_VERSION, TYPE
 
 __all__ = ["RunWriter", "os_reason", "partial_path", "scratch_path"]
@@ -36,6 +40,8 @@ def os_reason(exc: BaseException) -> str:
     message = found.group(2) if found else (getattr(exc, "strerror", None) or text)
     if code == errno.ENOSPC or "No space left" in text:
         return "disk full (no space left on device)"
+    if code:  # libhdf5 words the same errno differently at write and at close
+        return os.strerror(code)
     return message.splitlines()[0] if message else type(exc).__name__
 
 
@@ -90,6 +96,16 @@ a complete run file: their analyses are stored, and a 1536-wide float64 co-momen
 is 19 MB per layer. The ``.partial`` file keeps everything (resume needs it)."""
 
 
+def _drop_image_groups(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A complete run keeps the closed image groups' small pieces only: a group still
+    open at the end (images skipped) holds full ``p × p`` sums and feeds no interval."""
+    state = data.get("image_groups")
+    if state is None or "open" not in state:
+        return data
+    kept = {key: value for key, value in state.items() if not key.startswith("open")}
+    return {**data, "image_groups": kept}
+
+
 def _compacted_note(units: int) -> str:
     return (
         f"{units} units > {MAX_STORED_COVARIANCE}: co-moment diagonal only, "
@@ -99,6 +115,7 @@ def _compacted_note(units: int) -> str:
 
 def _compact(data: Mapping[str, Any]) -> Mapping[str, Any]:
     """One layer's in-memory capture state as :func:`_copy_compact` stores it."""
+    data = _drop_image_groups(data)
     moments = data.get("moments")
     comoment = None if moments is None else np.asarray(moments["comoment"])
     if comoment is None or comoment.ndim != 2 or comoment.shape[0] <= MAX_STORED_COVARIANCE:
@@ -108,6 +125,13 @@ def _compact(data: Mapping[str, Any]) -> Mapping[str, Any]:
         "attrs": {**data["attrs"], "compacted": _compacted_note(comoment.shape[0])},
         "moments": {**moments, "comoment": np.diagonal(comoment).copy()},
     }
+
+
+def _drop_open_groups(group: h5py.Group) -> None:
+    sums = group.get("image_groups")
+    if sums is not None:
+        for name in [n for n in sums if n.startswith("open")]:
+            del sums[name]
 
 
 def _copy_compact(layers: h5py.Group, handle: h5py.File) -> None:
@@ -121,6 +145,7 @@ def _copy_compact(layers: h5py.Group, handle: h5py.File) -> None:
         wide = wide and comoment.shape[0] > MAX_STORED_COVARIANCE
         if not wide:
             layers.copy(group, target, name=key)
+            _drop_open_groups(target[key])
             continue
         copy = target.create_group(key)
         for attr, value in group.attrs.items():
@@ -137,11 +162,12 @@ def _copy_compact(layers: h5py.Group, handle: h5py.File) -> None:
                 moments.attrs[attr] = value
             for name, dataset in group["moments"].items():
                 data = np.diagonal(dataset[()]).copy() if name == "comoment" else dataset[()]
-                created = moments.create_dataset(name, data=data)
+                created = moments.create_dataset(name, data=data, **checksum_options(data))
                 for attr, value in dataset.attrs.items():
                     created.attrs[attr] = value
                 if name == "comoment":
                     created.dims[0].label = "feature"
+        _drop_open_groups(copy)
 
 
 def partial_path(path: Path) -> Path:
@@ -155,8 +181,12 @@ def scratch_path(path: Path) -> Path:
 
 
 def _fsync(path: Path) -> None:
-    """Push a file (or a folder's entries) to the disk, so a rename survives a power cut."""
-    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) if path.is_dir() else os.O_RDONLY
+    """Push a file (or a folder's entries) to the disk, so a rename survives a power cut.
+    A file is opened without following a symbolic link."""
+    if path.is_dir():
+        flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+    else:
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
     descriptor = os.open(path, flags)
     try:
         os.fsync(descriptor)
@@ -234,8 +264,8 @@ class RunWriter:
 
     def _resume_root(self, fingerprint: str) -> dict[str, Any]:
         try:
-            handle = h5py.File(self.partial, "r")
-        except OSError as exc:
+            handle = open_untrusted(self.partial)
+        except (OSError, RunFileError) as exc:
             raise RunFileError(
                 f"cannot resume: {self.partial} is unreadable ({exc}); delete it and run again"
             ) from exc
@@ -271,15 +301,28 @@ class RunWriter:
             RunFileError: Writing failed; ``target`` is unchanged and no scratch is left.
         """
         try:
-            handle = h5py.File(self.scratch, "w")
-        except OSError as exc:
+            # A scratch file left by a stopped process, or anything planted there (a
+            # symbolic link to a victim file), is removed, never followed: the name is
+            # unlinked and the file created exclusively (O_CREAT | O_EXCL).
+            self.scratch.unlink(missing_ok=True)
+            # No chunk cache: every chunk goes to the file when written, so a failed
+            # write fails there, not later when a dataset is closed or collected (a
+            # failed write at close leaves libhdf5 holding buffers it cannot write).
+            handle = h5py.File(self.scratch, "x", rdcc_nbytes=0)
+        except (OSError, FileExistsError) as exc:
             raise self._failure(exc) from exc
         try:
             fill(handle)
+            seal(handle)  # the checksum manifest, last
+            handle.flush()  # fail here, while the handle can still be discarded cleanly
             handle.close()
             _fsync(self.scratch)
             os.replace(self.scratch, target)
         except BaseException as exc:
+            # The groups and datasets that ``fill`` opened live on in the traceback's
+            # frames; closed later by the garbage collector, after the file, they print
+            # destructor tracebacks (or crash libhdf5). Drop them first, then the file.
+            traceback.clear_frames(exc.__traceback__)
             self._discard(handle)
             if _is_write_error(exc):
                 raise self._failure(exc) from exc
@@ -299,13 +342,20 @@ class RunWriter:
             self.scratch.unlink(missing_ok=True)
 
     def _failure(self, exc: BaseException) -> RunFileError:
-        """A one-line error for a failed write: what, why, and that --resume works."""
-        kept = (
-            f"the run so far ({self.images_done} images) is kept in {self.partial}; "
-            "free some space and run the same command with --resume to continue"
-            if self.partial.exists()
-            else "nothing was kept"
-        )
+        """A one-line error for a failed write: what, why, what the ``.partial`` file
+        really holds (counted in the file, not taken from memory: the images done since
+        the last checkpoint are not in it) and how to go on."""
+        held = images_kept(self.partial) if self.partial.is_file() else 0
+        if held:
+            kept = (
+                f"the run so far ({held} images) is kept in {self.partial}; free some "
+                "space and run the same command with --resume to continue"
+            )
+        else:
+            kept = (
+                "no image was kept (the run had not reached its first checkpoint); free "
+                "some space and run the same command again"
+            )
         return RunFileError(f"cannot write {self.scratch}: {os_reason(exc)}; {kept}")
 
     def _write_root(self, handle: h5py.File, **extra: Any) -> None:
@@ -416,12 +466,12 @@ class RunWriter:
                     group, "maps", maps, dims, kind="maps", compress=True, resizable=True,
                     chunk_axes=2,
                 )  # fmt: skip
-        for key in ("moments", "groups"):
+        for key in ("moments", "groups", "image_groups"):
             state = data.get(key)
             if state is None:
                 continue
             node = group.create_group(key)
-            tag(node, "moments" if key == "moments" else "group-sums")
+            tag(node, {"moments": "moments", "groups": "group-sums"}.get(key, "image-group-sums"))
             for field, array in state.items():
                 array = np.asarray(array)
                 write_array(node, field, array, ACCUMULATOR_DIMS.get((key, field, array.ndim)))

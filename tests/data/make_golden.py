@@ -8,7 +8,7 @@ the schema version changes (write a new file next to the old ones and keep them)
     .venv/bin/python tests/data/make_golden.py
 
 The run is tiny on purpose (kept under 300 KB): timm's ``test_vit`` with random
-weights (seed 0), the first 2 builtin images in batches of 1, attention maps of the
+weights (seed 0), 2 builtin images (the subset seed 0 picks) in batches of 1, attention maps of the
 first image, two layers (the patch embedding and the first attention, so that the
 stored ``order`` differs from HDF5's alphabetical one) and every analysis but
 ``receptive_field``, whose 160 x 160 float32 ERF maps alone would double the size.

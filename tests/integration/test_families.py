@@ -128,6 +128,15 @@ EXPECT: dict[str, dict[str, dict[str, Any]]] = {
             key_origin=(8.0, 8.0),
         )
     },
+    "shvit": {  # 14×14 at 16 px, then 3×3 / stride-2 / pad-1 merges: 7×7, 4×4 (ceil)
+        "stages.1.blocks.0.mixer.m": dict(grid=(7, 7), stride=(32.0, 32.0), origin=(8.0, 8.0)),
+        "stages.2.blocks.0.mixer.m": dict(grid=(4, 4), stride=(64.0, 64.0), origin=(8.0, 8.0)),
+    },
+    "iformer": {
+        "stages.2.blocks.7.mixer.module": dict(grid=(14, 14), stride=(16.0, 16.0)),
+        "stages.3.blocks.1.mixer.module": dict(grid=(7, 7), stride=(32.0, 32.0)),
+    },
+    "hiera": {"blocks.0.attn": dict(kind="unknown")},
     "sam2-hiera": {
         "blocks.1.attn": dict(  # stage change: 2×2 max-pooled queries in 8×8 key windows
             grid=(16, 16),
@@ -148,9 +157,13 @@ def build(config: TinyConfig) -> tuple[nn.Module, torch.Tensor]:
     kwargs = dict(config.kwargs)
     if ":" in config.model:  # a class of a timm module, built directly
         where, name = config.model.split(":")
-        module = importlib.import_module(f"timm.models.{where}")
+        if where.startswith("transformers."):
+            pytest.importorskip("transformers", reason="the transformers test extra")
+        module = importlib.import_module(where if "." in where else f"timm.models.{where}")
         if isinstance(kwargs.get("cfg"), Mapping):
             kwargs["cfg"] = getattr(module, f"{name}Cfg")(**kwargs["cfg"])
+        if isinstance(kwargs.get("config"), Mapping):  # Hugging Face: Model(Config(...))
+            kwargs["config"] = getattr(module, name).config_class(**kwargs["config"])
         model = getattr(module, name)(**kwargs)
     else:
         model = timm.create_model(config.model, pretrained=False, **kwargs)
@@ -225,15 +238,16 @@ def captured(
             model, on_attention=lambda n, p: seen.setdefault(n, p.clone()), **options
         ) as cap,
     ):
-        out = model(x)
+        out = hooks.first_tensor(model(x))  # Hugging Face models return a tuple
     return cap, seen, out
 
 
 def as_sequences(probs: torch.Tensor, module: nn.Module) -> torch.Tensor:
     """``[sequence, head, query, key]`` as the capture reports it."""
+    from hooks._discovery import head_count
     from hooks._taps import _as_sequences
 
-    out = _as_sequences(probs, int(module.num_heads), module)
+    out = _as_sequences(probs, head_count(module), module)
     assert out is not None, f"reference of shape {tuple(probs.shape)} has no head axis"
     return out
 
@@ -288,7 +302,7 @@ def test_family_probabilities_outputs_and_geometry(family: str) -> None:
     spec = FAMILIES[family]
     model, x = spec.build()
     with torch.no_grad():
-        plain = model(x)
+        plain = hooks.first_tensor(model(x))
     family_of_model = type(model).__module__.removeprefix("timm.models.")
     assert RULES.lookup(family_of_model) is spec.rule, (
         f"{spec.config.model} is not {spec.rule.name}'s"
@@ -511,3 +525,48 @@ def test_geometry_kinds_count_tokens_and_round_trip() -> None:
         g("dilated", grid=(16, 16), stride=(8.0, 8.0), window=(4, 4), dilation=(3, 3))
     old = {"kind": "global", "prefix": 1, "grid": [2, 2], "stride": [16.0, 16.0], "reason": ""}
     assert hooks.TokenGeometry.from_dict(old).origin is None  # files written before the new fields
+
+
+@pytest.mark.parametrize("family", list(FAMILIES), ids=list(FAMILIES))
+def test_family_per_sample_gates_equal_each_sample_gated_alone(family: str) -> None:
+    """A ``[sample, unit]`` gate on a batch gives each sample the output it gets alone under
+    its own ``[unit]`` gate — on windowed (``sample · window`` sequences), reduced-key,
+    pooled and class-attention layers alike."""
+    model, x = FAMILIES[family].build()
+    features = getattr(model, "forward_features", model)  # heads of some tiny models are 0
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return hooks.first_tensor(features(x))
+
+    generator = torch.Generator().manual_seed(2)
+    heads = {
+        n: torch.rand(len(x), h, generator=generator)
+        for n, h in hooks.gateable_heads(model).items()
+    }
+    with torch.no_grad(), hooks.gates(model, heads=heads):
+        batch = forward(x)
+    for i in range(len(x)):
+        with (
+            torch.no_grad(),
+            hooks.gates(model, heads={n: g[i] for n, g in heads.items()}),
+        ):
+            alone = forward(x[i : i + 1])
+        torch.testing.assert_close(batch[i : i + 1], alone, atol=1e-4, rtol=1e-4)
+    if heads:  # the gates reach the output projections (some tiny models zero their branches)
+        modules = dict(model.named_modules())
+        seen: dict[str, list[torch.Tensor]] = {}
+        handles = [
+            hooks.output_projection(modules[n]).register_forward_hook(
+                lambda m, a, o, n=n: seen.setdefault(n, []).append(o)
+            )
+            for n in heads
+        ]
+        try:
+            with torch.no_grad():
+                forward(x)
+                with hooks.gates(model, heads=heads):
+                    forward(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+        assert any(len(outs) == 2 and not torch.equal(*outs) for outs in seen.values())

@@ -217,3 +217,18 @@ def test_structure_queries_answer_from_the_module_tree() -> None:
     assert hooks.find_blocks(vit) == [f"blocks.{i}" for i in range(len(vit.blocks))]
     mha = nn.MultiheadAttention(8, 2)
     assert hooks.head_width(mha) == 4 and hooks.gateable_heads(nn.Sequential(mha)) == {}
+
+
+@pytest.mark.filterwarnings("error::UserWarning")  # no silenced error in its own hooks
+@pytest.mark.parametrize("fails", [False, True])
+def test_softmax_probe_leaves_no_hook(fails: bool) -> None:
+    """``hooks.softmax_modules`` (the missed-attention check) is an entry point too."""
+    model = tiny_model("test_vit")
+    x = model_input(model)
+    before = hook_state(model)
+    if fails:
+        with explode_in_block_1(model), pytest.raises(Boom):
+            hooks.softmax_modules(model, x)
+    else:
+        assert "blocks.0.attn" in hooks.softmax_modules(model, x)
+    assert hook_state(model) == before

@@ -68,7 +68,18 @@ def test_view_model_from_a_real_run(vit_run) -> None:
     assert {e.series for e in view.erf} == {"block output", "attention branch"}
     assert {r.kind for r in view.redundancy} == {"head", "channel"}
     assert {c.kind for c in view.pruning} == {"head", "channel"}
-    assert len(view.similarity) == 6 and view.similarity[0].matrix.shape == (2, 2)
+    heads = [m for m in view.similarity if m.kind == "head"]
+    groups = [m for m in view.similarity if m.kind == "channel"]
+    assert len(heads) == 6 and heads[0].matrix.shape == (2, 2)
+    # like for like: channel-group CKA matrices next to the head matrices (METRICS §4)
+    assert len(groups) == 7 and all(m.measure == "debiased CKA, channel groups" for m in groups)
+    measures = {r.measure for r in view.redundancy}
+    assert measures == {"debiased CKA", "debiased CKA, channel groups", "|Pearson r|, secondary"}
+    primary = [r for r in view.redundancy if "secondary" not in r.measure]
+    assert all(
+        r.redundancy_low <= 1 - r.effective_units / r.units <= r.redundancy_high for r in primary
+    )
+    assert view.verdict and view.verdict[0].startswith("Like for like (debiased CKA")
     assert view.attention_maps and view.attention_maps[0].layers[0].maps.shape == (2, 10, 10)
     assert any("RANDOM" in f for f in view.findings)
     assert view.tables[0].rows

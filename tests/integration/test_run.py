@@ -16,6 +16,7 @@ from support import assert_same_run
 
 from inspector import AnalyzeOptions, RunFileError, analyze
 from inspector.images import builtin_images_dir
+from inspector.present import describe
 from inspector.store import (
     ENCODING_TYPE,
     ENCODING_VERSION,
@@ -222,14 +223,17 @@ def test_a_short_pass_is_written_by_finish_with_the_same_numbers(
 
 def test_the_seed_chooses_the_limit_subset(tmp_path: Path) -> None:
     """``--seed`` picks which ``--limit`` images run: another seed, other images; the same
-    seed, the same images."""
+    seed, the same images; ``inspector info`` names them."""
     options = OPTIONS.replace(limit=3, analyses=("attention_distance",), checkpoint_seconds=60)
-    picked = {
+    runs = {
         (seed, n): analyze(
             "test_vit", out=tmp_path / f"{seed}-{n}", options=options.replace(seed=seed)
-        ).sample_ids
+        )
         for seed, n in ((1, 0), (2, 0), (1, 1))
     }
+    picked = {key: run.sample_ids for key, run in runs.items()}
     assert picked[1, 0] == picked[1, 1] == seeded_subset(BUILTIN, 3, 1)
     assert picked[2, 0] == seeded_subset(BUILTIN, 3, 2)
     assert picked[1, 0] != picked[2, 0]
+    for key, run in runs.items():
+        assert f"image ids: {', '.join(picked[key])}" in describe(run.path)

@@ -287,9 +287,12 @@ def test_nonfinite_layers_get_notes_not_numbers(nan_run) -> None:  # type: ignor
         assert layer not in result["layers"], name  # nanmean would have given a number
         assert result["notes"][layer].startswith("not measured: NaN or inf"), name
     assert "embed" in run.analysis["channel_redundancy"]["layers"]  # finite layers measured
-    for name in ("importance", "pruning_curve"):
-        assert "NaN or inf" in run.analysis[name]["notes"]["model"]
-        assert not run.analysis[name]["layers"] and not run.analysis[name]["summary"]
+    # Importance runs on the first images and the curve on the held-out rest: the pass
+    # whose images hold the non-finite output says so instead of giving numbers.
+    said = [n for n in ("importance", "pruning_curve") if "model" in run.analysis[n]["notes"]]
+    assert said and all("NaN or inf" in run.analysis[n]["notes"]["model"] for n in said)
+    assert not run.analysis["pruning_curve"]["summary"]
+    assert "NaN or inf" in run.analysis["pruning_curve"]["notes"]["model"]
     assert "mix" in run.analysis["receptive_field"]["notes"]
 
 

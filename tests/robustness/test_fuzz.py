@@ -28,6 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from support import DATA
+from support.bitflip import classify, contents, flip_bit
 
 from inspector import ImageError, RunFileError
 from inspector.images import IMAGE_EXTENSIONS, model_transform, open_images
@@ -264,3 +265,32 @@ def test_image_loader_fails_only_with_image_errors(
     _watchdog(one)
     assert counts["refused"] > 0 and counts["read"] > 0
     _report(capsys, "fuzzed image files", counts)
+
+
+# -- single-bit flips in a checksummed (schema 1.1) run file -----------------------------------
+
+GOLDEN_1_1 = GOLDEN.with_name("golden-run-1.1.h5")
+BIT_FLIPS = 500
+
+
+def test_bit_flips_in_a_checksummed_run_file_are_refused_or_read_identical(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """500 single-bit flips at random offsets of the 1.1 golden file, every one against
+    the unflipped file's attributes and datasets: none is read with other values
+    (benchmarks/bitflip_campaign.py runs the same on larger real runs)."""
+    expected = contents(GOLDEN_1_1)
+    data = GOLDEN_1_1.read_bytes()
+    flipped = tmp_path / "flipped.h5"
+    counts: Counter[str] = Counter()
+
+    @settings(max_examples=BIT_FLIPS, database=None, **FUZZ_SETTINGS)
+    @given(st.integers(0, len(data) * 8 - 1))
+    def flip(bit: int) -> None:
+        flipped.write_bytes(flip_bit(data, bit))
+        outcome, detail = classify(flipped, expected)
+        assert outcome in ("refused", "identical"), (bit, outcome, detail)
+        counts[outcome] += 1
+
+    _watchdog(flip)
+    _report(capsys, "single-bit flips of a 1.1 run file", counts)

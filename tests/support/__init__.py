@@ -5,11 +5,14 @@ process of the fault tests in ``support/fault_child.py``."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import timm
 import torch
 from torch import nn
@@ -126,3 +129,21 @@ def load_trained_vit(path: Path) -> nn.Module:
     model = timm.create_model("vit_tiny_patch16_224", pretrained=False)
     model.load_state_dict(safetensors.torch.load_file(path), strict=True)
     return model.eval()
+
+
+def run_child(
+    code: str, *args: str, timeout: float = 180, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``code`` in a fresh interpreter (``sys.argv[1:]`` = ``args``, cwd the repository);
+    a hang fails the test after ``timeout`` seconds instead of blocking the suite."""
+    try:
+        return subprocess.run(
+            [sys.executable, "-c", code, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=REPO,
+            env=env,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"hung for {timeout} s: {exc.cmd[-len(args) - 1 :]}")

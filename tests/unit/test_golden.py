@@ -20,8 +20,11 @@ from support import DATA, assert_same
 import inspector
 from inspector.analyzers import REGISTRY, DistanceResult, PruningCurveResult
 from inspector.store import DIM_LABELS, ENCODING_TYPE, ENCODING_VERSION, read_run
+from inspector.store._checksum import verify
+from inspector.store._schema import MANIFEST, MANIFEST_DIGEST
 
 GOLDEN_1_0 = DATA / "golden-run-1.0.h5"
+GOLDEN_1_1 = DATA / "golden-run-1.1.h5"
 ANALYSES = {
     "attention_distance",
     "attention_entropy",
@@ -34,6 +37,8 @@ ANALYSES = {
 
 def test_golden_file_is_small() -> None:
     assert GOLDEN_1_0.stat().st_size < 300 * 1024
+    # 1.1 chunks every dataset for its fletcher32 checksum: one chunk index each
+    assert GOLDEN_1_1.stat().st_size < 400 * 1024
 
 
 def test_golden_1_0_root() -> None:
@@ -205,3 +210,71 @@ def test_golden_1_0_typed_results_equal_the_raw_trees() -> None:
     importance = run.result("importance")
     assert set(importance.layers) == {"patch_embed.proj", "blocks.0.attn"}
     assert importance.summary["heads"].ablation_images is None  # written before it existed
+
+
+# -- schema 1.1: checksums -----------------------------------------------------------------
+
+
+def test_golden_1_1_values() -> None:
+    """Exact values of the 1.1 golden file, read through its checksum manifest."""
+    run = read_run(GOLDEN_1_1)
+    assert run.complete and run.model == "test_vit"
+    assert run.meta["schema"] == "1.1"
+    assert run.meta["weights_source"] == "random" and run.meta["input_size"] == [3, 160, 160]
+    assert run.meta["batches_done"] == 2 and run.meta["images_done"] == 2
+    assert run.sample_ids == ["gravel.jpg", "retina.jpg"]
+    np.testing.assert_array_equal(run.labels, [-1, -1])
+    assert list(run.layers) == ["patch_embed.proj", "blocks.0.attn"]
+    attention = run.layers["blocks.0.attn"]
+    assert attention.attrs["heads"] == 2 and attention.attrs["images"] == 2
+    assert attention.attrs["geometry"]["grid"] == [10, 10]
+    np.testing.assert_array_equal(
+        attention.summaries["distance"],
+        np.array([[82.99254, 82.98546], [83.05175, 83.0125]], np.float32),
+    )
+    assert attention.maps is not None and attention.maps.shape == (1, 2, 101, 101)
+    assert int(attention.moments["count"]) == 128  # type: ignore[index]
+    distance = run.analysis["attention_distance"]["layers"]["blocks.0.attn"]
+    np.testing.assert_allclose(distance["mean"], [83.02214432, 82.99897766], rtol=0, atol=1e-8)
+    cka = run.analysis["head_redundancy"]["layers"]["blocks.0.attn"]["cka"]
+    np.testing.assert_allclose(cka, [[1.0, 0.99999161], [0.99999161, 1.0]], rtol=0, atol=1e-8)
+    heads = run.analysis["pruning_curve"]["summary"]["heads"]
+    assert heads["units"] == 2 and heads["prunable_fraction"] == 0.2
+    np.testing.assert_array_equal(heads["agreement"], [1, 1, 1, 0.5, 0.5, 0.5, 0.5, 0.5, 0, 0, 0])
+
+
+def test_golden_1_1_checksums_on_every_element() -> None:
+    """fletcher32 on every dataset that can carry it; a manifest entry for every element."""
+    with h5py.File(GOLDEN_1_1, "r") as handle:
+        assert handle.attrs[ENCODING_VERSION] == "1.1"
+        manifest = json.loads(handle[MANIFEST][()].tobytes())
+        assert manifest["algorithm"] == "sha256"
+        names = ["/"]
+
+        def visit(name: str, node: h5py.Group | h5py.Dataset) -> None:
+            if name == MANIFEST:
+                return
+            names.append(node.name)
+            assert node.attrs.get(ENCODING_VERSION) == "1.1", name
+            if isinstance(node, h5py.Dataset) and node.shape and node.dtype.kind != "O":
+                assert node.fletcher32 and node.chunks, name
+
+        handle.visititems(visit)
+        assert sorted(names) == sorted(manifest["elements"])
+        assert len(names) == 98
+        assert handle.attrs[MANIFEST_DIGEST] == digests_of_manifest(handle)
+        assert verify(handle)
+
+
+def digests_of_manifest(handle: h5py.File) -> str:
+    """The manifest's own digest, recomputed."""
+    from inspector.store._checksum import _digest
+
+    return _digest(handle[MANIFEST])
+
+
+def test_golden_1_0_has_no_manifest_and_reads_unverified() -> None:
+    with h5py.File(GOLDEN_1_0, "r") as handle:
+        assert MANIFEST not in handle and MANIFEST_DIGEST not in handle.attrs
+        assert verify(handle) is False  # nothing to check: read as before
+    assert read_run(GOLDEN_1_0).meta["schema"] == "1.0"

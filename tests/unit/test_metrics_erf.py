@@ -5,10 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from inspector.analyzers._intervals import bootstrap_indices
 from inspector.metrics import (
+    IntervalSpec,
     erf_axis_std,
     erf_mean_distance,
     erf_radius,
+    radius_intervals,
     replknet_area_ratios,
 )
 
@@ -120,12 +123,56 @@ def test_replknet_matches_the_loop_on_a_real_looking_map(size: int) -> None:
     scaled /= scaled.max()
     ratios = replknet_area_ratios(erf)
     for t in (0.2, 0.3, 0.5, 0.99):
-        assert ratios[t] == replknet_loop(scaled, t)
+        found, expected = ratios[t], replknet_loop(scaled, t)
+        assert (found and found[:2]) == expected
+        # saturated: the largest square the search tests, or none exceeds t
+        assert found is None or found[2] == (found[0] == 2 * (size // 2 - 1) + 1)
 
 
 def test_replknet_quirks() -> None:
     delta = np.zeros((32, 32))
     delta[16, 16] = 1.0  # the lower-right central pixel of an even map
     ratios = replknet_area_ratios(delta)
-    assert all(value == (3, 9 / 1024) for value in ratios.values())  # 1×1 never tested
+    assert all(value == (3, 9 / 1024, False) for value in ratios.values())  # 1×1 never tested
     assert replknet_area_ratios(np.ones((3, 3))) == dict.fromkeys((0.2, 0.3, 0.5, 0.99))
+
+
+def _profiles(maps: np.ndarray, centre: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-map mass at each distinct distance from the centre (as the ERF pass keeps it)."""
+    dy = np.arange(maps.shape[1])[:, None] - centre[0]
+    dx = np.arange(maps.shape[2])[None, :] - centre[1]
+    radii, ring = np.unique(np.hypot(dy, dx).ravel(), return_inverse=True)
+    profile = np.zeros((maps.shape[0], radii.size))
+    for i, m in enumerate(maps):
+        np.add.at(profile[i], ring, m.ravel())
+    return profile, radii
+
+
+def test_radius_intervals_equal_a_loop_of_erf_radius_over_resampled_mean_maps() -> None:
+    rng = np.random.default_rng(3)
+    centre = (7.0, 9.5)
+    dy = np.arange(16)[:, None] - centre[0]
+    dx = np.arange(20)[None, :] - centre[1]
+    # per-image maps of different widths: the radii vary from image to image
+    maps = np.stack([np.exp(-np.hypot(dy, dx) / w) for w in rng.uniform(0.5, 6, 12)])
+    profile, radii = _profiles(maps, centre)
+    spec = IntervalSpec(resamples=300, seed=5)
+    (low50, high50), (low90, high90) = radius_intervals(profile, radii, (0.5, 0.9), spec)
+    draws = np.array(
+        [
+            [erf_radius(maps[i].mean(0), centre, f) for f in (0.5, 0.9)]
+            for i in bootstrap_indices(len(maps), spec.resamples, spec.seed)
+        ]
+    )
+    expected = np.percentile(draws, [2.5, 97.5], axis=0)
+    np.testing.assert_allclose([low50, high50], expected[:, 0], rtol=1e-12)
+    np.testing.assert_allclose([low90, high90], expected[:, 1], rtol=1e-12)
+    assert low50 < high50 and low90 < high90
+    point = [erf_radius(maps.mean(0), centre, f) for f in (0.5, 0.9)]
+    assert low50 <= point[0] <= high50 and low90 <= point[1] <= high90
+
+
+def test_identical_images_give_a_zero_width_radius_interval(stacked: np.ndarray) -> None:
+    profile, radii = _profiles(np.stack([stacked] * 6), (10, 10))
+    for fraction, (low, high) in zip((0.5, 0.9), radius_intervals(profile, radii), strict=True):
+        assert low == high == erf_radius(stacked, (10, 10), fraction)

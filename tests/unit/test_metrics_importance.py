@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 
 from inspector.metrics import (
+    IntervalSpec,
     largest_prunable_fraction,
     normalise_importance,
     rankdata,
     spearman,
+    spearman_interval,
 )
 
 FRACTIONS = [round(0.1 * step, 1) for step in range(11)]
@@ -63,3 +65,25 @@ def test_spearman_matches_scipy_with_ties() -> None:
     rng = np.random.default_rng(0)
     a, b = rng.integers(0, 6, 40), rng.integers(0, 6, 40) + rng.integers(0, 2, 40)
     assert spearman(a, b) == pytest.approx(stats.spearmanr(a, b).statistic, rel=1e-12)
+
+
+def test_spearman_interval_equals_a_loop_over_resampled_images() -> None:
+    rng = np.random.default_rng(0)
+    effect = np.linspace(0.1, 2.0, 6)[:, None]
+    gradient = effect * rng.uniform(0.5, 1.5, (6, 10))
+    delta = effect * rng.uniform(0.2, 1.8, (6, 10))
+    spec = IntervalSpec(resamples=400, seed=2)
+    low, high = spearman_interval(gradient, delta, spec)
+    draws = [
+        spearman(gradient[:, i].mean(1), delta[:, i].mean(1))
+        for i in np.random.default_rng(2).integers(0, 10, size=(400, 10))
+    ]
+    np.testing.assert_allclose([low, high], np.percentile(draws, [2.5, 97.5]), rtol=1e-12)
+    point = spearman(gradient.mean(1), delta.mean(1))
+    assert low <= point <= high and low < high
+
+
+def test_spearman_interval_of_images_that_all_agree_is_a_point() -> None:
+    gradient = np.tile(np.arange(1.0, 6.0)[:, None], (1, 4))
+    low, high = spearman_interval(gradient, gradient**2)
+    assert low == high == 1.0

@@ -225,3 +225,26 @@ def test_dead_channels_are_excluded_from_the_summary() -> None:
     assert (summary.units, summary.excluded_units) == (6, 2)
     np.testing.assert_allclose(summary.effective_units, 6.0, rtol=RTOL)
     np.testing.assert_allclose(summary.redundancy, 0.0, atol=1e-9)
+
+
+def test_channel_redundancy_accepts_a_comoment_symmetric_up_to_rounding() -> None:
+    """A streamed co-moment whose mean dwarfs its spread (DPN at random init, found by the
+    main-job sweep) is symmetric only up to rounding: the analysis still runs, with the
+    participation ratio of the symmetric part."""
+    from inspector.analyzers import REGISTRY, AnalysisInputs, LayerInput
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 6))
+    comoment = (x - x.mean(0)).T @ (x - x.mean(0))
+    skewed = comoment + 1e-6 * np.abs(comoment).max() * np.triu(np.ones((6, 6)), 1)
+    layer = LayerInput(
+        name="conv",
+        kind="channel",
+        attrs={"kind": "channel", "channels": 6},
+        moments={"count": np.asarray(50), "mean": x.mean(0), "comoment": skewed},
+    )
+    result = REGISTRY["channel_redundancy"]().compute(AnalysisInputs(layers={"conv": layer}))
+    fraction = result.layers["conv"].covariance_effective_fraction
+    symmetric = (skewed + skewed.T) / 2
+    expected = np.trace(symmetric) ** 2 / np.sum(symmetric**2) / 6
+    assert fraction == pytest.approx(expected, rel=1e-12)

@@ -49,8 +49,10 @@ from reports._figures import redundancy_figure
 from reports._render import render_sections
 
 RUN_SECTIONS = (
+    "verdict",
     "findings",
     "distance",
+    "mad",
     "attention-maps",
     "erf-maps",
     "similarity",
@@ -145,7 +147,7 @@ def test_run_report_has_every_section(vit_html: str) -> None:
         assert "Not measured" not in page.in_section(section), section
     mimes = [_decode(img["src"] or "")[0] for img in page.find("img")]
     # distance, 2 galleries, ERF maps, head similarity, redundancy, importance, pruning
-    assert len(mimes) == 8
+    assert len(mimes) == 9  # the MAD figure beside the interaction-distance one
     assert {"image/svg+xml", "image/png", "image/jpeg"} <= set(mimes)
     assert all(img["alt"] for img in page.find("img"))
     assert "Up to 30% of the heads can be removed" in page.in_section("pruning")
@@ -183,7 +185,9 @@ def test_header_facts(vit, vit_html: str) -> None:
 def test_compare_report_sections(compare_html: str) -> None:
     page = Page(compare_html)
     ids = [s["id"] for s in page.find("section")]
-    assert ids == ["runs", "findings", "distance", "redundancy", "pruning", "numbers", "methods"]
+    assert ids == [
+        "verdict", "runs", "findings", "distance", "redundancy", "pruning", "numbers", "methods",
+    ]  # fmt: skip
     assert "fake ViT" in page.in_section("runs") and "fake CNN" in page.in_section("runs")
     assert len(page.find("img")) == 3
     assert "summary" in page.in_section("numbers")
@@ -367,8 +371,10 @@ def test_public_surface() -> None:
 # --- declared sections -------------------------------------------------------------------
 
 RUN_TITLES = (
+    "Verdict: heads vs channels, like for like",
     "Headline findings",
     "Interaction distance vs depth",
+    "Mean attention distance",
     "Attention maps",
     "Effective receptive fields",
     "Unit similarity",
@@ -379,6 +385,7 @@ RUN_TITLES = (
     "Method notes",
 )
 COMPARE_TITLES = (
+    "Verdict: heads vs channels, like for like",
     "Runs",
     "Headline findings",
     "Interaction distance vs depth",
@@ -393,6 +400,7 @@ def test_section_lists_keep_order_ids_and_titles() -> None:
     assert RUN_SPECS.ids == RUN_SECTIONS
     assert tuple(s.title for s in RUN_SPECS) == RUN_TITLES
     assert COMPARE_SPECS.ids == (
+        "verdict",
         "runs",
         "findings",
         "distance",
@@ -495,14 +503,14 @@ def test_adding_a_section_is_one_spec_and_one_partial(vit, tmp_path: Path) -> No
     assert RUN_SPECS.ids == RUN_SECTIONS  # the shipped list is untouched
 
     page = Page(render_sections(vit, sections, env=env))
-    ids = ["findings", "distance", "probe", *RUN_SECTIONS[2:]]
+    ids = ["verdict", "findings", "distance", "probe", *RUN_SECTIONS[3:]]
     assert [s["id"] for s in page.find("section")] == ids
     assert [a["href"] for a in page.find("a") if (a["href"] or "").startswith("#")] == [
         f"#{s}" for s in ids
     ]
     assert page.in_section("probe") == "Probe <section> <b>probe</b> — 3 layers"  # escaped
     assert not page.find("b") and len(page.find("p", **{"class": "probe"})) == 1
-    assert len(page.find("img")) == 9  # the eight of test_run_report_has_every_section + probe
+    assert len(page.find("img")) == 10  # the nine of test_run_report_has_every_section + probe
 
     absent = Page(render_sections(replace(vit, redundancy=()), sections, env=env))
     assert "Not measured in this run" in absent.in_section("probe")

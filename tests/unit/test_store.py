@@ -26,6 +26,7 @@ from inspector.store import (
     partial_path,
     read_run,
 )
+from inspector.store._checksum import seal
 from inspector.store._encode import write_array
 
 # Model order on purpose differs from HDF5's alphabetical order (blocks.10 < blocks.2).
@@ -333,6 +334,7 @@ def test_newer_major_schema_refused(run_path: Path) -> None:
 def test_newer_minor_schema_read(run_path: Path) -> None:
     with h5py.File(run_path, "r+") as handle:
         handle.attrs[ENCODING_VERSION] = "1.9"
+        seal(handle)  # a newer writer's file: its manifest matches
     assert read_run(run_path).model == "toy"
 
 
@@ -380,18 +382,18 @@ def test_result_of_a_newer_analyzer_version_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "newer.h5"
     shutil.copy(GOLDEN, path)
     with h5py.File(path, "r+") as handle:
-        handle["analysis/pruning_curve"].attrs["analyzer_version"] = "2"
+        handle["analysis/pruning_curve"].attrs["analyzer_version"] = "3"
     run = inspector.open_run(path)
     with pytest.raises(RunFileError) as info:
         run.result("pruning_curve")
     message = str(info.value)
     assert "\n" not in message
-    assert "analyzer version 2" in message and "this inspector's 1" in message
+    assert "analyzer version 3" in message and "this inspector's 2" in message
     assert "upgrade inspector" in message
     assert run.result("importance").layers  # the other analyses still read
     assert run.analysis["pruning_curve"]["summary"]["heads"]["units"] == 2  # raw tree too
     info = describe(path)  # `inspector info` says which one and why
-    assert "\n           analysis 'pruning_curve' was written by analyzer version 2" in info
+    assert "\n           analysis 'pruning_curve' was written by analyzer version 3" in info
 
 
 def test_missing_analysis_lists_what_the_run_holds(run_path: Path) -> None:
