@@ -234,19 +234,26 @@ def _fmt(value: Any, digits: int = 1) -> str:
 
 
 def _headline(run: Run) -> list[dict[str, str]]:
-    """Per layer: kind, units, mean attention distance (range over heads), ERF distance,
-    redundancy, as text."""
+    """Per layer: kind, units, mean attention distance (range over heads), MAD_centre,
+    ERF distance, like-for-like CKA redundancy and |r| redundancy, as text."""
     heads: dict[str, list[float]] = {}
+    centre: dict[str, list[float]] = {}
     for row in _unit_rows(run, "heads"):
-        value = row.get("attention_distance.mean")
-        if value is not None:
-            heads.setdefault(row["layer"], []).append(float(value))
+        for column, into in (("mean", heads), ("centre_mean", centre)):
+            value = row.get(f"attention_distance.{column}")
+            if value is not None:
+                into.setdefault(row["layer"], []).append(float(value))
     out = []
     for row in _layer_rows(run):
         distances = np.array(heads.get(row["layer"], []), dtype=np.float64)
         finite = distances[np.isfinite(distances)]
         mad = f"{finite.mean():.1f} ({finite.min():.0f}-{finite.max():.0f})" if finite.size else "-"
-        redundancy = row.get("head_redundancy.redundancy", row.get("channel_redundancy.redundancy"))
+        centres = np.array(centre.get(row["layer"], []), dtype=np.float64)
+        centres = centres[np.isfinite(centres)]
+        # like for like: heads by CKA, channels by CKA of groups of head width
+        cka = row.get(
+            "head_redundancy.redundancy", row.get("channel_redundancy.grouped.redundancy")
+        )
         units = row.get("heads") if row["kind"] == "attention" else row.get("channels")
         out.append(
             {
@@ -254,9 +261,11 @@ def _headline(run: Run) -> list[dict[str, str]]:
                 "kind": str(row["kind"] or row.get("receptive_field.branch") or "-"),
                 "units": "-" if units is None else str(units),
                 "MAD px (min-max)": mad,
+                "MADc px": f"{centres.mean():.1f}" if centres.size else "-",
                 "ERF px": _fmt(row.get("receptive_field.mean_distance")),
                 "ERF of": str(row.get("receptive_field.branch") or "-"),
-                "redundancy": _fmt(redundancy, 2),
+                "CKA redund": _fmt(cka, 2),
+                "|r| redund": _fmt(row.get("channel_redundancy.redundancy"), 2),
             }
         )
     return out
@@ -264,10 +273,13 @@ def _headline(run: Run) -> list[dict[str, str]]:
 
 _LEGEND = (
     "MAD: mean attention distance of the heads, input pixels (range over heads); "
+    "MADc: the same for the centre query, the one comparable with the ERF; "
     "ERF: mass-weighted mean distance of the effective receptive field from its centre, "
     "pixels, of the branch named in 'ERF of' (block: after the residual; attention: the "
     "attention branch before it; conv: the layer's output); redundancy: 1 - effective "
-    "units / units (0 none, towards 1 all alike)"
+    "units / units (0 none, towards 1 all alike), CKA: heads, or channel groups of head "
+    "width (like for like), |r|: single channels (secondary); intervals: "
+    "to_dataframe(); definitions: docs/metrics.md"
 )
 
 

@@ -47,6 +47,36 @@ def test_heads_table_has_every_declared_head_field_and_the_stored_values(
     assert set(frame["locality"]) <= {"local", "mixed", "global"}
 
 
+def test_tables_carry_the_interval_fields(run: inspector.Run) -> None:
+    """MAD_centre with its interval, the distance interval (heads), the CKA interval of
+    heads and of channel groups, the ERF intervals (layers), agreement intervals (pruning):
+    all from the declarations, none listed in ``_frames``."""
+    pytest.importorskip("pandas")
+    heads = run.to_dataframe("heads")
+    for column in ("centre_mean", "centre_low", "centre_high", "mean_low", "mean_high"):
+        assert f"attention_distance.{column}" in heads
+    centre = run.result("attention_distance").layers["blocks.1.attn"]
+    assert centre.centre_low is not None
+    np.testing.assert_array_equal(
+        heads.loc["blocks.1.attn", "attention_distance.centre_low"].to_numpy(), centre.centre_low
+    )
+    layers = run.to_dataframe("layers")
+    for column in (
+        "head_redundancy.redundancy_low",
+        "head_redundancy.redundancy_high",
+        "channel_redundancy.grouped.redundancy_low",
+        "receptive_field.mean_distance_low",
+        "receptive_field.radius_90_high",
+        "receptive_field.theoretical_rf",
+    ):
+        assert column in layers
+    stats = run.result("head_redundancy").layers["blocks.0.attn"]
+    assert layers.loc["blocks.0.attn", "head_redundancy.redundancy_low"] == pytest.approx(
+        stats.redundancy_low, nan_ok=True
+    )
+    assert "pruning_curve.agreement_low" in run.to_dataframe("pruning")
+
+
 def test_layers_units_and_pruning_tables(run: inspector.Run) -> None:
     pytest.importorskip("pandas")
     layers = run.to_dataframe("layers")
