@@ -48,3 +48,14 @@ def test_overall_eta_scales_the_later_steps_by_how_the_finished_ones_ran() -> No
     progress = Progress(["capture", "receptive field", "pruning"], stream=io.StringIO())
     progress.actual["capture"] = 3.0  # twice its prior of 1.5 s
     assert progress.scaled("pruning") == pytest.approx(2 * 13.2)
+
+
+def test_extend_grows_a_steps_total() -> None:
+    stream = io.StringIO()
+    progress = Progress(["receptive field"], stream=stream)
+    with progress.step("receptive field", 3, "layers") as step:
+        step.update(3)
+        step.extend(3)  # an adaptive pass takes another batch
+        assert step.total == 6 and step.remaining() >= 0
+        step.update(3)
+    assert stream.getvalue().splitlines()[-1].startswith("[1/1] receptive field: done, 6 layers")
