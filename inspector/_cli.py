@@ -154,19 +154,27 @@ def _analyze_parser(sub: argparse._SubParsersAction) -> None:
     analyze.add_argument(
         "--analyses",
         default=None,
+        metavar="LIST",
         help=f"comma-separated subset of: {', '.join(ALL_ANALYSES)} (default: all). "
         f"{_dependencies()}",
     )
     analyze.add_argument(
         "--input-size",
         default=None,
+        metavar="N|HxW",
         help="input side in px, or HEIGHTxWIDTH (default: timm's data config of the model)",
     )
     analyze.add_argument(
-        "--mean", default=None, help="normalisation mean R,G,B (default: the data config's)"
+        "--mean",
+        default=None,
+        metavar="R,G,B",
+        help="normalisation mean R,G,B (default: the data config's)",
     )
     analyze.add_argument(
-        "--std", default=None, help="normalisation std R,G,B (default: the data config's)"
+        "--std",
+        default=None,
+        metavar="R,G,B",
+        help="normalisation std R,G,B (default: the data config's)",
     )
     analyze.add_argument(
         "--interpolation",
@@ -206,7 +214,7 @@ def _analyze_parser(sub: argparse._SubParsersAction) -> None:
         help="token positions per image sampled (stratified at random) for the moment "
         "and CKA accumulators; rows = images x positions (default: 64)",
     )
-    analyze.add_argument("--quiet", action="store_true", help="no progress bars")
+    analyze.add_argument("--quiet", action="store_true", help="no progress display")
     analyze.add_argument(
         "--autocast",
         action="store_true",
@@ -225,12 +233,14 @@ def _pass_options(analyze: argparse.ArgumentParser) -> None:
         "--erf-images",
         type=int,
         default=16,
+        metavar="N",
         help="images of the ERF pass, the first of --images (default: 16)",
     )
     passes.add_argument(
         "--pruning-images",
         type=int,
         default=16,
+        metavar="N",
         help="images of importance + pruning: importance on the first half, the pruning "
         "curve on the held-out rest (default: 16)",
     )
@@ -244,16 +254,22 @@ def _pass_options(analyze: argparse.ArgumentParser) -> None:
         "--precision",
         type=float,
         default=0.05,
+        metavar="P",
         help="--adaptive target half-width: relative for ERF distance, absolute for "
         "agreement (default: 0.05)",
     )
     passes.add_argument(
-        "--max-images", type=int, default=128, help="--adaptive: most images per pass (128)"
+        "--max-images",
+        type=int,
+        default=128,
+        metavar="N",
+        help="--adaptive: most images per pass (default: 128)",
     )
     passes.add_argument(
         "--pruning-threshold",
         type=float,
         default=0.99,
+        metavar="T",
         help="least top-1 agreement (interval lower bound) for 'removable' (default: 0.99)",
     )
     passes.add_argument(
