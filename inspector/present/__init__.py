@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._export import export_tables as export_tables
 from ._rows import LayerRow as LayerRow
 from ._rows import RunResults as RunResults
 from ._rows import failed_analyses as failed_analyses
@@ -33,6 +34,7 @@ __all__ = [
     "compare_view",
     "describe",
     "describe_models",
+    "export_tables",
     "failed_analyses",
     "layer_rows",
     "print_summary",

@@ -16,8 +16,8 @@ from .._errors import InspectorError, RunFileError
 from .._files import regular_file_problem
 from .._images import builtin_images_dir, decode_image
 from .._version import __version__
-from ..analyzers import ErfLayer, uniform_erf_distance
-from ..store import Run
+from ..analyzers import GLOBAL, LOCAL, ErfLayer, uniform_erf_distance
+from ..store import Run, table_rows
 from ._explorer import explorer_view
 from ._rows import (
     RunResults,
@@ -31,14 +31,11 @@ from ._verdict import compare_verdict, verdict
 
 __all__ = ["compare_view", "run_view", "write_compare_report", "write_run_report"]
 
-LOCAL, GLOBAL = 0.35, 0.75
-"""Heads below / above these fractions of the uniform-attention distance count as local /
-global in the headline findings."""
 
 _KIND = {"heads": "head", "channels": "channel"}
 
 _NOTES = (
-    "Mean attention distance (METRICS.md §1): rows renormalised over spatial keys "
+    "Mean attention distance (docs/metrics.md §1): rows renormalised over spatial keys "
     "(prefix tokens excluded), mean over spatial queries, self pair included, pixel "
     "distances between token centres on the model's own grid (never sqrt(N)); mean over "
     "images. The raw variant and the prefix mass are stored in the run file.",
@@ -152,7 +149,10 @@ def _weights(run: Run) -> reports.WeightsInfo:
     source = str(run.meta.get("weights_source", ""))
     shown = source if source in ("pretrained", "random", "file") else "file"
     detail = str(run.meta.get("weights_path", "")) if shown == "file" else ""
-    return reports.WeightsInfo(shown, str(run.meta.get("weights_reason", "")), detail)
+    reason = str(run.meta.get("weights_reason", ""))
+    if detail and detail in reason:  # the reason names the file already: say it once
+        detail = ""
+    return reports.WeightsInfo(shown, reason, detail)
 
 
 def _sections(run: Run, results: RunResults) -> dict[str, Any]:
@@ -427,6 +427,37 @@ def _grouped(notes: Mapping[str, str], shown: int = 4) -> list[str]:
     return lines
 
 
+def _head_table(run: Run) -> reports.Table | None:
+    """One row per head: every per-head field of the run's results (the columns of
+    ``Run.to_dataframe("heads")``, built from the declarations, so interval fields appear
+    as they are added), and the head's locality."""
+    rows = table_rows(run, "heads")
+    if not rows:
+        return None
+    columns: dict[str, None] = {}
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    names = tuple(columns)
+    cells = tuple(tuple(_cell(row.get(c)) for c in names) for row in rows)
+    return reports.Table(
+        "per-head numbers",
+        names,
+        cells,
+        "one row per attention head: distance MAD and MAD_centre (px), entropy (nats), "
+        "prefix mass, importance; _low/_high: 95 % bootstrap interval over images; "
+        f"locality (local below {LOCAL:.0%}, global above {GLOBAL:.0%} of the uniform "
+        "distance); docs/metrics.md §1, §2, §5, §7",
+    )
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return _float(value)
+    return value
+
+
 def run_view(run: Run) -> reports.RunReport:
     """The run report's view model, from the run file alone (images re-read for overlays)."""
     results = RunResults.of(run)
@@ -480,7 +511,7 @@ def run_view(run: Run) -> reports.RunReport:
         attention_maps=_gallery(run, {}),
         explorer=explorer_view(run, lambda sample_id: _image(run, sample_id)),
         notes=_NOTES,
-        tables=(_table(run, results),),
+        tables=tuple(t for t in (_head_table(run), _table(run, results)) if t is not None),
         **sections,
     )
 
