@@ -168,10 +168,12 @@ def _channels_first_norm(module: nn.Module) -> bool:
 
 def find_channels(model: nn.Module) -> dict[str, ChannelSite]:
     """Channel layers of ``model`` by path: convolutions, normalisation layers, MLP
-    hidden layers (modules with ``fc1`` and ``fc2`` children, read at ``fc2``'s input) and
-    every other ``nn.Linear`` (``linear``, its output; for MLPs named otherwise, chosen
-    by glob with ``--layers``/``layers=``)."""
+    hidden layers (modules with ``fc1`` and ``fc2`` children, read at ``fc2``'s input,
+    after the nonlinearity, also when ``fc1``/``fc2`` are 1x1 convolutions) and every
+    other ``nn.Linear`` (``linear``, its output; for MLPs named otherwise, chosen by glob
+    with ``--layers``/``layers=``)."""
     sites: dict[str, ChannelSite] = {}
+    hidden: dict[str, ChannelSite] = {}
     for name, module in model.named_modules():
         if not name:
             continue
@@ -186,11 +188,19 @@ def find_channels(model: nn.Module) -> dict[str, ChannelSite]:
         fc2 = children.get("fc2")
         if "fc1" in children or "fc1_g" in children:
             if isinstance(fc2, nn.Linear):
-                sites[f"{name}.fc2"] = ChannelSite(f"{name}.fc2", "mlp", "input", -1)
+                hidden[name] = ChannelSite(f"{name}.fc2", "mlp", "input", -1)
             elif isinstance(fc2, nn.Conv2d):
-                sites[f"{name}.fc2"] = ChannelSite(f"{name}.fc2", "mlp", "input", 1)
-        if isinstance(module, nn.Linear) and name not in sites:  # fc2 stays an MLP site
+                hidden[name] = ChannelSite(f"{name}.fc2", "mlp", "input", 1)
+        if isinstance(module, nn.Linear) and name not in sites:  # fc2 becomes an MLP site
             sites[name] = ChannelSite(name, "linear", "output", -1)
+    # The hidden layer of an MLP is read at fc2's input, after the nonlinearity; it
+    # replaces fc2's own site. A conv MLP (ConvNeXt's conv_mlp, ...) has 1x1 convolutions
+    # as fc1 and fc2: fc1's conv site (its pre-activation output) would duplicate the
+    # hidden layer and goes (a linear fc1 stays a ``linear`` site, chosen only by name).
+    for name, site in hidden.items():
+        if name + ".fc1" in sites and sites[name + ".fc1"].kind == "conv":
+            del sites[name + ".fc1"]
+        sites[site.name] = site
     return sites
 
 

@@ -14,16 +14,17 @@ from ._version import __version__ as __version__
 
 if TYPE_CHECKING:
     from ._api import analyze as analyze
-    from ._api import open_run as open_run
+    from ._open import open_run as open_run
     from ._options import AnalyzeOptions as AnalyzeOptions
     from .store import Layer as Layer
     from .store import Run as Run
 
 # The API needs torch and timm (seconds to import): it loads on first use, so that
-# `import inspector` (and the CLI's `--version` and `info`) stay quick.
+# `import inspector` (and the CLI's `--version` and `info`) stay quick; `open_run` never
+# imports them.
 _LAZY = {
     "analyze": "._api",
-    "open_run": "._api",
+    "open_run": "._open",
     "AnalyzeOptions": "._options",
     "Layer": ".store",
     "Run": ".store",

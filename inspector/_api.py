@@ -8,22 +8,12 @@ from typing import Any
 from torch import nn
 
 from ._errors import InspectorError, Interrupted, ReportInterrupted
+from ._open import open_run
 from ._options import AnalyzeOptions
 from .pipeline import execute, make_plan, resolve, world
 from .store import Run, claim_output, read_run, refuse_existing
 
 __all__ = ["analyze", "open_run"]
-
-
-def open_run(path: str | Path, *, verify: bool = True) -> Run:
-    """Read a complete run file (plain numpy arrays and dataclasses; no model needed).
-
-    Args:
-        path: The run file.
-        verify: Check its content against its checksum manifest; ``False`` reads a
-            damaged file as it is (forensics).
-    """
-    return read_run(path, verify=verify)
 
 
 def _report(run: Run, path: Path) -> None:

@@ -23,6 +23,9 @@ from ._options import ALL_ANALYSES, AnalyzeOptions, parse_analyses
 from ._text import terminal_safe
 from ._version import __version__
 
+_TABLES = ("heads", "units", "layers", "pruning")
+"""The tables of ``inspector export`` (``Run.to_dataframe``)."""
+
 __all__ = ["main"]
 
 logger = logging.getLogger("inspector")
@@ -38,6 +41,22 @@ class _Printer(logging.Handler):
             print(f"warning: {message}", file=sys.stderr, flush=True)
         else:
             print(message, flush=True)
+
+
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Help that shows every option's default (except flags and unset options)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "%(default)" in text
+            or "default:" in text
+            or default in (None, False, argparse.SUPPRESS)
+            or not action.option_strings
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 class _WarningsToLog:
@@ -89,6 +108,7 @@ def _dependencies() -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="inspector",
+        formatter_class=_Help,
         description="Measure how far CNN channels and transformer heads look, and how "
         "redundant they are.",
     )
@@ -96,7 +116,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--debug", action="store_true", default=False, help="show tracebacks on errors"
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_SubParser
+    )
 
     _analyze_parser(sub)
     _run_file_parsers(sub)
@@ -106,31 +128,53 @@ def _parser() -> argparse.ArgumentParser:
 def _analyze_parser(sub: argparse._SubParsersAction) -> None:
     """``inspector analyze`` and its options."""
     analyze = sub.add_parser("analyze", help="capture and analyse a model; write a run file")
-    analyze.add_argument("model", help="timm name or alias, e.g. deit_small")
-    analyze.add_argument("--images", default="builtin", help="folder, image file or 'builtin'")
-    analyze.add_argument("--limit", type=int, default=None, help="use at most N images")
-    analyze.add_argument("--batch-size", type=int, default=16)
+    analyze.add_argument("model", metavar="MODEL", help="timm name or alias, e.g. deit_small")
+    analyze.add_argument(
+        "--images",
+        default="builtin",
+        metavar="PATH",
+        help="folder, image file or 'builtin' (the nine bundled images)",
+    )
+    analyze.add_argument(
+        "--limit", type=int, default=None, metavar="N", help="use at most N images (default: all)"
+    )
+    analyze.add_argument(
+        "--batch-size", type=int, default=16, metavar="N", help="images per forward pass"
+    )
     analyze.add_argument("--device", default="auto", help="auto, cpu or cuda")
     analyze.add_argument(
         "--weights", default="auto", help="auto, pretrained, random or a weights file"
     )
-    analyze.add_argument("--layers", default=None, help="glob(s) over layer paths, comma-separated")
+    analyze.add_argument(
+        "--layers",
+        default=None,
+        metavar="GLOB",
+        help="glob(s) over layer paths, comma-separated, e.g. 'blocks.*' (default: every layer)",
+    )
     analyze.add_argument(
         "--analyses",
         default=None,
+        metavar="LIST",
         help=f"comma-separated subset of: {', '.join(ALL_ANALYSES)} (default: all). "
         f"{_dependencies()}",
     )
     analyze.add_argument(
         "--input-size",
         default=None,
+        metavar="N|HxW",
         help="input side in px, or HEIGHTxWIDTH (default: timm's data config of the model)",
     )
     analyze.add_argument(
-        "--mean", default=None, help="normalisation mean R,G,B (default: the data config's)"
+        "--mean",
+        default=None,
+        metavar="R,G,B",
+        help="normalisation mean R,G,B (default: the data config's)",
     )
     analyze.add_argument(
-        "--std", default=None, help="normalisation std R,G,B (default: the data config's)"
+        "--std",
+        default=None,
+        metavar="R,G,B",
+        help="normalisation std R,G,B (default: the data config's)",
     )
     analyze.add_argument(
         "--interpolation",
@@ -138,7 +182,9 @@ def _analyze_parser(sub: argparse._SubParsersAction) -> None:
         choices=("bilinear", "bicubic", "nearest"),
         help="resize interpolation (default: the data config's)",
     )
-    analyze.add_argument("--out", default="inspector-runs", help="output folder or .h5 path")
+    analyze.add_argument(
+        "--out", default="inspector-runs", metavar="DIR", help="output folder or .h5 path"
+    )
     analyze.add_argument("--no-report", action="store_true", help="do not write the HTML report")
     analyze.add_argument("--resume", action="store_true", help="continue an interrupted run")
     analyze.add_argument(
@@ -150,17 +196,25 @@ def _analyze_parser(sub: argparse._SubParsersAction) -> None:
         "--seed",
         type=int,
         default=0,
+        metavar="N",
         help="seeds random initialisation and picks which --limit images run (default: 0)",
     )
-    analyze.add_argument("--keep-maps", type=int, default=8, help="attention maps kept (images)")
+    analyze.add_argument(
+        "--keep-maps",
+        type=int,
+        default=8,
+        metavar="N",
+        help="keep the attention maps of the first N images (0: none)",
+    )
     analyze.add_argument(
         "--positions",
         type=int,
         default=64,
+        metavar="N",
         help="token positions per image sampled (stratified at random) for the moment "
         "and CKA accumulators; rows = images x positions (default: 64)",
     )
-    analyze.add_argument("--quiet", action="store_true", help="no progress bars")
+    analyze.add_argument("--quiet", action="store_true", help="no progress display")
     analyze.add_argument(
         "--autocast",
         action="store_true",
@@ -179,12 +233,14 @@ def _pass_options(analyze: argparse.ArgumentParser) -> None:
         "--erf-images",
         type=int,
         default=16,
+        metavar="N",
         help="images of the ERF pass, the first of --images (default: 16)",
     )
     passes.add_argument(
         "--pruning-images",
         type=int,
         default=16,
+        metavar="N",
         help="images of importance + pruning: importance on the first half, the pruning "
         "curve on the held-out rest (default: 16)",
     )
@@ -198,16 +254,22 @@ def _pass_options(analyze: argparse.ArgumentParser) -> None:
         "--precision",
         type=float,
         default=0.05,
+        metavar="P",
         help="--adaptive target half-width: relative for ERF distance, absolute for "
         "agreement (default: 0.05)",
     )
     passes.add_argument(
-        "--max-images", type=int, default=128, help="--adaptive: most images per pass (128)"
+        "--max-images",
+        type=int,
+        default=128,
+        metavar="N",
+        help="--adaptive: most images per pass (default: 128)",
     )
     passes.add_argument(
         "--pruning-threshold",
         type=float,
         default=0.99,
+        metavar="T",
         help="least top-1 agreement (interval lower bound) for 'removable' (default: 0.99)",
     )
     passes.add_argument(
@@ -221,7 +283,7 @@ def _pass_options(analyze: argparse.ArgumentParser) -> None:
 def _run_file_parsers(sub: argparse._SubParsersAction) -> None:
     """The commands that read run files or list models: info, models, report, compare."""
     info = sub.add_parser("info", help="describe what a run file holds")
-    info.add_argument("run", type=Path)
+    info.add_argument("run", type=Path, metavar="RUN.h5", help="a run file")
     info.add_argument(
         "--no-verify",
         action="store_true",
@@ -232,14 +294,27 @@ def _run_file_parsers(sub: argparse._SubParsersAction) -> None:
     )
 
     models = sub.add_parser("models", help="list timm architectures and what can be measured")
-    models.add_argument("glob", nargs="?", default="*")
+    models.add_argument(
+        "glob",
+        nargs="?",
+        default="*",
+        metavar="GLOB",
+        help="glob over timm names ('swin*') or an alias ('swin') (default: every name)",
+    )
     models.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
 
     report = sub.add_parser("report", help="(re)render the HTML report of a run file")
-    report.add_argument("run", type=Path)
-    report.add_argument("-o", "--output", type=Path, default=None)
+    report.add_argument("run", type=Path, metavar="RUN.h5", help="a run file")
+    report.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the HTML file (default: the run file's name with .html)",
+    )
     report.add_argument(
         "--no-verify",
         action="store_true",
@@ -250,7 +325,7 @@ def _run_file_parsers(sub: argparse._SubParsersAction) -> None:
     )
 
     compare = sub.add_parser("compare", help="one report comparing several run files")
-    compare.add_argument("runs", type=Path, nargs="+")
+    compare.add_argument("runs", type=Path, nargs="+", metavar="RUN.h5", help="run files")
     compare.add_argument(
         "-o",
         "--out",
@@ -258,6 +333,7 @@ def _run_file_parsers(sub: argparse._SubParsersAction) -> None:
         dest="output",
         type=Path,
         default=None,
+        metavar="FILE",
         help="the HTML file (default: compare-<run>-vs-<run>.html beside the first run file)",
     )
     compare.add_argument(
@@ -268,6 +344,44 @@ def _run_file_parsers(sub: argparse._SubParsersAction) -> None:
     compare.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
+
+    export = sub.add_parser(
+        "export", help="write a run's tables (per head, unit, layer, pruning step) as files"
+    )
+    export.add_argument("run", type=Path, metavar="RUN.h5", help="a run file")
+    export.add_argument(
+        "--format", choices=("csv", "parquet", "json"), default="csv", help="file format"
+    )
+    export.add_argument(
+        "--table",
+        choices=("all", *_TABLES),
+        default="all",
+        help="which table: heads, units, layers, pruning or all",
+    )
+    export.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder for RUN.<table>.<format> (default: the run file's folder)",
+    )
+    export.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="read a file whose checksums do not match (forensics)",
+    )
+    export.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+
+
+class _SubParser(argparse.ArgumentParser):
+    """Subcommand parsers show defaults in their help, like the main one."""
+
+    def __init__(self, **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", _Help)
+        super().__init__(**kwargs)  # type: ignore[arg-type]
 
 
 class _UsageError(Exception):
@@ -325,8 +439,29 @@ def _analyze_options(args: argparse.Namespace, layers: tuple[str, ...] | None) -
     )
 
 
+def _check_early(args: argparse.Namespace, layers: tuple[str, ...] | None) -> None:
+    """Checks of ``analyze``'s arguments that need no model, made before torch loads."""
+    if args.keep_maps < 0:
+        raise _UsageError(f"--keep-maps {args.keep_maps} must be 0 (keep none) or more")
+    if args.limit is not None and args.limit < 1:
+        raise _UsageError(f"--limit {args.limit} must be at least 1")
+    if args.images != "builtin" and not Path(args.images).exists():
+        raise _UsageError(
+            f"--images {args.images!r}: no such file or folder (give a folder of images, "
+            "an image file or 'builtin')"
+        )
+    if layers is not None and any(not p for p in layers):
+        raise _UsageError(f"--layers {args.layers!r} holds an empty pattern")
+    device = args.device
+    if device not in ("auto", "cpu", "cuda") and not (
+        device.startswith("cuda:") and device[5:].isdigit()
+    ):
+        raise _UsageError(f"--device {device!r} is not one of auto, cpu, cuda, cuda:N")
+
+
 def _analyze(args: argparse.Namespace) -> int:
     layers = tuple(p.strip() for p in args.layers.split(",")) if args.layers else None
+    _check_early(args, layers)
     try:
         options = _analyze_options(args, layers)
     except InspectorError as exc:  # an option value out of range: a usage error
@@ -365,12 +500,12 @@ def _info(args: argparse.Namespace) -> int:
 def _models(args: argparse.Namespace) -> int:
     from .present import describe_models
 
-    print(describe_models(args.glob))
+    print(describe_models(args.glob))  # no match: ModelNotFoundError, exit 1
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
-    from ._api import open_run
+    from ._open import open_run
     from .present import write_run_report
 
     run = open_run(args.run, verify=not args.no_verify)
@@ -380,12 +515,23 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from ._api import open_run
+    from ._open import open_run
     from .present import write_compare_report
 
     runs = [open_run(path, verify=not args.no_verify) for path in args.runs]
     path = write_compare_report(runs, args.output or _compare_path(args.runs))
     print(f"report: {terminal_safe(path)}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from ._open import open_run
+    from .present import export_tables
+
+    run = open_run(args.run, verify=not args.no_verify)
+    tables = _TABLES if args.table == "all" else (args.table,)
+    for path in export_tables(run, tables, args.format, args.out or args.run.parent):
+        print(f"wrote {terminal_safe(path)}")
     return 0
 
 
@@ -411,6 +557,7 @@ _COMMANDS = {
     "models": _models,
     "report": _report,
     "compare": _compare,
+    "export": _export,
 }
 
 

@@ -112,6 +112,24 @@ def _by_length(names: list[str]) -> list[str]:
     return sorted(set(names), key=lambda n: (len(n), n))
 
 
+_SIZES = ("tiny", "small", "base")
+"""A family's canonical models carry a size word after its name; the smallest of these
+sizes comes first (``swin`` -> ``swin_tiny_patch4_window7_224``, not ``swin_s3_base_224``)."""
+
+
+def _canonical_first(key: str, names: list[str]) -> list[str]:
+    """Candidates for alias ``key``: the family's canonical line (``key_tiny_...``,
+    ``key_small_...``, ``key_base_...``) first, then the rest; shortest, then
+    alphabetical, within each."""
+
+    def rank(name: str) -> tuple[int, int, str]:
+        rest = name[len(key) + 1 :].split("_")[0]
+        size = _SIZES.index(rest) if rest in _SIZES else len(_SIZES)
+        return (size, len(name), name)
+
+    return sorted(set(names), key=rank)
+
+
 def _check_tag(arch: str, tag: str, requested: str) -> None:
     tags = [p.partition(".")[2] for p in timm.list_pretrained(f"{arch}.*")]
     if tag not in tags:
@@ -126,7 +144,8 @@ def resolve_model_name(name: str) -> Resolution:
     """Resolve a user's model name to a registered timm name.
 
     Rules, in order: an exact timm name (optionally ``arch.tag``) wins; otherwise the
-    shortest registered name extending ``NAME_`` is chosen, ties broken alphabetically,
+    family's canonical model extending ``NAME_`` is chosen (``NAME_tiny_...``, then
+    ``_small_``, ``_base_``; shortest, then alphabetical, among them; else the shortest),
     and the other extensions are returned as alternatives. Matching ignores case and
     treats ``-`` as ``_`` (such a match counts as an alias so that it is printed).
 
@@ -157,7 +176,7 @@ def resolve_model_name(name: str) -> Resolution:
         chosen = key
     elif key in table:
         how = "alias"
-        chosen, *rest = _by_length(table[key])
+        chosen, *rest = _canonical_first(key, table[key])
         alternatives = tuple(rest)
     else:
         raise ModelNotFoundError(_unknown_message(requested, key, names, table))

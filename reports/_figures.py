@@ -64,6 +64,34 @@ def head_means(attention: Sequence[AttentionDistance]) -> np.ndarray:
     return out
 
 
+MAX_INDEXED_HEADS = 16
+"""Layers with at most this many heads get each point labelled with its head index."""
+
+
+def _head_indices(
+    ax: Axes, attention: Sequence[AttentionDistance], values: dict[int, np.ndarray]
+) -> None:
+    """Each head's index beside its point (``h0``, ``h1``, ...; ``values`` by ``id`` of
+    the layer: the plotted distances), so a point can be found in the per-head table;
+    layers with more than :data:`MAX_INDEXED_HEADS` heads are left unlabelled (the labels
+    would cover each other)."""
+    for layer in attention:
+        if layer.head_distance.size > MAX_INDEXED_HEADS:
+            continue
+        for head, value in enumerate(np.asarray(values[id(layer)], dtype=float).tolist()):
+            if np.isfinite(value):
+                ax.annotate(
+                    f"h{head}",
+                    (layer.depth, value),
+                    xytext=(3, 0),
+                    textcoords="offset points",
+                    fontsize=5.5,
+                    color="#444444",
+                    va="center",
+                    zorder=5,
+                )
+
+
 def _centre_values(layer: AttentionDistance) -> np.ndarray:
     if layer.centre_distance is None:
         return np.full(layer.head_distance.shape, np.nan)
@@ -127,6 +155,7 @@ def distance_figure(
                     for h, v in enumerate(values[id(layer)])
                 ],
             )
+        _head_indices(ax, attention, values)
         for layer in attention:  # each head's 95 % interval over images, where stored
             bounds = layer.centre_interval if centre else layer.head_interval
             if bounds is not None and np.isfinite(bounds).any():

@@ -169,8 +169,50 @@ def _size(fig: Figure) -> tuple[int, int]:
     return round(w * _CSS_DPI), round(h * _CSS_DPI)
 
 
+def clipped_text(fig: Figure) -> list[str]:
+    """Texts of ``fig`` (legend entries, titles, labels) that reach outside the figure, as
+    drawn: what a reader would see cut off. Empty when nothing is clipped."""
+    renderer = fig.canvas.get_renderer()
+    fig.draw_without_rendering()
+    width, height = fig.bbox.width, fig.bbox.height
+    out = []
+    texts = [t for legend in fig.legends for t in legend.texts]
+    for ax in fig.axes:
+        texts += [ax.title, ax.xaxis.label, ax.yaxis.label]
+        if ax.get_legend() is not None:
+            texts += list(ax.get_legend().texts)
+    texts += [t for t in fig.texts]
+    for text in texts:
+        if not text.get_visible() or not str(text.get_text()).strip():
+            continue
+        box = text.get_window_extent(renderer)
+        if box.x0 < -0.5 or box.y0 < -0.5 or box.x1 > width + 0.5 or box.y1 > height + 0.5:
+            out.append(str(text.get_text()))
+    return out
+
+
+def fit_legends(fig: Figure) -> None:
+    """Redraw figure-level legends (the reports place them ``outside lower center``) with
+    fewer columns until none reaches outside the figure: a legend of long labels in four
+    columns was cut at both sides ("(attention branc")."""
+    renderer = fig.canvas.get_renderer()
+    for legend in list(fig.legends):
+        handles, labels = legend.legend_handles, [t.get_text() for t in legend.texts]
+        ncols = int(getattr(legend, "_ncols", 1))
+        while ncols > 1:
+            fig.draw_without_rendering()
+            box = legend.get_window_extent(renderer)
+            if box.x0 >= -0.5 and box.x1 <= fig.bbox.width + 0.5:
+                break
+            ncols -= 1
+            legend.remove()
+            legend = fig.legend(handles, labels, loc="outside lower center", ncols=ncols)
+    fig.draw_without_rendering()
+
+
 def to_svg(fig: Figure, alt: str) -> RenderedFigure:
     """Encode a line plot as SVG (text drawn as paths; no date stamp)."""
+    fit_legends(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="svg", metadata={"Date": None})
     return RenderedFigure(_uri("image/svg+xml", buf.getvalue()), alt, *_size(fig), _points(fig))
@@ -178,6 +220,7 @@ def to_svg(fig: Figure, alt: str) -> RenderedFigure:
 
 def to_png(fig: Figure, alt: str, *, dpi: float = 100.0) -> RenderedFigure:
     """Encode a heatmap as PNG."""
+    fit_legends(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
     return RenderedFigure(_uri("image/png", buf.getvalue()), alt, *_size(fig), _points(fig))

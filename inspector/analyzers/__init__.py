@@ -6,6 +6,8 @@ with dimension labels, ``params``, ``notes`` and ``version``, and ``to_tree()`` 
 """
 
 from . import _attention, _gradients, _interaction, _redundancy  # noqa: F401  (register)
+from ._attention import GLOBAL as GLOBAL
+from ._attention import LOCAL as LOCAL
 from ._attention import DistanceLayer as DistanceLayer
 from ._attention import DistanceResult as DistanceResult
 from ._attention import EntropyLayer as EntropyLayer
@@ -48,6 +50,8 @@ from ._registry import PruningInput as PruningInput
 from ._schema_doc import results_schema_markdown as results_schema_markdown
 
 __all__ = [
+    "GLOBAL",
+    "LOCAL",
     "REGISTRY",
     "AblationCheck",
     "AblationInput",

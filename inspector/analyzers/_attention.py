@@ -14,6 +14,8 @@ from ._registry import REGISTRY, AnalysisInputs
 from ._results import nan_stats, nonfinite_note
 
 __all__ = [
+    "GLOBAL",
+    "LOCAL",
     "AttentionDistance",
     "AttentionEntropy",
     "DistanceLayer",
@@ -21,6 +23,10 @@ __all__ = [
     "EntropyLayer",
     "EntropyResult",
 ]
+
+LOCAL, GLOBAL = 0.35, 0.75
+"""Heads below / above these fractions of the uniform-attention distance count as local /
+global (report findings, the ``locality`` column of ``Run.to_dataframe("heads")``)."""
 
 # Geometries with token centres: ``windowed`` and ``dilated`` (MaxViT grid attention)
 # measure positions inside one sequence, as the in-hook summaries do.

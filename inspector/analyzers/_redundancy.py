@@ -175,7 +175,7 @@ class ChannelRedundancyLayer(RedundancyStats):
     )
     effective_units_raw: float | None = value(
         "participation ratio of the correlation matrix without the small-sample "
-        "correction (effective_units carries it, METRICS.md §4)",
+        "correction (effective_units carries it, docs/metrics.md §4)",
         optional=True,
     )
     grouped_cka: np.ndarray | None = array(

@@ -29,6 +29,7 @@ from ._plan import Plan as Plan
 from ._plan import capture_options as capture_options
 from ._plan import make_plan as make_plan
 from ._plan import output_path as output_path
+from ._progress import Progress as Progress
 from ._resolve import Resolved as Resolved
 from ._resolve import resolve as resolve
 from ._resolve import resolve_device as resolve_device
@@ -41,6 +42,7 @@ __all__ = [
     "ImportancePassResult",
     "MeanMaps",
     "Plan",
+    "Progress",
     "PruningPassResult",
     "Resolved",
     "World",

@@ -33,9 +33,18 @@ from ..analyzers import (
 from ..store import RunWriter
 from ._capture import CaptureInput
 from ._equivariance import equivariance_pass
-from ._gradients import _logits, erf_layers, erf_pass, importance_pass, pruning_pass
+from ._gradients import (
+    ABLATE,
+    PRUNING_STEPS,
+    _logits,
+    erf_layers,
+    erf_pass,
+    importance_pass,
+    pruning_pass,
+)
 from ._mean_maps import MeanMaps
 from ._plan import PASSES_OF, Plan
+from ._progress import Progress, Silent
 
 __all__ = [
     "EquivariancePassResult",
@@ -178,7 +187,13 @@ class ErfPass:
 
     name = "receptive_field"
 
-    def run(self, model: nn.Module, capture: CaptureInput, plan: Plan) -> ErfPassResult:
+    def run(
+        self,
+        model: nn.Module,
+        capture: CaptureInput,
+        plan: Plan,
+        progress: Progress | None = None,
+    ) -> ErfPassResult:
         began = time.perf_counter()
         opts = plan.options
         attention = [n for n, s in capture.state.layers.items() if s.kind == "attention"]
@@ -189,37 +204,17 @@ class ErfPass:
         skipped: dict[str, str] = {}
         seen = 0
         limit = opts.max_images if opts.adaptive else opts.erf_images
-        for x, _, _ in plan.images.batches(min(opts.erf_images, limit)):
-            x = x[: limit - seen].to(plan.device)
-            found, skipped = erf_pass(
-                model, x, layers, geometry, progress=opts.progress and plan.leader
-            )
-            n = x.shape[0]
-            for name, v in found.items():
-                into = total.setdefault(
-                    name,
-                    {
-                        **v,
-                        "map": 0.0,
-                        "replknet_map": None,
-                        "weighted": [],
-                        "mass": [],
-                        "profile": None,
-                        "per_image": [],
-                    },
-                )
-                into["map"] = into["map"] + v["map"] * n
-                if v["replknet_map"] is not None:
-                    base = into["replknet_map"]
-                    into["replknet_map"] = v["replknet_map"] * n + (0 if base is None else base)
-                into["weighted"].append(v["weighted"])
-                into["mass"].append(v["mass"])
-                into["profile"] = _grouped(into["profile"], v["profile"], seen)
-                if seen < opts.erf_images:  # input dependence: the first erf_images maps
-                    into["per_image"].append(v["per_image"][: opts.erf_images - seen])
-            seen += n
-            if seen >= limit or not opts.adaptive or not _erf_wide(total, opts.precision):
-                break
+        # one item per layer and batch; the adaptive mode adds a batch's layers as it goes
+        with (progress or Silent()).step("receptive field", len(layers), "layers") as step:
+            for x, _, _ in plan.images.batches(min(opts.erf_images, limit)):
+                if seen:
+                    step.extend(len(layers))
+                x = x[: limit - seen].to(plan.device)
+                found, skipped = erf_pass(model, x, layers, geometry, tick=step.update)
+                n = x.shape[0]
+                seen = self._add(total, found, n, seen, keep=opts.erf_images)
+                if seen >= limit or not opts.adaptive or not _erf_wide(total, opts.precision):
+                    break
         out = {
             name: ErfInput(
                 map=v["map"] / seen,
@@ -238,6 +233,41 @@ class ErfPass:
         }
         out |= {name: ErfInput(reason=reason) for name, reason in skipped.items()}
         return ErfPassResult(out, time.perf_counter() - began, images=seen)
+
+    @staticmethod
+    def _add(
+        total: dict[str, dict[str, Any]],
+        found: Mapping[str, dict[str, Any]],
+        n: int,
+        seen: int,
+        keep: int = 0,
+    ) -> int:
+        """Add one batch of ``n`` images (``seen`` before it) to the running sums (and the
+        per-image maps of the first ``keep`` images, for input dependence); returns the
+        images seen after it."""
+        for name, v in found.items():
+            into = total.setdefault(
+                name,
+                {
+                    **v,
+                    "map": 0.0,
+                    "replknet_map": None,
+                    "weighted": [],
+                    "mass": [],
+                    "profile": None,
+                    "per_image": [],
+                },
+            )
+            into["map"] = into["map"] + v["map"] * n
+            if v["replknet_map"] is not None:
+                base = into["replknet_map"]
+                into["replknet_map"] = v["replknet_map"] * n + (0 if base is None else base)
+            into["weighted"].append(v["weighted"])
+            into["mass"].append(v["mass"])
+            into["profile"] = _grouped(into["profile"], v["profile"], seen)
+            if seen < keep:
+                into["per_image"].append(v["per_image"][: keep - seen])
+        return seen + n
 
 
 def importance_split(total: int, available: int) -> tuple[int, int]:
@@ -262,7 +292,12 @@ class EquivariancePass:
     name = "translation_equivariance"
 
     def run(
-        self, model: nn.Module, capture: CaptureInput, plan: Plan, erf: ErfPassResult
+        self,
+        model: nn.Module,
+        capture: CaptureInput,
+        plan: Plan,
+        erf: ErfPassResult,
+        progress: Progress | None = None,
     ) -> EquivariancePassResult:
         began = time.perf_counter()
         attention = [n for n, s in capture.state.layers.items() if s.kind == "attention"]
@@ -271,7 +306,11 @@ class EquivariancePass:
         names = [name for name, _ in erf_layers(model, attention, channels)]
         x, _, _ = next(plan.images.batches(plan.options.erf_images))
         x = x[: plan.options.erf_images].to(plan.device)
-        found = equivariance_pass(model, x, names, geometry, erf.layers)
+        # one forward on the images, then one per distinct shift (counted once known)
+        with (progress or Silent()).step("equivariance", 1, "forwards") as step:
+            found = equivariance_pass(
+                model, x, names, geometry, erf.layers, tick=step.update, extend=step.extend
+            )
         return EquivariancePassResult(found, time.perf_counter() - began)
 
 
@@ -300,11 +339,15 @@ class ImportancePass:
         x: torch.Tensor,
         labels: torch.Tensor,
         units: Mapping[str, Any],
-        ablate: int = 6,
+        ablate: int = ABLATE,
+        progress: Progress | None = None,
     ) -> ImportancePassResult:
         began = time.perf_counter()
+        # one backward for every gate, then ``ablate`` single-unit ablations per kind
+        total = 1 + sum(min(ablate, sum(layers.values())) for layers in units.values())
         try:
-            found = importance_pass(model, x, units, labels, ablate=ablate)
+            with (progress or Silent()).step("importance", total, "passes") as step:
+                found = importance_pass(model, x, units, labels, ablate=ablate, tick=step.update)
         except ValueError as exc:
             return ImportancePassResult(
                 units=units, problem=str(exc), seconds=time.perf_counter() - began
@@ -358,6 +401,7 @@ class PruningPass:
         layers: Mapping[str, LayerInput],
         start: int,
         held_out: int,
+        progress: Progress | None = None,
     ) -> PruningPassResult:
         began = time.perf_counter()
         opts = plan.options
@@ -376,40 +420,53 @@ class PruningPass:
         sums: dict[str, dict[str, Any]] = {}
         seen = 0
         limit = opts.max_images if opts.adaptive else held_out
-        for x, _, labels in plan.images.batches(held_out, start=start):
-            x, labels = x[: limit - seen].to(plan.device), labels[: limit - seen]
-            n = x.shape[0]
-            try:
-                with torch.inference_mode():  # the unpruned logits, once for every kind
-                    full = _logits(model, x)
-                found = {
-                    kind: pruning_pass(
-                        model, x, kind, gates.units[kind], order, full=full, labels=labels
+        per_batch = PRUNING_STEPS * len(orders)  # pruned forwards per held-out batch
+        with (progress or Silent()).step("pruning", per_batch, "forwards") as step:
+            for x, _, labels in plan.images.batches(held_out, start=start):
+                if seen:  # the adaptive mode takes another batch
+                    step.extend(per_batch)
+                x, labels = x[: limit - seen].to(plan.device), labels[: limit - seen]
+                n = x.shape[0]
+                try:
+                    with torch.inference_mode():  # the unpruned logits, once for every kind
+                        full = _logits(model, x)
+                    found = {
+                        kind: pruning_pass(
+                            model,
+                            x,
+                            kind,
+                            gates.units[kind],
+                            order,
+                            full=full,
+                            labels=labels,
+                            tick=step.update,
+                        )
+                        for kind, order in orders.items()
+                    }
+                except ValueError as exc:
+                    notes["model"] = str(exc)
+                    return PruningPassResult({}, notes, time.perf_counter() - began)
+                for kind, curve in found.items():
+                    into = sums.setdefault(
+                        kind, {"agree": 0.0, "kl": 0.0, "correct": 0.0, "lab": 0}
                     )
-                    for kind, order in orders.items()
-                }
-            except ValueError as exc:
-                notes["model"] = str(exc)
-                return PruningPassResult({}, notes, time.perf_counter() - began)
-            for kind, curve in found.items():
-                into = sums.setdefault(kind, {"agree": 0.0, "kl": 0.0, "correct": 0.0, "lab": 0})
-                into["fractions"] = curve["fractions"]
-                into["agree"] = into["agree"] + curve["agreement"] * n
-                into["kl"] = into["kl"] + curve["kl"] * n
-                lab = int(curve["labelled"])
-                if lab:
-                    into["correct"] = into["correct"] + curve["accuracy"] * lab
-                into["lab"] += lab
-            seen += n
-            if seen >= limit or not opts.adaptive:
-                break
-            widest = max(
-                float(np.max(high - low))
-                for v in sums.values()
-                for low, high in [wilson_interval(np.round(v["agree"]), seen)]
-            )
-            if widest / 2 <= opts.precision:
-                break
+                    into["fractions"] = curve["fractions"]
+                    into["agree"] = into["agree"] + curve["agreement"] * n
+                    into["kl"] = into["kl"] + curve["kl"] * n
+                    lab = int(curve["labelled"])
+                    if lab:
+                        into["correct"] = into["correct"] + curve["accuracy"] * lab
+                    into["lab"] += lab
+                seen += n
+                if seen >= limit or not opts.adaptive:
+                    break
+                widest = max(
+                    float(np.max(high - low))
+                    for v in sums.values()
+                    for low, high in [wilson_interval(np.round(v["agree"]), seen)]
+                )
+                if widest / 2 <= opts.precision:
+                    break
         curves = {
             kind: PruningInput(
                 v["fractions"],
@@ -432,7 +489,11 @@ def _failure(exc: BaseException) -> str:
 
 
 def run_analyses(
-    model: nn.Module, plan: Plan, capture: CaptureInput, writer: RunWriter
+    model: nn.Module,
+    plan: Plan,
+    capture: CaptureInput,
+    writer: RunWriter,
+    progress: Progress | None = None,
 ) -> tuple[dict[str, float], dict[str, str]]:
     """Run the plan's model passes, then its analyzers; write their results.
 
@@ -460,13 +521,13 @@ def run_analyses(
 
     if "receptive_field" in plan.passes:
         try:
-            erf = ErfPass().run(model, capture, plan)
+            erf = ErfPass().run(model, capture, plan, progress)
             timings["receptive_field"] = erf.seconds
         except Exception as exc:
             broke("receptive_field", exc)
     if "translation_equivariance" in plan.passes:
         try:
-            shifted = EquivariancePass().run(model, capture, plan, erf)
+            shifted = EquivariancePass().run(model, capture, plan, erf, progress)
             timings["translation_equivariance"] = shifted.seconds
         except Exception as exc:
             broke("translation_equivariance", exc)
@@ -476,14 +537,21 @@ def run_analyses(
         try:
             x, _, labels = next(plan.images.batches(first))
             gates = ImportancePass().run(
-                model, x.to(plan.device), labels, units, ablate=opts.ablation_units
+                model,
+                x.to(plan.device),
+                labels,
+                units,
+                ablate=opts.ablation_units,
+                progress=progress,
             )
             timings["importance"] = gates.seconds
         except Exception as exc:
             broke("importance", exc)
     if "pruning" in plan.passes and gates.kinds:
         try:
-            pruning = PruningPass().run(model, plan, gates, layers, first, held_out)
+            pruning = PruningPass().run(
+                model, plan, gates, layers, first, held_out, progress=progress
+            )
             timings["pruning"] = pruning.seconds
         except Exception as exc:
             broke("pruning", exc)

@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 import hooks
 
 from .._errors import InspectorError
 from ..store import Run, RunWriter
 from ._plan import Plan
+from ._progress import Progress, Silent
 
 __all__ = [
     "CaptureInput",
@@ -127,6 +127,7 @@ def run_capture_pass(
     *,
     partial: Run | None = None,
     shard: tuple[int, int] | None = None,
+    progress: Progress | None = None,
 ) -> CaptureInput:
     """Run every image of the plan through ``model`` once, capturing; checkpoint as it goes.
 
@@ -139,6 +140,7 @@ def run_capture_pass(
             a multi-process run, whose state rank 0 gathers and writes).
         partial: A partial run to continue (its state is restored, its images skipped).
         shard: Image positions ``[start, stop)`` of this process; all when ``None``.
+        progress: The run's progress display (none shown when ``None``).
     """
     opts = plan.options
     cap = hooks.capture(model, plan.capture)
@@ -155,13 +157,7 @@ def run_capture_pass(
         stop_between_batches() as interrupted,
         cap,
         torch.no_grad(),
-        tqdm(
-            total=stop - first,
-            initial=start - first,
-            desc="capture",
-            unit="img",
-            disable=not (opts.progress and plan.leader),
-        ) as bar,
+        (progress or Silent()).step("capture", stop - first, "images", start - first) as bar,
     ):
         position = {image_id: i for i, image_id in enumerate(plan.images.ids)}
         for batch, batch_ids, batch_labels in _shard(plan, start, stop):

@@ -8,7 +8,7 @@ and at the sub-stride ``t = s // 2``; layers of equal (or halved) stride share f
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -86,6 +86,9 @@ def equivariance_pass(
     layers: Sequence[str],
     geometry: Mapping[str, hooks.TokenGeometry],
     erf: Mapping[str, ErfInput] | None = None,
+    *,
+    tick: Callable[[], None] | None = None,
+    extend: Callable[[int], None] | None = None,
 ) -> dict[str, EquivarianceInput]:
     """Per layer, its outputs on ``x`` and on ``x`` rolled by its stride and half of it.
 
@@ -93,10 +96,14 @@ def equivariance_pass(
         layers: Module paths, model order.
         geometry: Token geometry of attention modules (a block finds its attention's).
         erf: ERF maps, whose support gives each layer's border margin.
+        tick: Called after each forward (a progress display's step).
+        extend: Called once with the number of shifted forwards still to come.
     """
     erf = erf or {}
     input_hw = (int(x.shape[-2]), int(x.shape[-1]))
     base = _outputs(model, x, layers)
+    if tick is not None:
+        tick()
     found: dict[str, EquivarianceInput] = {}
     grids: dict[str, tuple[np.ndarray, tuple[float, float]]] = {}
     for name in layers:
@@ -119,8 +126,12 @@ def equivariance_pass(
             wanted.setdefault(s // 2, []).append((name, "sub"))
     shifted: dict[str, dict[str, np.ndarray]] = {n: {} for n in grids}
     shifts: dict[str, dict[str, int]] = {n: {} for n in grids}
+    if extend is not None:
+        extend(len(wanted))
     for t, users in sorted(wanted.items()):
         rolled = _outputs(model, torch.roll(x, (t, t), dims=(-2, -1)), [n for n, _ in users])
+        if tick is not None:
+            tick()
         for name, key in users:
             out = rolled.get(name)
             laid = None if out is None else output_grid(out, input_hw, _owner(geometry, name))

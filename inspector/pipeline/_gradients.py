@@ -5,18 +5,18 @@ Each returns plain numpy arrays for ``inspector.analyzers``; hooks are scoped to
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 import hooks
 
 from ._pixel_map import PixelMap, receptive_fields
+from ._progress import Progress
 
 __all__ = ["erf_layers", "erf_pass", "importance_pass", "pruning_pass"]
 
@@ -112,7 +112,8 @@ def erf_pass(
     layers: Sequence[tuple[str, str]],
     geometry: Mapping[str, hooks.TokenGeometry],
     *,
-    progress: bool = True,
+    tick: Callable[[int], None] | None = None,
+    progress: bool = False,
     replknet: bool = True,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     """Gradient ERF (METRICS.md §3) of each layer: mean over images of ``|∂s/∂x|``
@@ -124,6 +125,8 @@ def erf_pass(
     in-place operation modified.
 
     Args:
+        tick: Called with 1 after each layer (the run's progress display).
+        progress: Without ``tick``, show a progress display of this pass alone.
         replknet: Also compute, for block and convolution outputs, the map of RepLKNet's
             protocol (ReLU on the centre activations, ReLU on the gradient; one more
             backward per layer).
@@ -136,6 +139,9 @@ def erf_pass(
         unbounded, NaN unknown) and ``replknet_map`` (or None); and per skipped layer the
         reason.
     """
+    if tick is None and progress:
+        with Progress(["receptive field"]).step("receptive field", len(layers), "layers") as step:
+            return erf_pass(model, x, layers, geometry, tick=step.update, replknet=replknet)
     modules = dict(model.named_modules())
     inputs = x.detach().clone().requires_grad_(True)
     with torch.enable_grad(), hooks.probe(model, [name for name, _ in layers]) as kept:
@@ -146,7 +152,7 @@ def erf_pass(
     input_hw = (int(x.shape[-2]), int(x.shape[-1]))
     four_d = [n for n, _ in layers if outputs.get(n) is not None and outputs[n].dim() == 4]
     pixels, fields = receptive_fields(model, x, four_d) if four_d else ({}, {})
-    for name, branch in tqdm(layers, desc="receptive field", unit="layer", disable=not progress):
+    for name, branch in _ticking(layers, tick):
         output = outputs.get(name)
         owner = next(
             (g for path, g in geometry.items() if path == name or path.startswith(name + ".")),
@@ -229,14 +235,30 @@ def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
+ABLATE = 6
+"""Units per kind whose gate gradient is checked against true ablation."""
+
+PRUNING_STEPS = 10
+"""Points of a pruning curve after the unpruned model (1/10 of the units each)."""
+
+
+def _ticking(items: Sequence[Any], tick: Callable[[int], None] | None) -> Iterator[Any]:
+    """``items``, calling ``tick(1)`` after each has been handled."""
+    for item in items:
+        yield item
+        if tick is not None:
+            tick(1)
+
+
 def importance_pass(
     model: nn.Module,
     x: torch.Tensor,
     units: Mapping[str, Mapping[str, int]],
     labels: torch.Tensor | None = None,
     *,
-    ablate: int = 6,
+    ablate: int = ABLATE,
     ablation_images: int = 4,
+    tick: Callable[[int], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Gate-gradient importance (METRICS.md §5): ``|∂L/∂ξ_u|`` per image, with ``L`` the
     cross-entropy of the model's own top-1 (or the label where known), plus true
@@ -250,6 +272,7 @@ def importance_pass(
 
     Args:
         units: ``{"heads": {path: heads}, "channels": {path: channels}}``.
+        tick: Called with 1 after the gradient pass and after each ablation.
 
     Returns:
         Per kind: ``raw`` ``{path: [sample, unit]}``, ``ablation`` (``layers``, ``units``,
@@ -282,11 +305,13 @@ def importance_pass(
     flat = [g for layers in gates.values() for g in layers.values()]
     grads = torch.autograd.grad(loss, flat) if flat else ()
     by_gate = {id(g): d for g, d in zip(flat, grads, strict=True)}
+    if tick is not None:
+        tick(1)
     seen = min(batch, max(1, ablation_images))
     out: dict[str, Any] = {"logits": full}
     for kind, layers in gates.items():
         raw = {p: by_gate[id(g)].abs().cpu().numpy() for p, g in layers.items()}
-        check = _AblationCheck(model, x[:seen], target[:seen], full[:seen])
+        check = _AblationCheck(model, x[:seen], target[:seen], full[:seen], tick)
         out[kind] = {"raw": raw, "ablation": check.run(kind, units[kind], raw, ablate)}
     return out
 
@@ -295,9 +320,14 @@ class _AblationCheck:
     """True single-unit ablation of a few units, to validate their gate gradients."""
 
     def __init__(
-        self, model: nn.Module, x: torch.Tensor, target: torch.Tensor, full: torch.Tensor
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        target: torch.Tensor,
+        full: torch.Tensor,
+        tick: Callable[[int], None] | None = None,
     ) -> None:
-        self.model, self.x, self.target = model, x, target
+        self.model, self.x, self.target, self.tick = model, x, target, tick
         with torch.no_grad():
             self.base = F.cross_entropy(full, target, reduction="none")
 
@@ -311,7 +341,7 @@ class _AblationCheck:
         ranked = np.argsort(gradient, kind="stable")
         spots = np.linspace(0, len(everything) - 1, min(ablate, len(everything))).round()
         rows = []
-        for index in ranked[np.unique(spots).astype(int)]:
+        for index in _ticking(ranked[np.unique(spots).astype(int)], self.tick):
             path, unit = everything[index]
             per_image = self._delta(kind, units, path, unit)
             rows.append((path, unit, float(gradient[index]), per_image))
@@ -344,9 +374,10 @@ def pruning_pass(
     kind: str,
     units: Mapping[str, int],
     order: Sequence[tuple[str, int]],
-    steps: int = 10,
+    steps: int = PRUNING_STEPS,
     full: torch.Tensor | None = None,
     labels: torch.Tensor | None = None,
+    tick: Callable[[int], None] | None = None,
 ) -> dict[str, np.ndarray]:
     """Remove units (gate 0) in the given order, ``1/steps`` of them at a time; measure
     top-1 agreement with the full model and mean KL(full ‖ pruned).
@@ -354,6 +385,7 @@ def pruning_pass(
     Args:
         full: The unpruned model's logits on ``x`` when already known.
         labels: Class index per image (-1 unknown): top-1 accuracy on the labelled ones.
+        tick: Called with 1 after each pruned forward.
 
     Returns:
         ``fractions``, ``agreement``, ``kl`` per step; ``accuracy`` per step (NaN without
@@ -382,7 +414,7 @@ def pruning_pass(
         fractions = np.linspace(0.0, 1.0, steps + 1)
         # Nothing removed is the model itself: agreement 1 and KL 0 without a forward.
         agreement, kl, correct = [1.0], [0.0], [accuracy(full)]
-        for fraction in fractions[1:]:
+        for fraction in _ticking(fractions[1:], tick):
             removed = order[: round(float(fraction) * len(order))]
             gates = {p: torch.ones(n, device=x.device) for p, n in units.items()}
             for path, unit in removed:

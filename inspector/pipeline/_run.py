@@ -22,6 +22,7 @@ from ._analyses import run_analyses
 from ._capture import CaptureInput, defer_sigint, layer_order
 from ._distributed import World, gather_capture
 from ._plan import Plan
+from ._progress import Progress
 
 __all__ = ["execute", "resumable"]
 
@@ -126,6 +127,15 @@ def _stage_merged(writer: RunWriter, model: nn.Module, plan: Plan, capture: Capt
     )
 
 
+_STEP = {
+    "receptive_field": "receptive field",
+    "translation_equivariance": "equivariance",
+    "importance": "importance",
+    "pruning": "pruning",
+}
+"""The model passes, in the order they run, and their names in the progress display."""
+
+
 _ATTENTION_HINT = re.compile(r"att|mhsa|shsa|shma|transformer|softmax", re.IGNORECASE)
 
 
@@ -219,6 +229,8 @@ def execute(model: nn.Module, plan: Plan, ranks: World | None = None) -> Path:
         if plan.leader
         else None
     )
+    steps = ["capture", *(_STEP[p] for p in _STEP if p in plan.passes)]
+    progress = Progress(steps, enabled=plan.options.progress and plan.leader)
     try:
         started = time.perf_counter()
         captured = _capture.run_capture_pass(
@@ -227,6 +239,7 @@ def execute(model: nn.Module, plan: Plan, ranks: World | None = None) -> Path:
             writer if ranks is None else None,
             partial=partial,
             shard=ranks.shard(len(plan.images)) if ranks is not None else None,
+            progress=progress,
         )
         if ranks is not None:
             captured = gather_capture(ranks, captured, plan.options.keep_maps)
@@ -240,7 +253,7 @@ def execute(model: nn.Module, plan: Plan, ranks: World | None = None) -> Path:
         _warn_nonfinite(model, captured.state)
         warn_unknown_geometry(captured.state, plan)
         timings = {"capture": captured.seconds}
-        passes, failed = run_analyses(model, plan, captured, writer)
+        passes, failed = run_analyses(model, plan, captured, writer, progress)
         timings |= passes
         timings["total"] = time.perf_counter() - started
         writer.set_attrs(

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._dynamics import verdict_lines as dynamics_verdict_lines
+from ._export import export_tables as export_tables
 from ._rows import LayerRow as LayerRow
 from ._rows import RunResults as RunResults
 from ._rows import failed_analyses as failed_analyses
@@ -35,6 +36,7 @@ __all__ = [
     "describe",
     "describe_models",
     "dynamics_verdict_lines",
+    "export_tables",
     "failed_analyses",
     "layer_rows",
     "print_summary",

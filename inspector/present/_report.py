@@ -17,12 +17,14 @@ from .._files import regular_file_problem
 from .._images import builtin_images_dir, decode_image
 from .._version import __version__
 from ..analyzers import (
+    GLOBAL,
+    LOCAL,
     EquivarianceResult,
     ErfLayer,
     InputDependenceResult,
     uniform_erf_distance,
 )
-from ..store import Run
+from ..store import Run, table_rows
 from ._dynamics import dynamics_rows
 from ._explorer import explorer_view
 from ._rows import (
@@ -38,14 +40,11 @@ from ._verdict import compare_verdict, verdict
 
 __all__ = ["compare_view", "run_view", "write_compare_report", "write_run_report"]
 
-LOCAL, GLOBAL = 0.35, 0.75
-"""Heads below / above these fractions of the uniform-attention distance count as local /
-global in the headline findings."""
 
 _KIND = {"heads": "head", "channels": "channel"}
 
 _NOTES = (
-    "Mean attention distance (METRICS.md §1): rows renormalised over spatial keys "
+    "Mean attention distance (docs/metrics.md §1): rows renormalised over spatial keys "
     "(prefix tokens excluded), mean over spatial queries, self pair included, pixel "
     "distances between token centres on the model's own grid (never sqrt(N)); mean over "
     "images. The raw variant and the prefix mass are stored in the run file.",
@@ -159,7 +158,10 @@ def _weights(run: Run) -> reports.WeightsInfo:
     source = str(run.meta.get("weights_source", ""))
     shown = source if source in ("pretrained", "random", "file") else "file"
     detail = str(run.meta.get("weights_path", "")) if shown == "file" else ""
-    return reports.WeightsInfo(shown, str(run.meta.get("weights_reason", "")), detail)
+    reason = str(run.meta.get("weights_reason", ""))
+    if detail and detail in reason:  # the reason names the file already: say it once
+        detail = ""
+    return reports.WeightsInfo(shown, reason, detail)
 
 
 def _sections(run: Run, results: RunResults) -> dict[str, Any]:
@@ -499,7 +501,7 @@ def _dynamics_table(run: Run) -> reports.Table | None:
         "fixed vs dynamic, equivariance",
         columns,
         cells,
-        "input dependence D (METRICS §8, 95 % jackknife intervals) and translation "
+        "input dependence D (docs/metrics.md §8, 95 % jackknife intervals) and translation "
         "equivariance E (§9, 95 % bootstrap intervals) per layer",
     )
 
@@ -529,6 +531,37 @@ def _grouped(notes: Mapping[str, str], shown: int = 4) -> list[str]:
         more = f" and {len(names) - shown} more" if len(names) > shown else ""
         lines.append(f"{', '.join(names[:shown])}{more}: {note}")
     return lines
+
+
+def _head_table(run: Run) -> reports.Table | None:
+    """One row per head: every per-head field of the run's results (the columns of
+    ``Run.to_dataframe("heads")``, built from the declarations, so interval fields appear
+    as they are added), and the head's locality."""
+    rows = table_rows(run, "heads")
+    if not rows:
+        return None
+    columns: dict[str, None] = {}
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    names = tuple(columns)
+    cells = tuple(tuple(_cell(row.get(c)) for c in names) for row in rows)
+    return reports.Table(
+        "per-head numbers",
+        names,
+        cells,
+        "one row per attention head: distance MAD and MAD_centre (px), entropy (nats), "
+        "prefix mass, importance; _low/_high: 95 % bootstrap interval over images; "
+        f"locality (local below {LOCAL:.0%}, global above {GLOBAL:.0%} of the uniform "
+        "distance); docs/metrics.md §1, §2, §5, §7",
+    )
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return _float(value)
+    return value
 
 
 def run_view(run: Run) -> reports.RunReport:
@@ -586,7 +619,11 @@ def run_view(run: Run) -> reports.RunReport:
         attention_maps=_gallery(run, {}),
         explorer=explorer_view(run, lambda sample_id: _image(run, sample_id)),
         notes=_NOTES,
-        tables=tuple(t for t in (_table(run, results), _dynamics_table(run)) if t is not None),
+        tables=tuple(
+            t
+            for t in (_head_table(run), _table(run, results), _dynamics_table(run))
+            if t is not None
+        ),
         **sections,
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import math
 import warnings
@@ -11,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .._errors import RunFileError
+from .._errors import ModelNotFoundError, RunFileError
 from .._text import terminal_safe
 from ..store import Run, read_run
 from ._dynamics import terminal_lines
@@ -34,6 +35,28 @@ def _num(value: Any, digits: int = 1) -> str:
     except (TypeError, ValueError):
         return "-"
     return "-" if math.isnan(number) else f"{number:.{digits}f}"
+
+
+LEGEND = """\
+units      heads of an attention layer, channels of a channel layer; '-': not measured
+CKA redund redundancy 1 - effective units / units (0: every unit distinct; near 1: the
+           units are alike): heads by debiased CKA of their outputs, channels by debiased
+           CKA of groups of head width (like for like); [95 % batch-means interval]; §4
+|r| red    the same from single channels' |correlation| (secondary: depends on the
+           channel count); §4
+rows       rows of the similarity statistics: sampled positions x images (! fewer than
+           5 x width: sample-limited, raise --positions)
+MAD px     mean attention distance: how far a head looks, in input pixels, mean over
+           the layer's heads (min-max: its most local and most global head); §1
+MADc px    the same for the centre query only, the one comparable with the ERF; §1
+ERF px     effective receptive field: mass-weighted mean distance of the input gradient
+           from the unit's centre, pixels, cumulative from the input; §3. On a 'block'
+           row it is the whole block's output (after the residual); on an 'attention'
+           row the attention branch alone (before the residual); on a 'channel' row of
+           a CNN the convolution's output; [95 % bootstrap interval over images]
+TRF        theoretical receptive field side (px; 'all': unbounded); §3
+§N         sections of docs/metrics.md"""
+"""The terminal table's legend (names, units, where they are defined)."""
 
 
 def _interval(point: float, low: float, high: float, digits: int = 0) -> str:
@@ -90,10 +113,8 @@ def print_summary(run: Run) -> None:
             f"{_interval(row.erf_distance, row.erf_low, row.erf_high):>14} "
             f"{_field(row.theoretical_rf):>4}"
         )
-    print(
-        "MADc: attention distance of the centre query (comparable with ERF); ERF: cumulative "
-        "from the input; TRF: theoretical receptive field side (px)"
-    )
+    print("-" * len(header))
+    print(LEGEND)
     if flagged:
         print(f"{flagged} layer(s) sample-limited (rows < 5 x width): raise --positions")
     for line in pass_counts(results):
@@ -250,19 +271,28 @@ def _measurable(name: str) -> str:
         return f"(not inspected: {type(exc).__name__})"
     channels = sum(1 for site in sites.values() if site.kind in ("conv", "mlp"))
     parts = [f"{channels} channel layers"]
+    analyses = ["receptive_field", "importance", "pruning_curve"]
+    if channels:
+        analyses.append("channel_redundancy")
     if attention:
         heads = sum(hooks.head_count(m) for m in attention.values())
         known = sum(1 for g in geometries if g.known)
+        kinds = sorted({str(g.kind) for g in geometries if g.known})
         parts.append(
             f"{len(attention)} attention layers ({heads} heads), geometry known "
-            f"for {known}/{len(attention)}"
+            f"for {known}/{len(attention)}{f' ({chr(44).join(kinds)})' if kinds else ''}"
         )
+        analyses.append("head_redundancy")
+        if known:
+            analyses += ["attention_distance", "attention_entropy"]
+        elif attention:
+            analyses.append("attention_entropy")
     else:
         parts.append("no attention")
-    return ", ".join(parts)
+    return ", ".join(parts) + "; measures: " + ", ".join(analyses)
 
 
-def describe_models(pattern: str, *, inspect_up_to: int = 12) -> str:
+def describe_models(pattern: str, *, inspect_up_to: int = 40) -> str:
     """Registered timm architectures matching ``pattern`` and what inspector measures.
 
     Args:
@@ -282,7 +312,10 @@ def describe_models(pattern: str, *, inspect_up_to: int = 12) -> str:
         names = [resolve_model_name(pattern).name]
         header = f"{pattern!r} resolves to:"
     if not names:
-        return f"no timm architecture matches {pattern!r}"
+        stem = pattern.replace("*", "").replace("?", "").strip("_[]")
+        close = difflib.get_close_matches(stem, timm.list_models(), n=5, cutoff=0.5)
+        hint = f"; close names: {', '.join(close)}" if close else ""
+        raise ModelNotFoundError(f"no timm architecture matches {pattern!r}{hint}")
     lines = [header]
     if len(names) <= inspect_up_to:
         width = max(len(n) for n in names)

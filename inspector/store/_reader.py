@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -25,7 +25,10 @@ from ._open import ReadTimeout, deadline, open_untrusted
 from ._schema import ENCODING_TYPE, ENCODING_VERSION, JSON_ATTRS, SCHEMA_VERSION, TYPE
 from ._validate import check_run
 
-__all__ = ["Layer", "Run", "read_run"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["Layer", "LayerList", "Run", "read_run"]
 
 
 def _decode(attrs: dict[str, Any]) -> dict[str, Any]:
@@ -36,7 +39,7 @@ def _decode(attrs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Layer:
     """One captured layer of a run.
 
@@ -61,8 +64,25 @@ class Layer:
     groups: dict[str, np.ndarray] | None = None
     image_groups: dict[str, np.ndarray] | None = None
 
+    def __repr__(self) -> str:
+        units = (
+            f"heads={self.attrs.get('heads')}"
+            if self.kind == "attention"
+            else f"channels={self.attrs.get('channels')}"
+        )
+        maps = "" if self.maps is None else f", maps={tuple(self.maps.shape)}"
+        return f"Layer({self.name!r}, {self.kind}, {units}{maps})"
 
-@dataclass(frozen=True)
+
+class LayerList(list["Layer"]):
+    """The layers of one kind (a list). Calling it returns itself: ``run.attention_layers()``
+    of inspector <= 0.x still works beside the property."""
+
+    def __call__(self) -> LayerList:
+        return self
+
+
+@dataclass(frozen=True, repr=False)
 class Run:
     """Everything a run file holds, read into memory.
 
@@ -132,11 +152,62 @@ class Run:
                 f"{self.path}: analysis {name!r} does not match its schema ({exc})"
             ) from exc
 
-    def attention_layers(self) -> list[Layer]:
-        return [layer for layer in self.layers.values() if layer.kind == "attention"]
+    @property
+    def attention_layers(self) -> LayerList:
+        """The captured attention layers, in model order."""
+        return LayerList(layer for layer in self.layers.values() if layer.kind == "attention")
 
-    def channel_layers(self) -> list[Layer]:
-        return [layer for layer in self.layers.values() if layer.kind == "channel"]
+    @property
+    def channel_layers(self) -> LayerList:
+        """The captured channel layers, in model order."""
+        return LayerList(layer for layer in self.layers.values() if layer.kind == "channel")
+
+    @property
+    def analyses(self) -> list[str]:
+        """Names of the analyses the run holds."""
+        return list(self.analysis)
+
+    def to_dataframe(self, table: str = "heads") -> pd.DataFrame:
+        """One table of the run as a pandas DataFrame (needs ``pip install 'inspector[pandas]'``).
+
+        Columns are ``<analysis>.<field>``, built from the analyzers' declared result
+        fields (docs/run-file.md lists them), so every measured field, intervals included,
+        is a column.
+
+        Args:
+            table: ``heads`` (index layer, head: distance, entropy, prefix mass,
+                importance, locality...), ``units`` (index layer, unit: heads and
+                channels), ``layers`` (index layer: every per-layer number) or
+                ``pruning`` (one row per unit kind and step of the pruning curve).
+
+        Raises:
+            InspectorError: pandas is not installed, or ``table`` is unknown.
+        """
+        from ._frames import to_dataframe
+
+        return to_dataframe(self, table)
+
+    def summary(self) -> str:
+        """The run in a few lines: model, weights, images, layers, analyses, then the
+        headline numbers per layer (mean attention distance, ERF distance, redundancy;
+        pixels)."""
+        from ._frames import summary_text
+
+        return summary_text(self)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Run {self.model!r} weights={self.meta.get('weights_source', '?')} "
+            f"images={len(self.sample_ids)} layers={len(self.attention_layers)} attention"
+            f"+{len(self.channel_layers)} channel analyses=[{', '.join(self.analysis)}]"
+            f"{'' if self.complete else ' INCOMPLETE'} path={str(self.path)!r}>"
+        )
+
+    def _repr_html_(self) -> str:
+        """The notebook summary: header and per-layer table (escaped HTML)."""
+        from ._frames import summary_html
+
+        return summary_html(self)
 
 
 def _version_key(version: str) -> tuple[int, ...] | None:

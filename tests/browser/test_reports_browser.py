@@ -229,3 +229,32 @@ def test_hover_shows_the_value_of_the_nearest_point(
         assert visit.console_errors == []
     finally:
         page.context.close()
+
+
+def test_printing_shows_every_table_row(
+    browser: Any, random_vit: RunReport, tmp_path: Path
+) -> None:
+    """On screen a long table scrolls inside a 32rem box; on paper every row is laid out
+    (the box would cut the table at the page edge)."""
+    from dataclasses import replace
+
+    from reports import Table
+
+    rows = tuple((f"blocks.{i // 3}.attn", i % 3, float(i)) for i in range(120))
+    long = Table("per-head numbers", ("layer", "head", "attention_distance.mean"), rows)
+    view = replace(random_vit, tables=(long, *random_vit.tables))
+    path = write_report(render_run_report(view), tmp_path / "print.html")
+    page, visit = _open(browser, path)
+    try:
+        assert visit.console_errors == []
+        measure = (
+            "() => Array.from(document.querySelectorAll('.table-wrap'), "
+            "w => [w.scrollHeight, w.clientHeight])"
+        )
+        on_screen = page.evaluate(measure)
+        assert on_screen[0][0] > on_screen[0][1]  # the control: it scrolls on screen
+        page.emulate_media(media="print")
+        assert all(scroll <= client for scroll, client in page.evaluate(measure))
+        assert page.locator(".table-wrap").first.locator("tbody tr").count() == 120
+    finally:
+        page.context.close()

@@ -322,3 +322,36 @@ def test_non_finite_batches_are_counted() -> None:
         model(x)
         model(torch.full_like(x, float("nan")))
     assert {r.nonfinite for r in cap.attention.values()} == {1}
+
+
+def test_conv_mlp_hidden_layer_is_read_after_the_nonlinearity() -> None:
+    """ConvNeXt with ``conv_mlp``: fc1/fc2 are 1x1 convolutions. The hidden layer (4x the
+    block width) is the site ``mlp.fc2``, read at its input after the GELU: neither fc2's
+    output nor fc1's pre-activation output replaces it (design decision 8)."""
+    import numpy as np
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("test_convnext", conv_mlp=True).eval().double()
+    name = "stages.0.blocks.0.mlp"
+    mlp = dict(model.named_modules())[name]
+    sites = hooks.find_channels(model)
+    assert sites[f"{name}.fc2"].kind == "mlp" and sites[f"{name}.fc2"].point == "input"
+    assert f"{name}.fc1" not in sites
+    seen: list[torch.Tensor] = []
+    handle = mlp.act.register_forward_hook(lambda m, i, o: seen.append(o.detach().clone()))
+    x = model_input(model, batch=2).double()
+    try:
+        with (
+            torch.no_grad(),
+            hooks.capture(model, attention=None, channels=f"{name}.fc2", positions=None) as cap,
+        ):
+            model(x)
+    finally:
+        handle.remove()
+    hidden = mlp.fc1.out_channels
+    assert hidden == 4 * mlp.fc2.out_channels
+    rows = seen[0].movedim(1, -1).reshape(-1, hidden).numpy()
+    got = cap.channels[f"{name}.fc2"].moments.covariance()
+    assert got.shape == (hidden, hidden)
+    np.testing.assert_allclose(got, np.cov(rows.T), atol=1e-8)

@@ -34,7 +34,9 @@ def test_analyze_vit_then_info(tmp_path: Path) -> None:
     done = inspector("analyze", "test_vit", "--limit", "4", "--batch-size", "2",
                      "--analyses", analyses, "--out", str(out), *loud)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "capture: 100%" in done.stderr and "4/4" in done.stderr  # the progress bar
+    # progress as a log shows it: the capture is the only step (no model-pass analyses)
+    assert "[1/1] capture: 4 images ..." in done.stderr
+    assert "[1/1] capture: done, 4 images in" in done.stderr
     path = out / "test_vit.h5"
     lines = done.stdout.splitlines()
     header = next(line for line in lines if line.startswith("layer"))
@@ -91,7 +93,7 @@ def test_exit_code_1_from_a_subprocess(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert done.stderr == f"error: no run file at {tmp_path / 'missing.h5'}\n"
     usage = inspector("analyze")
-    assert usage.returncode == 2 and "required: model" in usage.stderr
+    assert usage.returncode == 2 and "required: MODEL" in usage.stderr
 
 
 def test_version() -> None:
@@ -159,8 +161,50 @@ def test_models_glob(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models", "deit_small"]) == 0  # an alias resolves
     assert "deit_small_patch16_224" in capsys.readouterr().out
 
-    assert main(["models", "zz_no_such_*"]) == 0
-    assert "no timm architecture matches" in capsys.readouterr().out
+    assert main(["models", "zz_no_such_*"]) == 1  # no match is an error
+    assert "no timm architecture matches" in capsys.readouterr().err
 
     assert main(["models", "deit_smal"]) == 1  # a misspelling: suggestions
     assert "deit_small_patch16_224" in capsys.readouterr().err
+
+
+def test_help_shows_defaults_and_named_positionals(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["analyze", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for default in ("(default: builtin)", "(default: 16)", "(default: 8)", "(default: 0)",
+                    "(default: inspector-runs)", "(default: auto)"):  # fmt: skip
+        assert default in text, default
+    assert "usage: inspector analyze [-h]" in text and "MODEL" in text
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    assert "RUN.h5 [RUN.h5 ...]" in capsys.readouterr().out
+
+
+def test_models_no_match_exits_1_and_alias_prefers_the_canonical_model(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["models", "zzzq*"]) == 1
+    assert "no timm architecture matches 'zzzq*'" in capsys.readouterr().err
+    assert main(["models", "swin"]) == 0
+    out = capsys.readouterr().out
+    assert "swin_tiny_patch4_window7_224" in out and "measures:" in out and "windowed" in out
+
+
+def test_bad_arguments_are_refused_before_torch_loads() -> None:
+    code = (
+        "import sys; from inspector.cli import main; "
+        "rc = main(sys.argv[1:]); print(rc, 'torch' in sys.modules)"
+    )
+    for args, message in (
+        (["--images", "/no/such/folder"], "--images '/no/such/folder': no such file"),
+        (["--device", "gpu"], "--device 'gpu' is not one of auto, cpu, cuda"),
+        (["--keep-maps", "-1"], "--keep-maps -1 must be 0 (keep none) or more"),
+        (["--layers", "blocks.*,"], "holds an empty pattern"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-c", code, "analyze", "test_vit", *args],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.stdout.split() == ["2", "False"], (args, done.stderr)
+        assert message in done.stderr

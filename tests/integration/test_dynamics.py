@@ -251,6 +251,12 @@ def test_default_job_shows_dynamics_in_terminal_report_and_tables(default_run, c
     verdict = html.split('id="verdict"')[1].split("</section>")[0]
     assert "Interaction is" in verdict and html.count('id="verdict"') == 1
     assert "fixed vs dynamic, equivariance" in html  # the exported table
+    from inspector.store import table_rows
+
+    heads = {k for row in table_rows(run, "heads") for k in row}
+    layers = {k for row in table_rows(run, "layers") for k in row}
+    assert {"input_dependence.heads", "input_dependence.heads_low"} <= heads
+    assert {"input_dependence.erf", "translation_equivariance.equivariance"} <= layers
 
 
 def _heads_low_of_three(f) -> None:
@@ -415,3 +421,19 @@ def test_streamed_dependence_leaves_padded_window_slots_out() -> None:
         maps = maps.reshape(b, probs.shape[1], per * probs.shape[2], probs.shape[3])
         direct = [metrics.input_dependence(maps[:, h]) for h in range(maps.shape[1])]
         assert np.allclose(layer.heads, direct, atol=1e-6), name
+
+
+def test_the_equivariance_pass_counts_one_forward_plus_one_per_distinct_shift() -> None:
+    """Layers of stride 2 and 4 share the shift 2 (4 // 2): shifts {1, 2, 4}, 4 forwards."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=2, padding=1)
+    ).eval()
+    calls: list[int] = []
+    model.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
+    ticks, planned = [], []
+    found = equivariance_pass(
+        model, images(2), ["0", "2"], {}, tick=lambda: ticks.append(1), extend=planned.append
+    )
+    assert {found[n].shifts["stride"] for n in ("0", "2")} == {2, 4}
+    assert planned == [3] and len(ticks) == len(calls) == 4 and calls == [2, 2, 2, 2]

@@ -550,3 +550,35 @@ def test_radial_profiles_past_32_images_are_summed_into_32_image_groups() -> Non
     expected = rows[:32].copy()
     expected[:13] += rows[32:]  # image i into group i mod 32
     np.testing.assert_array_equal(groups, expected)
+
+
+def test_one_progress_display_covers_every_pass_and_adaptive_batches(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Capture, the ERF pass (three adaptive batches of 2 images: its total grows by the
+    layers of each batch), importance and the held-out pruning pass are steps of one
+    display; as a log (not a terminal) each prints a start and a done line."""
+    model = timm.create_model("test_resnet", pretrained=False).eval()
+    analyze(
+        model,
+        "builtin",
+        out=tmp_path / "progress.h5",
+        options=AnalyzeOptions(
+            report=False,
+            analyses=("receptive_field", "pruning_curve"),
+            erf_images=2,
+            adaptive=True,
+            precision=1e-4,
+            max_images=6,
+            pruning_images=4,
+        ),
+    )
+    lines = capsys.readouterr().err.splitlines()
+    assert "[1/4] capture: 9 images ..." in lines
+    start = next(line for line in lines if line.startswith("[2/4] receptive field: "))
+    layers = int(start.split(": ")[1].split()[0])
+    done = next(line for line in lines if line.startswith("[2/4] receptive field: done"))
+    assert done.startswith(f"[2/4] receptive field: done, {3 * layers} layers in ")
+    assert any(line.startswith("[3/4] importance: done, ") for line in lines)
+    assert any(line.startswith("[4/4] pruning: done, ") for line in lines)
+    assert len(lines) == len(set(lines))

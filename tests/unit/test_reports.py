@@ -14,6 +14,7 @@ import textwrap
 from dataclasses import fields, replace
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import jinja2
@@ -632,3 +633,34 @@ def test_figures_carry_hover_values_where_their_points_are(vit) -> None:
     assert higher[1] < lower[1]  # a larger distance is higher up (smaller y from the top)
     page = Page(render_run_report(vit))
     assert any(img.get("data-points") for img in page.find("img"))
+
+
+def test_figure_legends_are_never_clipped() -> None:
+    """Long legend labels in four columns reached outside the figure ("(attention
+    branc"); encoding a figure wraps its legend until every entry is inside (measured on
+    the drawn text boxes). The unfitted figure is the control: it is clipped."""
+    from reports._plot import clipped_text, new_figure, to_svg
+
+    def figure() -> Any:
+        fig = new_figure(6.0, 3.2)
+        ax = fig.add_subplot()
+        labels = [
+            "head (windowed attention)",
+            "mean over heads",
+            "uniform attention",
+            "ERF mean distance (attention branch)",
+            "ERF mean distance (block output)",
+        ]
+        for label in labels:
+            ax.plot([0, 1], [0, 1], label=label)
+        fig.legend(loc="outside lower center", ncols=4)
+        return fig
+
+    assert "ERF mean distance (block output)" in clipped_text(figure())  # type: ignore[arg-type]
+    fig: Any = figure()
+    to_svg(fig, "a figure")
+    assert clipped_text(fig) == []
+    assert (
+        sorted(t.get_text() for t in fig.legends[0].texts)[0]
+        == "ERF mean distance (attention branch)"
+    )
