@@ -31,6 +31,8 @@ class CompareRun:
         erf: As in :class:`RunReport`.
         redundancy: As in :class:`RunReport`.
         pruning: As in :class:`RunReport`; ``max_removable`` feeds the bar chart.
+        images: Images of the capture pass (0: not stated).
+        pass_images: How many images each gradient pass used, one sentence each.
     """
 
     label: str
@@ -40,6 +42,8 @@ class CompareRun:
     erf: tuple[ErfLayer, ...] = ()
     redundancy: tuple[RedundancyLayer, ...] = ()
     pruning: tuple[PruningCurve, ...] = ()
+    images: int = 0
+    pass_images: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.weights, WeightsInfo):

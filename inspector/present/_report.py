@@ -587,6 +587,8 @@ def compare_view(runs: Sequence[Run]) -> reports.CompareReport:
                 sections["erf"],
                 sections["redundancy"],
                 sections["pruning"],
+                images=len(run.sample_ids),
+                pass_images=tuple(sections.get("pass_images", ())),
             )
         )
     return reports.CompareReport(

@@ -290,6 +290,8 @@ def compare_report(vit: RunReport | None = None, cnn: RunReport | None = None) -
                 rep.erf,
                 rep.redundancy,
                 rep.pruning,
+                images=len(rep.header.image_ids),
+                pass_images=(f"ERF pass: {len(rep.header.image_ids)} images",),
             )
         )
     return CompareReport(
