@@ -131,14 +131,15 @@ def depth_line(
     order = np.argsort(xs, kind="stable")
     xs, ys = xs[order], ys[order]
     depths = np.unique(xs)
+    args = (fmt,) if fmt else ()  # an empty format string would override linestyle=
     if len(depths) == len(xs):
-        ax.plot(xs, ys, fmt, **style)
+        ax.plot(xs, ys, *args, **style)
         return
     means = []
     for d in depths:
         at = ys[xs == d]
         means.append(float(np.nanmean(at)) if np.isfinite(at).any() else np.nan)
-    ax.plot(depths, means, fmt, **style)
+    ax.plot(depths, means, *args, **style)
     dots = {k: v for k, v in style.items() if k in ("color", "alpha", "zorder")}
     ax.plot(xs, ys, linestyle="none", marker=".", ms=3, **dots)
 
