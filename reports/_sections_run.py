@@ -110,6 +110,8 @@ def _erf_maps(view: RunReport) -> Context:
     """One series only (block outputs where measured), so the gallery does not switch
     from block outputs to attention branches half way down."""
     with_map = _with_map(view)
+    if not with_map:
+        return {"figure": None, "note": ""}
     series = [e.series for e in with_map]
     main = "block output" if "block output" in series else max(set(series), key=series.count)
     shown = [e for e in with_map if e.series == main]
@@ -188,6 +190,9 @@ RUN_SECTIONS = SectionList(
             reads="attention_maps",
             build=_galleries,
             measured=_has_gallery,
+            empty_note="Not measured as static maps: they are drawn for global attention "
+            "only (class token, or the mean over queries). Kept maps of windowed layers are "
+            "in the attention explorer below; a run with --keep-maps 0 keeps none.",
         ),
         Spec(
             "explorer",
