@@ -214,6 +214,14 @@ def _analyze_parser(sub: argparse._SubParsersAction) -> None:
         help="token positions per image sampled (stratified at random) for the moment "
         "and CKA accumulators; rows = images x positions (default: 64)",
     )
+    analyze.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="worker processes decoding a folder's images while the model runs "
+        "(default: min(4, CPUs - 1) from 64 images on, else 0)",
+    )
     analyze.add_argument("--quiet", action="store_true", help="no progress display")
     analyze.add_argument(
         "--autocast",
@@ -428,6 +436,7 @@ def _analyze_options(args: argparse.Namespace, layers: tuple[str, ...] | None) -
         overwrite=args.overwrite,
         report=not args.no_report,
         progress=not args.quiet,
+        workers=args.workers,
         autocast=args.autocast,
         erf_images=args.erf_images,
         pruning_images=args.pruning_images,

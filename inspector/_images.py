@@ -116,6 +116,10 @@ class ImageSet:
         self.skipped: list[tuple[str, str]] = []
         self.files: list[Path] | None = None  # the image files, for path sources
         self.labelling = ""
+        # DataLoader worker processes decoding path sources (0: in this process), and
+        # whether their batches go to pinned memory (a CUDA run).
+        self.workers = 0
+        self.pin_memory = False
         self._reader = reader
         self._paths = paths if paths is not None else ids
 
@@ -389,13 +393,21 @@ def _open_files(
     files = [candidates[i] for i in chosen]
 
     def reader(start: int) -> Iterator[tuple[int, torch.Tensor | str, int]]:
-        for position in range(start, len(files)):
-            try:
-                image = _decode(files[position], max_pixels)
-            except Exception as exc:
-                yield position, f"cannot decode ({type(exc).__name__}: {exc})", -1
-                continue
-            yield position, transform(image), -1
+        decoded = _Decoded(files, transform, max_pixels, start)
+        if images.workers < 1 or len(decoded) < 2:
+            for i in range(len(decoded)):
+                yield (*decoded[i], -1)
+            return
+        # Decoding overlaps the forward passes; items come back in order.
+        loader = DataLoader(
+            decoded,
+            batch_size=None,
+            num_workers=min(images.workers, len(decoded)),
+            pin_memory=images.pin_memory,
+            prefetch_factor=4,
+        )
+        for position, image in loader:
+            yield int(position), image, -1
 
     ids = [ids_of[i] for i in chosen]
     images = ImageSet(ids, [-1] * len(files), source, reader, [str(f) for f in files])
@@ -404,6 +416,26 @@ def _open_files(
     if skipped:
         logger.warning("%s", images.warnings[0])
     return images
+
+
+class _Decoded(Dataset[tuple[int, "torch.Tensor | str"]]):
+    """Files from ``start`` on, decoded and transformed: ``(position, tensor)``, or
+    ``(position, why it cannot be decoded)``."""
+
+    def __init__(self, files: list[Path], transform: Transform, max_pixels: int, start: int):
+        self.files, self.transform = files, transform
+        self.max_pixels, self.start = max_pixels, start
+
+    def __len__(self) -> int:
+        return len(self.files) - self.start
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | str]:
+        position = self.start + index
+        try:
+            image = _decode(self.files[position], self.max_pixels)
+        except Exception as exc:
+            return position, f"cannot decode ({type(exc).__name__}: {exc})"
+        return position, self.transform(image)
 
 
 def _header_problem(path: Path, max_pixels: int) -> str | None:

@@ -168,6 +168,9 @@ class RunSettings:
         report: Write the HTML report next to the run file.
         checkpoint_seconds: Minimum time between checkpoints of the capture state.
         progress: Show progress bars.
+        workers: DataLoader worker processes decoding a folder's images while the model
+            runs; ``None`` (auto): ``min(4, CPUs - 1)`` for 64 images or more, else 0
+            (starting workers costs more than decoding a few images).
         _after_batch: Private test seam: called with the number of capture batches done
             after each batch (and its checkpoint, if one was due); the resume tests raise
             from it to interrupt a run. Not part of the fingerprint, the repr or equality.
@@ -182,9 +185,12 @@ class RunSettings:
     report: bool = True
     checkpoint_seconds: float = 30.0
     progress: bool = True
+    workers: int | None = None
     _after_batch: Callable[[int], None] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.workers is not None and (isinstance(self.workers, bool) or self.workers < 0):
+            _fail(f"--workers {self.workers} must be 0 (decode in this process) or more")
         if self.limit is not None and (isinstance(self.limit, bool) or self.limit < 1):
             _fail(f"--limit {self.limit} is not a positive number of images; use --limit 1 or more")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):

@@ -20,6 +20,7 @@ from ._plot import (
     KIND_MARKERS,
     OKABE_ITO,
     RenderedFigure,
+    depth_line,
     hover,
     new_figure,
     short,
@@ -198,7 +199,8 @@ def distance_figure(
                     for e in layers
                 ],
             )
-            ax.plot(
+            depth_line(
+                ax,
                 [layer.depth for layer in layers],
                 [layer.mean_distance for layer in layers],
                 "-D",
@@ -253,7 +255,7 @@ def redundancy_figure(layers: Sequence[RedundancyLayer]) -> RenderedFigure | Non
         }
         depth = np.array([r.depth for r in rows])
         value = np.array([1.0 - r.effective_units / r.units for r in rows])
-        left.plot(depth, value, **style)
+        depth_line(left, depth, value, **style)
         low = np.array([np.nan if r.redundancy_low is None else r.redundancy_low for r in rows])
         high = np.array([np.nan if r.redundancy_high is None else r.redundancy_high for r in rows])
         hover(
@@ -282,7 +284,7 @@ def redundancy_figure(layers: Sequence[RedundancyLayer]) -> RenderedFigure | Non
                 capsize=2,
                 lw=1,
             )
-        right.plot(depth, [r.mean_similarity for r in rows], **style)
+        depth_line(right, depth, [r.mean_similarity for r in rows], **style)
     left.set_ylabel("redundancy = 1 − effective units / units")
     left.set_ylim(0, 1.02)
     right.set_ylabel("mean off-diagonal similarity")

@@ -7,7 +7,17 @@ from collections.abc import Sequence
 import numpy as np
 
 from ._figures import DEPTH_LABEL, erf_series
-from ._plot import KIND_COLOURS, KIND_LABELS, OKABE_ITO, RenderedFigure, new_figure, styled, to_svg
+from ._plot import (
+    KIND_COLOURS,
+    KIND_LABELS,
+    OKABE_ITO,
+    RenderedFigure,
+    depth_line,
+    hover,
+    new_figure,
+    styled,
+    to_svg,
+)
 from ._view_compare import CompareRun
 
 __all__ = ["compare_distance_figure", "compare_pruning_figure", "compare_redundancy_figure"]
@@ -34,6 +44,13 @@ def compare_distance_figure(runs: Sequence[CompareRun]) -> RenderedFigure | None
                 np.nanmean(a.centre_distance) if centre else np.nanmean(a.head_distance)
                 for a in run.attention_distance
             ]
+            hover(
+                ax,
+                [a.depth for a in run.attention_distance],
+                values,
+                [f"{run.label} · {a.name}: mean head {v:.1f} px" for a, v in
+                 zip(run.attention_distance, values, strict=True)],
+            )  # fmt: skip
             ax.plot(
                 [a.depth for a in run.attention_distance],
                 values,
@@ -46,7 +63,14 @@ def compare_distance_figure(runs: Sequence[CompareRun]) -> RenderedFigure | None
             _ERF_STYLES * 4, erf_series(run.erf).items(), strict=False
         ):
             suffix = "" if series == "ERF" else f" ({series})"
-            ax.plot(
+            hover(
+                ax,
+                [e.depth for e in layers],
+                [e.mean_distance for e in layers],
+                [f"{run.label} · {e.name}{suffix}: ERF {e.mean_distance:.1f} px" for e in layers],
+            )
+            depth_line(
+                ax,
                 [e.depth for e in layers],
                 [e.mean_distance for e in layers],
                 style,
@@ -84,8 +108,11 @@ def compare_redundancy_figure(runs: Sequence[CompareRun]) -> RenderedFigure | No
                     continue
                 depth = np.array([r.depth for r in rows])
                 value = np.array([1.0 - r.effective_units / r.units for r in rows])
-                ax.plot(
-                    depth, value, "--" if secondary else "-o", ms=3.5, color=_colour(i),
+                texts = [f"{run.label} · {r.name}: redundancy {v:.2f}"
+                         for r, v in zip(rows, value, strict=True)]  # fmt: skip
+                hover(ax, depth, value, texts)
+                depth_line(
+                    ax, depth, value, "--" if secondary else "-o", ms=3.5, color=_colour(i),
                     alpha=0.5 if secondary else 1.0,
                     label=f"{run.label}" + (" (|r|, secondary)" if secondary else ""),
                 )  # fmt: skip

@@ -15,7 +15,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import PowerNorm
 from matplotlib.patches import Circle
 
-from ._plot import RenderedFigure, new_figure, short, styled, to_png
+from ._plot import RenderedFigure, new_figure, styled, to_png, wrapped
 from ._view import ErfLayer, SimilarityMatrix
 
 __all__ = ["erf_maps_figure", "similarity_figure"]
@@ -56,7 +56,7 @@ def erf_maps_figure(layers: Sequence[ErfLayer]) -> RenderedFigure | None:
                 ax.add_patch(
                     Circle((centre[1], centre[0]), radius, fill=False, ec="#56B4E9", ls=style, lw=1)
                 )
-        ax.set_title(f"{short(layer.name, 18)}\n{layer.mean_distance:.0f} px", fontsize=7, pad=2)
+        ax.set_title(f"{wrapped(layer.name)}\n{layer.mean_distance:.0f} px", fontsize=7, pad=2)
     for ax in axes.flat[len(layers) :]:
         ax.set_visible(False)
     if im is not None:
@@ -84,7 +84,7 @@ def similarity_figure(matrices: Sequence[SimilarityMatrix]) -> RenderedFigure | 
     for ax, sim in zip(axes.flat, matrices, strict=False):
         im = ax.imshow(sim.matrix, cmap=cmap, vmin=vmin, vmax=1.0, interpolation="antialiased")
         _bare(ax)
-        ax.set_title(f"{short(sim.layer, 18)} ({sim.matrix.shape[0]})", fontsize=7, pad=2)
+        ax.set_title(f"{wrapped(sim.layer)} ({sim.matrix.shape[0]})", fontsize=7, pad=2)
     for ax in axes.flat[len(matrices) :]:
         ax.set_visible(False)
     if im is not None:

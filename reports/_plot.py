@@ -17,7 +17,7 @@ import io
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 from matplotlib import rc_context
@@ -31,6 +31,7 @@ __all__ = [
     "KIND_MARKERS",
     "OKABE_ITO",
     "RenderedFigure",
+    "depth_line",
     "hover",
     "new_figure",
     "short",
@@ -39,6 +40,7 @@ __all__ = [
     "to_jpeg",
     "to_png",
     "to_svg",
+    "wrapped",
 ]
 
 #: Okabe & Ito (2008) colour-blind-safe qualitative palette (black last).
@@ -117,6 +119,29 @@ class RenderedFigure:
         """The hover points as JSON ``[[x, y, label], ...]``, x and y as fractions of the
         image's width and height from its top-left corner (the page's script reads it)."""
         return json.dumps([[round(x, 4), round(y, 4), text] for x, y, text in self.points])
+
+
+def depth_line(
+    ax: Axes, x: Sequence[float], y: Sequence[float], fmt: str = "", **style: Any
+) -> None:
+    """``ax.plot`` of values against depth. Where several layers share a depth (the
+    convolutions of one CNN block), the line runs through their mean at that depth and
+    each layer stays a small marker, instead of a vertical saw-tooth."""
+    xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    order = np.argsort(xs, kind="stable")
+    xs, ys = xs[order], ys[order]
+    depths = np.unique(xs)
+    args = (fmt,) if fmt else ()  # an empty format string would override linestyle=
+    if len(depths) == len(xs):
+        ax.plot(xs, ys, *args, **style)
+        return
+    means = []
+    for d in depths:
+        at = ys[xs == d]
+        means.append(float(np.nanmean(at)) if np.isfinite(at).any() else np.nan)
+    ax.plot(depths, means, *args, **style)
+    dots = {k: v for k, v in style.items() if k in ("color", "alpha", "zorder")}
+    ax.plot(xs, ys, linestyle="none", marker=".", ms=3, **dots)
 
 
 def hover(ax: Axes, x: Sequence[float], y: Sequence[float], labels: Sequence[str]) -> None:
@@ -240,6 +265,22 @@ def spread(n: int, k: int) -> list[int]:
     if k <= 1:
         return [0][:k]
     return sorted({int(i) for i in np.round(np.linspace(0, n - 1, k))})
+
+
+def wrapped(name: str, width: int = 18, lines: int = 3) -> str:
+    """``name`` broken after dots into lines of about ``width`` characters (a layer path
+    stays whole in a narrow panel title); shortened at its start past ``lines`` lines."""
+    parts = name.split(".")
+    out: list[str] = []
+    for i, part in enumerate(parts):
+        piece = part + ("." if i < len(parts) - 1 else "")
+        if out and len(out[-1]) + len(piece) <= width:
+            out[-1] += piece
+        else:
+            out.append(piece)
+    if len(out) > lines:
+        out = ["…" + out[-lines][-(width - 1) :], *out[-lines + 1 :]]
+    return "\n".join(out)
 
 
 def short(name: str, width: int = 28) -> str:

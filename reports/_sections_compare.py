@@ -76,7 +76,7 @@ COMPARE_SECTIONS = SectionList(
             reads="verdict",
             empty_note="No verdict: no head or channel-group redundancy was measured.",
         ),
-        Spec("runs", "Runs", reads="runs", measured=_always),
+        Spec("runs", "Runs", reads=("runs", "runs.images", "runs.pass_images"), measured=_always),
         Spec(
             "findings",
             "Headline findings",

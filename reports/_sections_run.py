@@ -108,14 +108,25 @@ def _with_map(view: RunReport) -> list[ErfLayer]:
 
 
 def _erf_maps(view: RunReport) -> Context:
+    """One series only (block outputs where measured), so the gallery does not switch
+    from block outputs to attention branches half way down."""
     with_map = _with_map(view)
-    picked = [with_map[i] for i in spread(len(with_map), MAX_ERF_MAPS)]
-    return {
-        "figure": erf_maps_figure(picked),
-        "note": f"Showing {len(picked)} of {len(with_map)} layers (evenly spaced)."
-        if len(picked) < len(with_map)
-        else "",
-    }
+    if not with_map:
+        return {"figure": None, "note": ""}
+    series = [e.series for e in with_map]
+    main = "block output" if "block output" in series else max(set(series), key=series.count)
+    shown = [e for e in with_map if e.series == main]
+    picked = [shown[i] for i in spread(len(shown), MAX_ERF_MAPS)]
+    notes = []
+    if len(picked) < len(shown):
+        notes.append(f"Showing {len(picked)} of {len(shown)} layers (evenly spaced).")
+    others = sorted({s for s in series if s != main})
+    if others:
+        notes.append(
+            f"Maps of the {main} series; the {', '.join(others)} ERFs are in the distance "
+            "figure and the tables."
+        )
+    return {"figure": erf_maps_figure(picked), "note": " ".join(notes)}
 
 
 def _similarity(view: RunReport) -> Context:
@@ -180,6 +191,9 @@ RUN_SECTIONS = SectionList(
             reads="attention_maps",
             build=_galleries,
             measured=_has_gallery,
+            empty_note="Not measured as static maps: they are drawn for global attention "
+            "only (class token, or the mean over queries). Kept maps of windowed layers are "
+            "in the attention explorer below; a run with --keep-maps 0 keeps none.",
         ),
         Spec(
             "explorer",

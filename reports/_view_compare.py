@@ -33,6 +33,8 @@ class CompareRun:
         redundancy: As in :class:`RunReport`.
         pruning: As in :class:`RunReport`; ``max_removable`` feeds the bar chart.
         dynamics: As in :class:`RunReport`.
+        images: Images of the capture pass (0: not stated).
+        pass_images: How many images each gradient pass used, one sentence each.
     """
 
     label: str
@@ -43,6 +45,8 @@ class CompareRun:
     redundancy: tuple[RedundancyLayer, ...] = ()
     pruning: tuple[PruningCurve, ...] = ()
     dynamics: tuple[DynamicsLayer, ...] = ()
+    images: int = 0
+    pass_images: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.weights, WeightsInfo):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,6 +95,15 @@ def _model(
     return net.eval(), info
 
 
+def image_workers(asked: int | None, images: int) -> int:
+    """DataLoader workers for ``images`` images: as asked, or (``None``) ``min(4, CPUs -
+    1)`` from 64 images on and none below (a worker's start costs more than decoding a
+    few images)."""
+    if asked is not None:
+        return asked
+    return min(4, max(0, (os.cpu_count() or 1) - 1)) if images >= 64 else 0
+
+
 def resolve(
     model: str | nn.Module, images: Any, opts: AnalyzeOptions, *, name: str | None = None
 ) -> Resolved:
@@ -112,6 +122,8 @@ def resolve(
         num_classes=classes if isinstance(classes, int) and classes > 0 else None,
         class_names=model_class_names(net),
     )
+    image_set.workers = image_workers(opts.workers, len(image_set))
+    image_set.pin_memory = device.type == "cuda"
     if image_set.labelling.startswith("no labels"):
         logger.warning("%s: %s", image_set.source, image_set.labelling)
     elif image_set.labelling:

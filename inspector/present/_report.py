@@ -700,6 +700,8 @@ def compare_view(runs: Sequence[Run]) -> reports.CompareReport:
                 sections["redundancy"],
                 sections["pruning"],
                 sections["dynamics"],
+                images=len(run.sample_ids),
+                pass_images=tuple(sections.get("pass_images", ())),
             )
         )
     return reports.CompareReport(

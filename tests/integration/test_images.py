@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -337,3 +338,32 @@ def test_shuffled_dataloader_ids_say_loader(transform: Transform) -> None:
     images = open_images(loader, transform)
     assert images.ids == [f"loader[{i}]" for i in range(4)]
     assert sum(b[0].shape[0] for b in _all(images)) == 4
+
+
+@pytest.mark.parametrize("start", [0, 2])
+def test_worker_processes_yield_the_same_batches_in_order(
+    mixed_folder: Path, transform: Transform, start: int
+) -> None:
+    """Decoding in DataLoader workers changes nothing but where it runs: the same tensors,
+    ids and order, the same file skipped when it fails to decode, resumable at any start."""
+    alone = open_images(mixed_folder, transform)
+    pooled = open_images(mixed_folder, transform)
+    pooled.workers = 2
+    expected = list(alone.batches(2, start=start))
+    got = list(pooled.batches(2, start=start))
+    assert [ids for _, ids, _ in got] == [ids for _, ids, _ in expected]
+    for (a, _, la), (b, _, lb) in zip(expected, got, strict=True):
+        torch.testing.assert_close(b, a, rtol=0, atol=0)
+        assert la.tolist() == lb.tolist()
+    assert pooled.skipped == alone.skipped and any("truncated" in r for _, r in pooled.skipped)
+
+
+def test_workers_option_is_checked_and_auto_scales_with_the_image_count() -> None:
+    from inspector import AnalyzeOptions, InspectorError
+    from inspector.pipeline._resolve import image_workers
+
+    with pytest.raises(InspectorError, match="--workers -1 must be 0"):
+        AnalyzeOptions(workers=-1)
+    assert image_workers(3, 9) == 3 and image_workers(0, 1000) == 0
+    assert image_workers(None, 9) == 0  # a few images: no worker start-up
+    assert image_workers(None, 1000) == min(4, max(0, (os.cpu_count() or 1) - 1))

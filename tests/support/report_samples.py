@@ -327,6 +327,8 @@ def compare_report(vit: RunReport | None = None, cnn: RunReport | None = None) -
                 rep.redundancy,
                 rep.pruning,
                 rep.dynamics,
+                images=len(rep.header.image_ids),
+                pass_images=(f"ERF pass: {len(rep.header.image_ids)} images",),
             )
         )
     return CompareReport(

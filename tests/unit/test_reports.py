@@ -664,3 +664,43 @@ def test_figure_legends_are_never_clipped() -> None:
         sorted(t.get_text() for t in fig.legends[0].texts)[0]
         == "ERF mean distance (attention branch)"
     )
+
+
+def test_layers_sharing_a_depth_draw_one_line_through_their_mean() -> None:
+    """Three convolutions of one block at depth 0.5 and one at 1.0: the line has two
+    vertices (the block means), each layer stays a marker (no vertical saw-tooth)."""
+    from reports._plot import depth_line, new_figure
+
+    fig = new_figure(4, 3)
+    ax = fig.add_subplot()
+    depth_line(ax, [0.5, 0.5, 0.5, 1.0], [10.0, 30.0, 20.0, 40.0], "-D", label="ERF")
+    line, dots = ax.get_lines()
+    assert list(line.get_xdata()) == [0.5, 1.0] and list(line.get_ydata()) == [20.0, 40.0]
+    assert line.get_label() == "ERF" and dots.get_linestyle() == "None"
+    assert sorted(dots.get_ydata()) == [10.0, 20.0, 30.0, 40.0]
+    ax2 = new_figure(4, 3).add_subplot()
+    depth_line(ax2, [0.2, 0.4], [1.0, 2.0])
+    assert len(ax2.get_lines()) == 1  # distinct depths: a plain line
+
+
+def test_compare_runs_state_their_image_counts(vit, cnn) -> None:
+    page = Page(render_compare_report(compare_report(vit, cnn)))
+    text = " ".join(page.section_text["runs"])
+    assert f"{len(vit.header.image_ids)} captured" in text
+    assert f"ERF pass: {len(vit.header.image_ids)} images" in text
+
+
+def test_erf_gallery_keeps_one_series_and_panel_titles_whole(vit) -> None:
+    """Block outputs and attention branches interleave in model order; the gallery shows
+    the block outputs only and says where the others are. Titles wrap, never cut."""
+    from reports._plot import wrapped
+    from reports._sections_run import _erf_maps
+
+    branches = tuple(replace(e, name=e.name + ".attn", series="attention branch") for e in vit.erf)
+    mixed = replace(vit, erf=tuple(x for pair in zip(vit.erf, branches, strict=True) for x in pair))
+    context = _erf_maps(mixed)
+    assert context["figure"] is not None
+    assert "the attention branch ERFs are in the distance figure" in context["note"]
+    shown = _erf_maps(replace(vit, erf=vit.erf))
+    assert context["figure"].src == shown["figure"].src  # the same block-output maps
+    assert wrapped("stages.2.blocks.11.attn").replace("\n", "") == "stages.2.blocks.11.attn"
