@@ -8,9 +8,11 @@ reason, when Chromium or Playwright is missing.
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +22,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 from matplotlib.image import imread
-from support.report_samples import compare_report, vit_report
+from support.report_samples import cnn_report, compare_report, vit_report
 
 from reports import RunReport, WeightsInfo, render_compare_report, render_run_report, write_report
 
@@ -258,3 +260,62 @@ def test_printing_shows_every_table_row(
         assert page.locator(".table-wrap").first.locator("tbody tr").count() == 120
     finally:
         page.context.close()
+
+
+_OUTSIDE = """() => {
+  const svg = document.querySelector('svg');
+  const box = svg.viewBox.baseVal;
+  const out = [];
+  for (const g of svg.querySelectorAll('g[id^="legend"], g[id^="text"]')) {
+    const b = g.getBBox();
+    if (b.width === 0 && b.height === 0) continue;
+    if (b.x < box.x - 0.5 || b.y < box.y - 0.5 ||
+        b.x + b.width > box.x + box.width + 0.5 || b.y + b.height > box.y + box.height + 0.5)
+      out.push(g.id);
+  }
+  return out;
+}"""
+
+
+def _clipped_in_chromium(browser: Any, svg: str) -> list[str]:
+    """Legend and text groups of an SVG figure that reach outside its viewBox, measured
+    on the drawn geometry in Chromium (matplotlib draws text as paths)."""
+    page = browser.new_page()
+    try:
+        page.set_content(f"<!DOCTYPE html><html><body>{svg}</body></html>")
+        return page.evaluate(_OUTSIDE)
+    finally:
+        page.close()
+
+
+def _svgs(html: str) -> list[str]:
+    out = []
+    for src in re.findall(r'src="data:image/svg\+xml;base64,([^"]+)"', html):
+        text = base64.b64decode(src).decode("utf-8")
+        out.append(text[text.index("<svg") :])
+    return out
+
+
+def test_no_legend_or_title_reaches_outside_its_figure(browser: Any, random_vit: RunReport) -> None:
+    from matplotlib.figure import Figure
+
+    # The control: a legend too wide for its figure, not fitted, is caught.
+    fig = Figure(figsize=(4, 2))
+    ax = fig.add_subplot()
+    for label in ("ERF mean distance (attention branch)", "ERF mean distance (block output)"):
+        ax.plot([0, 1], [0, 1], label=label)
+    fig.legend(loc="outside lower center", ncols=2)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="svg")
+    control = buf.getvalue().decode()
+    assert _clipped_in_chromium(browser, control[control.index("<svg") :])
+
+    pages = [
+        render_run_report(random_vit),
+        render_run_report(cnn_report()),
+        render_compare_report(compare_report(random_vit, cnn_report())),
+    ]
+    figures = [svg for html in pages for svg in _svgs(html)]
+    assert len(figures) >= 6
+    for svg in figures:
+        assert _clipped_in_chromium(browser, svg) == []
