@@ -176,6 +176,39 @@ def rule_lines() -> list[str]:
     return lines
 
 
+def _not_swept(analyses: list[str]) -> list[str]:
+    """Analyses of today's default job that the stored sweep did not run."""
+    from inspector.analyzers import REGISTRY
+
+    newer = [a for a in REGISTRY if a not in analyses]
+    if not newer:
+        return []
+    return [
+        f"- not in this sweep (joined the default job after it ran; `--main --fresh` "
+        f"reruns it): {', '.join(newer)}"
+    ]
+
+
+def _timeouts(results: dict[str, Any]) -> list[str]:
+    """The documented limitation behind runs that ran past the sweep's time limit."""
+    slow = [
+        k for k, r in results.items()
+        if r.get("status") == "failed" and str(r.get("error", "")).startswith("timeout")
+    ]  # fmt: skip
+    if not slow:
+        return []
+    return [
+        "",
+        f"Limitation, not an error: {', '.join(slow)} ran past the sweep's time limit on",
+        "2 CPU cores. Their capture works (see the capture sweep below). The default job's",
+        "receptive-field pass takes one backward pass per measured layer, and these 331-px",
+        "NASNet cells have hundreds of convolutions (488 and 373): in a timed run,",
+        "nasnetalarge's pass had done 162 of 488 layers after two minutes, each layer slower",
+        "than the last. Restrict the layers with `--layers`, or run fewer analyses with",
+        "`--analyses` (input_dependence and translation_equivariance need that pass too).",
+    ]
+
+
 def write_markdown(
     results: dict[str, list[dict[str, Any]]], path: Path, main: dict[str, Any] | None = None
 ) -> None:
@@ -315,7 +348,7 @@ def main_lines(results: dict[str, Any]) -> list[str]:
         "family (and its smallest model with attention when the smallest has none). Windowed",
         "families whose windows pad also run at an input size whose maps are not a multiple",
         "of the window (row `model@size`; *padded* counts the layers whose border windows",
-        "are zero-padded — their padded slots are not counted as tokens, METRICS.md §1).",
+        "are zero-padded — their padded slots are not counted as tokens, docs/metrics.md §1).",
         "Each analysis is *ok* or the reason it failed.",
         "",
         "### Totals",
@@ -332,6 +365,8 @@ def main_lines(results: dict[str, Any]) -> list[str]:
         f"{totals['layers']['known']}, not applicable {totals['layers']['n/a']}, unknown "
         f"{totals['layers']['unknown']}",
         f"- runs with padded windows: {totals['padded_runs']}",
+        *_not_swept(analyses),
+        *_timeouts(results),
         "",
         "### Per model",
         "",
