@@ -95,8 +95,8 @@ _RULES = {"global": _global, "windowed": _windowed}
 
 
 def _budget(layers: list[tuple[Any, Builder, np.ndarray]], available: int) -> tuple[int, int]:
-    """``(images, query step)``: the finest query step, then the most images, that keep
-    the packed rows within :data:`reports.Explorer.BUDGET`."""
+    """``(images, query step)`` within :data:`reports.Explorer.BUDGET`: the finest query
+    step that still fits two images (one if nothing does), then the most images."""
 
     def size(images: int, step: int) -> int:
         total = 0
@@ -108,10 +108,12 @@ def _budget(layers: list[tuple[Any, Builder, np.ndarray]], available: int) -> tu
             total += images * maps.shape[-3] * queries * (maps.shape[-1] - prefix)
         return total
 
-    for step in range(1, 9):
-        for images in range(min(MAX_IMAGES, available), 0, -1):
-            if size(images, step) <= reports.Explorer.BUDGET:
-                return images, step
+    most = min(MAX_IMAGES, available)
+    for fewest in (min(2, most), 1):  # two images to switch between, before every row
+        for step in range(1, 9):
+            for images in range(most, fewest - 1, -1):
+                if size(images, step) <= reports.Explorer.BUDGET:
+                    return images, step
     return 1, 8
 
 
