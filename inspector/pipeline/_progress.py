@@ -118,7 +118,7 @@ class Progress:
                 total=step.total, initial=initial, desc=step.label, unit=unit, file=self.stream
             )
         else:
-            self.say(f"{step.label}: {step.total} {unit} ...")
+            self.say(f"{step.label}: {_count(step.total, unit)} ...")
         failed = True
         try:
             yield step
@@ -130,9 +130,14 @@ class Progress:
                 step.bar.close()
             elif not failed:
                 self.say(
-                    f"{step.label}: done, {step.done} {unit} in {seconds:.1f} s "
+                    f"{step.label}: done, {_count(step.done, unit)} in {seconds:.1f} s "
                     f"(elapsed {_clock(time.perf_counter() - self.began)})"
                 )
+
+
+def _count(n: int, unit: str) -> str:
+    """``1 forward``, ``3 forwards`` (units are given in the plural)."""
+    return f"{n} {unit[:-1] if n == 1 and unit.endswith('s') else unit}"
 
 
 class Silent(Progress):

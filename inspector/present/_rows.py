@@ -29,6 +29,7 @@ __all__ = [
     "RunResults",
     "agreement_text",
     "failed_analyses",
+    "images_text",
     "in_model_order",
     "interval_text",
     "layer_rows",
@@ -213,13 +214,13 @@ def pass_counts(results: RunResults) -> list[str]:
     if results.erf is not None:
         images = {v.images for v in results.erf.layers.values() if v.images}
         if images:
-            lines.append(f"ERF pass: {max(images)} images")
+            lines.append(f"ERF pass: {images_text(max(images))}")
     if results.pruning is not None:
         for kind, curve in results.pruning.summary.items():
             if curve.images:
                 lines.append(
-                    f"{kind} pruning: importance on {curve.importance_images} images, curve "
-                    f"on {curve.images} held-out images"
+                    f"{kind} pruning: importance on {images_text(curve.importance_images)}, "
+                    f"curve on {images_text(curve.images, 'held-out ')}"
                 )
     return lines
 
@@ -286,3 +287,8 @@ def layer_rows(run: Run, results: RunResults | None = None) -> list[LayerRow]:
 def _get(stats: Any, key: str) -> float:
     found = None if stats is None else getattr(stats, key, None)
     return math.nan if found is None else float(found)
+
+
+def images_text(n: int, what: str = "") -> str:
+    """``1 image``, ``4 held-out images``."""
+    return f"{n} {what}image{'' if n == 1 else 's'}"

@@ -20,6 +20,7 @@ from ._rows import (
     RunResults,
     agreement_text,
     failed_analyses,
+    images_text,
     interval_text,
     layer_rows,
     pass_counts,
@@ -140,7 +141,7 @@ def print_summary(run: Run) -> None:
         if curve.agreement_low is not None:
             line += ", the 95 % interval's lower bound"
         if curve.images:
-            line += f", {curve.images} held-out images"
+            line += f", {images_text(curve.images, 'held-out ')}"
         line += ")"
         if curve.agreement_low is not None and curve.agreement_high is not None:
             step = 1 if curve.fractions.size > 1 else 0
