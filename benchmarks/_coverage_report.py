@@ -176,17 +176,26 @@ def rule_lines() -> list[str]:
     return lines
 
 
-def _not_swept(analyses: list[str]) -> list[str]:
-    """Analyses of today's default job that the stored sweep did not run."""
+def _not_swept(analyses: list[str], results: dict[str, Any]) -> list[str]:
+    """Analyses of today's default job that the stored sweep did not run everywhere."""
     from inspector.analyzers import REGISTRY
 
+    runs = [r for r in results.values() if r.get("status") == "ok"]
+    lines = []
     newer = [a for a in REGISTRY if a not in analyses]
-    if not newer:
-        return []
-    return [
-        f"- not in this sweep (joined the default job after it ran; `--main --fresh` "
-        f"reruns it): {', '.join(newer)}"
-    ]
+    if newer:
+        lines.append(
+            f"- not in this sweep (joined the default job after it ran; `--main "
+            f"--add-analyses` adds them): {', '.join(newer)}"
+        )
+    for a in analyses:
+        swept = sum(a in r["analyses"] for r in runs)
+        if swept < len(runs):
+            lines.append(
+                f"- {a}: run on {swept} of {len(runs)} runs so far (joined the default job "
+                "after the sweep; `--main --add-analyses` goes on; '—': not run yet)"
+            )
+    return lines
 
 
 def _timeouts(results: dict[str, Any]) -> list[str]:
@@ -365,7 +374,7 @@ def main_lines(results: dict[str, Any]) -> list[str]:
         f"{totals['layers']['known']}, not applicable {totals['layers']['n/a']}, unknown "
         f"{totals['layers']['unknown']}",
         f"- runs with padded windows: {totals['padded_runs']}",
-        *_not_swept(analyses),
+        *_not_swept(analyses, results),
         *_timeouts(results),
         "",
         "### Per model",
@@ -379,9 +388,11 @@ def main_lines(results: dict[str, Any]) -> list[str]:
             lines.append(f"| {key} | | **{r.get('status')}**: {why} |")
             continue
         cells = [
-            "ok" if r["analyses"].get(a) == "ok" else f"**failed**: {r['analyses'].get(a, '')}"
+            "—" if a not in r["analyses"]
+            else "ok" if r["analyses"][a] == "ok"
+            else f"**failed**: {r['analyses'][a]}"
             for a in analyses
-        ]
+        ]  # fmt: skip
         kinds = ", ".join(f"{k} {n}" for k, n in sorted((r.get("attention") or {}).items()))
         if r.get("padded_layers"):
             kinds += f" ({r['padded_layers']} padded)"

@@ -365,7 +365,7 @@ PADDED_SIZES = {  # windowed families: an input whose maps are not a multiple of
 }
 
 
-def main_one(name: str, size: int | None) -> dict[str, Any]:
+def main_one(name: str, size: int | None, analyses: str | None = None) -> dict[str, Any]:
     """``inspector.analyze`` with every analysis on 2 builtin images; per analysis ok or
     the reason it failed, and the geometry kinds of the attention layers."""
     import tempfile
@@ -406,8 +406,9 @@ def main_one(name: str, size: int | None) -> dict[str, Any]:
                 return out
             model, size = name, None
     out["input"] = size or default
+    chosen = {"analyses": tuple(analyses.split(","))} if analyses else {}
     options = AnalyzeOptions(
-        weights="random", limit=2, input_size=input_size, report=False, progress=False
+        weights="random", limit=2, input_size=input_size, report=False, progress=False, **chosen
     )
     with tempfile.TemporaryDirectory() as tmp:
         run = analyze(model, "builtin", out=tmp, options=options)
@@ -441,17 +442,31 @@ def _write_report(args: argparse.Namespace) -> None:
 def _main_sweep(args: argparse.Namespace, families: list[str] | None) -> int:
     results = _load(args.main_json)
     chosen = choose_models(families, args.counts)
+    added = args.add_analyses.split(",") if args.add_analyses else []
     for family, models in chosen.items():
         runs = [] if args.padded_only else [(m, None) for m in models]
         if family in PADDED_SIZES:
             runs.append((models[-1], PADDED_SIZES[family]))
         for model, size in runs:
             key = f"{family}/{model}" + (f"@{size}" if size else "")
-            if key in results and results[key].get("status") != "failed" and not args.fresh:
-                continue  # done (a failed run is tried again)
-            print(f"{key}", file=sys.stderr, flush=True)
             extra = ["--size", str(size)] if size else []
-            results[key] = {"family": family, **_child(model, args.timeout, ["--main", *extra])}
+            if added:  # analyses that joined the default job: run them, merge per analysis
+                done = results.get(key, {})
+                if done.get("status") != "ok" or all(a in done["analyses"] for a in added):
+                    continue
+                print(f"{key} (+{args.add_analyses})", file=sys.stderr, flush=True)
+                one = _child(
+                    model, args.timeout, ["--main", "--analyses", args.add_analyses, *extra]
+                )
+                if one.get("status") == "ok":
+                    done["analyses"].update({a: one["analyses"][a] for a in added})
+                else:
+                    done["analyses"].update({a: f"run failed: {one.get('error')}" for a in added})
+            elif key in results and results[key].get("status") != "failed" and not args.fresh:
+                continue  # done (a failed run is tried again)
+            else:
+                print(f"{key}", file=sys.stderr, flush=True)
+                results[key] = {"family": family, **_child(model, args.timeout, ["--main", *extra])}
             args.main_json.write_text(json.dumps(results, indent=1))
             _write_report(args)
     _write_report(args)
@@ -497,6 +512,12 @@ def main(argv: list[str] | None = None) -> int:
         "--padded-only", action="store_true", help="--main: only the runs at a padding size"
     )
     parser.add_argument(
+        "--add-analyses",
+        help="--main: run only these analyses (comma-separated) on the models already "
+        "swept and add them to their rows (analyses that joined the default job later)",
+    )
+    parser.add_argument("--analyses", help=argparse.SUPPRESS)
+    parser.add_argument(
         "--main-json", type=Path, default=REPO / "benchmarks" / "coverage_main.json"
     )
     parser.add_argument(
@@ -506,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.one:
         import timm
 
-        one = main_one(args.one, args.size) if args.main else run_one(args.one)
+        one = main_one(args.one, args.size, args.analyses) if args.main else run_one(args.one)
         print(json.dumps({**one, "timm": timm.__version__}, default=str))
         return 0
     if args.report:
