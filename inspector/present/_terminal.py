@@ -272,7 +272,8 @@ def _measurable(name: str) -> str:
         return f"(not inspected: {type(exc).__name__})"
     channels = sum(1 for site in sites.values() if site.kind in ("conv", "mlp"))
     parts = [f"{channels} channel layers"]
-    analyses = ["receptive_field", "importance", "pruning_curve"]
+    analyses = ["receptive_field", "input_dependence", "translation_equivariance"]
+    analyses += ["importance", "pruning_curve"]
     if channels:
         analyses.append("channel_redundancy")
     if attention:
