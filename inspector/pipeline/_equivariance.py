@@ -22,16 +22,26 @@ __all__ = ["equivariance_pass", "output_grid"]
 
 
 def output_grid(
-    output: torch.Tensor, input_hw: tuple[int, int], geometry: hooks.TokenGeometry | None
+    output: torch.Tensor,
+    input_hw: tuple[int, int],
+    geometry: hooks.TokenGeometry | None,
+    samples: int | None = None,
 ) -> tuple[np.ndarray, tuple[float, float]] | str:
     """A layer's output as ``[sample, y, x, channel]`` and its stride ``(y, x)`` in input
     pixels per cell, or why it has no grid.
 
     4-D outputs are NCHW (NHWC when only the trailing axes disagree, as timm's Swin
     blocks); 3-D token outputs are laid out on their global geometry's grid, prefix
-    tokens (class, distillation, register) left out.
+    tokens (class, distillation, register) left out. An output whose leading axis is not
+    the ``samples`` images (windows or sequences of each image, as EfficientViT-MSRA's
+    window attention) has no image-wide map.
     """
     height, width = input_hw
+    if samples is not None and output.dim() >= 2 and output.shape[0] != samples:
+        return (
+            f"the output's leading axis holds {output.shape[0]} sequences for {samples} "
+            "images (windows): no image-wide map"
+        )
     if output.dim() == 4:
         nhwc = output.shape[2] != output.shape[3] and output.shape[1] == output.shape[2]
         grid = output if nhwc else output.permute(0, 2, 3, 1)
@@ -109,7 +119,11 @@ def equivariance_pass(
     for name in layers:
         output = base.get(name)
         owner = _owner(geometry, name)
-        laid = "no tensor output" if output is None else output_grid(output, input_hw, owner)
+        laid = (
+            "no tensor output"
+            if output is None
+            else output_grid(output, input_hw, owner, samples=x.shape[0])
+        )
         if isinstance(laid, str):
             found[name] = EquivarianceInput(reason=laid)
             continue
@@ -134,7 +148,8 @@ def equivariance_pass(
             tick()
         for name, key in users:
             out = rolled.get(name)
-            laid = None if out is None else output_grid(out, input_hw, _owner(geometry, name))
+            owner = _owner(geometry, name)
+            laid = None if out is None else output_grid(out, input_hw, owner, x.shape[0])
             if isinstance(laid, tuple):
                 shifted[name][key] = laid[0]
                 shifts[name][key] = t

@@ -437,3 +437,29 @@ def test_the_equivariance_pass_counts_one_forward_plus_one_per_distinct_shift() 
     )
     assert {found[n].shifts["stride"] for n in ("0", "2")} == {2, 4}
     assert planned == [3] and len(ticks) == len(calls) == 4 and calls == [2, 2, 2, 2]
+
+
+class Windows(nn.Module):
+    """A conv map cut into 4 windows of each image, their batch axis ``image × window``
+    (as EfficientViT-MSRA's window attention): no image-wide map to shift."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Conv2d(3, 4, 4, stride=4)
+        self.windows = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.embed(x)  # [B, 4, 8, 8]
+        b, c = y.shape[:2]
+        cut = y.reshape(b, c, 2, 4, 2, 4).permute(0, 2, 4, 1, 3, 5).reshape(b * 4, c, 4, 4)
+        return self.windows(cut).mean((1, 2, 3))
+
+
+def test_outputs_batched_by_window_are_not_taken_for_image_maps() -> None:
+    """Found by the coverage sweep: 8 window rows of 2 images were measured as 8 images
+    (and the run file refused on reading). They get a reason instead."""
+    found = equivariance_pass(Windows().eval(), images(2), ["embed", "windows"], {})
+    assert found["embed"].reason == ""
+    assert "8 sequences for 2 images" in found["windows"].reason
+    layers = equivariance(found).layers
+    assert layers["embed"].images == 2
