@@ -24,9 +24,10 @@ from ..analyzers import (
     InputDependenceResult,
     uniform_erf_distance,
 )
-from ..store import Run, table_rows
+from ..store import Run
 from ._dynamics import dynamics_rows
 from ._explorer import explorer_view
+from ._report_tables import dynamics_table, head_table, layer_table, number
 from ._rows import (
     RunResults,
     _optional,
@@ -94,14 +95,6 @@ def _depths(run: Run, erf: Mapping[str, ErfLayer], names: Sequence[str]) -> dict
         else:
             out[name] = (position + 1) / total
     return out
-
-
-def _float(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(number) else number
 
 
 def _image(run: Run, sample_id: str) -> np.ndarray | None:
@@ -182,11 +175,11 @@ def _sections(run: Run, results: RunResults) -> dict[str, Any]:
                 name,
                 depth[name],
                 v.mean,
-                _float(v.uniform),
+                number(v.uniform),
                 v.std,
                 v.windowed,
                 centre_distance=v.centre_mean,
-                centre_uniform=_float(v.centre_uniform),
+                centre_uniform=number(v.centre_uniform),
                 head_interval=_pair(v.mean_low, v.mean_high),
                 centre_interval=_pair(v.centre_low, v.centre_high),
             )
@@ -197,13 +190,13 @@ def _sections(run: Run, results: RunResults) -> dict[str, Any]:
                 name,
                 depth[name],
                 float(v.mean_distance),
-                _float(v.radius_50),
-                _float(v.radius_90),
+                number(v.radius_50),
+                number(v.radius_90),
                 series.get(v.branch, "ERF"),
                 v.map,
                 v.centre,
-                low=_float(v.mean_distance_low),
-                high=_float(v.mean_distance_high),
+                low=number(v.mean_distance_low),
+                high=number(v.mean_distance_high),
                 theoretical_rf=None if v.theoretical_rf is None else float(v.theoretical_rf),
             )
             for name, v in erf.items()
@@ -216,10 +209,10 @@ def _sections(run: Run, results: RunResults) -> dict[str, Any]:
                 int(v.units),
                 float(v.effective_units),
                 float(v.mean_similarity),
-                _float(v.mean_max_similarity),
+                number(v.mean_max_similarity),
                 measure,
-                _float(v.redundancy_low),
-                _float(v.redundancy_high),
+                number(v.redundancy_low),
+                number(v.redundancy_high),
                 int(v.rows or 0),
                 bool(v.sample_limited),
             )
@@ -229,7 +222,7 @@ def _sections(run: Run, results: RunResults) -> dict[str, Any]:
                 ("channel", "|Pearson r|, secondary", channels),
             )
             for name, v in source.items()
-            if _float(v.effective_units) is not None
+            if number(v.effective_units) is not None
         ),
         "similarity": tuple(
             reports.SimilarityMatrix(name, "head", np.nan_to_num(v.cka), "debiased CKA")
@@ -252,7 +245,7 @@ def _sections(run: Run, results: RunResults) -> dict[str, Any]:
                 v.fractions,
                 v.agreement,
                 v.kl,
-                _float(v.prunable_fraction),
+                number(v.prunable_fraction),
                 threshold=threshold,
                 low=v.agreement_low,
                 high=v.agreement_high,
@@ -285,15 +278,15 @@ def _dynamics(run: Run, depth: Mapping[str, float]) -> tuple[reports.DynamicsLay
         heads = row.heads_normalised if row.heads.size else None
         base = {
             "depth": depth.get(row.layer, 0.0),
-            "dependence": _float(row.erf_normalised),
-            "dependence_nats": _float(row.erf),
-            "dependence_low": _float(row.erf_low),
-            "dependence_high": _float(row.erf_high),
-            "equivariance": _float(row.equivariance),
-            "equivariance_low": _float(row.low),
-            "equivariance_high": _float(row.high),
-            "sub_equivariance": _float(row.sub),
-            "unaligned": _float(row.unaligned),
+            "dependence": number(row.erf_normalised),
+            "dependence_nats": number(row.erf),
+            "dependence_low": number(row.erf_low),
+            "dependence_high": number(row.erf_high),
+            "equivariance": number(row.equivariance),
+            "equivariance_low": number(row.low),
+            "equivariance_high": number(row.high),
+            "sub_equivariance": number(row.sub),
+            "unaligned": number(row.unaligned),
         }
         if heads is not None:  # the heads of an attention module: their own record
             items.append(
@@ -368,144 +361,6 @@ def interval_suffix(low: float | None, high: float | None) -> str:
     return f" (redundancy 95 % [{low:.2f}, {high:.2f}])"
 
 
-def _table(run: Run, results: RunResults) -> reports.Table:
-    rows = layer_rows(run, results)
-    columns = (
-        "layer",
-        "kind",
-        "units",
-        "CKA redundancy (like for like)",
-        "CKA redundancy 95 % low",
-        "CKA redundancy 95 % high",
-        "|r| redundancy (secondary)",
-        "|r| redundancy 95 % low",
-        "|r| redundancy 95 % high",
-        "rows",
-        "sample-limited",
-        "MAD px",
-        "MAD min",
-        "MAD max",
-        "MAD_centre px",
-        "MAD_centre low",
-        "MAD_centre high",
-        "ERF px",
-        "ERF low",
-        "ERF high",
-        "TRF px",
-        "r50 px",
-        "r50 low",
-        "r50 high",
-        "r90 px",
-        "r90 low",
-        "r90 high",
-    )
-    cells = tuple(
-        (
-            r.layer,
-            r.kind,
-            r.units,
-            _float(r.redundancy),
-            _float(r.redundancy_low),
-            _float(r.redundancy_high),
-            _float(r.correlation_redundancy),
-            _float(r.correlation_low),
-            _float(r.correlation_high),
-            r.rows,
-            "yes" if r.sample_limited else "no",
-            _float(r.distance),
-            _float(r.distance_min),
-            _float(r.distance_max),
-            _float(r.centre),
-            _float(r.centre_low),
-            _float(r.centre_high),
-            _float(r.erf_distance),
-            _float(r.erf_low),
-            _float(r.erf_high),
-            "all" if math.isinf(r.theoretical_rf) else _float(r.theoretical_rf),
-            _float(r.erf_radius_50),
-            _float(r.r50_low),
-            _float(r.r50_high),
-            _float(r.erf_radius_90),
-            _float(r.r90_low),
-            _float(r.r90_high),
-        )
-        for r in rows
-    )
-    return reports.Table(
-        "per-layer numbers",
-        columns,
-        cells,
-        "one row per captured or ERF layer; CKA redundancy: debiased CKA between heads, or "
-        "between channel groups of head width (like for like), with its 95 % batch-means "
-        "interval over contiguous image groups; |r| redundancy: single channels, secondary "
-        "(depends on the channel count), its interval the same way; rows: sampled "
-        "positions x images; MAD_centre (mean over heads), ERF mean distance and the ERF "
-        "radii holding 50 % / 90 % of its mass (r50, r90) with 95 % bootstrap intervals "
-        "over images; TRF: theoretical receptive field side ('all': unbounded)",
-    )
-
-
-def _dynamics_table(run: Run) -> reports.Table | None:
-    rows = dynamics_rows(_optional(run, InputDependenceResult), _optional(run, EquivarianceResult))
-    if not rows:
-        return None
-    columns = (
-        "layer",
-        "branch",
-        "D heads nats (min)",
-        "D heads nats (median)",
-        "D heads nats (max)",
-        "head images",
-        "D ERF nats",
-        "D ERF low",
-        "D ERF high",
-        "D ERF normalised",
-        "ERF images",
-        "E stride shift",
-        "E low",
-        "E high",
-        "E sub-stride",
-        "E unaligned",
-        "stride px",
-        "E images",
-    )
-
-    def heads(fn: Any, values: np.ndarray) -> float | None:
-        values = values[np.isfinite(values)]
-        return float(fn(values)) if values.size else None
-
-    cells = tuple(
-        (
-            r.layer,
-            r.branch,
-            heads(np.nanmin, r.heads),
-            heads(np.nanmedian, r.heads),
-            heads(np.nanmax, r.heads),
-            r.head_images,
-            _float(r.erf),
-            _float(r.erf_low),
-            _float(r.erf_high),
-            _float(r.erf_normalised),
-            r.erf_images,
-            _float(r.equivariance),
-            _float(r.low),
-            _float(r.high),
-            _float(r.sub),
-            _float(r.unaligned),
-            _float(r.stride),
-            r.images,
-        )
-        for r in rows
-    )
-    return reports.Table(
-        "fixed vs dynamic, equivariance",
-        columns,
-        cells,
-        "input dependence D (docs/metrics.md §8, 95 % jackknife intervals) and translation "
-        "equivariance E (§9, 95 % bootstrap intervals) per layer",
-    )
-
-
 def _erf_change(first: reports.ErfLayer, last: reports.ErfLayer, images: int) -> str:
     """The finding on the ERF from the first to the last layer, worded from the intervals:
     'grows' or 'shrinks' only when they do not overlap."""
@@ -531,37 +386,6 @@ def _grouped(notes: Mapping[str, str], shown: int = 4) -> list[str]:
         more = f" and {len(names) - shown} more" if len(names) > shown else ""
         lines.append(f"{', '.join(names[:shown])}{more}: {note}")
     return lines
-
-
-def _head_table(run: Run) -> reports.Table | None:
-    """One row per head: every per-head field of the run's results (the columns of
-    ``Run.to_dataframe("heads")``, built from the declarations, so interval fields appear
-    as they are added), and the head's locality."""
-    rows = table_rows(run, "heads")
-    if not rows:
-        return None
-    columns: dict[str, None] = {}
-    for row in rows:
-        columns.update(dict.fromkeys(row))
-    names = tuple(columns)
-    cells = tuple(tuple(_cell(row.get(c)) for c in names) for row in rows)
-    return reports.Table(
-        "per-head numbers",
-        names,
-        cells,
-        "one row per attention head: distance MAD and MAD_centre (px), entropy (nats), "
-        "prefix mass, importance; _low/_high: 95 % bootstrap interval over images; "
-        f"locality (local below {LOCAL:.0%}, global above {GLOBAL:.0%} of the uniform "
-        "distance); docs/metrics.md §1, §2, §5, §7",
-    )
-
-
-def _cell(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        return _float(value)
-    return value
 
 
 def run_view(run: Run) -> reports.RunReport:
@@ -621,7 +445,7 @@ def run_view(run: Run) -> reports.RunReport:
         notes=_NOTES,
         tables=tuple(
             t
-            for t in (_head_table(run), _table(run, results), _dynamics_table(run))
+            for t in (head_table(run), layer_table(run, results), dynamics_table(run))
             if t is not None
         ),
         **sections,

@@ -74,6 +74,18 @@ RUN_SECTIONS = (
     "methods",
 )
 
+COMPARE_SECTIONS = (
+    "verdict",
+    "runs",
+    "findings",
+    "distance",
+    "dynamics",
+    "redundancy",
+    "pruning",
+    "numbers",
+    "methods",
+)
+
 
 class Page(HTMLParser):
     """Elements (tag, attributes, section), visible text and section ids of an HTML page."""
@@ -197,17 +209,7 @@ def test_header_facts(vit, vit_html: str) -> None:
 def test_compare_report_sections(compare_html: str) -> None:
     page = Page(compare_html)
     ids = [s["id"] for s in page.find("section")]
-    assert ids == [
-        "verdict",
-        "runs",
-        "findings",
-        "distance",
-        "dynamics",
-        "redundancy",
-        "pruning",
-        "numbers",
-        "methods",
-    ]
+    assert tuple(ids) == COMPARE_SECTIONS
     assert "fake ViT" in page.in_section("runs") and "fake CNN" in page.in_section("runs")
     assert len(page.find("img")) == 5
     assert "summary" in page.in_section("numbers")
@@ -450,17 +452,7 @@ COMPARE_TITLES = (
 def test_section_lists_keep_order_ids_and_titles() -> None:
     assert RUN_SPECS.ids == RUN_SECTIONS
     assert tuple(s.title for s in RUN_SPECS) == RUN_TITLES
-    assert COMPARE_SPECS.ids == (
-        "verdict",
-        "runs",
-        "findings",
-        "distance",
-        "dynamics",
-        "redundancy",
-        "pruning",
-        "numbers",
-        "methods",
-    )
+    assert COMPARE_SPECS.ids == COMPARE_SECTIONS
     assert tuple(s.title for s in COMPARE_SPECS) == COMPARE_TITLES
 
 
