@@ -312,6 +312,30 @@ def test_dynamics_results_pass_the_readers_checks_and_edited_ones_are_refused(
     assert f"is inconsistent ({problem})" in str(info.value)
 
 
+def streamed_dependence(model: nn.Module, x: torch.Tensor, groups: int, images: int | None = None):
+    """Capture ``x`` in two batches with the mean maps streamed, keeping every map too:
+    ``(capture, kept maps per layer, the input_dependence result)``."""
+    kept: dict[str, list[torch.Tensor]] = {}
+    sums = MeanMaps(groups=groups)
+
+    def both(name: str, probs: torch.Tensor) -> None:
+        kept.setdefault(name, []).append(probs.double().clone())
+        sums(name, probs)
+
+    extra = {} if images is None else {"images": images}
+    cap = hooks.capture(
+        model, attention="*", channels=None, keep_maps=0, on_attention=both, **extra
+    )
+    sums.bind(cap)
+    with cap, torch.no_grad():
+        model(x[:2])
+        model(x[2:])
+    inputs = {
+        n: MeanMapInput(a["maps"], a["entropy"], a["counts"]) for n, a in sums.arrays().items()
+    }
+    return cap, kept, REGISTRY["input_dependence"]().compute(AnalysisInputs({}, mean_maps=inputs))
+
+
 @pytest.mark.parametrize(
     ("arch", "kwargs", "size"),
     [
@@ -330,22 +354,7 @@ def test_streamed_dependence_of_windowed_and_reduced_key_attention(arch, kwargs,
     torch.manual_seed(0)
     model = timm.create_model(arch, pretrained=False, **kwargs).eval()
     x = torch.randn(4, 3, size, size, generator=torch.Generator().manual_seed(3))
-    kept: dict[str, list[torch.Tensor]] = {}
-    sums = MeanMaps(groups=3)
-
-    def both(name: str, probs: torch.Tensor) -> None:
-        kept.setdefault(name, []).append(probs.double().clone())
-        sums(name, probs)
-
-    cap = hooks.capture(model, attention="*", channels=None, keep_maps=0, on_attention=both)
-    sums.bind(cap)
-    with cap, torch.no_grad():
-        model(x[:2])
-        model(x[2:])
-    inputs = {
-        n: MeanMapInput(a["maps"], a["entropy"], a["counts"]) for n, a in sums.arrays().items()
-    }
-    result = REGISTRY["input_dependence"]().compute(AnalysisInputs({}, mean_maps=inputs))
+    cap, kept, result = streamed_dependence(model, x, groups=3)
     assert result.layers, result.notes
     for name, layer in result.layers.items():
         prefix = cap.attention[name].geometry.prefix
@@ -390,24 +399,7 @@ def test_streamed_dependence_leaves_padded_window_slots_out() -> None:
         img_size=64, embed_dim=24, depths=(2,), num_heads=(2,), window_size=7, num_classes=0
     ).eval()
     x = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(3))
-    kept: dict[str, list[torch.Tensor]] = {}
-    sums = MeanMaps(groups=4)
-
-    def both(name: str, probs: torch.Tensor) -> None:
-        kept.setdefault(name, []).append(probs.double().clone())
-        sums(name, probs)
-
-    cap = hooks.capture(
-        model, attention="*", channels=None, keep_maps=0, on_attention=both, images=4
-    )
-    sums.bind(cap)
-    with cap, torch.no_grad():
-        model(x[:2])
-        model(x[2:])
-    inputs = {
-        n: MeanMapInput(a["maps"], a["entropy"], a["counts"]) for n, a in sums.arrays().items()
-    }
-    result = REGISTRY["input_dependence"]().compute(AnalysisInputs({}, mean_maps=inputs))
+    cap, kept, result = streamed_dependence(model, x, groups=4, images=4)
     assert result.layers, result.notes
     for name, layer in result.layers.items():
         geometry = cap.attention[name].geometry
