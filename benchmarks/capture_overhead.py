@@ -1,13 +1,17 @@
 """Capture-pass overhead: inspector's capture pass against a plain fused forward, and
 against other tools capturing the same attention probabilities.
 
-The capture pass is what ``inspector analyze`` runs per batch: ``hooks.capture`` with
-the options ``analyze`` builds (``inspector.pipeline.capture_options`` with the default
-``AnalyzeOptions``: every attention module with the five per-image per-head summaries
-of ``inspector._summaries.attention_summaries()``, per-head context moments and CKA sums,
+The capture pass is what ``inspector analyze`` runs per batch of a data-set-scale run
+(``--images``, default 1,024): ``hooks.capture`` with the options ``analyze`` builds
+(``inspector.pipeline.capture_options`` with the default ``AnalyzeOptions``: every
+attention module with the six per-image per-head summaries of
+``inspector._summaries.attention_summaries()``, per-head context moments and CKA sums,
 channel moments of every convolution and MLP hidden layer on ``positions=64`` sampled
-positions with CKA sums on groups of head width, full maps of the first ``K=8`` images,
-``exact_outputs=False``).
+positions with CKA sums on groups of head width, the CKA sums of the image set's 20
+contiguous image groups (intervals; each closed group's |r| summary), the heads' mean
+maps for input dependence, full maps of the first ``K=8`` images,
+``exact_outputs=False``). Batches are numbered as the image set's consecutive batches
+(``Capture.seek``), so image groups open and close as they do in a real run.
 Models have random weights; inputs are one random batch; everything runs on the CPU
 under ``torch.no_grad()``.
 
@@ -17,6 +21,8 @@ Cases (times are divided by the plain fused forward's time in the same round):
   the first ``K`` maps are already kept);
 - ``capture pass, first batch``: a new capture per call (module discovery, geometry,
   accumulator set-up and the ``K`` maps kept);
+- ``capture pass, --positions 16``: the same with 16 sampled positions per image instead
+  of 64 (an estimator change: ``benchmarks/positions_accuracy.py`` measures its effect);
 - ``attention only``: the same capture with channels and per-head moments off
   (probabilities, summaries, first-K maps), the like-for-like comparison with tools that
   only return attention maps;
@@ -57,7 +63,7 @@ sys.path.insert(0, str(_timing.REPO))
 
 import hooks
 from inspector._options import AnalyzeOptions
-from inspector.pipeline import capture_options
+from inspector.pipeline import MeanMaps, capture_options
 
 MODELS = ("deit_small_patch16_224", "resnet50", "swin_tiny_patch4_window7_224")
 
@@ -135,6 +141,19 @@ def check(name: str, probs: torch.Tensor, reference: torch.Tensor) -> None:
     _timing.log(f"  {name}: block-0 maps equal inspector's (max difference {difference:.1e})")
 
 
+def _analyze_capture(
+    model: nn.Module, images: int, positions: int
+) -> tuple[hooks.Capture, hooks.CaptureOptions]:
+    """The capture ``inspector analyze`` runs on an image set of ``images`` images: its
+    options (``pipeline.capture_options``: CKA sums in the set's image groups, |r|
+    summaries of each closed group) and the input-dependence map sums bound to it."""
+    mean_maps = MeanMaps()
+    options = capture_options(model, AnalyzeOptions(positions=positions), images, mean_maps)
+    cap = hooks.capture(model, options)
+    mean_maps.bind(cap)
+    return cap, options
+
+
 def measure(
     name: str,
     batch: int,
@@ -143,30 +162,34 @@ def measure(
     clock: str = "wall",
     device: str = "cpu",
     autocast: bool = False,
+    images: int = 1024,
 ) -> tuple[list[list[str]], dict[str, list[float]]]:
     torch.manual_seed(0)
     model = timm.create_model(name, pretrained=False).eval().to(device)
     size = model.pretrained_cfg.get("input_size", (3, 224, 224))
     x = torch.randn(batch, *size, generator=torch.Generator().manual_seed(1)).to(device)
-    options = capture_options(model, AnalyzeOptions())
-    running = hooks.capture(model, options)
+    running, options = _analyze_capture(model, images, positions=AnalyzeOptions().positions)
+    fewer, _ = _analyze_capture(model, images, positions=16)
 
     def plain() -> torch.Tensor:
         with torch.no_grad():
             return model(x)
 
-    def capture_pass() -> torch.Tensor:
-        with running, torch.no_grad():
+    def capture_pass(cap: hooks.Capture = running) -> torch.Tensor:
+        with cap, torch.no_grad():
+            cap.seek(cap.images % images)  # the image set's next batch, round and round
             return model(x)
 
     def first_batch() -> torch.Tensor:
-        with hooks.capture(model, options), torch.no_grad():
+        cap, _ = _analyze_capture(model, images, positions=AnalyzeOptions().positions)
+        with cap, torch.no_grad():
             return model(x)
 
     cases: dict[str, Callable[[], object]] = {
         "plain fused forward": plain,
         "capture pass": capture_pass,
         "capture pass, first batch": first_batch,
+        "capture pass, --positions 16": lambda: capture_pass(fewer),
     }
     if options.attention is not None:
         attention_options = hooks.CaptureOptions(
@@ -250,6 +273,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated timm names")
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument(
+        "--images",
+        type=int,
+        default=1024,
+        help="size of the image set the capture is planned for (image groups, intervals)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds per model")
     parser.add_argument(
@@ -271,14 +300,21 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.models.split(","):
         peers = args.peers if args.peers is not None else name.startswith("deit_small")
         got, _ = measure(
-            name, args.batch, args.repeats, peers, args.clock, args.device, args.autocast
+            name,
+            args.batch,
+            args.repeats,
+            peers,
+            args.clock,
+            args.device,
+            args.autocast,
+            args.images,
         )
         rows += got
     precision = ", autocast" if args.autocast else ""
     print(_timing.machine(args.device))
     print(
-        f"batch {args.batch}, {args.repeats} rounds, {how}{precision}; "
-        "ratio to the plain fused forward"
+        f"batch {args.batch} of a {args.images}-image set, {args.repeats} rounds, "
+        f"{how}{precision}; ratio to the plain fused forward"
     )
     header = ["model", "case", "time ratio, median (min–max)", "images/s (median)"]
     print(_timing.table(header, rows))

@@ -23,23 +23,71 @@ def _array(x: torch.Tensor, copy: bool) -> np.ndarray:
     return x.numpy().copy() if copy else x.numpy()
 
 
-def symmetric_gram(a: torch.Tensor, panels: int = 4) -> torch.Tensor:
+def _edges(width: int, panels: int = 4) -> list[int]:
+    """Panel edges of a ``width``-wide symmetric product (one panel below 256 columns)."""
+    if width < 256:
+        return [0, width]
+    return [round(width * i / panels / 32) * 32 for i in range(panels)] + [width]
+
+
+def _panels(width: int) -> list[tuple[slice, slice]]:
+    """Row panels of a ``width``-wide symmetric product and the columns each computes
+    (from its own start on)."""
+    return [(slice(a, b), slice(a, width)) for a, b in itertools.pairwise(_edges(width))]
+
+
+def symmetric_gram(a: torch.Tensor, mirror: bool = True, split: int | None = None) -> torch.Tensor:
     """``aᵀa`` for ``a`` ``[rows, width]``, computing only the upper triangle's blocks.
 
-    Row panel ``i`` is multiplied with the columns from its own start on, and the
-    lower triangle is copied from the upper: 5/8 of the full product's work with four
-    panels, exactly symmetric. Narrow inputs take one product.
+    Row panel ``i`` is multiplied with the columns from its own start on: 5/8 of the
+    full product's work with four panels. With ``mirror`` the lower triangle is copied
+    from the upper (exactly symmetric). Without, the lower blocks are uninitialised:
+    the product is for :func:`_add_upper`, which reads only the blocks
+    :func:`_panels` names. ``split``: the first ``split`` columns are panelled as a
+    ``split``-wide product of their own (so that the ``[:split, :split]`` corner has the
+    blocks of ``_panels(split)``) and the rest is one more panel.
     """
     width = a.shape[1]
-    if width < 256:
-        return a.T @ a
-    edges = [round(width * i / panels / 32) * 32 for i in range(panels)] + [width]
+    if split is None or split >= width:
+        edges = _edges(width)
+        if len(edges) == 2:
+            return a.T @ a
+    else:
+        edges = [*_edges(split), width]
     out = torch.empty(width, width, dtype=a.dtype, device=a.device)
     for start, stop in itertools.pairwise(edges):
         rows, rest = slice(start, stop), slice(start, width)
         torch.mm(a[:, rows].T, a[:, rest], out=out[rows, rest])
-        out[rest, rows] = out[rows, rest].T
+        if mirror:
+            _mirror_panel(out, rows)
     return out
+
+
+def _mirror_panel(m: torch.Tensor, rows: slice) -> None:
+    """Copy row panel ``rows`` (from its diagonal block on) onto its transposed place.
+    The diagonal block is its own transpose's source: it is rebuilt from its upper
+    triangle out of place (an overlapping in-place transpose copy is not defined)."""
+    below = slice(rows.stop, m.shape[0])
+    m[below, rows] = m[rows, below].T
+    block = m[rows, rows]
+    block.copy_(torch.triu(block) + torch.triu(block, 1).T)
+
+
+def _add_upper(total: torch.Tensor, part: torch.Tensor) -> None:
+    """``total += part`` on the blocks :func:`symmetric_gram` computes (half the work of
+    a full add; ``total``'s other blocks are left stale until :func:`_mirror`)."""
+    for rows, rest in _panels(total.shape[0]):
+        total[rows, rest].add_(part[rows, rest])
+
+
+def _mirror(m: torch.Tensor) -> None:
+    """Copy the upper blocks of a symmetric matrix onto the lower ones, in place (the
+    diagonal blocks too: exactly symmetric). A single panel is a full product: kept."""
+    width = m.shape[0]
+    if width < 256:
+        return
+    for rows, _ in _panels(width):
+        _mirror_panel(m, rows)
 
 
 class Moments:
@@ -57,11 +105,24 @@ class Moments:
         self.count = 0
         self.mean = torch.zeros(features, dtype=torch.float64)
         shape = (features, features) if covariance else (features,)
-        self.comoment = torch.zeros(shape, dtype=torch.float64)
+        self._comoment = torch.zeros(shape, dtype=torch.float64)
+        self._stale = False  # lower blocks behind the upper ones (see _add_upper)
+
+    @property
+    def comoment(self) -> torch.Tensor:
+        """The co-moment about the mean (its variances without covariance)."""
+        if self._stale:
+            _mirror(self._comoment)
+            self._stale = False
+        return self._comoment
+
+    @comoment.setter
+    def comoment(self, value: torch.Tensor) -> None:
+        self._comoment, self._stale = value, False
 
     @property
     def has_covariance(self) -> bool:
-        return self.comoment.dim() == 2
+        return self._comoment.dim() == 2
 
     def update(self, x: torch.Tensor) -> None:
         """Add the rows of ``x`` (``[rows, features]``)."""
@@ -88,11 +149,17 @@ class Moments:
         return self
 
     def _merge(
-        self, n: int, mean: torch.Tensor, m2: torch.Tensor, offset: torch.Tensor | None = None
+        self,
+        n: int,
+        mean: torch.Tensor,
+        m2: torch.Tensor,
+        offset: torch.Tensor | None = None,
+        upper: bool = False,
     ) -> None:
         """Merge a summary of ``n`` rows: float64 ``mean`` and co-moment ``m2`` (any float
         dtype, CPU) about the mean, or about ``mean - offset`` when ``offset`` is given
-        (then ``m2 - n · offset offsetᵀ`` is the co-moment about the mean).
+        (then ``m2 - n · offset offsetᵀ`` is the co-moment about the mean); ``upper``:
+        only ``m2``'s upper blocks are set (:func:`symmetric_gram` without ``mirror``).
 
         The ``[features, features]`` co-moment is updated in place: one pass adding
         ``m2``, one adding the rank-one (or, with ``offset``, rank-two) correction.
@@ -101,7 +168,12 @@ class Moments:
             return
         if self.count == 0:
             self.count, self.mean = n, mean.clone()
-            self.comoment = m2.to(torch.float64, copy=True)
+            if upper:
+                self._comoment.zero_()
+                _add_upper(self._comoment, m2)
+                self._stale = True
+            else:
+                self.comoment = m2.to(torch.float64, copy=True)
             if offset is not None:
                 self._add_outer((offset,), (-n,))
             return
@@ -109,7 +181,11 @@ class Moments:
         delta = mean - self.mean
         self.mean = self.mean + delta * (n / total)
         factor = self.count * n / total
-        self.comoment.add_(m2)
+        if upper:
+            _add_upper(self._comoment, m2)
+            self._stale = True
+        else:
+            self.comoment.add_(m2)
         if offset is None:
             self._add_outer((delta,), (factor,))
         else:
@@ -120,11 +196,11 @@ class Moments:
         """``comoment += Σ_j weights_j · v_j v_jᵀ`` (only the diagonal without covariance)."""
         if not self.has_covariance:
             for vector, weight in zip(vectors, weights, strict=True):
-                self.comoment.add_(vector * vector, alpha=weight)
+                self._comoment.add_(vector * vector, alpha=weight)
             return
         columns = torch.stack(vectors, 1)  # [features, j]
         scale = torch.tensor(weights, dtype=columns.dtype)
-        self.comoment.addmm_(columns * scale, columns.T)
+        self._comoment.addmm_(columns * scale, columns.T)  # symmetric: stale blocks stay so
 
     def covariance(self, ddof: int = 1) -> np.ndarray:
         """Sample covariance (diagonal only when built without ``covariance``)."""
@@ -180,10 +256,23 @@ class GroupSums:
         p = groups * size
         self.count = 0
         self.sum = torch.zeros(p, dtype=torch.float64)
-        self.cross = torch.zeros(p, p, dtype=torch.float64)
+        self._cross = torch.zeros(p, p, dtype=torch.float64)
+        self._stale = False  # lower blocks behind the upper ones (see _add_upper)
         self.weighted = torch.zeros(p, groups, dtype=torch.float64)
         self.norms = torch.zeros(groups, groups, dtype=torch.float64)
         self.shift = None if shift is None else shift.detach().to("cpu", torch.float64)
+
+    @property
+    def cross(self) -> torch.Tensor:
+        """``Σ y yᵀ`` of the shifted rows."""
+        if self._stale:
+            _mirror(self._cross)
+            self._stale = False
+        return self._cross
+
+    @cross.setter
+    def cross(self, value: torch.Tensor) -> None:
+        self._cross, self._stale = value, False
 
     def update(self, x: torch.Tensor, moments: Moments | None = None) -> None:
         """Add the rows of ``x`` (``[rows, groups * size]``).
@@ -201,23 +290,33 @@ class GroupSums:
                 with the same rows from the same ``Σ x xᵀ`` product (one matrix
                 product instead of two).
         """
-        x = x.detach()
         p = self.groups * self.size
         if x.dim() != 2 or x.shape[1] != p:
             raise ValueError(f"GroupSums.update expects [rows, {p}], got {tuple(x.shape)}")
         if moments is not None and (moments.features != p or not moments.has_covariance):
             raise ValueError(f"moments must keep the full covariance of {p} features")
+        if x.shape[0]:
+            self.add(x.shape[0], self.products(x), moments)
+
+    def products(self, x: torch.Tensor) -> torch.Tensor:
+        """One batch's products about this sums' shift (set to the batch's mean when
+        unset), as :meth:`add` takes them: sums that share the shift (an image group's
+        and the whole run's) add the same products, so one matrix product serves both.
+
+        The rows extended by their per-group squared norms and a column of ones,
+        ``[y, ‖y^g‖², 1]``, times themselves hold ``Σ y yᵀ``, ``Σ y ‖y^g‖²``, ``Σ y`` and
+        ``Σ ‖y^h‖² ‖y^g‖²`` (zero columns pad the width to a multiple of 32, which BLAS
+        blocks well).
+        """
+        x = x.detach()
+        p = self.groups * self.size
+        if x.dim() != 2 or x.shape[1] != p:
+            raise ValueError(f"GroupSums.update expects [rows, {p}], got {tuple(x.shape)}")
         n = x.shape[0]
-        if n == 0:
-            return
         work = torch.float64 if x.dtype == torch.float64 else torch.float32
         if self.shift is None:
             # The first batch's mean, rounded to the working precision (see _shift_into).
             self.shift = x.to(work).mean(0, dtype=torch.float64).to(work).to("cpu", torch.float64)
-        # One matrix product gives every sum: the rows extended by their per-group squared
-        # norms and a column of ones, [y, ‖y^g‖², 1], times themselves hold Σ y yᵀ, Σ y ‖y^g‖²,
-        # Σ y and Σ ‖y^h‖² ‖y^g‖² (zero columns pad the width to a multiple of 32, which
-        # BLAS blocks well).
         g = self.groups
         width = -(-(p + g + 1) // 32) * 32
         extended = torch.empty(n, width, dtype=work, device=x.device)
@@ -226,17 +325,43 @@ class GroupSums:
         torch.sum(y.square().view(n, g, self.size), -1, out=extended[:, p : p + g])
         extended[:, p + g] = 1
         extended[:, p + g + 1 :] = 0
-        products = symmetric_gram(extended).cpu()
+        return symmetric_gram(extended, mirror=False, split=p).cpu()  # upper blocks only
+
+    def add(self, n: int, products: torch.Tensor, moments: Moments | None = None) -> None:
+        """Add :meth:`products` of ``n`` rows taken about this sums' shift.
+
+        Args:
+            moments: A full-covariance :class:`Moments` over the same columns, updated
+                from the same products (its co-moment is their ``Σ y yᵀ`` block).
+        """
+        p, g = self.groups * self.size, self.groups
+        if moments is not None and (moments.features != p or not moments.has_covariance):
+            raise ValueError(f"moments must keep the full covariance of {p} features")
+        if n == 0:
+            return
+        assert self.shift is not None, "products are taken about a shift"
         gram = products[:p, :p]
         self.count += n
+        # Upper blocks only (elements right of the diagonal: the sums and weighted
+        # columns); this batch's products in its precision, sums in float64.
         self.sum.add_(products[:p, p + g])
-        self.cross.add_(gram)  # this batch's products in its precision, sums in float64
+        _add_upper(self._cross, gram)
+        self._stale = True
         self.weighted.add_(products[:p, p : p + g])
-        self.norms.add_(products[p : p + g, p : p + g])
+        self.norms.add_(products[p : p + g, p : p + g])  # the last panel: computed whole
         if moments is not None:
             # The same products about this batch's mean m = shift + d, d = Σ y / n.
             d = products[:p, p + g].to(torch.float64) / n
-            moments._merge(n, self.shift + d, gram, offset=d)
+            moments._merge(n, self.shift + d, gram, offset=d, upper=True)
+
+    def reshift(self, shift: torch.Tensor) -> None:
+        """Re-express these sums about ``shift`` in place (exact algebra in float64, two
+        passes over the ``[p, p]`` sums), so that products taken about ``shift`` add to
+        them."""
+        shift = shift.detach().to("cpu", torch.float64)
+        if self.count:
+            self._move(shift)
+        self.shift = shift
 
     def _shift_into(self, x: torch.Tensor, out: torch.Tensor) -> None:
         """``out = x - shift`` in ``out``'s precision. A shift that precision represents
@@ -267,10 +392,18 @@ class GroupSums:
         return self
 
     def shifted(self, shift: torch.Tensor) -> GroupSums:
-        """The same sums about ``shift`` instead of ``self.shift`` (exact algebra: rows
-        ``y`` become ``y + c`` with ``c = self.shift - shift``)."""
+        """The same sums about ``shift`` instead of ``self.shift`` (a new object)."""
+        out = GroupSums(self.groups, self.size, self.shift)
+        out.count = self.count
+        out.sum, out.cross = self.sum.clone(), self.cross.clone()
+        out.weighted, out.norms = self.weighted.clone(), self.norms.clone()
+        out.reshift(shift)
+        return out
+
+    def _move(self, shift: torch.Tensor) -> None:
+        """Rows ``y`` about ``self.shift`` become ``y + c``, ``c = self.shift - shift``:
+        update ``sum``, ``weighted``, ``norms`` and ``cross`` (in place) to sums of them."""
         assert self.shift is not None
-        shift = shift.detach().to("cpu", torch.float64)
         c = self.shift - shift
         n, g, size = self.count, self.groups, self.size
         cg = c.reshape(g, size)
@@ -279,25 +412,12 @@ class GroupSums:
         sq = torch.diagonal(cross).reshape(g, size).sum(-1)
         sc = (s.reshape(g, size) * cg).sum(-1)
         cc = (cg * cg).sum(-1)
-        cross_c = (cross.reshape(-1, g, size) * cg).sum(-1)  # [p, g]
+        cross_c = torch.einsum("pgi,gi->pg", cross.reshape(-1, g, size), cg)  # [p, g]
         # Σ‖y^h‖² (y^g·c^g) = c^g · Σ y^g ‖y^h‖² (rows of `weighted` in group g, column h).
         w_c = (weighted.reshape(g, size, g) * cg[:, :, None]).sum(1)  # [g (dot), h (norm)]
-        # Σ (y^h·c^h)(y^g·c^g) = c^hᵀ cross[h, g] c^g.
-        blocks = cross.reshape(g, size, g, size)
-        dots = torch.einsum("hi,higj,gj->hg", cg, blocks, cg)
-        out = GroupSums(g, size, shift)
-        out.count = n
-        out.sum = s + n * c
-        out.cross = cross + torch.outer(s, c) + torch.outer(c, s) + n * torch.outer(c, c)
-        out.weighted = (
-            weighted
-            + 2 * cross_c
-            + torch.outer(s, cc)
-            + torch.outer(c, sq)
-            + 2 * torch.outer(c, sc)
-            + n * torch.outer(c, cc)
-        )
-        out.norms = (
+        # Σ (y^h·c^h)(y^g·c^g) = c^hᵀ cross[h, g] c^g = Σ_{i in h} c_i cross_c[i, g].
+        dots = (cross_c.reshape(g, size, g) * cg[:, :, None]).sum(1)
+        self.norms = (
             self.norms
             + 2 * w_c.T  # Σ‖y^h‖² (y^g·c^g): [h, g]
             + 2 * w_c  # Σ (y^h·c^h) ‖y^g‖²
@@ -308,7 +428,20 @@ class GroupSums:
             + 2 * torch.outer(cc, sc)
             + n * torch.outer(cc, cc)
         )
-        return out
+        self.weighted = (
+            weighted
+            + 2 * cross_c
+            + torch.outer(s, cc)
+            + torch.outer(c, sq)
+            + 2 * torch.outer(c, sc)
+            + n * torch.outer(c, cc)
+        )
+        # cross + s cᵀ + c sᵀ + n c cᵀ as one rank-three update, in place.
+        left = torch.stack([s, c, n * c], 1)
+        right = torch.stack([c, s, c], 0)
+        cross.addmm_(left, right)
+        self._stale = True  # the product rounds (i, j) and (j, i) apart: mirror on read
+        self.sum = s + n * c
 
     def state(self, copy: bool = True) -> dict[str, np.ndarray]:
         """Plain arrays that :meth:`from_state` turns back into sums (``copy`` as for
@@ -344,16 +477,19 @@ def _blocks(
 ) -> dict[str, np.ndarray]:
     """Per column-group pair reductions of one set of sums: everything debiased CKA reads
     from ``sum``, ``cross`` and ``weighted`` (``g × g`` or ``g`` arrays, not ``p × p``)."""
-    size = s.shape[0] // g
-    s = s.reshape(g, size)
-    c = c.reshape(g, size, g, size)
-    r = r.reshape(g, size, g)
+    p = s.shape[0]
+    size = p // g
+    # s laid out block-diagonally ([p, g]: column h holds s_h in group h's rows), so that
+    # s_hᵀ C_hg s_g is two thin matrix products instead of a four-index contraction.
+    spread = torch.zeros(p, g, dtype=s.dtype)
+    spread[torch.arange(p), torch.arange(p) // size] = s
+    blocks = c.reshape(g, size, g, size)
     pieces = {
-        "frob": torch.einsum("hagb,hagb->hg", c, c),  # ‖C_hg‖²_F
-        "trace": torch.einsum("haha->h", c),  # tr C_hh (a view of c: copied below)
-        "quad": torch.einsum("ha,hagb,gb->hg", s, c, s),  # s_hᵀ C_hg s_g
-        "sum_sq": torch.einsum("ha,ha->h", s, s),  # ‖s_h‖²
-        "sum_weighted": torch.einsum("ha,hag->hg", s, r),  # s_hᵀ r_·g
+        "frob": c.square().reshape(g, size, g, size).sum((1, 3)),  # ‖C_hg‖²_F
+        "trace": torch.einsum("haha->h", blocks),  # tr C_hh (a view of c: copied below)
+        "quad": spread.T @ (c @ spread),  # s_hᵀ C_hg s_g
+        "sum_sq": torch.einsum("ha,ha->h", s.reshape(g, size), s.reshape(g, size)),  # ‖s_h‖²
+        "sum_weighted": spread.T @ r,  # s_hᵀ r_·g
         "norms": norms,
     }
     # Copies: a piece that is a view would keep the group's p × p sums alive.
@@ -431,30 +567,68 @@ class ImageGroups:
         stop = -(-(group + 1) * self.images // self.count)
         return stop - first
 
-    def update(self, rows: torch.Tensor, images: int, first: int) -> None:
-        """Add ``rows`` (``[images * rows_per_image, p]``, image-major) of ``images``
-        images whose first has index ``first`` in the image set."""
-        if images < 1 or rows.shape[0] % images:
-            raise ValueError(f"{rows.shape[0]} rows do not split into {images} images")
-        if first < 0 or first + images > self.images:
+    def spans(self, images: int, first: int) -> list[tuple[int, int, int]]:
+        """``(group, offset, count)`` runs of the ``images`` images whose first has index
+        ``first`` in the image set: images ``offset .. offset + count - 1`` of the batch
+        belong to ``group``."""
+        if images < 1 or first < 0 or first + images > self.images:
             raise ValueError(
                 f"images {first}..{first + images - 1} are outside the image set of {self.images}"
             )
-        per_image = rows.shape[0] // images
-        index, closed = 0, False
-        while index < images:
+        out: list[tuple[int, int, int]] = []
+        for index in range(images):
             group = self.group_of(first + index)
-            run = 1
-            while index + run < images and self.group_of(first + index + run) == group:
-                run += 1
-            chunk = rows[index * per_image : (index + run) * per_image]
-            sums, seen = self.open.get(group) or (GroupSums(self.groups, self.size), 0)
-            sums.update(chunk)
-            self.open[group] = (sums, seen + run)
-            closed = self._close_if_full(group) or closed
-            index += run
+            if out and out[-1][0] == group:
+                out[-1] = (group, out[-1][1], out[-1][2] + 1)
+            else:
+                out.append((group, index, 1))
+        return out
+
+    def update(self, rows: torch.Tensor, images: int, first: int) -> None:
+        """Add ``rows`` (``[images * rows_per_image, p]``, image-major) of ``images``
+        images whose first has index ``first`` in the image set (products of their own;
+        :meth:`add` takes products shared with the run's sums)."""
+        if images < 1 or rows.shape[0] % images:
+            raise ValueError(f"{rows.shape[0]} rows do not split into {images} images")
+        per_image = rows.shape[0] // images
+        closed = False
+        for group, offset, count in self.spans(images, first):
+            chunk = rows[offset * per_image : (offset + count) * per_image]
+            sums = self._open(group, None)
+            products = sums.products(chunk)
+            assert sums.shift is not None
+            closed = self.add(group, count, chunk.shape[0], products, sums.shift) or closed
         if closed:
             release_free_memory()
+
+    def sums_of(self, group: int) -> GroupSums:
+        """``group``'s open sums (new ones, without a shift yet, for a group not open)."""
+        return self._open(group, None)
+
+    def _open(self, group: int, shift: torch.Tensor | None) -> GroupSums:
+        """``group``'s open sums, about ``shift`` (re-expressed exactly when an open
+        group, restored or merged, was summed about another)."""
+        if group not in self.open:
+            self.open[group] = (GroupSums(self.groups, self.size, shift), 0)
+        sums, seen = self.open[group]
+        if shift is not None and sums.shift is not None and not torch.equal(sums.shift, shift):
+            sums = sums.shifted(shift)
+            self.open[group] = (sums, seen)
+        elif sums.shift is None:
+            sums.shift = shift
+        return sums
+
+    def add(
+        self, group: int, images: int, n: int, products: torch.Tensor, shift: torch.Tensor
+    ) -> bool:
+        """Add ``images`` images' :meth:`GroupSums.products` (``n`` rows, taken about
+        ``shift``) to ``group``, closing it when its last image is in (then ``True``:
+        the caller gives the freed ``p × p`` sums back, :data:`release_free_memory`,
+        once for all its layers)."""
+        sums = self._open(group, shift)
+        sums.add(n, products)
+        self.open[group] = (sums, self.open[group][1] + images)
+        return self._close_if_full(group)
 
     def _close_if_full(self, group: int) -> bool:
         sums, seen = self.open[group]

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from ._accumulate import GroupSums, ImageGroups, Moments
+from ._accumulate import GroupSums, ImageGroups, Moments, release_free_memory
 from ._discovery import ChannelSite, find_attention, find_channels, head_count, match_names
 from ._errors import CaptureError
 from ._state import CaptureState, LayerState
@@ -105,16 +105,6 @@ def _finite(x: torch.Tensor) -> bool:
         return True
     low, high = torch.aminmax(x)
     return bool(torch.isfinite(low) & torch.isfinite(high))
-
-
-def _update(moments: Moments, groups: GroupSums | None, rows: torch.Tensor) -> None:
-    """Add ``rows`` to both accumulators, sharing the one ``[p, p]`` product when they can."""
-    if groups is not None and moments.has_covariance:
-        groups.update(rows, moments=moments)
-        return
-    moments.update(rows)
-    if groups is not None:
-        groups.update(rows)
 
 
 def _real_rows(x: torch.Tensor, batch: int, geometry: TokenGeometry) -> torch.Tensor:
@@ -275,6 +265,7 @@ class Capture:
                 self.channels[name] = ChannelRecord(site=sites[name])
         self.images = 0
         self._batch = 0
+        self._closed = False  # an image group closed in this forward
         self._input_size: tuple[int, ...] | None = None
         self._handles: list[RemovableHandle] = []
         self._taps: list[AttentionTap] = []
@@ -349,8 +340,7 @@ class Capture:
                 record.moments = Moments(width)
                 record.groups = GroupSums(record.heads, width // record.heads)
                 record.image_sums = self._image_sums(record.heads, width // record.heads)
-            _update(record.moments, record.groups, rows)
-            self._update_images(record.image_sums, x, rows)
+            self._accumulate(record.moments, record.groups, record.image_sums, x, rows)
 
         return handle
 
@@ -371,8 +361,7 @@ class Capture:
                 if size is not None and width % size == 0 and width // size > 1:
                     record.groups = GroupSums(width // size, size)
                     record.image_sums = self._image_sums(width // size, size, channels=True)
-            _update(record.moments, record.groups, rows)
-            self._update_images(record.image_sums, x, rows)
+            self._accumulate(record.moments, record.groups, record.image_sums, x, rows)
             record.images += self._batch
 
         return handle
@@ -397,17 +386,46 @@ class Capture:
         summary = self.options.group_summary if channels else None
         return ImageGroups(count, images, groups, size, summary)
 
-    def _update_images(self, sums: ImageGroups | None, x: torch.Tensor, rows: torch.Tensor) -> None:
-        """Route each image's rows to its image group (only image-major layouts of
-        images inside the declared image set)."""
+    def _accumulate(
+        self,
+        moments: Moments,
+        groups: GroupSums | None,
+        image_sums: ImageGroups | None,
+        x: torch.Tensor,
+        rows: torch.Tensor,
+    ) -> None:
+        """Add ``rows`` to the layer's accumulators. The run's CKA sums, its full
+        co-moment and the rows' image groups (only for image-major layouts of images
+        inside the declared image set) share one ``[p, p]`` product per image group
+        the batch touches, taken about that group's shift (its first rows' mean, close
+        to its rows, so the float32 products keep their precision); the run's sums are
+        re-expressed about each group's shift when the run enters the group (G times a
+        run, in float64)."""
+        shared = moments if groups is not None and moments.has_covariance else None
+        if shared is None:
+            moments.update(rows)
+        if groups is None:
+            return
         batch = self._batch
         if (
-            sums is not None
-            and x.shape[0] == batch
-            and rows.shape[0] % batch == 0
-            and self.images + batch <= sums.images
+            image_sums is None
+            or x.shape[0] != batch
+            or rows.shape[0] % batch
+            or self.images + batch > image_sums.images
         ):
-            sums.update(rows, batch, first=self.images)
+            groups.update(rows, moments=shared)
+            return
+        per_image = rows.shape[0] // batch
+        for group, offset, count in image_sums.spans(batch, self.images):
+            chunk = rows[offset * per_image : (offset + count) * per_image]
+            own = image_sums.sums_of(group)
+            products = own.products(chunk)  # about the group's shift: float32 stays exact
+            assert own.shift is not None
+            if groups.shift is None or not torch.equal(groups.shift, own.shift):
+                groups.reshift(own.shift)  # once per image group the run enters
+            groups.add(chunk.shape[0], products, shared)
+            if image_sums.add(group, count, chunk.shape[0], products, own.shift):
+                self._closed = True  # freed p × p sums: given back after the forward
 
     def _root_pre(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         first = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), None)
@@ -418,6 +436,9 @@ class Capture:
 
     def _root_post(self, module: nn.Module, args: tuple, output: Any) -> None:
         self.images += self._batch
+        if self._closed:
+            release_free_memory()
+            self._closed = False
         for record, tap in zip(self.attention.values(), self._taps, strict=True):
             record.source = tap.source or record.source
 

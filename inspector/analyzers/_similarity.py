@@ -161,6 +161,11 @@ def debiased_cka_from_sums(
     )
 
 
+def _symmetric(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64)
+    return (a + a.T) / 2
+
+
 def debiased_cka_from_blocks(
     count: int,
     frob: np.ndarray,
@@ -175,12 +180,16 @@ def debiased_cka_from_blocks(
     ``trace`` ``tr C_hh``, ``quad`` ``s_hᵀ C_hg s_g``, ``sum_sq`` ``‖s_h‖²``,
     ``sum_weighted`` ``s_hᵀ r_·g`` and ``norms``, with ``C = Σ x xᵀ``, ``s = Σ x``, ``r``
     the ``weighted`` sums. Same result and NaN rules as :func:`debiased_cka_from_sums`."""
-    kl_diag = np.asarray(norms, dtype=np.float64)
+    # ‖C_hg‖², s_hᵀ C_hg s_g and the norms are symmetric in (h, g); their reductions
+    # round differently in either order, and the HSIC terms cancel down to a small
+    # difference of them, so each is averaged with its transpose: the CKA matrix is
+    # exactly symmetric.
+    kl_diag = _symmetric(norms)
     n = int(count)
-    tr_kl = np.asarray(frob, dtype=np.float64) - kl_diag
+    tr_kl = _symmetric(frob) - kl_diag
     ones_k = np.asarray(sum_sq, dtype=np.float64) - np.asarray(trace, dtype=np.float64)
     s_r = np.asarray(sum_weighted, dtype=np.float64)
-    ones_kl = np.asarray(quad, dtype=np.float64) - s_r - s_r.T + kl_diag
+    ones_kl = _symmetric(quad) - s_r - s_r.T + kl_diag
     hsic, scale = _unbiased_hsic(n, tr_kl, ones_k[:, None], ones_k[None, :], ones_kl)
     diag = np.diag(hsic)
     diag = np.where(diag > _RESOLVABLE * np.diag(scale), diag, 0.0)

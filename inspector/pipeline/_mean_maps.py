@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from inspector._summaries import plogp_sums
+
 if TYPE_CHECKING:
     import hooks
 
@@ -118,29 +120,47 @@ class MeanMaps:
                 return
             real = queries.repeat(batch, 1)[:, None, :, None] & keys.repeat(batch, 1)[:, None, None]
             spatial = torch.where(real, spatial, 0.0)  # padded queries: rows without mass
-        mass = spatial.sum(-1, keepdim=True)
-        rows = spatial / mass.clamp_min(1e-30)  # rows without spatial mass stay 0
-        plogp = torch.special.xlogy(rows, rows).sum(-1, dtype=torch.float64)  # [seq, head, q]
-        # Queries without spatial mass (padded ones included) carry no distribution: left
-        # out of the entropy, the mean over the image's other queries.
-        alive = (mass[..., 0] > 0).double()
-        heads = rows.shape[1]
-        entropy = -(plogp * alive).sum(-1).reshape(batch, per_image, heads).sum(1)
+            slogs = torch.special.xlogy(spatial, spatial).sum(-1)
+        else:  # Σ s log s over the spatial keys, from the log the entropy summary takes too
+            total, front = plogp_sums(probs, p)
+            slogs = total - front
+        mass = spatial.sum(-1)  # [seq, head, q]
+        # The renormalised row s / m has entropy log m - Σ s log s / m. Queries without
+        # spatial mass (padded ones included) carry no distribution: left out of the
+        # entropy, the mean over the image's other queries; their maps add nothing.
+        alive = mass > 0
+        inverse = torch.where(alive, 1.0 / mass.clamp_min(1e-30), 0.0)
+        per_query = torch.where(alive, mass.clamp_min(1e-30).log() - slogs * inverse, 0.0)
+        heads = spatial.shape[1]
+        entropy = per_query.double().sum(-1).reshape(batch, per_image, heads).sum(1)
         entropy = entropy / alive.sum(-1).reshape(batch, per_image, heads).sum(1).clamp_min(1)
-        rows = rows.reshape(batch, per_image, *rows.shape[1:])
         if sums.maps is None:
-            one = rows[0].numel()
+            one = spatial[:per_image].numel()
             groups = max(1, min(self._count(), BUDGET // max(one, 1)))
             if one > BUDGET:
                 sums.problem = f"its maps ({one} values) exceed the streaming budget"
                 return
-            sums.maps = torch.zeros((groups, *rows.shape[1:]), dtype=torch.float64)
-            sums.entropy = torch.zeros((groups, entropy.shape[-1]), dtype=torch.float64)
+            shape = (groups, per_image, *spatial.shape[1:])
+            sums.maps = torch.zeros(shape, dtype=torch.float64)
+            sums.entropy = torch.zeros((groups, heads), dtype=torch.float64)
             sums.counts = torch.zeros(groups, dtype=torch.float64)
-            sums.keys = int(rows.shape[-1])
+            sums.keys = int(spatial.shape[-1])
         assert sums.entropy is not None and sums.counts is not None
         index = self._group_index(self._capture.images, batch, sums.maps.shape[0])
-        sums.maps.index_add_(0, index, rows.cpu().double())
+        # The renormalised maps summed per image group in the maps' precision (a batch
+        # touches one or two groups), then added to the float64 sums: no float64 copy of
+        # the batch's maps.
+        rows = spatial.reshape(batch, per_image, *spatial.shape[1:])
+        weights = inverse.reshape(batch, per_image, heads, -1, 1)
+        for group in index.unique().tolist():
+            members = (index == group).nonzero()[:, 0]
+            start, stop = int(members[0]), int(members[-1]) + 1
+            if stop - start != len(members):  # not contiguous (no image set size): one by one
+                for i in members.tolist():
+                    sums.maps[group].add_((rows[i] * weights[i]).cpu())
+                continue
+            part = torch.mul(rows[start:stop], weights[start:stop]).sum(0)
+            sums.maps[group].add_(part.cpu())
         sums.entropy.index_add_(0, index, entropy.cpu())
         sums.counts.index_add_(0, index, torch.ones(batch, dtype=torch.float64))
         sums.images += batch

@@ -213,7 +213,9 @@ def test_streamed_head_dependence_equals_the_direct_computation(
         probs = torch.cat(kept[name])[:, :, prefix:, prefix:].numpy()  # [sample, head, q, k]
         direct = [metrics.input_dependence(probs[:, h]) for h in range(probs.shape[1])]
         assert layer.head_images == 5
-        assert np.allclose(layer.heads, direct, atol=1e-9)
+        # Entropies are streamed in float32 (one log shared with the entropy summary):
+        # rounding of order 1e-7 of log(keys) ≈ 4.6 nats; D here is 2.6e-4.
+        assert np.allclose(layer.heads, direct, rtol=1e-4, atol=2e-7)
         assert (layer.heads_low <= layer.heads + 1e-12).all()
 
 

@@ -129,3 +129,53 @@ def test_symmetric_gram_is_the_full_product_and_exactly_symmetric(width: int) ->
     assert torch.equal(gram, gram.T)
     exact = a.double().T @ a.double()
     torch.testing.assert_close(gram.double(), exact, rtol=0, atol=1e-3)
+
+
+@pytest.mark.parametrize(("groups", "size"), [(3, 100), (24, 64), (5, 1)])
+def test_wide_sums_fed_upper_blocks_equal_the_brute_force_sums(groups: int, size: int) -> None:
+    """Wide layers add only the upper blocks of each product (the lower ones are mirrored
+    when read): every sum, the moments sharing the product and an image group's sums
+    equal float64 sums of the same rows, also when read between updates and re-expressed
+    about a new shift (what the capture does on entering an image group)."""
+    from hooks._accumulate import ImageGroups
+
+    p = groups * size
+    rng = np.random.default_rng(p)
+    data = rng.normal(0.5, 1.0, size=(3, 90, p)).astype(np.float32)
+    sums, moments, images = GroupSums(groups, size), Moments(p), ImageGroups(2, 2, groups, size)
+    for index, batch in enumerate(torch.from_numpy(data)):
+        if index == 1:
+            sums.update(batch, moments=moments)
+        else:  # one image each: the products are taken about the image group's shift
+            own = images.sums_of(index // 2)
+            products = own.products(batch)
+            assert own.shift is not None
+            sums.reshift(own.shift)
+            sums.add(90, products, moments)
+            images.add(index // 2, 1, 90, products, own.shift)
+        if p >= 256:  # mirrored blocks (a narrow layer's product is one GEMM)
+            assert torch.equal(sums.cross, sums.cross.T)
+    rows = data.reshape(-1, p).astype(np.float64)
+
+    def expected(y: np.ndarray) -> dict[str, np.ndarray]:
+        norms = (y.reshape(-1, groups, size) ** 2).sum(-1)
+        return {
+            "sum": y.sum(0),
+            "cross": y.T @ y,
+            "weighted": y.T @ norms,
+            "norms": norms.T @ norms,
+        }
+
+    for key, value in expected(rows - sums.shift.numpy()).items():
+        np.testing.assert_allclose(
+            getattr(sums, key).numpy(), value, atol=2e-6 * np.abs(value).max()
+        )
+    centred = rows - rows.mean(0)
+    comoment = centred.T @ centred
+    np.testing.assert_allclose(
+        moments.comoment.numpy(), comoment, atol=2e-6 * np.abs(comoment).max()
+    )
+    assert sorted(images.closed) == [0, 1]
+    last = rows[180:] - rows[180:].mean(0).astype(np.float32).astype(np.float64)
+    trace = np.einsum("haha->h", (last.T @ last).reshape(groups, size, groups, size))
+    np.testing.assert_allclose(images.closed[1]["trace"], trace, rtol=1e-5)
