@@ -14,9 +14,10 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from ._accumulate import GroupSums, ImageGroups, Moments, release_free_memory
+from ._accumulate import GroupSums, Moments
 from ._discovery import ChannelSite, find_attention, find_channels, head_count, match_names
 from ._errors import CaptureError
+from ._image_groups import ImageGroups, release_free_memory
 from ._state import CaptureState, LayerState
 from ._taps import AttentionTap, ChannelTap
 from .geometry import TokenGeometry, infer_geometry

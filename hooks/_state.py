@@ -14,7 +14,8 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from ._accumulate import GroupSums, ImageGroups, Moments
+from ._accumulate import GroupSums, Moments
+from ._image_groups import ImageGroups
 from .geometry import TokenGeometry
 
 __all__ = ["CaptureState", "LayerState"]

@@ -23,9 +23,15 @@ from tqdm.auto import tqdm
 
 __all__ = ["LOG_EVERY", "PRIOR", "Progress", "Step"]
 
-PRIOR = {"capture": 7.3, "receptive field": 13.5, "importance": 3.5, "pruning": 5.5}
-"""Seconds each step took for ``deit_small`` (9 images, 2-core CPU, measured on the
-stored timings of a default run after the interval changes), the prior of the ETA."""
+PRIOR = {
+    "capture": 8.3,
+    "receptive field": 14.8,
+    "equivariance": 1.7,
+    "importance": 3.8,
+    "pruning": 5.6,
+}
+"""Seconds each step took for ``deit_small`` (9 images, 2-core CPU: the run file's
+``timings`` of a default run, docs/performance.md §1), the prior of the ETA."""
 
 LOG_EVERY = 15.0
 """Seconds between progress lines when the output is not a terminal."""

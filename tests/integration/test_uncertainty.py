@@ -9,9 +9,10 @@ import pytest
 import torch
 
 import hooks
-from hooks._accumulate import _BLOCK_KEYS as BLOCK_KEYS
-from hooks._accumulate import GroupSums, ImageGroups
+from hooks._accumulate import GroupSums
 from hooks._capture import stratified_positions
+from hooks._image_groups import _BLOCK_KEYS as BLOCK_KEYS
+from hooks._image_groups import ImageGroups
 from inspector.analyzers import (
     ChannelRedundancyLayer,
     ChannelRedundancyResult,

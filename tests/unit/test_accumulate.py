@@ -137,7 +137,7 @@ def test_wide_sums_fed_upper_blocks_equal_the_brute_force_sums(groups: int, size
     when read): every sum, the moments sharing the product and an image group's sums
     equal float64 sums of the same rows, also when read between updates and re-expressed
     about a new shift (what the capture does on entering an image group)."""
-    from hooks._accumulate import ImageGroups
+    from hooks._image_groups import ImageGroups
 
     p = groups * size
     rng = np.random.default_rng(p)
