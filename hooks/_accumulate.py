@@ -390,12 +390,17 @@ class GroupSums:
         self.norms += other.norms
         return self
 
-    def shifted(self, shift: torch.Tensor) -> GroupSums:
-        """The same sums about ``shift`` instead of ``self.shift`` (a new object)."""
+    def copy(self) -> GroupSums:
+        """An independent copy of these sums."""
         out = GroupSums(self.groups, self.size, self.shift)
         out.count = self.count
         out.sum, out.cross = self.sum.clone(), self.cross.clone()
         out.weighted, out.norms = self.weighted.clone(), self.norms.clone()
+        return out
+
+    def shifted(self, shift: torch.Tensor) -> GroupSums:
+        """The same sums about ``shift`` instead of ``self.shift`` (a new object)."""
+        out = self.copy()
         out.reshift(shift)
         return out
 

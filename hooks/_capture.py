@@ -504,7 +504,7 @@ class Capture:
                 maps=record.maps_array() if record.maps else None,
                 moments=record.moments.state(copy) if record.moments else None,
                 groups=record.groups.state(copy) if record.groups else None,
-                image_groups=record.image_sums.state() if record.image_sums else None,
+                image_groups=record.image_sums.state(copy) if record.image_sums else None,
             )
         for name, channel in self.channels.items():
             site = channel.site
@@ -523,7 +523,7 @@ class Capture:
                 },
                 moments=channel.moments.state(copy) if channel.moments else None,
                 groups=channel.groups.state(copy) if channel.groups else None,
-                image_groups=channel.image_sums.state() if channel.image_sums else None,
+                image_groups=channel.image_sums.state(copy) if channel.image_sums else None,
             )
         return CaptureState(layers)
 

@@ -179,8 +179,9 @@ class ImageGroups:
         del self.open[group]
         pieces = _blocks(sums.count, sums.sum, sums.cross, sums.weighted, sums.norms, self.groups)
         if self.summary is not None and sums.count > 1:
-            s = sums.sum
-            covariance = (sums.cross - torch.outer(s, s) / sums.count) / (sums.count - 1)
+            # The group's sums are discarded now: its covariance is made in their place.
+            covariance = sums.cross.addr_(sums.sum, sums.sum, alpha=-1.0 / sums.count)
+            covariance.div_(sums.count - 1)
             pieces["summary"] = np.asarray(
                 self.summary(covariance.numpy(), sums.count), dtype=np.float64
             )
@@ -204,13 +205,19 @@ class ImageGroups:
                 mine, before = self.open[group]
                 self.open[group] = (mine.merge(sums), before + seen)
             else:
-                self.open[group] = (sums, seen)
+                self.open[group] = (sums.copy(), seen)  # closing works in place
             self._close_if_full(group)
         return self
 
-    def state(self) -> dict[str, np.ndarray]:
+    def state(self, copy: bool = True) -> dict[str, np.ndarray]:
         """Closed groups' pieces stacked (``closed``: their indices), open groups' full
-        sums stacked (``open``, ``open_images``); either part absent when empty."""
+        sums stacked (``open``, ``open_images``); either part absent when empty.
+
+        Args:
+            copy: ``False`` gives a single open group's sums as views of the live ones
+                (valid until the next update: for writing a checkpoint at once without
+                two ``p × p`` copies per layer); two open groups are stacked (copied).
+        """
         out = {"layout": np.array([self.count, self.images, self.groups, self.size], np.int64)}
         if self.closed:
             order = sorted(self.closed)
@@ -227,9 +234,10 @@ class ImageGroups:
             order = sorted(self.open)
             out["open"] = np.array(order, dtype=np.int64)
             out["open_images"] = np.array([self.open[g][1] for g in order], dtype=np.int64)
-            states = [self.open[g][0].state() for g in order]
+            states = [self.open[g][0].state(copy=copy) for g in order]
             for key in _PART_KEYS:
-                out[f"open_{key}"] = np.stack([state[key] for state in states])
+                parts = [state[key] for state in states]
+                out[f"open_{key}"] = parts[0][None] if len(parts) == 1 else np.stack(parts)
         return out
 
     @classmethod
