@@ -86,7 +86,7 @@ def _with_interval(stats: dict[str, Any], low: np.ndarray, high: np.ndarray) -> 
     }
 
 
-def correlation_summary(covariance: np.ndarray, rows: int) -> np.ndarray:
+def correlation_summary(covariance: np.ndarray, rows: int, overwrite: bool = False) -> np.ndarray:
     """``[redundancy, mean |r|]`` of single channels from one image group's covariance
     (the capture keeps it per closed image group: the |r| summaries' intervals).
 
@@ -94,9 +94,13 @@ def correlation_summary(covariance: np.ndarray, rows: int) -> np.ndarray:
     rows=rows)`` (dead channels left out, the corrected participation ratio), computed
     in place on one copy: it runs for every group of every channel layer inside the
     capture, where a dozen ``width × width`` temporaries per call would raise the peak
-    memory of a run by a quarter.
+    memory of a run by a quarter. ``overwrite``: work in ``covariance`` itself (a float64
+    array its caller discards: the capture's closing image group), no copy at all.
     """
-    c = np.array(covariance, dtype=np.float64)
+    if overwrite and covariance.dtype == np.float64 and covariance.flags.writeable:
+        c = covariance
+    else:
+        c = np.array(covariance, dtype=np.float64)
     std = np.sqrt(np.clip(np.diag(c), 0.0, None))
     alive = std > 0
     if not alive.all():

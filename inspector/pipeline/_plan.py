@@ -14,6 +14,7 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +142,7 @@ def capture_options(
         positions=opts.positions,
         seed=opts.seed,
         images=images,
-        group_summary=correlation_summary,
+        group_summary=partial(correlation_summary, overwrite=True),  # the group's own sums
         group_size=group,
         summaries=attention_summaries(),
         geometry=opts.geometry,

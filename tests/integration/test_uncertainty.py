@@ -357,3 +357,10 @@ def test_correlation_summary_equals_the_analyzers_own_statistics() -> None:
     covariance = np.cov(x.T)
     expected = _vector(correlation_from_covariance(covariance), absolute=True, rows=40)
     np.testing.assert_allclose(correlation_summary(covariance, 40), expected, rtol=1e-12)
+    live = np.delete(np.delete(covariance, 3, 0), 3, 1)  # no dead channel: no subset copy
+    expected = _vector(correlation_from_covariance(live), absolute=True, rows=40)
+    scratch = live.copy()  # the capture's way: in the closing group's own array
+    np.testing.assert_allclose(
+        correlation_summary(scratch, 40, overwrite=True), expected, rtol=1e-12
+    )
+    assert not np.array_equal(scratch, live)  # it did work in place
