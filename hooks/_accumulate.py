@@ -10,6 +10,7 @@ reduced in their own dtype after centring (cheap, accurate) and merged in float6
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -101,30 +102,75 @@ class Moments:
         if features < 1:
             raise ValueError(f"Moments needs at least one feature, got {features}")
         self.features = features
-        self.count = 0
-        self.mean = torch.zeros(features, dtype=torch.float64)
+        self._count = 0
+        self._mean = torch.zeros(features, dtype=torch.float64)
         shape = (features, features) if covariance else (features,)
         self._comoment = torch.zeros(shape, dtype=torch.float64)
-        self._stale = False  # lower blocks behind the upper ones (see _add_upper)
+        self.source: GroupSums | None = None
+
+    @classmethod
+    def of_sums(cls, sums: GroupSums) -> Moments:
+        """The moments of the rows that ``sums`` holds, read from them on every access
+        (``Σ y yᵀ − s sᵀ / n`` about the sums' shift, in float64): nothing of their own to
+        update or store. A layer with CKA sums needs no second ``p × p`` accumulator."""
+        out = cls.__new__(cls)
+        out.features = sums.groups * sums.size
+        out._count, out._mean = 0, torch.zeros(out.features, dtype=torch.float64)
+        out._comoment = torch.zeros(0, 0, dtype=torch.float64)  # unused
+        out.source = sums
+        return out
+
+    @property
+    def count(self) -> int:
+        return self._count if self.source is None else self.source.count
+
+    @count.setter
+    def count(self, value: int) -> None:
+        self._own("set")
+        self._count = value
+
+    @property
+    def mean(self) -> torch.Tensor:
+        sums = self.source
+        if sums is None:
+            return self._mean
+        if sums.count == 0 or sums.shift is None:
+            return torch.zeros(self.features, dtype=torch.float64)
+        return sums.shift + sums.sum / sums.count
+
+    @mean.setter
+    def mean(self, value: torch.Tensor) -> None:
+        self._own("set")
+        self._mean = value
 
     @property
     def comoment(self) -> torch.Tensor:
         """The co-moment about the mean (its variances without covariance)."""
-        if self._stale:
-            _mirror(self._comoment)
-            self._stale = False
-        return self._comoment
+        sums = self.source
+        if sums is None:
+            return self._comoment
+        out = sums.cross.clone()
+        if sums.count:
+            scaled = sums.sum / math.sqrt(sums.count)
+            out.addr_(scaled, scaled, alpha=-1.0)
+        return out
 
     @comoment.setter
     def comoment(self, value: torch.Tensor) -> None:
-        self._comoment, self._stale = value, False
+        self._own("set")
+        self._comoment = value
 
     @property
     def has_covariance(self) -> bool:
-        return self._comoment.dim() == 2
+        return self.source is not None or self._comoment.dim() == 2
+
+    def _own(self, action: str) -> None:
+        if self.source is not None:
+            raise TypeError(f"cannot {action} moments read from CKA sums: add rows to the sums")
 
     def update(self, x: torch.Tensor) -> None:
         """Add the rows of ``x`` (``[rows, features]``)."""
+        self._own("update")
         x = x.detach()
         if x.dim() != 2 or x.shape[1] != self.features:
             raise ValueError(
@@ -142,64 +188,32 @@ class Moments:
 
     def merge(self, other: Moments) -> Moments:
         """Merge ``other`` into this accumulator (in place) and return it."""
+        self._own("merge into")
         if other.features != self.features or other.has_covariance != self.has_covariance:
             raise ValueError("cannot merge Moments of different shapes")
         self._merge(other.count, other.mean, other.comoment)
         return self
 
-    def _merge(
-        self,
-        n: int,
-        mean: torch.Tensor,
-        m2: torch.Tensor,
-        offset: torch.Tensor | None = None,
-        upper: bool = False,
-    ) -> None:
+    def _merge(self, n: int, mean: torch.Tensor, m2: torch.Tensor) -> None:
         """Merge a summary of ``n`` rows: float64 ``mean`` and co-moment ``m2`` (any float
-        dtype, CPU) about the mean, or about ``mean - offset`` when ``offset`` is given
-        (then ``m2 - n · offset offsetᵀ`` is the co-moment about the mean); ``upper``:
-        only ``m2``'s upper blocks are set (:func:`symmetric_gram` without ``mirror``).
-
-        The ``[features, features]`` co-moment is updated in place: one pass adding
-        ``m2``, one adding the rank-one (or, with ``offset``, rank-two) correction.
-        """
+        dtype, CPU) about the mean; the co-moment is updated in place (``m2`` added, then
+        the rank-one correction)."""
         if n == 0:
             return
-        if self.count == 0:
-            self.count, self.mean = n, mean.clone()
-            if upper:
-                self._comoment.zero_()
-                _add_upper(self._comoment, m2)
-                self._stale = True
-            else:
-                self.comoment = m2.to(torch.float64, copy=True)
-            if offset is not None:
-                self._add_outer((offset,), (-n,))
+        if self._count == 0:
+            self._count, self._mean = n, mean.clone()
+            self._comoment = m2.to(torch.float64, copy=True)
             return
-        total = self.count + n
-        delta = mean - self.mean
-        self.mean = self.mean + delta * (n / total)
-        factor = self.count * n / total
-        if upper:
-            _add_upper(self._comoment, m2)
-            self._stale = True
+        total = self._count + n
+        delta = mean - self._mean
+        self._mean = self._mean + delta * (n / total)
+        factor = self._count * n / total
+        self._comoment.add_(m2)
+        if self.has_covariance:
+            self._comoment.addr_(delta, delta, alpha=factor)
         else:
-            self.comoment.add_(m2)
-        if offset is None:
-            self._add_outer((delta,), (factor,))
-        else:
-            self._add_outer((delta, offset), (factor, -n))
-        self.count = total
-
-    def _add_outer(self, vectors: tuple[torch.Tensor, ...], weights: tuple[float, ...]) -> None:
-        """``comoment += Σ_j weights_j · v_j v_jᵀ`` (only the diagonal without covariance)."""
-        if not self.has_covariance:
-            for vector, weight in zip(vectors, weights, strict=True):
-                self._comoment.add_(vector * vector, alpha=weight)
-            return
-        columns = torch.stack(vectors, 1)  # [features, j]
-        scale = torch.tensor(weights, dtype=columns.dtype)
-        self._comoment.addmm_(columns * scale, columns.T)  # symmetric: stale blocks stay so
+            self._comoment.add_(delta * delta, alpha=factor)
+        self._count = total
 
     def covariance(self, ddof: int = 1) -> np.ndarray:
         """Sample covariance (diagonal only when built without ``covariance``)."""
@@ -212,12 +226,13 @@ class Moments:
 
         Args:
             copy: ``False`` returns views of the live sums (no copy of a wide co-moment),
-                valid until the next update: for writing them out at once.
+                valid until the next update: for writing them out at once. Moments read
+                from CKA sums are computed afresh either way.
         """
         return {
             "count": np.asarray(self.count, dtype=np.int64),
-            "mean": _array(self.mean, copy),
-            "comoment": _array(self.comoment, copy),
+            "mean": _array(self.mean, copy and self.source is None),
+            "comoment": _array(self.comoment, copy and self.source is None),
         }
 
     @classmethod
@@ -225,9 +240,9 @@ class Moments:
         mean = np.asarray(state["mean"], dtype=np.float64)
         comoment = np.asarray(state["comoment"], dtype=np.float64)
         out = cls(mean.shape[0], covariance=comoment.ndim == 2)
-        out.count = int(state["count"])
-        out.mean = torch.from_numpy(mean.copy())
-        out.comoment = torch.from_numpy(comoment.copy())
+        out._count = int(state["count"])
+        out._mean = torch.from_numpy(mean.copy())
+        out._comoment = torch.from_numpy(comoment.copy())
         return out
 
 
@@ -273,7 +288,7 @@ class GroupSums:
     def cross(self, value: torch.Tensor) -> None:
         self._cross, self._stale = value, False
 
-    def update(self, x: torch.Tensor, moments: Moments | None = None) -> None:
+    def update(self, x: torch.Tensor) -> None:
         """Add the rows of ``x`` (``[rows, groups * size]``).
 
         The batch is shifted and its products are taken in the rows' own precision
@@ -281,21 +296,14 @@ class GroupSums:
         added to the float64 sums. After the shift the rows are small next to the
         offsets that made float32 sums cancel, and one batch's float32 rounding sits
         orders of magnitude below the estimator's sampling noise; the ``[p, p]``
-        product costs half of what it costs in float64.
-
-        Args:
-            x: The rows.
-            moments: A full-covariance :class:`Moments` over the same columns, updated
-                with the same rows from the same ``Σ x xᵀ`` product (one matrix
-                product instead of two).
+        product costs half of what it costs in float64. The rows' co-moment is read
+        from these sums (:meth:`Moments.of_sums`).
         """
         p = self.groups * self.size
         if x.dim() != 2 or x.shape[1] != p:
             raise ValueError(f"GroupSums.update expects [rows, {p}], got {tuple(x.shape)}")
-        if moments is not None and (moments.features != p or not moments.has_covariance):
-            raise ValueError(f"moments must keep the full covariance of {p} features")
         if x.shape[0]:
-            self.add(x.shape[0], self.products(x), moments)
+            self.add(x.shape[0], self.products(x))
 
     def products(self, x: torch.Tensor) -> torch.Tensor:
         """One batch's products about this sums' shift (set to the batch's mean when
@@ -326,32 +334,20 @@ class GroupSums:
         extended[:, p + g + 1 :] = 0
         return symmetric_gram(extended, mirror=False, split=p).cpu()  # upper blocks only
 
-    def add(self, n: int, products: torch.Tensor, moments: Moments | None = None) -> None:
-        """Add :meth:`products` of ``n`` rows taken about this sums' shift.
-
-        Args:
-            moments: A full-covariance :class:`Moments` over the same columns, updated
-                from the same products (its co-moment is their ``Σ y yᵀ`` block).
-        """
+    def add(self, n: int, products: torch.Tensor) -> None:
+        """Add :meth:`products` of ``n`` rows taken about this sums' shift."""
         p, g = self.groups * self.size, self.groups
-        if moments is not None and (moments.features != p or not moments.has_covariance):
-            raise ValueError(f"moments must keep the full covariance of {p} features")
         if n == 0:
             return
         assert self.shift is not None, "products are taken about a shift"
-        gram = products[:p, :p]
         self.count += n
         # Upper blocks only (elements right of the diagonal: the sums and weighted
         # columns); this batch's products in its precision, sums in float64.
         self.sum.add_(products[:p, p + g])
-        _add_upper(self._cross, gram)
+        _add_upper(self._cross, products[:p, :p])
         self._stale = True
         self.weighted.add_(products[:p, p : p + g])
         self.norms.add_(products[p : p + g, p : p + g])  # the last panel: computed whole
-        if moments is not None:
-            # The same products about this batch's mean m = shift + d, d = Σ y / n.
-            d = products[:p, p + g].to(torch.float64) / n
-            moments._merge(n, self.shift + d, gram, offset=d, upper=True)
 
     def reshift(self, shift: torch.Tensor) -> None:
         """Re-express these sums about ``shift`` in place (exact algebra in float64, two

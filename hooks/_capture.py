@@ -338,8 +338,8 @@ class Capture:
             x = _real_rows(x, self._batch, record.geometry)
             rows = _sample_rows(x, self._batch, self.options.positions, self._draws(record.name))
             if record.moments is None:
-                record.moments = Moments(width)
                 record.groups = GroupSums(record.heads, width // record.heads)
+                record.moments = Moments.of_sums(record.groups)
                 record.image_sums = self._image_sums(record.heads, width // record.heads)
             self._accumulate(record.moments, record.groups, record.image_sums, x, rows)
 
@@ -357,11 +357,15 @@ class Capture:
             width = rows.shape[-1]
             if record.moments is None:
                 record.channels = width
-                record.moments = Moments(width, covariance=width <= opts.max_covariance)
+                covariance = width <= opts.max_covariance
                 size = opts.group_size
                 if size is not None and width % size == 0 and width // size > 1:
                     record.groups = GroupSums(width // size, size)
                     record.image_sums = self._image_sums(width // size, size, channels=True)
+                if covariance and record.groups is not None:
+                    record.moments = Moments.of_sums(record.groups)
+                else:
+                    record.moments = Moments(width, covariance=covariance)
             self._accumulate(record.moments, record.groups, record.image_sums, x, rows)
             record.images += self._batch
 
@@ -395,15 +399,14 @@ class Capture:
         x: torch.Tensor,
         rows: torch.Tensor,
     ) -> None:
-        """Add ``rows`` to the layer's accumulators. The run's CKA sums, its full
-        co-moment and the rows' image groups (only for image-major layouts of images
-        inside the declared image set) share one ``[p, p]`` product per image group
-        the batch touches, taken about that group's shift (its first rows' mean, close
-        to its rows, so the float32 products keep their precision); the run's sums are
-        re-expressed about each group's shift when the run enters the group (G times a
-        run, in float64)."""
-        shared = moments if groups is not None and moments.has_covariance else None
-        if shared is None:
+        """Add ``rows`` to the layer's accumulators. A layer with CKA sums reads its
+        co-moment from the run's sums (:meth:`Moments.of_sums`); the run's sums and the
+        rows' image groups (only for image-major layouts of images inside the declared
+        image set) share one ``[p, p]`` product per image group the batch touches, taken
+        about that group's shift (its first rows' mean, close to its rows, so the float32
+        products keep their precision); the run's sums are re-expressed about each
+        group's shift when the run enters the group (G times a run, in float64)."""
+        if moments.source is None:
             moments.update(rows)
         if groups is None:
             return
@@ -414,7 +417,7 @@ class Capture:
             or rows.shape[0] % batch
             or self.images + batch > image_sums.images
         ):
-            groups.update(rows, moments=shared)
+            groups.update(rows)
             return
         per_image = rows.shape[0] // batch
         for group, offset, count in image_sums.spans(batch, self.images):
@@ -424,7 +427,7 @@ class Capture:
             assert own.shift is not None
             if groups.shift is None or not torch.equal(groups.shift, own.shift):
                 groups.reshift(own.shift)  # once per image group the run enters
-            groups.add(chunk.shape[0], products, shared)
+            groups.add(chunk.shape[0], products)
             if image_sums.add(group, count, chunk.shape[0], products, own.shift):
                 self._closed = True  # freed p × p sums: given back after the forward
 
@@ -482,13 +485,22 @@ class Capture:
     def __exit__(self, *exc: object) -> None:
         self._remove()
 
-    def state(self, *, copy: bool = True) -> CaptureState:
+    def state(self, *, copy: bool = True, derived: bool = True) -> CaptureState:
         """Everything gathered so far as plain arrays (see :class:`CaptureState`).
 
         Args:
             copy: ``False`` gives views of the live accumulators instead of copies (for
                 a checkpoint written at once: no second copy of every covariance).
+            derived: ``False`` leaves out the moments that are read from a layer's CKA
+                sums (:meth:`Moments.of_sums`): a checkpoint keeps the sums, and
+                :meth:`restore` reads the moments from them again.
         """
+
+        def moments(found: Moments | None) -> dict[str, np.ndarray] | None:
+            if found is None or (found.source is not None and not derived):
+                return None
+            return found.state(copy)
+
         layers: dict[str, LayerState] = {}
         for name, record in self.attention.items():
             layers[name] = LayerState(
@@ -502,7 +514,7 @@ class Capture:
                 },
                 summaries={k: record.summary(k) for k in record.summaries},
                 maps=record.maps_array() if record.maps else None,
-                moments=record.moments.state(copy) if record.moments else None,
+                moments=moments(record.moments),
                 groups=record.groups.state(copy) if record.groups else None,
                 image_groups=record.image_sums.state(copy) if record.image_sums else None,
             )
@@ -521,7 +533,7 @@ class Capture:
                     "images": channel.images,
                     "nonfinite_batches": channel.nonfinite,
                 },
-                moments=channel.moments.state(copy) if channel.moments else None,
+                moments=moments(channel.moments),
                 groups=channel.groups.state(copy) if channel.groups else None,
                 image_groups=channel.image_sums.state(copy) if channel.image_sums else None,
             )
@@ -541,9 +553,9 @@ class Capture:
                 record.nonfinite = int(layer.attrs.get("nonfinite_batches", 0))
                 record.summaries = {k: [torch.from_numpy(v)] for k, v in layer.summaries.items()}
                 record.maps = [torch.from_numpy(layer.maps)] if layer.maps is not None else []
-                if layer.moments is not None and layer.groups is not None:
-                    record.moments = Moments.from_state(layer.moments)
+                if layer.groups is not None:  # the moments are read from the sums
                     record.groups = GroupSums.from_state(layer.groups)
+                    record.moments = Moments.of_sums(record.groups)
                 if layer.image_groups is not None:
                     record.image_sums = ImageGroups.from_state(layer.image_groups)
             elif layer.kind == "channel" and name in self.channels:
@@ -551,10 +563,12 @@ class Capture:
                 channel.channels = int(layer.attrs["channels"])
                 channel.images = int(layer.attrs["images"])
                 channel.nonfinite = int(layer.attrs.get("nonfinite_batches", 0))
-                if layer.moments is not None:
-                    channel.moments = Moments.from_state(layer.moments)
                 if layer.groups is not None:
                     channel.groups = GroupSums.from_state(layer.groups)
+                if channel.groups is not None and channel.channels <= self.options.max_covariance:
+                    channel.moments = Moments.of_sums(channel.groups)  # as _on_channels ties
+                elif layer.moments is not None:
+                    channel.moments = Moments.from_state(layer.moments)
                 if layer.image_groups is not None:
                     channel.image_sums = ImageGroups.from_state(
                         layer.image_groups, self.options.group_summary

@@ -172,15 +172,17 @@ def run_capture_pass(
             bar.update(len(batch_ids))
             saved = done.due(opts.checkpoint_seconds)
             if saved:  # views of the live accumulators, written at once
-                done.checkpoint(cap.state(copy=False))
+                done.checkpoint(cap.state(copy=False, derived=False))
             if opts._after_batch is not None:
                 opts._after_batch(done.batches)
             if interrupted():
                 if writer is not None and not saved:
-                    done.checkpoint(cap.state(copy=False))
+                    done.checkpoint(cap.state(copy=False, derived=False))
                 raise KeyboardInterrupt
+    # Views: the capture is over, and its accumulators stay alive with the bound mean
+    # maps anyway (a copy would hold every wide sum twice through the later passes).
     result = CaptureInput(
-        cap.state(), tuple(done.ids), tuple(done.labels), time.perf_counter() - began
+        cap.state(copy=False), tuple(done.ids), tuple(done.labels), time.perf_counter() - began
     )
     done.close(result.state, opts.checkpoint_seconds, force=interrupted())
     if interrupted():  # Ctrl-C after the last batch: the capture is saved, stop here
@@ -263,10 +265,12 @@ class _Done:
         than ``seconds`` (or Ctrl-C came after the last batch): a later crash loses at
         most that much capture work, as during the pass. Otherwise ``finish()`` writes
         it: on a few images, a checkpoint of wide covariances costs more than the pass.
+        A last checkpoint that holds every batch lacks the co-moments read from CKA sums
+        (``Capture.state(derived=False)``): the state is staged for ``finish()`` then too.
         """
-        if self.writer is None or self.batches <= self.writer.batches_done:
+        if self.writer is None:
             return
-        if force or self.due(seconds):
+        if self.batches > self.writer.batches_done and (force or self.due(seconds)):
             self.checkpoint(state)
         else:
             labels = np.asarray(self.labels)

@@ -317,7 +317,7 @@ def test_a_stop_in_the_middle_of_a_checkpoint_keeps_the_previous_one(
     seen: list[list[str]] = []
 
     def halfway_through_the_third(group: h5py.Group, name: str, calls: int) -> bool:
-        if group.file.filename != str(scratch_path(final)) or name != "comoment":
+        if group.file.filename != str(scratch_path(final)) or name != "cross":
             return False
         attrs = group.file.attrs
         if attrs["batches_done"] != 3:

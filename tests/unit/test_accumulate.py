@@ -83,23 +83,36 @@ def test_group_sums_about_different_shifts_merge_exactly() -> None:
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_moments_from_the_group_sums_product_equal_their_own_update(dtype: torch.dtype) -> None:
-    # The capture feeds both accumulators from one Σ y yᵀ product (GroupSums.update with
-    # moments=); the result is the same as Moments.update, in the rows' precision.
+def test_moments_read_from_the_group_sums_equal_their_own_update(dtype: torch.dtype) -> None:
+    # A layer with CKA sums reads its co-moment from them (Moments.of_sums: no second
+    # p x p accumulator); the result is Moments.update's, in the rows' precision, also
+    # after the sums were re-expressed about another shift.
     rng = np.random.default_rng(4)
     data = torch.from_numpy(rng.normal(50.0, 3.0, size=(120, 8))).to(dtype)
-    alone, shared, sums = Moments(8), Moments(8), GroupSums(2, 4)
+    alone, sums = Moments(8), GroupSums(2, 4)
+    read = Moments.of_sums(sums)
+    assert read.count == 0 and read.has_covariance
     for start in range(0, 120, 30):
         alone.update(data[start : start + 30])
-        sums.update(data[start : start + 30], moments=shared)
+        sums.update(data[start : start + 30])
+        if start == 60:
+            sums.reshift(torch.full((8,), 40.0, dtype=torch.float64))
     reference = np.cov(data.double().numpy().T)
     atol = (1e-12 if dtype == torch.float64 else 1e-6) * np.abs(reference).max()
-    np.testing.assert_allclose(shared.covariance(), reference, rtol=0, atol=atol)
-    np.testing.assert_allclose(shared.covariance(), alone.covariance(), rtol=0, atol=atol)
-    np.testing.assert_allclose(shared.mean.numpy(), data.double().mean(0).numpy(), rtol=1e-7)
-    assert shared.count == alone.count == sums.count == 120
-    with pytest.raises(ValueError, match="full covariance"):
-        sums.update(data[:4], moments=Moments(8, covariance=False))
+    np.testing.assert_allclose(read.covariance(), reference, rtol=0, atol=atol)
+    np.testing.assert_allclose(read.covariance(), alone.covariance(), rtol=0, atol=atol)
+    np.testing.assert_allclose(read.mean.numpy(), data.double().mean(0).numpy(), rtol=1e-7)
+    np.testing.assert_allclose(read.comoment.numpy(), read.comoment.numpy().T, rtol=0, atol=atol)
+    assert read.count == alone.count == sums.count == 120
+    state = read.state(copy=False)
+    restored = Moments.from_state(state)  # plain arrays: an accumulator of its own
+    np.testing.assert_array_equal(restored.comoment.numpy(), state["comoment"])
+    restored.update(data[:4])
+    assert restored.count == 124 and sums.count == 120
+    with pytest.raises(TypeError, match="read from CKA sums"):
+        read.update(data[:4])
+    with pytest.raises(TypeError, match="read from CKA sums"):
+        read.merge(alone)
 
 
 def test_group_sums_of_float32_rows_equal_float64_within_float32_rounding() -> None:
@@ -142,16 +155,17 @@ def test_wide_sums_fed_upper_blocks_equal_the_brute_force_sums(groups: int, size
     p = groups * size
     rng = np.random.default_rng(p)
     data = rng.normal(0.5, 1.0, size=(3, 90, p)).astype(np.float32)
-    sums, moments, images = GroupSums(groups, size), Moments(p), ImageGroups(2, 2, groups, size)
+    sums, images = GroupSums(groups, size), ImageGroups(2, 2, groups, size)
+    moments = Moments.of_sums(sums)
     for index, batch in enumerate(torch.from_numpy(data)):
         if index == 1:
-            sums.update(batch, moments=moments)
+            sums.update(batch)
         else:  # one image each: the products are taken about the image group's shift
             own = images.sums_of(index // 2)
             products = own.products(batch)
             assert own.shift is not None
             sums.reshift(own.shift)
-            sums.add(90, products, moments)
+            sums.add(90, products)
             images.add(index // 2, 1, 90, products, own.shift)
         if p >= 256:  # mirrored blocks (a narrow layer's product is one GEMM)
             assert torch.equal(sums.cross, sums.cross.T)
