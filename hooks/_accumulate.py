@@ -412,7 +412,10 @@ class GroupSums:
         sq = torch.diagonal(cross).reshape(g, size).sum(-1)
         sc = (s.reshape(g, size) * cg).sum(-1)
         cc = (cg * cg).sum(-1)
-        cross_c = torch.einsum("pgi,gi->pg", cross.reshape(-1, g, size), cg)  # [p, g]
+        # Σ_{i in g} cross[:, i] c_i as one thin product (no [p, p] temporary).
+        spread_c = torch.zeros(g * size, g, dtype=c.dtype)
+        spread_c[torch.arange(g * size), torch.arange(g * size) // size] = c
+        cross_c = cross @ spread_c  # [p, g]
         # Σ‖y^h‖² (y^g·c^g) = c^g · Σ y^g ‖y^h‖² (rows of `weighted` in group g, column h).
         w_c = (weighted.reshape(g, size, g) * cg[:, :, None]).sum(1)  # [g (dot), h (norm)]
         # Σ (y^h·c^h)(y^g·c^g) = c^hᵀ cross[h, g] c^g = Σ_{i in h} c_i cross_c[i, g].

@@ -27,7 +27,7 @@ def _blocks(
     spread[torch.arange(p), torch.arange(p) // size] = s
     blocks = c.reshape(g, size, g, size)
     pieces = {
-        "frob": c.square().reshape(g, size, g, size).sum((1, 3)),  # ‖C_hg‖²_F
+        "frob": _block_squares(c, g),  # ‖C_hg‖²_F
         "trace": torch.einsum("haha->h", blocks),  # tr C_hh (a view of c: copied below)
         "quad": spread.T @ (c @ spread),  # s_hᵀ C_hg s_g
         "sum_sq": torch.einsum("ha,ha->h", s.reshape(g, size), s.reshape(g, size)),  # ‖s_h‖²
@@ -37,6 +37,17 @@ def _blocks(
     # Copies: a piece that is a view would keep the group's p × p sums alive.
     out = {key: value.detach().clone().numpy() for key, value in pieces.items()}
     return {"count": np.asarray(count, dtype=np.int64), **out}
+
+
+def _block_squares(c: torch.Tensor, g: int) -> torch.Tensor:
+    """``‖C_hg‖²_F`` of every ``[size, size]`` block of ``c`` (``g × g``), a row group at a
+    time: no ``p × p`` temporary."""
+    p = c.shape[0]
+    size = p // g
+    out = torch.empty(g, g, dtype=c.dtype)
+    for h in range(g):
+        out[h] = c[h * size : (h + 1) * size].square().reshape(size, g, size).sum((0, 2))
+    return out
 
 
 def _malloc_trim() -> Callable[[], None]:

@@ -112,7 +112,9 @@ def correlation_summary(covariance: np.ndarray, rows: int, overwrite: bool = Fal
     c /= std[None, :]
     np.clip(c, -1.0, 1.0, out=c)
     np.fill_diagonal(c, 1.0)
-    mean = (np.abs(c).sum() - units) / (units * (units - 1))
+    step = max(1, (1 << 20) // units)  # row blocks: no second width × width array
+    absolute = sum(float(np.abs(c[i : i + step]).sum()) for i in range(0, units, step))
+    mean = (absolute - units) / (units * (units - 1))
     np.square(c, out=c)
     squares = c.sum()  # the unit diagonal included
     np.subtract(1.0, c, out=c)
