@@ -263,14 +263,18 @@ class GroupSums:
     (:meth:`shifted`), so shards and ranks combine whatever their first batch was.
     """
 
-    def __init__(self, groups: int, size: int, shift: torch.Tensor | None = None) -> None:
+    def __init__(
+        self, groups: int, size: int, shift: torch.Tensor | None = None, *, lean: bool = False
+    ) -> None:
         if groups < 1 or size < 1:
             raise ValueError(f"GroupSums needs groups, size >= 1, got {groups}, {size}")
         self.groups, self.size = groups, size
         p = groups * size
         self.count = 0
         self.sum = torch.zeros(p, dtype=torch.float64)
-        self._cross = torch.zeros(p, p, dtype=torch.float64)
+        # lean: Σ y yᵀ in float32 while float32 products come (an image group's sums,
+        # see ImageGroups); float64 products, a merge or a re-shift make it float64.
+        self._cross = torch.zeros(p, p, dtype=torch.float32 if lean else torch.float64)
         self._stale = False  # lower blocks behind the upper ones (see _add_upper)
         self.weighted = torch.zeros(p, groups, dtype=torch.float64)
         self.norms = torch.zeros(groups, groups, dtype=torch.float64)
@@ -344,10 +348,20 @@ class GroupSums:
         # Upper blocks only (elements right of the diagonal: the sums and weighted
         # columns); this batch's products in its precision, sums in float64.
         self.sum.add_(products[:p, p + g])
+        if products.dtype == torch.float64 and self._cross.dtype != torch.float64:
+            self._widen()
         _add_upper(self._cross, products[:p, :p])
         self._stale = True
         self.weighted.add_(products[:p, p : p + g])
         self.norms.add_(products[p : p + g, p : p + g])  # the last panel: computed whole
+
+    def _widen(self) -> None:
+        """Keep ``Σ y yᵀ`` in float64 from now on."""
+        self._cross = self._cross.to(torch.float64)
+
+    @property
+    def lean(self) -> bool:
+        return self._cross.dtype != torch.float64
 
     def reshift(self, shift: torch.Tensor) -> None:
         """Re-express these sums about ``shift`` in place (exact algebra in float64, two
@@ -379,6 +393,8 @@ class GroupSums:
         assert self.shift is not None and other.shift is not None
         if not torch.equal(other.shift, self.shift):
             other = other.shifted(self.shift)
+        if other.cross.dtype == torch.float64 and self.lean:
+            self._widen()
         self.count += other.count
         self.sum += other.sum
         self.cross += other.cross
@@ -388,7 +404,7 @@ class GroupSums:
 
     def copy(self) -> GroupSums:
         """An independent copy of these sums."""
-        out = GroupSums(self.groups, self.size, self.shift)
+        out = GroupSums(self.groups, self.size, self.shift, lean=self.lean)
         out.count = self.count
         out.sum, out.cross = self.sum.clone(), self.cross.clone()
         out.weighted, out.norms = self.weighted.clone(), self.norms.clone()
@@ -404,6 +420,8 @@ class GroupSums:
         """Rows ``y`` about ``self.shift`` become ``y + c``, ``c = self.shift - shift``:
         update ``sum``, ``weighted``, ``norms`` and ``cross`` (in place) to sums of them."""
         assert self.shift is not None
+        if self.lean:
+            self._widen()
         c = self.shift - shift
         n, g, size = self.count, self.groups, self.size
         cg = c.reshape(g, size)
@@ -464,12 +482,15 @@ class GroupSums:
         summed = np.asarray(state["sum"], dtype=np.float64)
         groups = norms.shape[0]
         shift = state.get("shift")
+        lean = np.asarray(state["cross"]).dtype == np.float32
         out = cls(
             groups,
             summed.shape[0] // groups,
             None if shift is None else torch.from_numpy(np.asarray(shift, np.float64).copy()),
+            lean=lean,
         )
         out.count = int(state["count"])
         for key in ("sum", "cross", "weighted", "norms"):
-            setattr(out, key, torch.from_numpy(np.asarray(state[key], np.float64).copy()))
+            kind = np.float32 if key == "cross" and lean else np.float64
+            setattr(out, key, torch.from_numpy(np.asarray(state[key], kind).copy()))
         return out

@@ -29,13 +29,15 @@ def _blocks(
     pieces = {
         "frob": _block_squares(c, g),  # ‖C_hg‖²_F
         "trace": torch.einsum("haha->h", blocks),  # tr C_hh (a view of c: copied below)
-        "quad": spread.T @ (c @ spread),  # s_hᵀ C_hg s_g
+        "quad": spread.T @ _times(c, spread, g),  # s_hᵀ C_hg s_g
         "sum_sq": torch.einsum("ha,ha->h", s.reshape(g, size), s.reshape(g, size)),  # ‖s_h‖²
         "sum_weighted": spread.T @ r,  # s_hᵀ r_·g
         "norms": norms,
     }
-    # Copies: a piece that is a view would keep the group's p × p sums alive.
-    out = {key: value.detach().clone().numpy() for key, value in pieces.items()}
+    # Copies (float64): a piece that is a view would keep the group's p × p sums alive.
+    out = {
+        key: value.detach().to(torch.float64, copy=True).numpy() for key, value in pieces.items()
+    }
     return {"count": np.asarray(count, dtype=np.int64), **out}
 
 
@@ -44,10 +46,17 @@ def _block_squares(c: torch.Tensor, g: int) -> torch.Tensor:
     time: no ``p × p`` temporary."""
     p = c.shape[0]
     size = p // g
-    out = torch.empty(g, g, dtype=c.dtype)
+    out = torch.empty(g, g, dtype=torch.float64)
     for h in range(g):
-        out[h] = c[h * size : (h + 1) * size].square().reshape(size, g, size).sum((0, 2))
+        rows = c[h * size : (h + 1) * size].to(torch.float64)
+        out[h] = rows.square().reshape(size, g, size).sum((0, 2))
     return out
+
+
+def _times(c: torch.Tensor, m: torch.Tensor, g: int) -> torch.Tensor:
+    """``c @ m`` in float64 (``c`` float32 or float64), a row group at a time."""
+    size = c.shape[0] // g
+    return torch.cat([c[h * size : (h + 1) * size].to(m.dtype) @ m for h in range(g)])
 
 
 def _malloc_trim() -> Callable[[], None]:
@@ -162,7 +171,7 @@ class ImageGroups:
         """``group``'s open sums, about ``shift`` (re-expressed exactly when an open
         group, restored or merged, was summed about another)."""
         if group not in self.open:
-            self.open[group] = (GroupSums(self.groups, self.size, shift), 0)
+            self.open[group] = (GroupSums(self.groups, self.size, shift, lean=True), 0)
         sums, seen = self.open[group]
         if shift is not None and sums.shift is not None and not torch.equal(sums.shift, shift):
             sums = sums.shifted(shift)
@@ -191,7 +200,9 @@ class ImageGroups:
         pieces = _blocks(sums.count, sums.sum, sums.cross, sums.weighted, sums.norms, self.groups)
         if self.summary is not None and sums.count > 1:
             # The group's sums are discarded now: its covariance is made in their place.
-            covariance = sums.cross.addr_(sums.sum, sums.sum, alpha=-1.0 / sums.count)
+            cross = sums.cross  # float32 or float64: the |r| summary works in either
+            total = sums.sum.to(cross.dtype)
+            covariance = cross.addr_(total, total, alpha=-1.0 / sums.count)
             covariance.div_(sums.count - 1)
             pieces["summary"] = np.asarray(
                 self.summary(covariance.numpy(), sums.count), dtype=np.float64

@@ -95,9 +95,10 @@ def correlation_summary(covariance: np.ndarray, rows: int, overwrite: bool = Fal
     in place on one copy: it runs for every group of every channel layer inside the
     capture, where a dozen ``width × width`` temporaries per call would raise the peak
     memory of a run by a quarter. ``overwrite``: work in ``covariance`` itself (a float64
-    array its caller discards: the capture's closing image group), no copy at all.
+    or float32 array its caller discards: the capture's closing image group), no copy at
+    all; sums are taken in float64 either way.
     """
-    if overwrite and covariance.dtype == np.float64 and covariance.flags.writeable:
+    if overwrite and covariance.dtype in (np.float32, np.float64) and covariance.flags.writeable:
         c = covariance
     else:
         c = np.array(covariance, dtype=np.float64)
@@ -113,13 +114,15 @@ def correlation_summary(covariance: np.ndarray, rows: int, overwrite: bool = Fal
     np.clip(c, -1.0, 1.0, out=c)
     np.fill_diagonal(c, 1.0)
     step = max(1, (1 << 20) // units)  # row blocks: no second width × width array
-    absolute = sum(float(np.abs(c[i : i + step]).sum()) for i in range(0, units, step))
+    absolute = sum(
+        float(np.abs(c[i : i + step]).sum(dtype=np.float64)) for i in range(0, units, step)
+    )
     mean = (absolute - units) / (units * (units - 1))
     np.square(c, out=c)
-    squares = c.sum()  # the unit diagonal included
+    squares = float(c.sum(dtype=np.float64))  # the unit diagonal included
     np.subtract(1.0, c, out=c)
     np.square(c, out=c)  # (1 − r²)², zero on the diagonal
-    corrected = max(squares - c.sum() / (rows - 1), float(units))
+    corrected = max(squares - float(c.sum(dtype=np.float64)) / (rows - 1), float(units))
     return np.array([1.0 - units / corrected, mean])
 
 
