@@ -267,6 +267,8 @@ class Capture:
         self.images = 0
         self._batch = 0
         self._input_size: tuple[int, ...] | None = None
+        self._closed = False  # an image group closed in this forward
+        self._on_cpu = True  # the last forward's input was on the CPU
         self._handles: list[RemovableHandle] = []
         self._taps: list[AttentionTap] = []
         self._active = False
@@ -427,22 +429,27 @@ class Capture:
             if groups.shift is None or not torch.equal(groups.shift, own.shift):
                 groups.reshift(own.shift)  # once per image group the run enters
             groups.add(chunk.shape[0], products)
-            image_sums.add(group, count, chunk.shape[0], products, own.shift)
+            if image_sums.add(group, count, chunk.shape[0], products, own.shift):
+                self._closed = True  # freed p × p sums: given back after the forward
 
     def _root_pre(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         first = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), None)
         if first is None:
             raise CaptureError("the model's forward received no tensor: cannot count images")
         self._batch = int(first.shape[0])
+        self._on_cpu = first.device.type == "cpu"
         self._input_size = tuple(first.shape[-2:]) if first.dim() == 4 else None
 
     def _root_post(self, module: nn.Module, args: tuple, output: Any) -> None:
         self.images += self._batch
-        # Every forward, not only those that closed an image group: glibc keeps the
-        # pages of the capture's per-batch temporaries (4-32 MB, past its mmap threshold)
-        # between the activations, and a long run's peak grew with them (1,024 images:
-        # 2.0 GB against 1.8 GB; 64 images: 1.55 GB either way). About 30 ms a forward.
-        release_free_memory()
+        # On the CPU after every forward, not only those that closed an image group:
+        # glibc keeps the pages of the capture's per-batch temporaries (4-32 MB, past its
+        # mmap threshold) between the activations, and a long run's peak grew with them
+        # (1,024 images: 2.0 GB against 1.8 GB). About 30 ms a forward, lost in a CPU
+        # forward's seconds; a GPU forward's temporaries are not on the heap.
+        if self._closed or self._on_cpu:
+            release_free_memory()
+        self._closed = False
         for record, tap in zip(self.attention.values(), self._taps, strict=True):
             record.source = tap.source or record.source
 

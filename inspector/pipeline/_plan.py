@@ -47,6 +47,9 @@ _PASSES = {
 """Model passes after the capture, in the order they run, by the need that asks for them
 (pruning orders units by their gate gradients: it needs the importance pass too)."""
 
+CHECKPOINT_FORM = 2
+"""The layout of a checkpoint's capture state (in the resume fingerprint)."""
+
 
 def _passes(needs: set[str]) -> tuple[str, ...]:
     if "pruning" in needs:
@@ -223,6 +226,9 @@ def make_plan(
             # which images: names, sizes and content (a renamed or edited image changes it)
             "images_sha256": images.identity(),
             "image_ids_sha256": hashlib.sha256("\0".join(images.ids).encode()).hexdigest(),
+            # what a checkpoint holds: 2 = no co-moment beside CKA sums, open image groups
+            # in float32 (CONTRIBUTING.md 41); a build that reads another form refuses it
+            "checkpoint_form": CHECKPOINT_FORM,
             **opts.fingerprint(),
         },
         sort_keys=True,

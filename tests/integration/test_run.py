@@ -107,6 +107,28 @@ def test_interrupted_run_leaves_only_an_incomplete_partial(interrupted: Interrup
     assert all(layer.attrs["images"] == 4 for layer in run.layers.values())
 
 
+def test_a_checkpoint_keeps_the_sums_and_refuses_another_build_s_form(
+    interrupted: Interruption, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checkpoints hold CKA sums without the co-moment read from them (CONTRIBUTING.md
+    41); a .partial of another form (a build before that) is refused by name, not
+    resumed into wrong sums."""
+    from inspector.pipeline import _plan
+
+    with h5py.File(interrupted.snapshot, "r") as handle:
+        layers = handle["layers"]
+        tied = [n for n in layers if "groups" in layers[n]]
+        assert tied and all("moments" not in layers[n] for n in tied)
+        assert json.loads(handle.attrs["fingerprint"])["checkpoint_form"] == 2
+    monkeypatch.setattr(_plan, "CHECKPOINT_FORM", 1)  # as an older build wrote it
+    with pytest.raises(Interrupted):
+        analyze("test_vit", out=tmp_path, options=OPTIONS.replace(_after_batch=_interrupt_after(1)))
+    monkeypatch.undo()
+    with pytest.raises(RunFileError, match=r"other settings \(checkpoint_form: 1 -> 2\)"):
+        analyze("test_vit", out=tmp_path, options=OPTIONS.replace(resume=True))
+    assert partial_path(tmp_path / "test_vit.h5").exists()
+
+
 def test_resume_gives_the_numbers_of_an_uninterrupted_run(
     interrupted: Interruption, full_run: Run
 ) -> None:

@@ -193,3 +193,38 @@ def test_wide_sums_fed_upper_blocks_equal_the_brute_force_sums(groups: int, size
     last = rows[180:] - rows[180:].mean(0).astype(np.float32).astype(np.float64)
     trace = np.einsum("haha->h", (last.T @ last).reshape(groups, size, groups, size))
     np.testing.assert_allclose(images.closed[1]["trace"], trace, rtol=1e-5)
+
+
+def test_an_open_image_group_sums_in_float32_and_keeps_them_through_a_state() -> None:
+    """An open image group's cross sums are float32 (its products are): the state and
+    a restore keep them so (a resumed run adds as an uninterrupted one does); float64
+    products, or a merge with float64 sums, widen them; the closed pieces equal float64
+    sums of the same rows."""
+    from hooks._image_groups import ImageGroups
+
+    rng = np.random.default_rng(7)
+    rows = torch.from_numpy(rng.normal(2.0, 1.0, size=(3, 40, 12)).astype(np.float32))
+    groups = ImageGroups(2, 6, 3, 4)  # images 0-2 in group 0, 3-5 in group 1
+    groups.update(rows[0], images=1, first=0)
+    state = groups.state(copy=True)
+    assert state["open_cross"].dtype == np.float32
+    restored = ImageGroups.from_state(state)
+    assert restored.open[0][0].cross.dtype == torch.float32
+    for index in (1, 2):
+        groups.update(rows[index], images=1, first=index)
+        restored.update(rows[index], images=1, first=index)
+    for key in ("frob", "trace", "quad", "norms"):
+        np.testing.assert_array_equal(restored.closed[0][key], groups.closed[0][key])
+    shift = rows[0].mean(0, dtype=torch.float64).float().double().numpy()
+    y = rows.reshape(-1, 12).double().numpy() - shift  # the group's rows about its shift
+    exact = np.square((y.T @ y).reshape(3, 4, 3, 4)).sum((1, 3))
+    np.testing.assert_allclose(groups.closed[0]["frob"], exact, rtol=1e-5)
+    wide = GroupSums(3, 4, lean=True)
+    wide.update(rows[0].double())
+    assert wide.cross.dtype == torch.float64
+    lean, other = GroupSums(3, 4, lean=True), GroupSums(3, 4)
+    lean.update(rows[0])
+    other.update(rows[1])
+    assert lean.cross.dtype == torch.float32
+    lean.merge(other)
+    assert lean.cross.dtype == torch.float64 and lean.count == 80
