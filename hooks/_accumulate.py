@@ -113,21 +113,13 @@ class Moments:
         """The moments of the rows that ``sums`` holds, read from them on every access
         (``Σ y yᵀ − s sᵀ / n`` about the sums' shift, in float64): nothing of their own to
         update or store. A layer with CKA sums needs no second ``p × p`` accumulator."""
-        out = cls.__new__(cls)
-        out.features = sums.groups * sums.size
-        out._count, out._mean = 0, torch.zeros(out.features, dtype=torch.float64)
-        out._comoment = torch.zeros(0, 0, dtype=torch.float64)  # unused
+        out = cls(sums.groups * sums.size, covariance=False)  # its own arrays unused
         out.source = sums
         return out
 
     @property
     def count(self) -> int:
         return self._count if self.source is None else self.source.count
-
-    @count.setter
-    def count(self, value: int) -> None:
-        self._own("set")
-        self._count = value
 
     @property
     def mean(self) -> torch.Tensor:
@@ -137,11 +129,6 @@ class Moments:
         if sums.count == 0 or sums.shift is None:
             return torch.zeros(self.features, dtype=torch.float64)
         return sums.shift + sums.sum / sums.count
-
-    @mean.setter
-    def mean(self, value: torch.Tensor) -> None:
-        self._own("set")
-        self._mean = value
 
     @property
     def comoment(self) -> torch.Tensor:
@@ -154,11 +141,6 @@ class Moments:
             scaled = sums.sum / math.sqrt(sums.count)
             out.addr_(scaled, scaled, alpha=-1.0)
         return out
-
-    @comoment.setter
-    def comoment(self, value: torch.Tensor) -> None:
-        self._own("set")
-        self._comoment = value
 
     @property
     def has_covariance(self) -> bool:

@@ -18,6 +18,7 @@ from ._accumulate import GroupSums, Moments
 from ._discovery import ChannelSite, find_attention, find_channels, head_count, match_names
 from ._errors import CaptureError
 from ._image_groups import ImageGroups, release_free_memory
+from ._rows import finite, real_rows, sample_rows
 from ._state import CaptureState, LayerState
 from ._taps import AttentionTap, ChannelTap
 from .geometry import TokenGeometry, infer_geometry
@@ -96,70 +97,6 @@ class CaptureOptions:
             raise ValueError(f"image_groups must be >= 2 or None, got {self.image_groups}")
         if self.group_size is not None and self.group_size < 1:
             raise ValueError(f"group_size must be >= 1 or None, got {self.group_size}")
-
-
-def _finite(x: torch.Tensor) -> bool:
-    """No NaN or inf in ``x``: one read-only reduction (``isfinite(x).all()`` allocates a
-    mask as large as ``x`` and costs about ten times more); NaN propagates to the
-    minimum and maximum, infinities are their own extremes."""
-    if x.numel() == 0 or not x.is_floating_point():
-        return True
-    low, high = torch.aminmax(x)
-    return bool(torch.isfinite(low) & torch.isfinite(high))
-
-
-def _real_rows(x: torch.Tensor, batch: int, geometry: TokenGeometry) -> torch.Tensor:
-    """Per-head outputs ``[batch · window, token, features]`` of windows zero-padded at the
-    border, as ``[batch, real tokens, features]``: padded slots are not tokens (METRICS.md
-    §1). Anything else is returned as it is."""
-    slots = geometry.real_slots() if geometry.padded else None
-    if slots is None or x.dim() != 3:
-        return x
-    queries = torch.from_numpy(slots[0])
-    windows, tokens = queries.shape[0], geometry.prefix + queries.shape[1]
-    if x.shape[0] != batch * windows or x.shape[1] != tokens:
-        return x
-    prefix = torch.ones(windows, geometry.prefix, dtype=torch.bool)
-    keep = torch.cat([prefix, queries], 1).reshape(-1).to(x.device)
-    return x.reshape(batch, windows * tokens, x.shape[-1])[:, keep]
-
-
-def stratified_positions(
-    count: int, positions: int, images: int, generator: torch.Generator
-) -> torch.Tensor:
-    """``[images, positions]`` indices into ``range(count)``, stratified at random.
-
-    The raster order is cut into ``positions`` equal strata and one index is drawn
-    uniformly inside each (METRICS.md §4, sampling): every position of the grid has the
-    same chance ``positions / count`` of being drawn, rows and columns alike, unlike a
-    fixed lattice of evenly spaced raster indices. Draws come from ``generator``.
-    """
-    u = torch.rand(images, positions, generator=generator, dtype=torch.float64)
-    edges = (torch.arange(positions, dtype=torch.float64) + u) * (count / positions)
-    return edges.floor().long().clamp_(0, count - 1)
-
-
-def _sample_rows(
-    x: torch.Tensor, batch: int, positions: int | None, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """``[rows, features]`` from ``[batch, positions..., features]``: ``positions`` rows
-    per image drawn by :func:`stratified_positions` (all rows when ``None``)."""
-    features = x.shape[-1]
-    generator = generator or torch.Generator().manual_seed(0)
-    if x.dim() >= 3 and x.shape[0] == batch:
-        per_image = x.reshape(batch, -1, features)
-        count = per_image.shape[1]
-        if positions is not None and count > positions:
-            index = stratified_positions(count, positions, batch, generator).to(x.device)
-            per_image = torch.gather(
-                per_image, 1, index[:, :, None].expand(batch, positions, features)
-            )
-        return per_image.reshape(-1, features)
-    flat = x.reshape(-1, features)
-    if positions is not None and flat.shape[0] > positions * batch:
-        index = stratified_positions(flat.shape[0], positions * batch, 1, generator)[0]
-        flat = flat[index.to(x.device)]
-    return flat
 
 
 @dataclass
@@ -312,7 +249,7 @@ class Capture:
             if mismatch is not None:
                 geometry = TokenGeometry.unknown(mismatch)
             record.geometry = geometry
-            if not _finite(probs):
+            if not finite(probs):
                 record.nonfinite += 1
             if opts.on_attention is not None:
                 opts.on_attention(record.name, probs)
@@ -336,8 +273,8 @@ class Capture:
             width = x.shape[-1]
             if width % record.heads:
                 raise CaptureError(f"{record.name}: width {width} not divisible by heads")
-            x = _real_rows(x, self._batch, record.geometry)
-            rows = _sample_rows(x, self._batch, self.options.positions, self._draws(record.name))
+            x = real_rows(x, self._batch, record.geometry)
+            rows = sample_rows(x, self._batch, self.options.positions, self._draws(record.name))
             if record.moments is None:
                 record.groups = GroupSums(record.heads, width // record.heads)
                 record.moments = Moments.of_sums(record.groups)
@@ -350,11 +287,11 @@ class Capture:
         opts = self.options
 
         def handle(x: torch.Tensor) -> None:
-            if not _finite(x):  # in the tensor's own layout: reductions over a moved one crawl
+            if not finite(x):  # in the tensor's own layout: reductions over a moved one crawl
                 record.nonfinite += 1
             if record.site.channel_axis != -1:
                 x = x.movedim(record.site.channel_axis, -1)
-            rows = _sample_rows(x, self._batch, opts.positions, self._draws(record.site.name))
+            rows = sample_rows(x, self._batch, opts.positions, self._draws(record.site.name))
             width = rows.shape[-1]
             if record.moments is None:
                 record.channels = width

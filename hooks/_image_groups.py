@@ -25,11 +25,11 @@ def _blocks(
     # s_hᵀ C_hg s_g is two thin matrix products instead of a four-index contraction.
     spread = torch.zeros(p, g, dtype=s.dtype)
     spread[torch.arange(p), torch.arange(p) // size] = s
-    blocks = c.reshape(g, size, g, size)
+    frob, trace, c_spread = _row_groups(c, spread, g)
     pieces = {
-        "frob": _block_squares(c, g),  # ‖C_hg‖²_F
-        "trace": torch.einsum("haha->h", blocks),  # tr C_hh (a view of c: copied below)
-        "quad": spread.T @ _times(c, spread, g),  # s_hᵀ C_hg s_g
+        "frob": frob,  # ‖C_hg‖²_F
+        "trace": trace,  # tr C_hh
+        "quad": spread.T @ c_spread,  # s_hᵀ C_hg s_g
         "sum_sq": torch.einsum("ha,ha->h", s.reshape(g, size), s.reshape(g, size)),  # ‖s_h‖²
         "sum_weighted": spread.T @ r,  # s_hᵀ r_·g
         "norms": norms,
@@ -41,22 +41,23 @@ def _blocks(
     return {"count": np.asarray(count, dtype=np.int64), **out}
 
 
-def _block_squares(c: torch.Tensor, g: int) -> torch.Tensor:
-    """``‖C_hg‖²_F`` of every ``[size, size]`` block of ``c`` (``g × g``), a row group at a
-    time: no ``p × p`` temporary."""
-    p = c.shape[0]
-    size = p // g
-    out = torch.empty(g, g, dtype=torch.float64)
-    for h in range(g):
-        rows = c[h * size : (h + 1) * size].to(torch.float64)
-        out[h] = rows.square().reshape(size, g, size).sum((0, 2))
-    return out
-
-
-def _times(c: torch.Tensor, m: torch.Tensor, g: int) -> torch.Tensor:
-    """``c @ m`` in float64 (``c`` float32 or float64), a row group at a time."""
+def _row_groups(
+    c: torch.Tensor, spread: torch.Tensor, g: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``‖C_hg‖²_F`` (``g × g``), ``tr C_hh`` (``g``) and ``C @ spread`` (``p × g``) in
+    float64 from ``c`` (float32 or float64), a row group at a time: no ``p × p``
+    temporary."""
     size = c.shape[0] // g
-    return torch.cat([c[h * size : (h + 1) * size].to(m.dtype) @ m for h in range(g)])
+    frob = torch.empty(g, g, dtype=torch.float64)
+    trace = torch.empty(g, dtype=torch.float64)
+    product = torch.empty(c.shape[0], g, dtype=torch.float64)
+    for h in range(g):
+        band = slice(h * size, (h + 1) * size)
+        rows = c[band].to(torch.float64)
+        frob[h] = rows.square().reshape(size, g, size).sum((0, 2))
+        trace[h] = rows[:, band].diagonal().sum()
+        product[band] = rows @ spread
+    return frob, trace, product
 
 
 def _malloc_trim() -> Callable[[], None]:

@@ -10,9 +10,9 @@ import torch
 
 import hooks
 from hooks._accumulate import GroupSums
-from hooks._capture import stratified_positions
 from hooks._image_groups import _BLOCK_KEYS as BLOCK_KEYS
 from hooks._image_groups import ImageGroups
+from hooks._rows import stratified_positions
 from inspector.analyzers import (
     ChannelRedundancyLayer,
     ChannelRedundancyResult,
