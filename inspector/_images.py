@@ -13,7 +13,6 @@ import hashlib
 import logging
 import os
 import random
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -21,13 +20,21 @@ from typing import Any
 
 import timm.data
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, SequentialSampler
 from torchvision.transforms.functional import to_pil_image
 
+from ._decode import (
+    DEFAULT_MAX_PIXELS,
+    MAX_ASPECT,
+    _aspect_problem,
+    _decode,
+    _header_problem,
+    _to_rgb,
+)
+from ._decode import decode_image as decode_image
 from ._errors import ImageError
-from ._files import regular_file_problem
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -45,15 +52,6 @@ logger = logging.getLogger("inspector")
 
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 """File extensions picked up in folders (compared case-insensitively)."""
-
-DEFAULT_MAX_PIXELS = 89_478_485
-"""Images with more pixels are skipped (PIL's decompression-bomb threshold)."""
-
-MAX_ASPECT = 64
-"""Images longer than this many times their width (or wider than this many times their
-height) are skipped: the model's preprocessing resizes the shorter side to the input
-size, so a 20000x1 strip of a few hundred bytes would become a 3 x 168 x 3,360,000
-array (2.3 GB). Photographs and panoramas stay far below 64:1."""
 
 Transform = Callable[[Image.Image], torch.Tensor]
 Batch = tuple[torch.Tensor, list[str], torch.Tensor]
@@ -436,70 +434,6 @@ class _Decoded(Dataset[tuple[int, "torch.Tensor | str"]]):
         except Exception as exc:
             return position, f"cannot decode ({type(exc).__name__}: {exc})"
         return position, self.transform(image)
-
-
-def _header_problem(path: Path, max_pixels: int) -> str | None:
-    """Why ``path`` cannot be used, judged from its header only; None if it looks fine."""
-    problem = regular_file_problem(path)
-    if problem is not None:
-        return problem.removeprefix("is ")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                width, height = image.size
-    except Image.DecompressionBombError as exc:
-        return f"too large for PIL ({exc})"
-    except Exception as exc:
-        return f"unreadable ({type(exc).__name__}: {exc})"
-    if width * height > max_pixels:
-        return f"too large ({width}x{height} = {width * height} pixels > max_pixels={max_pixels})"
-    return _aspect_problem(width, height)
-
-
-def _aspect_problem(width: int, height: int) -> str | None:
-    """Why an image's shape cannot be resized safely (empty, or too elongated); or None."""
-    if min(width, height) < 1:
-        return f"empty ({width}x{height} pixels)"
-    if max(width, height) > MAX_ASPECT * min(width, height):
-        return (
-            f"too elongated ({width}x{height}, more than {MAX_ASPECT}:1; resizing its "
-            "shorter side to the model's input size would take too much memory)"
-        )
-    return None
-
-
-def decode_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """:func:`_decode` for other modules (the report's gallery)."""
-    return _decode(path, max_pixels)
-
-
-def _decode(path: Path, max_pixels: int) -> Image.Image:
-    """Decode ``path`` as an upright RGB image, refusing more than ``max_pixels``, a
-    shape beyond :data:`MAX_ASPECT` and anything but a regular file (a named pipe would
-    block PIL's open forever)."""
-    problem = regular_file_problem(path)
-    if problem is not None:
-        raise ValueError(f"{path} {problem}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        with Image.open(path) as image:
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ValueError(f"{width}x{height} pixels exceed max_pixels={max_pixels}")
-            problem = _aspect_problem(width, height)
-            if problem is not None:
-                raise ValueError(problem)
-            image.load()
-            return _to_rgb(ImageOps.exif_transpose(image))
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("P", "PA", "LA", "La"):  # palettes may carry transparency
-        image = image.convert("RGBA")
-    return image.convert("RGB")
 
 
 # --------------------------------------------------------------------- datasets
