@@ -26,6 +26,7 @@ from ._errors import CaptureError as CaptureError
 from ._errors import HookError as HookError
 from ._errors import SelectionError as SelectionError
 from ._gates import gates as gates
+from ._image_groups import release_free_memory as release_free_memory
 from ._probe import Probe as Probe
 from ._probe import first_tensor as first_tensor
 from ._probe import probe as probe
@@ -65,6 +66,7 @@ __all__ = [
     "match_names",
     "output_projection",
     "probe",
+    "release_free_memory",
     "sdpa_probabilities",
     "softmax_modules",
 ]

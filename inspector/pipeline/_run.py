@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -265,6 +266,11 @@ def execute(model: nn.Module, plan: Plan, ranks: World | None = None) -> Path:
         _drop_stale_report(plan.output)
         with defer_sigint() as asked:
             path = writer.finish()
+        # The capture's wide sums die here; hand their pages back before the caller
+        # reads the file back, so that read does not stack on a heap glibc still holds.
+        del captured
+        gc.collect()
+        hooks.release_free_memory()
         if asked():  # the run file is complete: nothing to resume, the report is left
             raise ReportInterrupted(path)
         return path

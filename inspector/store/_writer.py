@@ -517,6 +517,7 @@ class RunWriter:
                 write_tree(group, tree)
 
         self._replace(self.path, fill)
+        self._staged = None  # views of the capture's sums: let them go with it
         with contextlib.suppress(OSError):
             self.partial.unlink()
         return self.path
