@@ -92,19 +92,46 @@ def assert_page_script(html: str) -> None:
 
 
 class Page(HTMLParser):
-    """Start tags with their attributes, and the text, of an HTML page."""
+    """Start tags with their attributes, the text, and the text of each ``<section>`` (by
+    id) of an HTML page."""
 
     def __init__(self, html: str) -> None:
         super().__init__(convert_charrefs=True)
         self.tags: list[tuple[str, dict[str, str | None]]] = []
         self.text: list[str] = []
+        self.section_text: dict[str, list[str]] = {}
+        self._section: str | None = None
         self.feed(html)
+        self.close()
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.tags.append((tag, dict(attrs)))
+        attributes = dict(attrs)
+        self.tags.append((tag, attributes))
+        if tag == "section":
+            self._section = attributes.get("id")
+            self.section_text[self._section or ""] = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "section":
+            self._section = None
 
     def handle_data(self, data: str) -> None:
         self.text.append(data)
+        if self._section is not None:
+            self.section_text[self._section].append(data)
+
+    def all_text(self) -> str:
+        return " ".join(" ".join(self.text).split())
+
+    def in_section(self, section: str) -> str:
+        return " ".join(" ".join(self.section_text[section]).split())
+
+    def find(self, tag: str, **attrs: str) -> list[dict[str, str | None]]:
+        return [
+            a
+            for t, a in self.tags
+            if t == tag and all(attrs[k] in (a.get(k) or "").split() for k in attrs)
+        ]
 
 
 def assert_same(a: Any, b: Any, where: str) -> None:

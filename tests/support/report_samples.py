@@ -338,3 +338,34 @@ def compare_report(vit: RunReport | None = None, cnn: RunReport | None = None) -
         findings=("The ViT's heads look farther than the CNN's ERF at every depth.",),
         notes=NOTES,
     )
+
+
+# The sections each shipped report has, in order (their HTML ids).
+RUN_SECTIONS = (
+    "verdict",
+    "findings",
+    "distance",
+    "mad",
+    "attention-maps",
+    "explorer",
+    "erf-maps",
+    "dynamics",
+    "similarity",
+    "redundancy",
+    "importance",
+    "pruning",
+    "numbers",
+    "methods",
+)
+
+COMPARE_SECTIONS = (
+    "verdict",
+    "runs",
+    "findings",
+    "distance",
+    "dynamics",
+    "redundancy",
+    "pruning",
+    "numbers",
+    "methods",
+)
