@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -259,6 +261,21 @@ def test_nothing_at_the_final_path_until_finish(tmp_path: Path) -> None:
     with h5py.File(writer.partial, "r") as handle:
         assert not handle.attrs["complete"]
         assert handle.attrs["batches_done"] == 2
+
+
+def test_finish_lets_the_staged_state_go(tmp_path: Path) -> None:
+    """Staged state is the capture's own sums (views, not copies): once the complete
+    file is written the writer holds none of it, so the caller can free them before
+    reading the file back."""
+    writer = RunWriter(tmp_path / "toy.h5", META, FINGERPRINT)
+    layers = _layers(3)
+    cross = weakref.ref(layers["blocks.2.attn"]["groups"]["cross"])
+    writer.stage(layers, IDS, np.array([-1, 3, 4]), batches_done=2, order=ORDER)
+    writer.finish()
+    del layers
+    gc.collect()
+    assert cross() is None
+    assert read_run(tmp_path / "toy.h5").layers["blocks.2.attn"].groups is not None
 
 
 def test_incomplete_file_refused_unless_allowed(tmp_path: Path) -> None:
